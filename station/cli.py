@@ -1,0 +1,77 @@
+"""The ``station`` command: one entry point, one module per subcommand.
+
+Subcommand modules are imported only when their command runs, so ``station --help`` stays
+fast and works without the ``train`` extra (torch) installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module under station.commands, one-line help). Each module defines
+# ``add_arguments(parser)`` and ``run(args) -> int``.
+COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+def register(name: str, module: str, help_text: str) -> None:
+    """Add a subcommand; modules are listed here in the order a part flows."""
+    COMMANDS[name] = (module, help_text)
+
+
+register("crops", "crops", "write the aligned crop of every image in a data set, with a montage")
+
+
+def _load(name: str):
+    module, _ = COMMANDS[name]
+    return importlib.import_module(f"station.commands.{module}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="station",
+        description="Camera inspection station: inspect parts, train and calibrate models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.print_help(sys.stderr)
+            print(f"\nstation: unknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        parser.print_help()
+        return 0
+    name, rest = argv[0], argv[1:]
+    _, help_text = COMMANDS[name]
+    sub = argparse.ArgumentParser(prog=f"station {name}", description=help_text)
+    module = _load(name)
+    module.add_arguments(sub)
+    args = sub.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def require_torch(command: str) -> None:
+    """Exit with a clear message when a training command runs without the train extra."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            f"station {command} needs PyTorch, which is in the 'train' extra: "
+            "pip install 'inspection-station[train]' (or: pip install -e '.[train]')"
+        ) from None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

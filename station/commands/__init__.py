@@ -1,0 +1,1 @@
+"""One module per ``station`` subcommand: argument parsing and wiring only."""
