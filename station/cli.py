@@ -20,7 +20,10 @@ def register(name: str, module: str, help_text: str) -> None:
     COMMANDS[name] = (module, help_text)
 
 
+register("devices", "devices", "list cameras, GenICam producers and serial ports on this machine")
 register("crops", "crops", "write the aligned crop of every image in a data set, with a montage")
+register("calibrate", "calibrate", "calibrate camera, ROI, pixel scale, thresholds and image quality")
+register("export-records", "export_records", "export the inspection records database to CSV")
 
 
 def _load(name: str):

@@ -1,0 +1,56 @@
+"""``station bench``: model latency, pipeline throughput and latency, memory; JSON out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=Path, default=None,
+                        help="folder with autoencoder.onnx, classifier.onnx (and *.int8.onnx); "
+                             "default: the demo models")
+    parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "demo.toml",
+                        help="recipe for the crop and decision settings (default: the demo's)")
+    parser.add_argument("--json", type=Path, required=True, help="write the results here")
+    parser.add_argument("--parts", type=int, default=120, help="parts through the pipeline")
+    parser.add_argument("--long-parts", type=int, default=0,
+                        help="also run this many parts to watch peak memory (0 = skip)")
+    parser.add_argument("--repeats", type=int, default=30, help="latency runs per model (min)")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = auto)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from station.bench import run_bench
+    from station.recipe import RecipeError, load_recipe
+
+    models = args.models
+    if models is None:
+        from station.commands.demo import ensure_demo_models
+
+        models = ensure_demo_models()
+    if not (models / "autoencoder.onnx").exists():
+        print(f"station bench: {models} holds no autoencoder.onnx", file=sys.stderr)
+        return 2
+    try:
+        recipe = load_recipe(args.recipe, check_files=False)
+    except RecipeError as exc:
+        print(f"station bench: {exc}", file=sys.stderr)
+        return 2
+    result = run_bench(recipe, models, args.parts, args.repeats, args.threads, args.long_parts)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    print(f"matmul peak {result['matmul_peak_gflops']} GFLOP/s")
+    for name, m in result["models"].items():
+        extra = f", {m['achieved_gflops']} GFLOP/s" if "achieved_gflops" in m else ""
+        print(f"{name:>24}: {m['latency_ms_p50']:8.2f} ms p50{extra}")
+    p = result["pipeline"]
+    print(f"pipeline: {p['engine_parts_per_s']} parts/s through the engine, models alone "
+          f"{p['models_parts_per_s']}/s (ratio {p['throughput_ratio']}), per part "
+          f"{p['per_part_ms_p50']} ms p50, trigger->reject p99 {p['trigger_to_reject_ms_p99']} ms")
+    print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,561 @@
+"""The station's engine: acquisition, triggers, inspection, reject output and records.
+
+Threads, not one loop (DESIGN.md): the acquisition thread fills a latest-frame slot for the
+preview and calls the frame-driven trigger; triggered parts go through a bounded queue to the
+inspection thread; the reject scheduler and the serial link have their own threads; the
+records writer has its own. Nothing here knows Qt: the GUI and ``station run --headless``
+both drive this class and read its state.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from station.decision import ERROR, REJECT
+from station.inspect import DecisionSettings, Inspector, PartResult
+from station.quality import QualityMonitor
+from station.records import PartRecord, Records
+from station.reject import RejectScheduler
+from station.serial_link import SerialLink
+from station.sources import CAMERA_LOST, CAMERA_RESTORED, SOURCE_ENDED, Acquisition, make_source
+from station.sources.base import Frame, FrameSource
+from station.triggers import PartCounter, SoftwareTrigger, Trigger, TriggerEvent, make_trigger
+from station.undistort import Undistorter
+
+log = logging.getLogger(__name__)
+
+# Alarm kinds the banner shows.
+ALARM_CAMERA = "camera_lost"
+ALARM_SERIAL = "serial_lost"
+ALARM_STREAK = "reject_streak"
+ALARM_MODEL = "model_error"
+ALARM_QUALITY = "image_quality"
+ALARM_RECORDS = "records"
+COUNTS_RESET_KEY = "counts.reset"
+_ENGINE_ALARMS = (ALARM_CAMERA, ALARM_SERIAL, ALARM_STREAK, ALARM_MODEL, ALARM_QUALITY)
+
+Listener = Callable[[str, Any], None]
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """One alarm in the banner until the operator acknowledges it."""
+
+    id: int
+    kind: str
+    message: str
+    time: float = field(default_factory=time.time)
+    active: bool = True  # the condition still holds (camera still lost, …)
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """What the status bar and the headless printout show."""
+
+    running: bool
+    source: str
+    camera_fps: float
+    frames: int
+    dropped_frames: int
+    inspect_fps: float
+    parts: int
+    passed: int
+    rejected: int
+    errors: int
+    late: int  # parts the queue could not take in time (they get the fail-safe)
+    latency_p50_ms: float
+    latency_p99_ms: float
+    serial_state: str
+    reject_timing: dict[str, float]
+    models: dict[str, str]
+
+
+class Engine:
+    """Runs one recipe on the line. ``start``/``stop``; state is read, never pushed to Qt.
+
+    ``listener(kind, payload)`` is called from engine threads with ``"part"``
+    (:class:`PartResult`), ``"alarm"`` (:class:`Alarm`), ``"alarm_cleared"`` (:class:`Alarm`)
+    and ``"state"`` (``"running"``/``"stopped"``/``"ended"``); a GUI re-posts them to its
+    own thread.
+    """
+
+    def __init__(
+        self,
+        recipe: Any,
+        *,
+        source: FrameSource | None = None,
+        inspector: Inspector | None = None,
+        trigger_mode: str | None = None,
+        paced: bool = True,
+        block_when_busy: bool = False,
+        queue_size: int = 8,
+        records: bool = True,
+        streak_alarm: int = 5,
+    ) -> None:
+        self.recipe = recipe
+        self.block_when_busy = block_when_busy
+        self.streak_alarm = streak_alarm
+        self._listeners: list[Listener] = []
+        self._lock = threading.RLock()
+        self._alarms: dict[int, Alarm] = {}
+        self._alarm_seq = 0
+        self._open_alarm_by_kind: dict[str, int] = {}
+        self._results: deque[PartResult] = deque(maxlen=500)
+        self._latencies: deque[float] = deque(maxlen=1000)
+        self._done_times: deque[float] = deque(maxlen=240)
+        self._counts = {"parts": 0, "passed": 0, "rejected": 0, "errors": 0, "late": 0}
+        self._streak = 0
+        self._last_result: PartResult | None = None
+        self._running = False
+        self._stop = threading.Event()
+        self._queue: queue.Queue[TriggerEvent | None] = queue.Queue(maxsize=queue_size)
+        self._pending = 0  # triggered, not yet finished
+        self._idle = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._closing = False
+
+        self.inspector = inspector or Inspector.from_recipe(recipe)
+        self.inspector.warmup()
+        self.undistorter = Undistorter.from_recipe(recipe)
+        self.records: Records | None = Records.from_recipe(recipe) if records else None
+        if self.records is not None:
+            # Records notify every alarm they store, the engine's own included: only the
+            # records' own faults (writer behind, disk) become a records alarm here.
+            self.records.add_alarm_listener(
+                lambda kind, msg: kind in _ENGINE_ALARMS or self.raise_alarm(ALARM_RECORDS, msg))
+
+        self.link: SerialLink | None = None
+        mode = trigger_mode or recipe.trigger.mode
+        if recipe.reject.enabled or mode == "serial":
+            self.link = SerialLink.from_recipe(recipe)
+            self.link.add_state_listener(self._on_serial_state)
+        on_error_rejects = recipe.decision.on_error == "reject"
+        self.scheduler = RejectScheduler.from_recipe(
+            recipe, self.link if recipe.reject.enabled else None,
+            reject_on_error=on_error_rejects)
+        if self.records is not None:
+            self.scheduler.add_fired_listener(self.records.on_fired)
+
+        self.source = source or make_source(recipe.camera, recipe.trigger, paced=paced)
+        self.acquisition = Acquisition(self.source, queue_size=2)
+        self.acquisition.add_alarm_listener(self._on_camera_alarm)
+        start_id = self._next_part_number()
+        self.counter = PartCounter(start_id)
+        self.trigger: Trigger = make_trigger(
+            replace(recipe.trigger, mode=mode), frames=self.acquisition, serial_link=self.link,
+            localize=recipe.localize, counter=self.counter)
+        self.trigger.add_listener(self._on_trigger)
+        self.software = (self.trigger if isinstance(self.trigger, SoftwareTrigger)
+                         else SoftwareTrigger(self.acquisition, self.counter))
+        if self.software is not self.trigger:
+            self.software.add_listener(self._on_trigger)
+        self.acquisition.add_frame_listener(self._on_frame)
+        self.quality = QualityMonitor.from_recipe_params(recipe.quality, recipe.path)
+        self._quality_frame: Frame | None = None
+
+    # -- listeners and state ------------------------------------------------------------
+    def add_listener(self, callback: Listener) -> None:
+        self._listeners.append(callback)
+
+    def _emit(self, kind: str, payload: Any) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(kind, payload)
+            except Exception:
+                log.exception("engine listener failed on %s", kind)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def latest_frame(self) -> Frame | None:
+        """The newest camera frame, for the preview (never waits for the models)."""
+        return self.acquisition.latest()
+
+    def last_result(self) -> PartResult | None:
+        return self._last_result
+
+    def results(self) -> list[PartResult]:
+        with self._lock:
+            return list(self._results)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._inspect_loop, name="inspection", daemon=True)
+        self._thread.start()
+        self.acquisition.start()
+        self._running = True
+        self._emit("state", "running")
+
+    def stop(self) -> None:
+        """Stop taking frames; parts already triggered are finished and recorded."""
+        if not self._running:
+            return
+        self.acquisition.stop()
+        self.wait_idle(timeout=10.0)
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(10.0)
+            self._thread = None
+        self._running = False
+        self._emit("state", "stopped")
+
+    def close(self) -> None:
+        """Stop, let pending reject outputs fire, and close the port and the records."""
+        self.stop()
+        self._closing = True  # the port closing on purpose is not a lost link
+        self.trigger.close()
+        if self.software is not self.trigger:
+            self.software.close()
+        self.scheduler.close()
+        if self.link is not None:
+            self.link.close()
+        if self.records is not None:
+            self.records.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every triggered part has its verdict (replay and tests)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending > 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining)
+        return True
+
+    def wait_finished(self, timeout: float | None = None) -> bool:
+        """For a finite source (replay): wait until it ended and every part is done."""
+        if not self.acquisition.wait_finished(timeout):
+            return False
+        return self.wait_idle(timeout)
+
+    # -- operator actions ---------------------------------------------------------------
+    def software_trigger(self) -> TriggerEvent:
+        """The operator's trigger button: inspect the latest frame now."""
+        return self.software.fire()
+
+    def set_decision(self, rule: str | None = None, ae_threshold: float | None = None,
+                     cls_threshold: float | None = None, who: str = "engineer") -> None:
+        """Change the live decision (engineer mode); recorded as an event."""
+        old = self.inspector.decision
+        new = DecisionSettings(rule or old.rule,
+                               old.ae_threshold if ae_threshold is None else float(ae_threshold),
+                               old.cls_threshold if cls_threshold is None else float(cls_threshold))
+        if new.rule in ("either", "both") and (self.inspector.autoencoder is None
+                                               or self.inspector.classifier is None):
+            raise ValueError(f"decision.rule = {new.rule!r} needs both models loaded")
+        if new.rule == "autoencoder" and self.inspector.autoencoder is None:
+            raise ValueError("decision.rule = 'autoencoder' but no autoencoder is loaded")
+        if new.rule == "classifier" and self.inspector.classifier is None:
+            raise ValueError("decision.rule = 'classifier' but no classifier is loaded")
+        self.inspector.set_decision(new)
+        if self.records is not None:
+            for key, a, b in (("decision.rule", old.rule, new.rule),
+                              ("decision.autoencoder_threshold", old.ae_threshold, new.ae_threshold),
+                              ("decision.classifier_threshold", old.cls_threshold,
+                               new.cls_threshold)):
+                if a != b:
+                    self.records.record_event(who, key, a, b)
+
+    # -- counts that survive a restart within a shift ------------------------------------
+    def shift_start(self) -> float | None:
+        """Epoch of the last confirmed counter reset (None = since records began)."""
+        if self.records is None:
+            return None
+        for event in self.records.events(500):
+            if event.get("key") == COUNTS_RESET_KEY:
+                return float(event.get("time_epoch") or 0.0) or None
+        return None
+
+    def counts(self, wait: bool = True) -> dict[str, int]:
+        """Inspected / passed / rejected / errors since the shift started (from the records).
+
+        ``wait=False`` skips waiting for the records writer (the GUI thread must not block;
+        the last few parts then show up on the next call).
+        """
+        if self.records is None:
+            c = self._counts
+            return {"inspected": c["parts"], "passed": c["passed"],
+                    "rejected": c["rejected"], "errors": c["errors"]}
+        if wait:
+            self.records.flush(2.0)
+        return self.records.counts(since=self.shift_start())
+
+    def reset_counts(self, who: str = "operator") -> None:
+        """Start a new shift's counts (the GUI asks for a confirmation first)."""
+        if self.records is not None:
+            self.records.record_event(who, COUNTS_RESET_KEY, "", time.time())
+            self.records.flush(2.0)
+        with self._lock:
+            self._counts = dict.fromkeys(self._counts, 0)
+
+    # -- alarms ---------------------------------------------------------------------------
+    def raise_alarm(self, kind: str, message: str) -> Alarm:
+        """Show an alarm (one per kind while it is open) and record it."""
+        with self._lock:
+            open_id = self._open_alarm_by_kind.get(kind)
+            if open_id is not None and open_id in self._alarms:
+                alarm = replace(self._alarms[open_id], message=message, active=True)
+                self._alarms[open_id] = alarm
+                return alarm
+        alarm_id = None
+        if self.records is not None and kind != ALARM_RECORDS:
+            try:
+                alarm_id = self.records.raise_alarm(kind, message)
+            except Exception:
+                log.exception("could not record alarm %s", kind)
+        with self._lock:
+            if alarm_id is None:
+                self._alarm_seq -= 1
+                alarm_id = self._alarm_seq
+            alarm = Alarm(alarm_id, kind, message)
+            self._alarms[alarm_id] = alarm
+            self._open_alarm_by_kind[kind] = alarm_id
+        log.warning("alarm %s: %s", kind, message)
+        self._emit("alarm", alarm)
+        return alarm
+
+    def clear_condition(self, kind: str, message: str = "") -> None:
+        """The condition behind an alarm is gone; it stays shown until acknowledged."""
+        with self._lock:
+            alarm_id = self._open_alarm_by_kind.get(kind)
+            if alarm_id is None or alarm_id not in self._alarms:
+                return
+            alarm = replace(self._alarms[alarm_id], active=False,
+                            message=message or self._alarms[alarm_id].message)
+            self._alarms[alarm_id] = alarm
+        self._emit("alarm_cleared", alarm)
+
+    def alarms(self) -> list[Alarm]:
+        """Alarms not yet acknowledged, oldest first."""
+        with self._lock:
+            return sorted(self._alarms.values(), key=lambda a: a.time)
+
+    def acknowledge(self, alarm_id: int, who: str = "operator") -> None:
+        with self._lock:
+            alarm = self._alarms.pop(alarm_id, None)
+            if alarm is not None and self._open_alarm_by_kind.get(alarm.kind) == alarm_id:
+                del self._open_alarm_by_kind[alarm.kind]
+        if alarm is not None and self.records is not None and alarm_id > 0:
+            self.records.acknowledge_alarm(alarm_id, who)
+
+    def _on_camera_alarm(self, kind: str, message: str) -> None:
+        if kind == CAMERA_LOST:
+            self.raise_alarm(ALARM_CAMERA, f"camera lost: {message}")
+        elif kind == CAMERA_RESTORED:
+            self.clear_condition(ALARM_CAMERA, f"camera lost, now restored: {message}")
+        elif kind == SOURCE_ENDED:
+            self._emit("state", "ended")
+
+    def _on_serial_state(self, state: str, message: str) -> None:
+        if self._closing:
+            return
+        if state == "connected":
+            self.clear_condition(ALARM_SERIAL, f"serial link lost, now back: {message}")
+        else:
+            self.raise_alarm(ALARM_SERIAL, f"serial link {state}: {message}")
+
+    # -- the flow of a part -------------------------------------------------------------
+    def _next_part_number(self) -> int:
+        """Part ids continue across restarts, so records never hold two parts with one id."""
+        if self.records is None:
+            return 1
+        for row in self.records.recent(1):
+            try:
+                return int(row["part_id"]) + 1
+            except (KeyError, TypeError, ValueError):
+                break
+        return 1
+
+    def _on_frame(self, frame: Frame) -> None:
+        """Acquisition thread: every frame, in order. Cheap work only."""
+        self._quality_frame = frame
+        self.trigger.on_frame(frame)
+
+    def _on_trigger(self, event: TriggerEvent) -> None:
+        """A part was seen: schedule its reject point now, inspect it in the other thread."""
+        part_id = str(event.part_id)
+        self.scheduler.register(part_id, event.t)
+        with self._lock:
+            self._pending += 1
+        try:
+            if self.block_when_busy:
+                self._queue.put(event)
+            else:
+                self._queue.put_nowait(event)
+        except queue.Full:
+            # The inspection cannot keep up: this part gets no verdict in time. Say so; the
+            # scheduler's fail-safe acts at its reject point.
+            self._finish(PartResult(part_id=part_id, verdict=ERROR, t_trigger=event.t,
+                                    error="inspection queue full: part not inspected",
+                                    trigger=event.source), late=True)
+
+    def _inspect_loop(self) -> None:
+        while True:
+            event = self._queue.get()
+            if event is None:
+                return
+            self._inspect(event)
+            self._maybe_check_quality()
+
+    def _inspect(self, event: TriggerEvent) -> None:
+        part_id = str(event.part_id)
+        frame = event.frame
+        if frame is None:
+            result = PartResult(part_id=part_id, verdict=ERROR, t_trigger=event.t,
+                                error="no camera frame for this trigger", trigger=event.source)
+        else:
+            image = frame.image
+            if self.undistorter is not None:
+                image = self.undistorter.apply(image)
+            box = getattr(event, "box", None)
+            result = self.inspector.inspect(image, part_id, box=box, t_trigger=event.t)
+            result = replace(result, frame_seq=frame.seq, truth=_truth_for(frame, result),
+                             trigger=event.source)
+        self._finish(result)
+
+    def _finish(self, result: PartResult, late: bool = False) -> None:
+        self.scheduler.set_verdict(result.part_id, result.verdict)
+        with self._lock:
+            self._last_result = result
+            self._results.append(result)
+            self._latencies.append(result.latency_ms)
+            self._done_times.append(time.monotonic())
+            c = self._counts
+            c["parts"] += 1
+            c["late"] += int(late)
+            if result.verdict == "PASS":
+                c["passed"] += 1
+                self._streak = 0
+            else:
+                c["rejected" if result.verdict == REJECT else "errors"] += 1
+                self._streak += 1
+            streak = self._streak
+        if self.records is not None:
+            self.records.submit(self._record_row(result), _images(result))
+        if result.verdict == ERROR and result.error and not result.error.startswith("part "):
+            self.raise_alarm(ALARM_MODEL, f"part {result.part_id}: {result.error}")
+        if self.streak_alarm and streak == self.streak_alarm:
+            self.raise_alarm(ALARM_STREAK, f"{streak} rejects in a row (last: part "
+                                           f"{result.part_id}) — check the line and the camera")
+        self._emit("part", result)
+        with self._idle:
+            self._pending -= 1
+            self._idle.notify_all()
+
+    def _record_row(self, r: PartResult) -> PartRecord:
+        return PartRecord(
+            part_id=r.part_id, verdict=r.verdict, recipe=self.recipe.product.name,
+            model_versions=self.inspector.model_versions,
+            ae_score_raw=r.ae_raw, ae_score=r.ae_score, cls_score_raw=r.cls_raw,
+            cls_score=r.cls_score, reasons=_reasons(r, self.inspector.decision), error=r.error,
+            latency_ms=r.latency_ms)
+
+    def _maybe_check_quality(self) -> None:
+        """Image quality at start-up and every ``quality.interval_s`` (the monitor decides)."""
+        if self.quality is None or self._quality_frame is None:
+            return
+        try:
+            issues = self.quality.check_if_due(self._quality_frame.image)
+        except Exception as exc:
+            log.warning("image-quality check failed: %s", exc)
+            return
+        if issues is None:
+            return
+        if issues:
+            self.raise_alarm(ALARM_QUALITY, "; ".join(i.message for i in issues))
+        else:
+            self.clear_condition(ALARM_QUALITY)
+
+    # -- numbers ------------------------------------------------------------------------
+    def stats(self) -> EngineStats:
+        acq = self.acquisition.stats()
+        with self._lock:
+            lat = sorted(self._latencies)
+            times = list(self._done_times)
+            c = dict(self._counts)
+        now = time.monotonic()
+        recent = [t for t in times if now - t <= 5.0]
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 else 0.0
+        return EngineStats(
+            running=self._running, source=self.source.name, camera_fps=acq.fps,
+            frames=acq.frames, dropped_frames=acq.dropped, inspect_fps=fps,
+            parts=c["parts"], passed=c["passed"], rejected=c["rejected"], errors=c["errors"],
+            late=c["late"], latency_p50_ms=_pct(lat, 0.5), latency_p99_ms=_pct(lat, 0.99),
+            serial_state=self.link.state if self.link is not None else "off",
+            reject_timing=self.scheduler.timing_stats(),
+            models=self.inspector.model_versions)
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    return float(values[min(len(values) - 1, int(round(q * (len(values) - 1))))])
+
+
+def _truth_for(frame: Frame, result: PartResult) -> Any:
+    """The ground-truth part nearest the inspected box (simulator and replay know it)."""
+    truth = frame.truth
+    parts = getattr(truth, "parts", None)
+    if parts is None:
+        return truth
+    if not parts:
+        return None
+    if result.box is None:
+        return None
+    x, y, w, h = result.box
+    cx, cy = x + w / 2, y + h / 2
+    return min(parts, key=lambda p: (p.center_xy[0] - cx) ** 2 + (p.center_xy[1] - cy) ** 2)
+
+
+def _reasons(r: PartResult, d: DecisionSettings) -> str:
+    out = []
+    if r.ae_score is not None and r.ae_score >= d.ae_threshold:
+        out.append(f"autoencoder {r.ae_score:.2f} >= {d.ae_threshold:.2f}")
+    if r.cls_score is not None and r.cls_score >= d.cls_threshold:
+        out.append(f"classifier {r.cls_score:.2f} >= {d.cls_threshold:.2f}")
+    return "; ".join(out)
+
+
+def _images(r: PartResult) -> dict[str, np.ndarray]:
+    """The crop and its heatmap overlay, for the records' image store."""
+    if r.crop is None:
+        return {}
+    images = {"crop": r.crop}
+    if r.heatmap is not None:
+        images["heatmap"] = heatmap_overlay(r.crop, r.heatmap)
+    return images
+
+
+def heatmap_overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float = 0.5,
+                    vmax: float = 1.5) -> np.ndarray:
+    """BGR image of ``crop`` with ``heatmap`` (1.0 = threshold) over it in JET colours."""
+    import cv2
+
+    base = crop if crop.ndim == 3 else cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+    h = np.clip(np.nan_to_num(heatmap) / vmax, 0.0, 1.0)
+    if h.shape[:2] != base.shape[:2]:
+        h = cv2.resize(h, (base.shape[1], base.shape[0]))
+    colour = cv2.applyColorMap((h * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    alpha = (opacity * np.clip(h * 1.5, 0.0, 1.0))[..., None]
+    return (base * (1 - alpha) + colour * alpha).astype(np.uint8)

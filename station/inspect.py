@@ -1,0 +1,205 @@
+"""One part, start to verdict: crop, both models, decision. No threads, no I/O.
+
+The engine's inspection thread, ``station replay`` and ``station bench`` all call
+:meth:`Inspector.inspect`, so what is measured is what runs on the line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from station.align import AlignedCrop, AlignParams, PartNotFound, align
+from station.decision import ERROR, decide
+from station.inference import AutoencoderModel, ClassifierModel, load_model
+from station.localize import LocalizeParams, localize
+from station.modelmeta import ModelRefused
+from station.preprocess import PreprocessSpec, prepare
+
+# How far around a trigger's box localization looks, as a share of the box's long side, so a
+# neighbouring part on the belt does not make the frame "several parts".
+WINDOW_MARGIN = 0.35
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """Everything the records, the reject scheduler and the UI need about one part."""
+
+    part_id: str
+    verdict: str  # "PASS" | "REJECT" | "ERROR"
+    ae_score: float | None = None  # normalized: 1.0 = threshold
+    ae_raw: float | None = None
+    cls_score: float | None = None
+    cls_raw: float | None = None  # P(defect)
+    latency_ms: float = 0.0  # trigger (or call) to verdict
+    inference_ms: float = 0.0  # both models alone
+    error: str = ""
+    crop: np.ndarray | None = None  # aligned crop, uint8, autoencoder size
+    heatmap: np.ndarray | None = None  # anomaly map over the crop, 1.0 = threshold level
+    crop_to_frame: np.ndarray | None = None  # 2x3 affine, crop pixel -> frame pixel
+    box: tuple[int, int, int, int] | None = None  # the part in the frame
+    frame_seq: int | None = None
+    t_trigger: float = 0.0
+    truth: Any = None  # ground truth when the source knows it (simulator, replay)
+    trigger: str = ""
+
+    @property
+    def rejected(self) -> bool:
+        return self.verdict != "PASS"
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    """The live decision: rule and thresholds on normalized scores (1.0 = model threshold)."""
+
+    rule: str = "either"
+    ae_threshold: float = 1.0
+    cls_threshold: float = 1.0
+
+
+class Inspector:
+    """Holds both models and the crop parameters; ``inspect(frame)`` gives a PartResult."""
+
+    def __init__(
+        self,
+        autoencoder: AutoencoderModel | None,
+        classifier: ClassifierModel | None,
+        localize_params: LocalizeParams,
+        align_params: AlignParams | None,
+        decision: DecisionSettings,
+    ) -> None:
+        if autoencoder is None and classifier is None:
+            raise ModelRefused("no model: the recipe names neither an autoencoder nor a classifier")
+        needs = {"autoencoder": ("autoencoder",), "classifier": ("classifier",),
+                 "either": ("autoencoder", "classifier"), "both": ("autoencoder", "classifier")}
+        have = {"autoencoder": autoencoder, "classifier": classifier}
+        missing = [k for k in needs.get(decision.rule, ()) if have[k] is None]
+        if missing:
+            raise ModelRefused(f"decision.rule = {decision.rule!r} needs the {' and '.join(missing)}"
+                               " model, which the recipe does not name")
+        self.autoencoder = autoencoder
+        self.classifier = classifier
+        self.localize_params = localize_params
+        # The crop must be the one the models were trained on: their metadata wins.
+        model = autoencoder or classifier
+        trained = model.meta.align_params() if model is not None else None
+        self.align_params = trained or align_params
+        self.decision = decision
+        self.ae_spec: PreprocessSpec | None = autoencoder.meta.preprocess_spec() if autoencoder else None
+        self.cls_spec: PreprocessSpec | None = classifier.meta.preprocess_spec() if classifier else None
+
+    @classmethod
+    def from_recipe(cls, recipe: Any, provider: str | None = None, threads: int | None = None
+                    ) -> Inspector:
+        """Load the recipe's models (refusing any whose metadata cannot be honoured)."""
+        m = recipe.models
+        prov = provider or m.provider
+        nthreads = m.threads if threads is None else threads
+        ae = _load(m.autoencoder, "autoencoder", prov, nthreads)
+        clf = _load(m.classifier, "classifier", prov, nthreads)
+        d = recipe.decision
+        return cls(ae, clf, recipe.localize, recipe.align,
+                   DecisionSettings(d.rule, d.autoencoder_threshold, d.classifier_threshold))
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        out = {}
+        for name, model in (("autoencoder", self.autoencoder), ("classifier", self.classifier)):
+            if model is not None:
+                out[name] = f"{model.path.name}@{model.meta.version}"
+        return out
+
+    def warmup(self) -> None:
+        for model in (self.autoencoder, self.classifier):
+            if model is not None:
+                model.warmup()
+
+    def set_decision(self, decision: DecisionSettings) -> None:
+        self.decision = decision
+
+    def locate(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None):
+        """Find the part, looking only around ``box`` (a trigger's find) when given."""
+        params = self.localize_params
+        if box is not None:
+            x, y, w, h = box
+            m = int(round(max(w, h) * WINDOW_MARGIN))
+            height, width = image.shape[:2]
+            x0, y0 = max(0, x - m), max(0, y - m)
+            x1, y1 = min(width, x + w + m), min(height, y + h + m)
+            params = dataclasses.replace(params, roi=(x0, y0, x1 - x0, y1 - y0))
+        return localize(image, params)
+
+    def inspect(
+        self,
+        image: np.ndarray,
+        part_id: str = "",
+        *,
+        box: tuple[int, int, int, int] | None = None,
+        t_trigger: float | None = None,
+    ) -> PartResult:
+        """Crop, run both models, decide. Any failure is an ERROR verdict with its reason."""
+        t0 = time.monotonic() if t_trigger is None else t_trigger
+        try:
+            loc = self.locate(image, box)
+            if not loc.ok:
+                raise PartNotFound(loc)
+            crops: dict[int, AlignedCrop] = {}
+
+            def crop_for(spec: PreprocessSpec) -> AlignedCrop:
+                if spec.size not in crops:
+                    crops[spec.size] = align(image, loc, self.align_params, spec.size)
+                return crops[spec.size]
+
+            t_models = time.monotonic()
+            ae_raw = ae_norm = cls_raw = cls_norm = None
+            heatmap = None
+            main_crop: AlignedCrop | None = None
+            if self.autoencoder is not None and self.ae_spec is not None:
+                main_crop = crop_for(self.ae_spec)
+                maps, scores = self.autoencoder.infer(prepare(main_crop.crop, self.ae_spec)[None])
+                ae_raw = float(scores[0])
+                ae_norm = float(self.autoencoder.normalized(ae_raw))
+                heatmap = np.asarray(self.autoencoder.normalized(maps[0]), np.float32)
+            if self.classifier is not None and self.cls_spec is not None:
+                c = crop_for(self.cls_spec)
+                main_crop = main_crop or c
+                cls_raw = float(self.classifier.infer(prepare(c.crop, self.cls_spec)[None])[0])
+                cls_norm = float(self.classifier.normalized(cls_raw))
+            inference_ms = (time.monotonic() - t_models) * 1000.0
+            d = self.decision
+            verdict = decide(ae_norm, cls_norm, d.rule, d.ae_threshold, d.cls_threshold)
+            assert main_crop is not None
+            return PartResult(
+                part_id=part_id, verdict=verdict, ae_score=ae_norm, ae_raw=ae_raw,
+                cls_score=cls_norm, cls_raw=cls_raw,
+                latency_ms=(time.monotonic() - t0) * 1000.0, inference_ms=inference_ms,
+                error="" if verdict != ERROR else "a score the decision rule needs is not finite",
+                crop=main_crop.crop, heatmap=heatmap, crop_to_frame=main_crop.crop_to_frame,
+                box=loc.box, t_trigger=t0,
+            )
+        except PartNotFound as exc:
+            loc = exc.localization if hasattr(exc, "localization") else None
+            why = getattr(loc, "message", "") or str(exc)
+            status = getattr(loc, "status", "none")
+            return PartResult(part_id=part_id, verdict=ERROR, error=f"part {status}: {why}",
+                              latency_ms=(time.monotonic() - t0) * 1000.0,
+                              box=getattr(loc, "box", None), t_trigger=t0)
+        except Exception as exc:  # a model or crop failure must not stop the line
+            return PartResult(part_id=part_id, verdict=ERROR,
+                              error=f"{type(exc).__name__}: {exc}",
+                              latency_ms=(time.monotonic() - t0) * 1000.0, t_trigger=t0)
+
+
+def _load(path: Any, kind: str, provider: str, threads: int):
+    if path in (None, ""):
+        return None
+    model = load_model(Path(path), provider=provider, threads=threads)
+    if model.kind != kind:
+        raise ModelRefused(f"{path}: the recipe names it as the {kind}, but its metadata says "
+                           f"kind = {model.kind!r}")
+    return model

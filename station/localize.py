@@ -1,0 +1,392 @@
+"""Find the part in a frame: status, box, centre, orientation (tip -> head), length, width.
+
+Detection runs on a downscaled copy of the frame (fast), after dividing by a background
+estimate: a plain Otsu threshold on the raw image catches shadows, vignetting and dark corners,
+while the ratio to a smooth background segments the part cleanly under lighting gradients.
+Centre and angle are then refined on the full-resolution pixels of the part.
+
+Coordinates are frame pixels with pixel centres at integer positions (OpenCV's convention),
+x to the right, y down; angles are degrees in those image coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import cv2
+import numpy as np
+
+STATUSES = ("ok", "none", "border", "several")
+HYSTERESIS = 0.75  # a part extends over pixels above this fraction of the threshold
+
+
+@dataclass(frozen=True)
+class LocalizeParams:
+    """How to find the part; the recipe's ``[localize]`` table maps onto these fields."""
+
+    roi: tuple[int, int, int, int] = field(
+        default=(0, 0, 0, 0),
+        metadata={"min": 0, "help": "x, y, w, h of the search region in frame pixels; all 0 = whole frame"},
+    )
+    polarity: str = field(
+        default="dark_on_light",
+        metadata={
+            "choices": ("dark_on_light", "light_on_dark", "auto"),
+            "help": "part darker than the background, lighter, or decide per frame",
+        },
+    )
+    detect_size: int = field(
+        default=256,
+        metadata={"min": 64, "max": 2048, "help": "long side (px) the frame is shrunk to for detection"},
+    )
+    background_sigma_frac: float = field(
+        default=0.25,
+        metadata={
+            "min": 0.02,
+            "max": 2.0,
+            "help": "background estimate scale (closing + blur) as a fraction of the region's long side; must exceed the part's width",
+        },
+    )
+    threshold: float = field(
+        default=0.0,
+        metadata={"min": 0.0, "max": 1.0, "help": "relative contrast to the background that counts as part; 0 = automatic (Otsu)"},
+    )
+    min_contrast: float = field(
+        default=0.12,
+        metadata={"min": 0.0, "max": 1.0, "help": "floor for the automatic threshold, so an empty frame finds nothing"},
+    )
+    min_area_frac: float = field(
+        default=0.005,
+        metadata={"min": 0.0, "max": 1.0, "help": "smallest part area as a fraction of the search region; smaller blobs are dust"},
+    )
+    max_area_frac: float = field(
+        default=0.6,
+        metadata={"min": 0.0, "max": 1.0, "help": "largest part area as a fraction of the search region"},
+    )
+    merge_gap_frac: float = field(
+        default=0.03,
+        metadata={"min": 0.0, "max": 0.5, "help": "blobs this close (fraction of the region's long side) are pieces of one part"},
+    )
+    border_margin_px: int = field(
+        default=2,
+        metadata={"min": 0, "max": 1000, "help": "a part this close (frame px) to the region edge is cut off"},
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form for model metadata."""
+        d = asdict(self)
+        d["roi"] = list(self.roi)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LocalizeParams:
+        """Inverse of ``to_dict``; unknown keys are refused so a typo cannot pass silently."""
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; expected some of {sorted(names)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(names[key].default, tuple):
+            value = tuple(int(v) for v in value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Localization:
+    """Where the part is; ``status`` other than ``ok`` means no crop should be made."""
+
+    status: str  # "ok" | "none" | "border" | "several"
+    box: tuple[int, int, int, int] | None  # x, y, w, h (axis-aligned, frame pixels)
+    center: tuple[float, float] | None  # x, y (frame pixels, sub-pixel)
+    angle_deg: float | None  # direction from tip to head, degrees, image coordinates
+    length_px: float | None  # extent along the long axis
+    width_px: float | None  # extent across the long axis
+    message: str = ""  # human-readable reason when status != "ok"
+    head_ratio: float | None = None  # head-end width / tip-end width (>= 1); ~1 = ambiguous
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (for crops.jsonl and records)."""
+        return asdict(self)
+
+
+def _fail(status: str, message: str, box: tuple[int, int, int, int] | None = None) -> Localization:
+    return Localization(status, box, None, None, None, None, message)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """Gray copy of a gray/BGR/BGRA frame, keeping its dtype (uint8, uint16 or float32)."""
+    if not isinstance(image, np.ndarray) or image.size == 0:
+        raise ValueError("localize: expected a non-empty numpy image")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.dtype not in (np.uint8, np.uint16, np.float32):
+        image = image.astype(np.float32)
+    if image.ndim == 3:
+        if image.shape[2] not in (3, 4):
+            raise ValueError(f"localize: expected 1, 3 or 4 channels, got shape {image.shape}")
+        code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+        image = cv2.cvtColor(image, code)
+    elif image.ndim != 2:
+        raise ValueError(f"localize: expected a 2-D or 3-D image, got shape {image.shape}")
+    return image
+
+
+def _roi(params: LocalizeParams, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    h, w = shape
+    x, y, rw, rh = (int(v) for v in params.roi)
+    if rw == 0 and rh == 0 and x == 0 and y == 0:
+        return 0, 0, w, h
+    if rw <= 0 or rh <= 0 or x < 0 or y < 0 or x + rw > w or y + rh > h:
+        raise ValueError(
+            f"localize: roi {tuple(params.roi)} (x, y, w, h) does not lie inside the {w}x{h} frame"
+        )
+    return x, y, rw, rh
+
+
+def background(gray: np.ndarray, params: LocalizeParams, polarity: str) -> np.ndarray:
+    """Smooth background estimate: the part removed by a grey closing (dark part) or opening
+    (light part) wider than the part, then blurred; computed at 64 px for speed."""
+    h, w = gray.shape
+    small_side = 64
+    f = small_side / max(h, w)
+    sw, sh = max(1, round(w * f)), max(1, round(h * f))
+    small = cv2.resize(gray, (sw, sh), interpolation=cv2.INTER_AREA)
+    k = max(3, int(round(params.background_sigma_frac * small_side)) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    op = cv2.MORPH_CLOSE if polarity == "dark_on_light" else cv2.MORPH_OPEN
+    padded = cv2.copyMakeBorder(small, k, k, k, k, cv2.BORDER_REFLECT)
+    bg = cv2.morphologyEx(padded, op, kernel)
+    bg = cv2.GaussianBlur(bg, (0, 0), k / 4.0)[k : k + sh, k : k + sw]
+    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _contrast_scale(gray: np.ndarray, bg: np.ndarray) -> np.ndarray:
+    """Per-pixel divisor: the background, floored so a dark background cannot blow up noise."""
+    floor = max(float(np.percentile(gray, 99.0)) * 0.25, 1e-6)
+    return np.maximum(bg, floor)
+
+
+def contrast_map(gray: np.ndarray, params: LocalizeParams, polarity: str) -> tuple[np.ndarray, np.ndarray]:
+    """Relative contrast of every pixel to the background (0 = background, 1 = full).
+
+    Returns (contrast, background), both float32 at the size of ``gray``.
+    """
+    gray = gray.astype(np.float32, copy=False)
+    bg = background(gray, params, polarity)
+    scale = _contrast_scale(gray, bg)
+    diff = bg - gray if polarity == "dark_on_light" else gray - bg
+    return np.clip(diff / scale, 0.0, 1.0).astype(np.float32), bg
+
+
+def _threshold(contrast: np.ndarray, params: LocalizeParams) -> float:
+    if params.threshold > 0:
+        return float(params.threshold)
+    c8 = np.clip(contrast * 255.0, 0, 255).astype(np.uint8)
+    otsu, _ = cv2.threshold(c8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return max(float(otsu) / 255.0, params.min_contrast)
+
+
+def _choose_polarity(gray: np.ndarray, params: LocalizeParams) -> str:
+    """For ``auto``: the polarity whose above-threshold contrast mass is larger."""
+    best, best_mass = "dark_on_light", -1.0
+    for pol in ("dark_on_light", "light_on_dark"):
+        c, _ = contrast_map(gray, params, pol)
+        mass = float(c[c > params.min_contrast].sum())
+        if mass > best_mass:
+            best, best_mass = pol, mass
+    return best
+
+
+def localize(image: np.ndarray, params: LocalizeParams | None = None) -> Localization:
+    """Find the one part in ``image`` (gray or BGR, uint8 or uint16) inside the ROI."""
+    params = params or LocalizeParams()
+    full = to_gray(image)
+    rx, ry, rw, rh = _roi(params, full.shape)
+    region = full[ry : ry + rh, rx : rx + rw]
+
+    # --- detection on a downscaled copy
+    f = min(1.0, params.detect_size / max(rw, rh))
+    dw, dh = max(1, round(rw * f)), max(1, round(rh * f))
+    small = cv2.resize(region, (dw, dh), interpolation=cv2.INTER_AREA) if f < 1.0 else region
+    small = small.astype(np.float32)
+    polarity = params.polarity
+    if polarity == "auto":
+        polarity = _choose_polarity(small, params)
+    contrast, bg_small = contrast_map(small, params, polarity)
+    thr = _threshold(contrast, params)
+    # hysteresis: a blob counts when it reaches the threshold somewhere, and it extends over
+    # the pixels above HYSTERESIS x threshold (highlights on a metal part are only faintly darker)
+    low = max(params.min_contrast, HYSTERESIS * thr)
+    weak = (contrast > low).astype(np.uint8)
+    ck = max(3, int(round(0.012 * max(dw, dh))) | 1)
+    weak = cv2.morphologyEx(weak, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (ck, ck)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(weak, connectivity=8)
+    areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    reached = np.zeros(n, bool)
+    reached[np.unique(labels[contrast > thr])] = True
+    areas[~reached] = 0.0
+    areas[0] = 0.0
+    region_area = float(dw * dh)
+    min_area = max(params.min_area_frac * region_area, 4.0)
+    if n <= 1 or areas.max() < min_area:
+        biggest = areas.max() / region_area if n > 1 else 0.0
+        return _fail(
+            "none",
+            f"no part: largest blob covers {biggest:.2%} of the search region, "
+            f"below min_area_frac {params.min_area_frac:.2%}",
+        )
+    sx, sy = rw / dw, rh / dh
+
+    def box_of(x: int, y: int, w: int, h: int) -> tuple[int, int, int, int]:
+        x0, y0 = rx + int(math.floor(x * sx)), ry + int(math.floor(y * sy))
+        x1, y1 = rx + int(math.ceil((x + w) * sx)), ry + int(math.ceil((y + h) * sy))
+        return x0, y0, min(x1, rx + rw) - x0, min(y1, ry + rh) - y0
+
+    top = int(np.argmax(areas))
+    # pieces of one part split by a defect or a glint lie within merge_gap of each other
+    part = (labels == top).astype(np.uint8)
+    gap = max(1, int(round(params.merge_gap_frac * max(dw, dh))))
+    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
+    merged = {top}
+    for _ in range(3):
+        near = np.unique(labels[cv2.dilate(part, grow) > 0])
+        new = [int(i) for i in near if i not in merged and areas[i] >= min_area]
+        if not new:
+            break
+        merged.update(new)
+        part = np.isin(labels, list(merged)).astype(np.uint8)
+    part_area = float(sum(areas[i] for i in merged))
+    ys, xs = np.nonzero(part)
+    x, y = int(xs.min()), int(ys.min())
+    w, h = int(xs.max()) - x + 1, int(ys.max()) - y + 1
+    if part_area > params.max_area_frac * region_area:
+        return _fail(
+            "none",
+            f"no part: the foreground covers {part_area / region_area:.0%} of the search region, "
+            f"above max_area_frac {params.max_area_frac:.0%} (lighting or background changed?)",
+        )
+    others = sorted((areas[i] for i in range(1, n) if i not in merged), reverse=True)
+    others = [a for a in others if a >= max(min_area, 0.25 * part_area)]
+    if others:
+        return _fail(
+            "several",
+            f"{len(others) + 1} part-sized blobs in the search region (largest {part_area / region_area:.1%}, "
+            f"next {others[0] / region_area:.1%}); expected one part",
+            box_of(x, y, w, h),
+        )
+    margin = params.border_margin_px / max(sx, sy)
+    if x <= margin or y <= margin or x + w >= dw - margin or y + h >= dh - margin:
+        return _fail(
+            "border", "the part touches the edge of the search region (cut off)", box_of(x, y, w, h)
+        )
+
+    # --- refinement at full resolution inside the part's box
+    pad = 2
+    x0, y0 = max(0, x - pad), max(0, y - pad)
+    x1, y1 = min(dw, x + w + pad), min(dh, y + h + pad)
+    if f < 1.0:
+        fx0, fy0 = int(round(x0 * sx)), int(round(y0 * sy))
+        fx1, fy1 = min(rw, int(round(x1 * sx))), min(rh, int(round(y1 * sy)))
+        pw, ph = fx1 - fx0, fy1 - fy0
+        patch = region[fy0:fy1, fx0:fx1].astype(np.float32)
+        # threshold level per pixel, interpolated from the smooth detection-scale background
+        scale = _contrast_scale(small, bg_small)
+        sign = -1.0 if polarity == "dark_on_light" else 1.0
+        limit = (bg_small + sign * thr * scale)[y0:y1, x0:x1]
+        limit = cv2.resize(limit, (pw, ph), interpolation=cv2.INTER_LINEAR)
+        grown = cv2.dilate(part[y0:y1, x0:x1], np.ones((5, 5), np.uint8))
+        support = cv2.resize(grown, (pw, ph), interpolation=cv2.INTER_NEAREST)
+        cmp = cv2.CMP_LT if polarity == "dark_on_light" else cv2.CMP_GT
+        fine = cv2.compare(patch, limit, cmp) & (support * 255)
+        k = max(3, int(round(max(sx, sy))) | 1)
+        fine = cv2.morphologyEx(fine, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
+        ox, oy = rx + fx0, ry + fy0
+        contours = _pieces(fine)
+        if sum(cv2.contourArea(c) for c in contours) < 0.5 * part_area * sx * sy:
+            contours = []  # refinement lost the part (should not happen): use the detection mask
+    else:
+        contours = []
+    if not contours:
+        contours = _pieces(part[y0:y1, x0:x1] * 255)
+        contours = [(c.astype(np.float64) + 0.5) * np.array([sx, sy]) - 0.5 for c in contours]
+        ox, oy = rx + x0 * sx, ry + y0 * sy
+    return _measure(contours, ox, oy, box_of(x, y, w, h))
+
+
+def _pieces(mask: np.ndarray) -> list[np.ndarray]:
+    """Outer outlines of the part's pieces (tiny ones dropped)."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return []
+    sizes = [cv2.contourArea(c) for c in contours]
+    big = max(sizes)
+    return [c for c, a in zip(contours, sizes, strict=True) if a >= 0.02 * big and a > 0]
+
+
+def _measure(
+    contours: list[np.ndarray], ox: float, oy: float, box: tuple[int, int, int, int]
+) -> Localization:
+    """Pose from the part's outlines: axis by second moments of the filled outlines (glints
+    inside the part cannot bias it), extents and end widths by projecting the outlines."""
+    pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
+    raw = np.zeros(6)
+    for c in contours:
+        m = cv2.moments(c.astype(np.float32))
+        raw += [m["m00"], m["m10"], m["m01"], m["m20"], m["m11"], m["m02"]]
+    m00, m10, m01, m20, m11, m02 = raw
+    if m00 <= 0:
+        mean = pts.mean(axis=0)
+        cov = np.cov((pts - mean).T)
+    else:
+        mean = np.array([m10 / m00, m01 / m00])
+        cov = np.array(
+            [[m20 / m00 - mean[0] ** 2, m11 / m00 - mean[0] * mean[1]],
+             [m11 / m00 - mean[0] * mean[1], m02 / m00 - mean[1] ** 2]]
+        )
+    evals, evecs = np.linalg.eigh(cov)
+    axis = evecs[:, 1]  # major axis (largest eigenvalue)
+    d = pts - mean
+    u = d @ axis
+    v = d @ np.array([-axis[1], axis[0]])
+    umin, umax = float(u.min()), float(u.max())
+    length = umax - umin + 1.0
+    width = float(v.max() - v.min()) + 1.0
+    band = 0.2 * length
+    lo, hi = v[u <= umin + band], v[u >= umax - band]
+
+    def spread(vals: np.ndarray) -> float:
+        if len(vals) < 2:
+            return 1.0
+        q0, q1 = np.percentile(vals, [1.0, 99.0])
+        return float(q1 - q0) + 1.0
+
+    w_lo, w_hi = spread(lo), spread(hi)
+    centre = mean + 0.5 * (umin + umax) * axis
+    if w_lo > w_hi:  # head at the low end: point the axis from tip to head
+        axis = -axis
+        ratio = w_lo / w_hi
+    else:
+        ratio = w_hi / w_lo
+    angle = math.degrees(math.atan2(axis[1], axis[0]))
+    return Localization(
+        status="ok",
+        box=box,
+        center=(float(centre[0] + ox), float(centre[1] + oy)),
+        angle_deg=angle,
+        length_px=length,
+        width_px=width,
+        message="",
+        head_ratio=ratio,
+    )

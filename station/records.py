@@ -1,0 +1,604 @@
+"""Inspection records: one SQLite row per part, reject images beside it, a disk budget.
+
+The inspection thread only calls ``submit(row, images)``, which puts the part on a bounded
+queue and returns at once; a writer thread encodes images, writes them (temporary name, then
+rename, so a crash never leaves a half PNG under a real name) and commits the part's row in
+its own transaction, so a killed process loses at most the part in flight.
+
+Durability: WAL mode with ``synchronous=FULL``. In WAL mode NORMAL survives a killed process
+but a power cut may roll back every commit since the last checkpoint; FULL syncs the WAL at
+each commit, so a power cut loses at most the part in flight too. Parts come at most tens
+per second and the sync happens on the writer thread, never the inspection thread, so the
+cost (about a millisecond per part on an SSD) buys records of the parts just before a line
+stop, the ones people ask about.
+
+A full disk never fails an inspection: an image that cannot be written is left out, the
+row is recorded without it, and one alarm is raised per episode.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import logging
+import os
+import queue
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+VERDICTS = ("PASS", "REJECT", "ERROR")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS parts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    part_id TEXT NOT NULL,
+    time_iso TEXT NOT NULL,
+    time_epoch REAL NOT NULL,
+    recipe TEXT NOT NULL DEFAULT '',
+    model_versions TEXT NOT NULL DEFAULT '{}',
+    ae_score_raw REAL,
+    ae_score REAL,
+    cls_score_raw REAL,
+    cls_score REAL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('PASS', 'REJECT', 'ERROR')),
+    reasons TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    latency_ms REAL,
+    reject_sent INTEGER,
+    reject_action TEXT,
+    reject_reason TEXT,
+    reject_timing_ms REAL
+);
+CREATE INDEX IF NOT EXISTS parts_part_id ON parts (part_id);
+CREATE INDEX IF NOT EXISTS parts_time ON parts (time_epoch);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    part_row INTEGER NOT NULL REFERENCES parts (id),
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    time_epoch REAL NOT NULL,
+    deleted_at REAL
+);
+CREATE INDEX IF NOT EXISTS images_live ON images (deleted_at, verdict, id);
+CREATE TABLE IF NOT EXISTS alarms (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_iso TEXT NOT NULL,
+    time_epoch REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    acknowledged_at TEXT,
+    acknowledged_by TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_iso TEXT NOT NULL,
+    time_epoch REAL NOT NULL,
+    who TEXT NOT NULL,
+    key TEXT NOT NULL,
+    old TEXT,
+    new TEXT
+);
+"""
+
+PART_COLUMNS = (
+    "part_id", "time_iso", "time_epoch", "recipe", "model_versions", "ae_score_raw", "ae_score",
+    "cls_score_raw", "cls_score", "verdict", "reasons", "error", "latency_ms", "reject_sent",
+    "reject_action", "reject_reason", "reject_timing_ms",
+)
+
+
+class RecordsError(RuntimeError):
+    """A records setting or file that cannot be used; the message says which and why."""
+
+
+@dataclass
+class PartRecord:
+    """One inspected part, as the engine knows it when the verdict is in."""
+
+    part_id: str
+    verdict: str  # "PASS" | "REJECT" | "ERROR"
+    recipe: str = ""
+    model_versions: dict[str, str] = field(default_factory=dict)
+    ae_score_raw: float | None = None
+    ae_score: float | None = None  # normalized: 1.0 = threshold
+    cls_score_raw: float | None = None
+    cls_score: float | None = None
+    reasons: str = ""
+    error: str = ""
+    latency_ms: float | None = None
+    time_epoch: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r}: expected one of {', '.join(VERDICTS)}")
+        # sqlite3 binds neither numpy scalars nor None into NOT NULL text: normalize here,
+        # on the inspection thread, so the writer never refuses a row
+        self.part_id = str(self.part_id)
+        for name in ("recipe", "reasons", "error"):
+            setattr(self, name, "" if getattr(self, name) is None else str(getattr(self, name)))
+        self.model_versions = {str(k): str(v) for k, v in (self.model_versions or {}).items()}
+        for name in ("ae_score_raw", "ae_score", "cls_score_raw", "cls_score", "latency_ms"):
+            value = getattr(self, name)
+            setattr(self, name, None if value is None else float(value))
+        self.time_epoch = float(self.time_epoch)
+
+
+@dataclass
+class RecordsSettings:
+    """The recipe's ``[records]`` section."""
+
+    database: str = "records/station.sqlite"
+    images_dir: str = "records/images"
+    save_rejects: bool = True
+    pass_sample_rate: float = 0.01
+    disk_budget_mb: float = 2000.0
+
+    @classmethod
+    def from_recipe(cls, recipe) -> RecordsSettings:
+        r = getattr(recipe, "records", recipe)
+        return cls(**{f.name: getattr(r, f.name) for f in fields(cls) if hasattr(r, f.name)})
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def parse_since(since: str | float | datetime | None) -> float | None:
+    """An ISO date/time (naive = local time), a datetime or epoch seconds → epoch seconds."""
+    if since is None or since == "":
+        return None
+    if isinstance(since, int | float):
+        return float(since)
+    if isinstance(since, datetime):
+        return since.timestamp()
+    try:
+        return datetime.fromisoformat(str(since)).timestamp()
+    except ValueError:
+        raise ValueError(
+            f"--since {since!r}: expected an ISO date or time such as 2026-11-23 or "
+            "2026-11-23T06:00:00"
+        ) from None
+
+
+def connect(database: str | Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open (creating if needed) a records database in WAL mode with the schema."""
+    path = Path(database)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False,
+                               isolation_level=None)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(SCHEMA)
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise RecordsError(f"records database {path}: cannot open ({exc})") from exc
+    if str(mode).lower() != "wal":
+        raise RecordsError(f"records database {path}: WAL mode refused (journal_mode={mode})")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class Records:
+    """The station's records; see the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        database_path: str | Path,
+        images_dir: str | Path,
+        disk_budget_mb: float = 2000.0,
+        pass_sample_rate: float = 0.01,
+        save_rejects: bool = True,
+        *,
+        queue_size: int = 256,
+        synchronous: str = "FULL",
+    ) -> None:
+        if not 0.0 <= pass_sample_rate <= 1.0:
+            raise RecordsError(f"records.pass_sample_rate: expected 0..1, got {pass_sample_rate!r}")
+        if disk_budget_mb < 0:
+            raise RecordsError(f"records.disk_budget_mb: expected >= 0, got {disk_budget_mb!r}")
+        if synchronous not in ("NORMAL", "FULL"):
+            raise RecordsError(f"synchronous: expected 'NORMAL' or 'FULL', got {synchronous!r}")
+        self.database_path = Path(database_path)
+        self.images_dir = Path(images_dir)
+        self.disk_budget_bytes = int(disk_budget_mb * 1024 * 1024)
+        self.pass_sample_rate = float(pass_sample_rate)
+        self.save_rejects = bool(save_rejects)
+        self._synchronous = synchronous
+        self._read = connect(self.database_path, synchronous=synchronous)
+        self._read_lock = threading.Lock()
+        # the bound applies to parts (they carry images); control items are tiny and must
+        # never block the serial thread that reports "reject sent"
+        self._queue: queue.Queue = queue.Queue()
+        self._queue_size = queue_size
+        self._parts_queued = 0
+        self._count_lock = threading.Lock()
+        self._behind = False
+        self._alarm_listeners: list[Callable[[str, str], None]] = []
+        self._pending_reject: dict[str, tuple] = {}
+        self._passes_seen = 0
+        self._disk_fault = False
+        self._name_seq = itertools.count()
+        self.dropped = 0  # submissions refused because the writer was too far behind
+        self.image_failures = 0
+        self._closed = False
+        self._sweep_temp_files()
+        self._writer = threading.Thread(target=self._writer_loop, name="records-writer",
+                                        daemon=True)
+        self._writer.start()
+
+    @classmethod
+    def from_recipe(cls, recipe, **kwargs) -> Records:
+        s = RecordsSettings.from_recipe(recipe)
+        return cls(s.database, s.images_dir, s.disk_budget_mb, s.pass_sample_rate,
+                   s.save_rejects, **kwargs)
+
+    def add_alarm_listener(self, cb: Callable[[str, str], None]) -> None:
+        """``cb(kind, message)`` for each alarm the records raise (disk full, writer behind)."""
+        self._alarm_listeners.append(cb)
+
+    # ------------------------------------------------------------------ inspection thread
+
+    def submit(self, row: PartRecord, images: Mapping[str, np.ndarray] | None = None) -> bool:
+        """Queue a part for writing; never blocks. False (and an alarm) if the queue is full."""
+        if self._closed:
+            raise RecordsError("records are closed")
+        with self._count_lock:
+            if self._parts_queued < self._queue_size:
+                self._parts_queued += 1
+                self._queue.put(("part", row, dict(images or {})))
+                self._behind = False
+                return True
+            self.dropped += 1
+            first = not self._behind  # one alarm per episode, not one per part
+            self._behind = True
+        if first:
+            self._alarm("records", f"records writer behind (disk stalled?): part {row.part_id} "
+                        f"and the parts after it are not recorded until it catches up",
+                        to_db=False)
+        return False
+
+    def mark_reject(self, part_id: str, action: str, reason: str = "",
+                    timing_ms: float | None = None) -> None:
+        """Store what the reject scheduler did for a part (``on_fired`` adapter below)."""
+        self._put_control(("reject", str(part_id), action, reason, timing_ms))
+
+    def on_fired(self, part_id: str, action: str, scheduled: float, actual: float | None,
+                 reason: str) -> None:
+        """Matches ``RejectScheduler``'s callback: records "reject sent" for the part."""
+        timing = None if actual is None else (actual - scheduled) * 1000.0
+        self.mark_reject(part_id, action, reason, timing)
+
+    def _put_control(self, item: tuple) -> None:
+        if not self._closed:
+            self._queue.put(item)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything submitted so far is on disk."""
+        if self._closed:
+            return True
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer, close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(("stop",))
+        self._writer.join(30.0)
+        with self._read_lock:
+            self._read.close()
+
+    def __enter__(self) -> Records:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ GUI queries
+
+    def recent(self, n: int = 50, verdict: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM parts"
+        args: list = []
+        if verdict is not None:
+            if verdict not in VERDICTS:
+                raise ValueError(f"verdict {verdict!r}: expected one of {', '.join(VERDICTS)}")
+            sql += " WHERE verdict = ?"
+            args.append(verdict)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(int(n))
+        with self._read_lock:
+            rows = [self._row_dict(r) for r in self._read.execute(sql, args).fetchall()]
+        return rows
+
+    def counts(self, since: str | float | datetime | None = None) -> dict[str, int]:
+        """inspected, passed, rejected, errors (since an ISO time / epoch, or all)."""
+        t0 = parse_since(since)
+        sql = ("SELECT count(*), sum(verdict='PASS'), sum(verdict='REJECT'), sum(verdict='ERROR') "
+               "FROM parts")
+        args: tuple = ()
+        if t0 is not None:
+            sql += " WHERE time_epoch >= ?"
+            args = (t0,)
+        with self._read_lock:
+            n, p, r, e = self._read.execute(sql, args).fetchone()
+        return {"inspected": n or 0, "passed": p or 0, "rejected": r or 0, "errors": e or 0}
+
+    def get(self, part_id: str) -> dict | None:
+        """The latest row for ``part_id`` with its images (absolute paths, deleted ones noted)."""
+        with self._read_lock:
+            r = self._read.execute("SELECT * FROM parts WHERE part_id = ? ORDER BY id DESC LIMIT 1",
+                                   (str(part_id),)).fetchone()
+            return None if r is None else self._row_dict(r)
+
+    def alarms(self, unacknowledged_only: bool = False, n: int = 100) -> list[dict]:
+        sql = "SELECT * FROM alarms"
+        if unacknowledged_only:
+            sql += " WHERE acknowledged_at IS NULL"
+        with self._read_lock:
+            return [dict(r) for r in self._read.execute(sql + " ORDER BY id DESC LIMIT ?", (n,))]
+
+    def raise_alarm(self, kind: str, message: str) -> int:
+        """Record an alarm (e.g. "serial link lost") and tell the listeners; returns its id."""
+        now = time.time()
+        with self._read_lock:
+            cur = self._read.execute(
+                "INSERT INTO alarms (time_iso, time_epoch, kind, message) VALUES (?, ?, ?, ?)",
+                (_iso(now), now, kind, message))
+        for cb in list(self._alarm_listeners):
+            try:
+                cb(kind, message)
+            except Exception:
+                log.exception("alarm listener failed")
+        return int(cur.lastrowid)
+
+    def acknowledge_alarm(self, alarm_id: int, who: str) -> None:
+        if not who:
+            raise ValueError("acknowledging an alarm needs the name of who acknowledges it")
+        with self._read_lock:
+            cur = self._read.execute(
+                "UPDATE alarms SET acknowledged_at = ?, acknowledged_by = ? "
+                "WHERE id = ? AND acknowledged_at IS NULL", (_iso(time.time()), who, alarm_id))
+        if cur.rowcount == 0:
+            raise ValueError(f"alarm {alarm_id} does not exist or is already acknowledged")
+
+    def record_event(self, who: str, key: str, old, new) -> None:
+        """A settings change by an engineer (who, which key, old and new value)."""
+        now = time.time()
+        with self._read_lock:
+            self._read.execute(
+                "INSERT INTO events (time_iso, time_epoch, who, key, old, new) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (_iso(now), now, who, key, None if old is None else str(old),
+                 None if new is None else str(new)))
+
+    def events(self, n: int = 100) -> list[dict]:
+        with self._read_lock:
+            return [dict(r) for r in self._read.execute(
+                "SELECT * FROM events ORDER BY id DESC LIMIT ?", (n,))]
+
+    def image_bytes(self) -> int:
+        """Bytes of live (not yet deleted) images, as the budget counts them."""
+        with self._read_lock:
+            return int(self._read.execute(
+                "SELECT coalesce(sum(bytes), 0) FROM images WHERE deleted_at IS NULL").fetchone()[0])
+
+    def _row_dict(self, r: sqlite3.Row) -> dict:
+        d = dict(r)
+        d["model_versions"] = json.loads(d["model_versions"] or "{}")
+        d["reject_sent"] = None if d["reject_sent"] is None else bool(d["reject_sent"])
+        d["images"] = [
+            {"kind": i["kind"], "path": str(self.images_dir / i["path"]),
+             "deleted": i["deleted_at"] is not None}
+            for i in self._read.execute(
+                "SELECT kind, path, deleted_at FROM images WHERE part_row = ? ORDER BY id",
+                (d["id"],))
+        ]
+        return d
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _writer_loop(self) -> None:
+        conn = connect(self.database_path, synchronous=self._synchronous)
+        try:
+            while True:
+                item = self._queue.get()
+                kind = item[0]
+                try:
+                    if kind == "stop":
+                        return
+                    if kind == "flush":
+                        item[1].set()
+                    elif kind == "part":
+                        with self._count_lock:
+                            self._parts_queued -= 1
+                        self._write_part(conn, item[1], item[2])
+                    elif kind == "reject":
+                        self._write_reject(conn, *item[1:])
+                except sqlite3.Error as exc:  # e.g. the database's disk is full: keep going
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    self._alarm("records", f"records database write failed: {exc}", to_db=False)
+        finally:
+            conn.close()
+
+    def _wants_images(self, row: PartRecord) -> bool:
+        if row.verdict != "PASS":
+            return self.save_rejects
+        if self.pass_sample_rate <= 0:
+            return False
+        # deterministic sampling: exactly the chosen share, spread evenly over the passes
+        before = int(self._passes_seen * self.pass_sample_rate)
+        self._passes_seen += 1
+        return int(self._passes_seen * self.pass_sample_rate) > before
+
+    def _write_part(self, conn: sqlite3.Connection, row: PartRecord,
+                    images: dict[str, np.ndarray]) -> None:
+        written: list[tuple[str, str, int]] = []
+        if images and self.disk_budget_bytes > 0 and self._wants_images(row):
+            written = self._write_images(row, images)
+        values = asdict(row)
+        values["time_iso"] = _iso(row.time_epoch)
+        values["model_versions"] = json.dumps(row.model_versions, sort_keys=True)
+        pending = self._pending_reject.pop(row.part_id, None)
+        if pending is not None:
+            action, reason, timing_ms = pending
+            values.update(reject_sent=int(action == "reject"), reject_action=action,
+                          reject_reason=reason, reject_timing_ms=timing_ms)
+        cols = [c for c in PART_COLUMNS if c in values]
+        conn.execute("BEGIN IMMEDIATE")
+        cur = conn.execute(
+            f"INSERT INTO parts ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+            [values[c] for c in cols])
+        for kind, rel, size in written:
+            conn.execute(
+                "INSERT INTO images (part_row, kind, path, bytes, verdict, time_epoch) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (cur.lastrowid, kind, rel, size, row.verdict,
+                                              row.time_epoch))
+        conn.execute("COMMIT")
+        if written:
+            self._enforce_budget(conn)
+
+    def _write_images(self, row: PartRecord, images: dict[str, np.ndarray]) -> list:
+        day = datetime.fromtimestamp(row.time_epoch).strftime("%Y-%m-%d")
+        safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", row.part_id)[:64]
+        stamp = f"{int(row.time_epoch * 1000)}_{next(self._name_seq) % 1000:03d}"
+        written = []
+        for kind, image in images.items():
+            rel = f"{day}/{stamp}_{safe_id}_{re.sub(r'[^A-Za-z0-9_-]', '_', kind)}.png"
+            target = self.images_dir / rel
+            tmp = target.with_name(target.name + ".tmp")
+            try:
+                ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
+                if not ok:
+                    raise ValueError("cv2.imencode refused the image")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as f:
+                    f.write(buf.tobytes())
+                os.replace(tmp, target)
+                written.append((kind, rel, len(buf)))
+            except OSError as exc:  # ENOSPC, unwritable or vanished folder: keep the row
+                self.image_failures += 1
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
+                if not self._disk_fault:
+                    self._disk_fault = True
+                    self._alarm("disk", f"cannot write record images to {self.images_dir}: {exc}; "
+                                "parts are still recorded, without images")
+            except (ValueError, cv2.error) as exc:
+                self.image_failures += 1
+                log.error("part %s image %s not saved: %s", row.part_id, kind, exc)
+        if written and self._disk_fault:
+            self._disk_fault = False
+            log.info("record images are being written again")
+        return written
+
+    def _enforce_budget(self, conn: sqlite3.Connection) -> None:
+        """Delete the oldest PASS images first, then the oldest reject/error images."""
+        total = conn.execute(
+            "SELECT coalesce(sum(bytes), 0) FROM images WHERE deleted_at IS NULL").fetchone()[0]
+        if total <= self.disk_budget_bytes:
+            return
+        victims = conn.execute(
+            "SELECT id, path, bytes FROM images WHERE deleted_at IS NULL "
+            "ORDER BY (verdict != 'PASS'), id").fetchall()
+        now = time.time()
+        deleted = []
+        for image_id, rel, size in victims:
+            if total <= self.disk_budget_bytes:
+                break
+            try:
+                (self.images_dir / rel).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not delete %s for the disk budget: %s", rel, exc)
+                continue
+            total -= size
+            deleted.append((now, image_id))
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("UPDATE images SET deleted_at = ? WHERE id = ?", deleted)
+        conn.execute("COMMIT")
+
+    def _write_reject(self, conn: sqlite3.Connection, part_id: str, action: str, reason: str,
+                      timing_ms: float | None) -> None:
+        cur = conn.execute(
+            "UPDATE parts SET reject_sent = ?, reject_action = ?, reject_reason = ?, "
+            "reject_timing_ms = ? WHERE id = (SELECT max(id) FROM parts WHERE part_id = ?)",
+            (int(action == "reject"), action, reason, timing_ms, part_id))
+        if cur.rowcount == 0:  # the fail-safe acted before the part's row arrived
+            self._pending_reject[part_id] = (action, reason, timing_ms)
+            while len(self._pending_reject) > 10000:
+                self._pending_reject.pop(next(iter(self._pending_reject)))
+
+    def _alarm(self, kind: str, message: str, to_db: bool = True) -> None:
+        log.error("%s alarm: %s", kind, message)
+        if to_db:
+            try:
+                self.raise_alarm(kind, message)
+                return
+            except sqlite3.Error as exc:
+                log.error("could not record the alarm: %s", exc)
+        for cb in list(self._alarm_listeners):
+            try:
+                cb(kind, message)
+            except Exception:
+                log.exception("alarm listener failed")
+
+    def _sweep_temp_files(self) -> None:
+        """Remove half-written images a killed process left behind."""
+        if self.images_dir.is_dir():
+            for tmp in self.images_dir.glob("*/*.png.tmp"):
+                try:
+                    tmp.unlink()
+                except OSError:
+                    pass
+
+
+def export_csv(database: str | Path, out: str | Path, since: str | float | None = None) -> int:
+    """Write the parts (optionally since a time) to CSV; returns the number of rows."""
+    db = Path(database)
+    if not db.is_file():
+        raise RecordsError(f"records database {db} does not exist")
+    t0 = parse_since(since)
+    conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)  # as_uri escapes
+    try:
+        sql = (f"SELECT id, {', '.join(PART_COLUMNS)}, (SELECT group_concat(path, ';') FROM images "
+               "WHERE images.part_row = parts.id AND deleted_at IS NULL) AS images FROM parts")
+        args: tuple = ()
+        if t0 is not None:
+            sql += " WHERE time_epoch >= ?"
+            args = (t0,)
+        try:
+            cur = conn.execute(sql + " ORDER BY id", args)
+        except sqlite3.DatabaseError as exc:
+            raise RecordsError(f"{db} is not a station records database: {exc}") from exc
+        header = [d[0] for d in cur.description]
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        n = 0
+        with open(out, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            for row in cur:
+                w.writerow(row)
+                n += 1
+        return n
+    finally:
+        conn.close()

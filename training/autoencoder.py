@@ -1,0 +1,254 @@
+"""The convolutional autoencoder and its scoring head (anomaly map + image score in-graph).
+
+Why this shape: aligned parts make every pixel position mean the same place on the part,
+so the residual of a reconstruction can be judged *per pixel* against how large it is on
+good parts at that position. The head computes
+
+    residual = mean_c |x - AE(x)|  ->  fixed Gaussian blur  ->  (r - mu[h, w]) / sd[h, w]
+
+with ``mu``/``sd`` measured on held-aside good crops and baked in as constants, and the image
+score is the max (or top-k mean) of that map. Thread texture that the autoencoder cannot
+reproduce has a large ``sd`` and is discounted; a scratch on a smooth neck stands out. The
+loss is L1 (the quantity the score measures), which also keeps edges sharp.
+
+Everything is in the exported graph, so torch evaluation, ``station evaluate`` and the
+station see the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class AutoencoderOptions:
+    """Architecture, training and scoring knobs (all land in the model's ``architecture``)."""
+
+    base_channels: int = 32  # channels after the first stage; doubled per stage (capped)
+    max_channels: int = 128
+    depth: int = 4  # number of stride-2 stages: the bottleneck is size / 2**depth
+    latent_channels: int = 16  # channels at the bottleneck (the information squeeze)
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    shift_px: int = 2  # random translation augmentation (crop pixels), absorbs alignment jitter
+    blur_sigma: float = 2.0  # Gaussian smoothing of the residual (crop pixels)
+    sd_floor: float = 0.1  # sd floor as a fraction of the mean sd: no division by ~0
+    sd_blur_sigma: float = 2.0  # smoothing of the per-pixel statistics (few validation crops)
+    score: str = "max"  # "max" | "topk"
+    topk_frac: float = 0.001  # share of pixels averaged when score == "topk"
+    seed: int = 0
+    minutes: float | None = None  # wall-clock budget for the training loop
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
+        nn.LeakyReLU(0.1, inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.LeakyReLU(0.1, inplace=True),
+    )
+
+
+class ConvAutoencoder(nn.Module):
+    """Stride-2 conv encoder to a narrow spatial bottleneck, nearest-upsample conv decoder."""
+
+    def __init__(self, channels: int, options: AutoencoderOptions) -> None:
+        super().__init__()
+        widths = [min(options.base_channels * 2**i, options.max_channels) for i in range(options.depth)]
+        enc: list[nn.Module] = []
+        cin = channels
+        for w in widths:
+            enc.append(_block(cin, w, 2))
+            cin = w
+        enc.append(nn.Conv2d(cin, options.latent_channels, 1))
+        self.encoder = nn.Sequential(*enc)
+        dec: list[nn.Module] = [nn.Conv2d(options.latent_channels, cin, 1), nn.LeakyReLU(0.1, inplace=True)]
+        for w in reversed(widths[:-1]):
+            dec += [nn.Upsample(scale_factor=2.0, mode="nearest"), _block(cin, w, 1)]
+            cin = w
+        dec += [nn.Upsample(scale_factor=2.0, mode="nearest"), _block(cin, widths[0], 1)]
+        dec.append(nn.Conv2d(widths[0], channels, 3, padding=1))
+        self.decoder = nn.Sequential(*dec)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.encoder(x))
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """1-D normalized Gaussian taps (odd length, radius 3 sigma)."""
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+class GaussianBlur(nn.Module):
+    """Separable fixed Gaussian blur of a [N, 1, H, W] map with reflect padding."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        k = gaussian_kernel(sigma) if sigma > 0 else torch.ones(1)
+        self.pad = (len(k) - 1) // 2
+        self.register_buffer("kx", k.view(1, 1, 1, -1).clone())
+        self.register_buffer("ky", k.view(1, 1, -1, 1).clone())
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:
+        if self.pad == 0:
+            return m
+        p = self.pad
+        m = F.conv2d(F.pad(m, (p, p, 0, 0), mode="reflect"), self.kx)
+        return F.conv2d(F.pad(m, (0, 0, p, p), mode="reflect"), self.ky)
+
+
+class ScoringHead(nn.Module):
+    """Autoencoder + in-graph scoring: ``image`` -> (``anomaly_map`` [N,1,H,W], ``score`` [N])."""
+
+    def __init__(self, net: ConvAutoencoder, size: int, options: AutoencoderOptions) -> None:
+        super().__init__()
+        self.net = net
+        self.blur = GaussianBlur(options.blur_sigma)
+        self.score_mode = options.score
+        self.topk = max(1, int(round(options.topk_frac * size * size)))
+        self.register_buffer("mu", torch.zeros(1, 1, size, size))
+        self.register_buffer("sd", torch.ones(1, 1, size, size))
+
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Smoothed mean absolute reconstruction error, [N, 1, H, W]."""
+        r = (x - self.net(x)).abs().mean(dim=1, keepdim=True)
+        return self.blur(r)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        amap = (self.residual(x) - self.mu) / self.sd
+        flat = amap.flatten(1)
+        if self.score_mode == "topk":
+            score = torch.topk(flat, self.topk, dim=1).values.mean(dim=1)
+        else:
+            score = flat.amax(dim=1)
+        return amap, score
+
+    @torch.no_grad()
+    def calibrate(self, good: np.ndarray, options: AutoencoderOptions, batch_size: int = 16) -> dict:
+        """Set ``mu``/``sd`` from good validation crops (prepared tensors [N,C,H,W])."""
+        if len(good) < 2:
+            raise ValueError("per-pixel statistics need at least 2 good validation crops")
+        self.eval()
+        device = self.mu.device
+        res = torch.cat([
+            self.residual(torch.from_numpy(good[i:i + batch_size]).to(device)).cpu()
+            for i in range(0, len(good), batch_size)
+        ])
+        mu = res.mean(dim=0, keepdim=True)
+        sd = res.std(dim=0, keepdim=True)
+        if options.sd_blur_sigma > 0:
+            smooth = GaussianBlur(options.sd_blur_sigma)
+            mu, sd = smooth(mu), smooth(sd)
+        floor = options.sd_floor * float(sd.mean())
+        sd = torch.sqrt(sd**2 + floor**2)
+        self.mu.copy_(mu.to(device))
+        self.sd.copy_(sd.to(device))
+        return {"n_good": int(len(good)), "residual_mean": float(mu.mean()), "sd_mean": float(sd.mean())}
+
+
+@dataclass
+class AutoencoderResult:
+    head: ScoringHead
+    history: list[dict]
+    calibration: dict
+
+
+def _shift_batch(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Random per-batch translation by up to ``shift`` px (replicate padding)."""
+    if shift <= 0:
+        return x
+    dx, dy = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=gen))
+    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+    h, w = x.shape[-2:]
+    return padded[..., shift + dy:shift + dy + h, shift + dx:shift + dx + w]
+
+
+def train_autoencoder(
+    train: np.ndarray,
+    val_good: np.ndarray,
+    options: AutoencoderOptions,
+    device: str = "cpu",
+    progress: bool = True,
+    log: Callable[[dict], None] | None = None,
+) -> AutoencoderResult:
+    """Train on good prepared crops [N,C,H,W] float32; calibrate the head on ``val_good``."""
+    from tqdm import tqdm
+
+    if train.ndim != 4 or train.shape[-1] != train.shape[-2]:
+        raise ValueError(f"expected square prepared crops [N,C,H,W], got shape {train.shape}")
+    size = int(train.shape[-1])
+    if size % (2**options.depth):
+        raise ValueError(f"crop size {size} must be divisible by 2**depth = {2**options.depth}")
+    torch.manual_seed(options.seed)
+    gen = torch.Generator().manual_seed(options.seed)
+    net = ConvAutoencoder(int(train.shape[1]), options)
+    head = ScoringHead(net, size, options).to(device)
+    data = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
+    opt = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    steps_per_epoch = max(1, math.ceil(len(data) / options.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=options.lr, total_steps=options.epochs * steps_per_epoch, pct_start=0.1
+    )
+    history: list[dict] = []
+    start = time.monotonic()
+    bar = tqdm(range(options.epochs), desc="autoencoder", unit="epoch", disable=not progress)
+    for epoch in bar:
+        net.train()
+        perm = torch.randperm(len(data), generator=gen)
+        total = 0.0
+        for i in range(steps_per_epoch):
+            idx = perm[i * options.batch_size:(i + 1) * options.batch_size]
+            x = _shift_batch(data[idx], options.shift_px, gen).to(device)
+            loss = (net(x) - x).abs().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss) * len(idx)
+        elapsed = time.monotonic() - start
+        row = {"model": "autoencoder", "epoch": epoch + 1, "loss": total / len(data),
+               "lr": sched.get_last_lr()[0], "seconds": round(elapsed, 2)}
+        history.append(row)
+        if log:
+            log(row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if options.minutes is not None and elapsed > options.minutes * 60 and epoch + 1 < options.epochs:
+            stop = {"model": "autoencoder", "event": "time_budget_reached", "epoch": epoch + 1,
+                    "seconds": round(elapsed, 2)}
+            history.append(stop)
+            if log:
+                log(stop)
+            break
+    head.eval()
+    calibration = head.calibrate(np.ascontiguousarray(val_good, dtype=np.float32), options)
+    return AutoencoderResult(head=head.cpu().eval(), history=history, calibration=calibration)
+
+
+@torch.no_grad()
+def score_batches(head: ScoringHead, tensors: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Torch-side (anomaly maps [N,H,W], scores [N]) for prepared tensors."""
+    head.eval()
+    maps, scores = [], []
+    for i in range(0, len(tensors), batch_size):
+        m, s = head(torch.from_numpy(np.ascontiguousarray(tensors[i:i + batch_size], dtype=np.float32)))
+        maps.append(m[:, 0].numpy())
+        scores.append(s.numpy())
+    return np.concatenate(maps), np.concatenate(scores)

@@ -1,0 +1,240 @@
+"""Crops, tensors and the train/validation/evaluation split over ``station.datasets`` samples.
+
+Crops are made by the station's own ``station.preprocess.crop_for_model`` path
+(``find_and_align`` then ``prepare``), never a copy, and cached per data set, crop size and
+localize/align parameters so a cross-validation run crops each photo once.
+
+The split is a pure function of the sample list and its arguments, so ``station train`` and
+``station evaluate`` recompute the same one (and ``split.json`` records it for checking).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from station.align import AlignParams, PartNotFound, find_and_align
+from station.datasets import Sample, load_image
+from station.localize import LocalizeParams
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class CropSet:
+    """Aligned uint8 crops of some samples; ``ok[i]`` False when the part was not found."""
+
+    samples: list[Sample]
+    crops: np.ndarray  # [N, S, S] or [N, S, S, C] uint8 (zeros where not ok)
+    crop_to_frame: np.ndarray  # [N, 2, 3] float64
+    frame_to_crop: np.ndarray  # [N, 2, 3] float64
+    frame_shapes: np.ndarray  # [N, 2] int (height, width)
+    ok: np.ndarray  # [N] bool
+    messages: list[str]
+
+    def index(self) -> dict[Path, int]:
+        return {s.path: i for i, s in enumerate(self.samples)}
+
+    def select(self, samples: Sequence[Sample]) -> CropSet:
+        idx = self.index()
+        ii = [idx[s.path] for s in samples]
+        return CropSet(
+            samples=[self.samples[i] for i in ii],
+            crops=self.crops[ii], crop_to_frame=self.crop_to_frame[ii],
+            frame_to_crop=self.frame_to_crop[ii], frame_shapes=self.frame_shapes[ii],
+            ok=self.ok[ii], messages=[self.messages[i] for i in ii],
+        )
+
+    def good_crops(self) -> list[np.ndarray]:
+        """The crops whose part was found (what training can use)."""
+        return [c for c, k in zip(self.crops, self.ok, strict=True) if k]
+
+
+def _cache_key(samples: Sequence[Sample], loc: LocalizeParams, align: AlignParams, size: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_VERSION, "loc": loc.to_dict(), "align": align.to_dict(),
+                         "size": size}, sort_keys=True).encode())
+    for s in samples:
+        st = s.path.stat()
+        h.update(f"{s.path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def compute_crops(
+    samples: Sequence[Sample],
+    localize_params: LocalizeParams,
+    align_params: AlignParams,
+    size: int,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> CropSet:
+    """Aligned crops of ``samples`` at ``size`` (cached in ``cache_dir`` when given)."""
+    from tqdm import tqdm
+
+    samples = list(samples)
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"crops-{size}-{_cache_key(samples, localize_params, align_params, size)}.npz"
+        if cache_file.is_file():
+            z = np.load(cache_file, allow_pickle=False)
+            return CropSet(samples, z["crops"], z["crop_to_frame"], z["frame_to_crop"],
+                           z["frame_shapes"], z["ok"], [str(m) for m in z["messages"]])
+    crops: list[np.ndarray | None] = []
+    c2f, f2c, shapes, ok, messages = [], [], [], [], []
+    for s in tqdm(samples, desc=f"crops {size}px", unit="img", disable=not progress):
+        image = load_image(s.path)
+        shapes.append(image.shape[:2])
+        try:
+            aligned = find_and_align(image, localize_params, align_params, size)
+        except PartNotFound as exc:
+            crops.append(None)
+            c2f.append(np.zeros((2, 3)))
+            f2c.append(np.zeros((2, 3)))
+            ok.append(False)
+            messages.append(f"{s.path}: {exc}")
+            continue
+        crops.append(aligned.crop)
+        c2f.append(aligned.crop_to_frame)
+        f2c.append(aligned.frame_to_crop)
+        ok.append(True)
+        messages.append("")
+    template = next((c for c in crops if c is not None), np.zeros((size, size), np.uint8))
+    stack = np.stack([c if c is not None else np.zeros_like(template) for c in crops])
+    result = CropSet(samples, stack, np.asarray(c2f, np.float64), np.asarray(f2c, np.float64),
+                     np.asarray(shapes, np.int64), np.asarray(ok, bool), messages)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(".tmp.npz")
+        np.savez(tmp, crops=result.crops, crop_to_frame=result.crop_to_frame,
+                 frame_to_crop=result.frame_to_crop, frame_shapes=result.frame_shapes,
+                 ok=result.ok, messages=np.asarray(messages, dtype=str))
+        tmp.replace(cache_file)
+    return result
+
+
+# --- the split ------------------------------------------------------------------------------
+
+ROLES = ("train_good", "val_good", "holdout_good", "train_defect", "val_labeled", "eval")
+
+
+@dataclass
+class Split:
+    """Which samples serve which purpose (paths, sorted); see :func:`make_split`."""
+
+    folds: int
+    fold: int
+    seed: int
+    roles: dict[str, list[Sample]] = field(default_factory=dict)
+
+    def paths(self, role: str) -> list[str]:
+        return [str(s.path) for s in self.roles[role]]
+
+    def to_json(self, root: Path) -> dict:
+        def rel(s: Sample) -> str:
+            try:
+                return s.path.resolve().relative_to(Path(root).resolve()).as_posix()
+            except ValueError:
+                return str(s.path)
+
+        return {"folds": self.folds, "fold": self.fold, "seed": self.seed,
+                "roles": {r: sorted(rel(s) for s in v) for r, v in self.roles.items()}}
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    folds: int = 0  # 0 = no cross-validation: every test image is evaluation data
+    fold: int = 0
+    seed: int = 0
+    holdout_good: float = 0.15  # share of train good never used (evaluate --good-from-train)
+    val_good: float = 0.15  # share of the rest: per-pixel statistics and thresholds
+    defect_train_share: float = 0.5  # share of the other folds' defects the classifier trains on
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _shuffled(items: list[Sample], seed: int, salt: str) -> list[Sample]:
+    items = sorted(items, key=lambda s: str(s.path))
+    key = int(hashlib.sha256(f"{seed}:{salt}".encode()).hexdigest()[:8], 16)
+    order = np.random.default_rng(key).permutation(len(items))
+    return [items[i] for i in order]
+
+
+def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
+    """Deterministic roles for every sample.
+
+    * ``eval``: the test images of fold ``fold`` of ``folds`` (stratified by defect type),
+      or every test image without folds: never trained or thresholded on.
+    * ``train_defect`` / ``val_labeled``: the other folds' test images; a share of their
+      defects trains the classifier, the rest (and their good images) choose thresholds.
+    * ``holdout_good``: a share of train good never used (rotating with the fold, so a
+      cross-validation sees different ones); ``val_good``: per-pixel statistics and
+      thresholds; ``train_good``: the rest.
+
+    A data set with no ``test`` split (plain folders) gets one: its defects and every
+    fifth good image.
+    """
+    o = options
+    if o.folds < 0 or (o.folds and not 0 <= o.fold < o.folds) or o.folds == 1:
+        raise ValueError(f"--folds {o.folds} --fold {o.fold}: expected folds >= 2 and "
+                         f"0 <= fold < folds (or folds 0 for no cross-validation)")
+    for name in ("holdout_good", "val_good", "defect_train_share"):
+        if not 0.0 <= getattr(o, name) < 1.0:
+            raise ValueError(f"{name} = {getattr(o, name)}: expected a share in [0, 1)")
+    samples = list(samples)
+    test = [s for s in samples if s.split == "test"]
+    train = [s for s in samples if s.split != "test"]
+    extra_defects: list[Sample] = []
+    if not test:
+        goods = _shuffled([s for s in train if s.label == 0], o.seed, "pseudo-test")
+        test = [s for s in train if s.label == 1] + goods[: len(goods) // 5]
+        train = goods[len(goods) // 5:]
+    else:
+        extra_defects = [s for s in train if s.label == 1]
+        train = [s for s in train if s.label == 0]
+
+    by_type: dict[str, list[Sample]] = defaultdict(list)
+    for s in test:
+        by_type[s.defect_type].append(s)
+    evaluation, pool = [], []
+    for dtype in sorted(by_type):
+        group = _shuffled(by_type[dtype], o.seed, f"fold:{dtype}")
+        for i, s in enumerate(group):
+            (evaluation if not o.folds or i % o.folds == o.fold else pool).append(s)
+
+    pool_good = [s for s in pool if s.label == 0]
+    train_defect, val_defect = [], []
+    pool_def: dict[str, list[Sample]] = defaultdict(list)
+    for s in pool:
+        if s.label == 1:
+            pool_def[s.defect_type].append(s)
+    for dtype in sorted(pool_def):
+        group = _shuffled(pool_def[dtype], o.seed, f"cls:{dtype}")
+        n = int(round(o.defect_train_share * len(group)))
+        train_defect += group[:n]
+        val_defect += group[n:]
+    train_defect += extra_defects
+
+    goods = _shuffled(train, o.seed, "train-good")
+    n_hold = int(round(o.holdout_good * len(goods)))
+    start = (o.fold * n_hold) % max(1, len(goods)) if o.folds else 0
+    rotated = goods[start:] + goods[:start]
+    holdout, rest = rotated[:n_hold], rotated[n_hold:]
+    n_val = max(2, int(round(o.val_good * len(rest)))) if len(rest) >= 4 else 0
+    val_good, train_good = rest[:n_val], rest[n_val:]
+
+    def srt(items: list[Sample]) -> list[Sample]:
+        return sorted(items, key=lambda s: str(s.path))
+
+    roles = {
+        "train_good": srt(train_good), "val_good": srt(val_good), "holdout_good": srt(holdout),
+        "train_defect": srt(train_defect), "val_labeled": srt(pool_good + val_defect),
+        "eval": srt(evaluation),
+    }
+    return Split(o.folds, o.fold, o.seed, roles)

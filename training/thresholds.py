@@ -1,0 +1,121 @@
+"""Threshold rules, chosen on validation scores (never on the images a model is judged on).
+
+* defects in validation -> the F1-optimal cut, placed midway between the lowest score it
+  rejects and the highest score it passes (a margin on both sides, not on a sample);
+* good parts only -> a high quantile of the good scores plus a margin proportional to their
+  spread, so at most ``1 - quantile`` of good parts fall above it and never all of them.
+
+Scores are "higher = more defective"; a part is rejected when ``score >= threshold``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: smallest threshold ever returned: model metadata refuses non-positive thresholds.
+MIN_THRESHOLD = 1e-6
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The chosen raw threshold and how it was chosen (written into the model metadata)."""
+
+    value: float
+    rule: str  # "f1_optimal" | "good_quantile"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _clean(scores, labels=None) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.zeros(len(s), dtype=np.int64) if labels is None else np.asarray(labels).ravel()
+    if len(s) != len(y):
+        raise ValueError(f"{len(s)} scores but {len(y)} labels")
+    if len(s) == 0:
+        raise ValueError("no validation scores to choose a threshold from")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("validation scores contain NaN or infinite values")
+    return s, (y > 0).astype(np.int64)
+
+
+def f1_optimal(scores, labels, beta: float = 1.0) -> ThresholdChoice:
+    """The cut maximizing F-beta on (scores, labels); needs at least one defect and one good."""
+    s, y = _clean(scores, labels)
+    if y.sum() == 0 or y.sum() == len(y):
+        raise ValueError("F1-optimal threshold needs both good and defective validation samples")
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    tp = np.cumsum(y_sorted)
+    fp = np.cumsum(1 - y_sorted)
+    # only cut between distinct scores: index i = last sample rejected
+    last = np.r_[s_sorted[1:] != s_sorted[:-1], True]
+    tp, fp = tp[last], fp[last]
+    cut_scores = s_sorted[last]
+    pos = y.sum()
+    b2 = beta * beta
+    fbeta = (1 + b2) * tp / np.maximum((1 + b2) * tp + b2 * (pos - tp) + fp, 1)
+    best = int(np.argmax(fbeta))  # first max = highest threshold among ties: fewest rejects
+    lowest_rejected = cut_scores[best]
+    below = s[s < lowest_rejected]
+    if len(below):
+        value = 0.5 * (lowest_rejected + below.max())
+    else:  # everything rejected is optimal (no good sample scored lower): stay just below
+        value = lowest_rejected - 0.5 * abs(lowest_rejected) * 1e-3
+    value = max(float(value), MIN_THRESHOLD)
+    pred = s >= value
+    return ThresholdChoice(
+        value=value,
+        rule="f1_optimal",
+        details={
+            "beta": beta,
+            "f_beta": float(fbeta[best]),
+            "n_good": int((y == 0).sum()),
+            "n_defect": int(pos),
+            "tp": int((pred & (y == 1)).sum()),
+            "fp": int((pred & (y == 0)).sum()),
+        },
+    )
+
+
+def good_quantile(scores, quantile: float = 0.99, margin: float = 0.5) -> ThresholdChoice:
+    """``q + margin * (q - median)`` of good scores (q = the quantile), above the median always.
+
+    The margin scales with the spread of good scores, so it is unit-free; when the good
+    scores do not spread at all, a relative margin keeps the threshold above them.
+    """
+    s, _ = _clean(scores)
+    if not 0.5 < quantile < 1.0:
+        raise ValueError(f"quantile must be in (0.5, 1), got {quantile}")
+    q = float(np.quantile(s, quantile))
+    med = float(np.median(s))
+    spread = q - med
+    if spread <= 0:
+        spread = max(abs(q), 1.0) * 0.05
+    value = max(q + margin * spread, MIN_THRESHOLD)
+    return ThresholdChoice(
+        value=float(value),
+        rule="good_quantile",
+        details={
+            "quantile": quantile,
+            "margin": margin,
+            "q": q,
+            "median": med,
+            "n_good": int(len(s)),
+            "good_rejected": int((s >= value).sum()),
+        },
+    )
+
+
+def choose_threshold(scores, labels=None, quantile: float = 0.99, margin: float = 0.5) -> ThresholdChoice:
+    """F1-optimal when validation has both classes, otherwise the good-quantile rule."""
+    s, y = _clean(scores, labels)
+    if 0 < y.sum() < len(y):
+        return f1_optimal(s, y)
+    if y.sum() == len(y):
+        raise ValueError("validation has only defective samples: need good parts for a threshold")
+    return good_quantile(s, quantile=quantile, margin=margin)
