@@ -22,6 +22,8 @@ def register(name: str, module: str, help_text: str) -> None:
 
 register("devices", "devices", "list cameras, GenICam producers and serial ports on this machine")
 register("crops", "crops", "write the aligned crop of every image in a data set, with a montage")
+register("train", "train", "train the autoencoder and the classifier from a data set")
+register("evaluate", "evaluate", "measure a model folder on a data set: metrics JSON and report")
 register("calibrate", "calibrate", "calibrate camera, ROI, pixel scale, thresholds and image quality")
 register("export-records", "export_records", "export the inspection records database to CSV")
 

@@ -136,7 +136,7 @@ class Engine:
         self.link: SerialLink | None = None
         mode = trigger_mode or recipe.trigger.mode
         if recipe.reject.enabled or mode == "serial":
-            self.link = SerialLink.from_recipe(recipe)
+            self.link = SerialLink.from_recipe(recipe, serial_trigger=(mode == "serial"))
             self.link.add_state_listener(self._on_serial_state)
         on_error_rejects = recipe.decision.on_error == "reject"
         self.scheduler = RejectScheduler.from_recipe(

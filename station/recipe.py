@@ -200,7 +200,7 @@ class RejectSection:
     delay_ms: float = _opt(500.0, "trigger-to-reject delay (ms), delay_mode = time",
                            min=0, max=600000)
     delay_parts: int = _opt(3, "parts between camera and reject point, delay_mode = count",
-                            min=0, max=10000)
+                            min=1, max=10000)
     pulse_ms: int = _opt(50, "pulse width (ms)", min=1, max=10000)
     fail_safe: str = _opt("reject", "action when no verdict is ready in time",
                           choices=("reject", "pass"))

@@ -68,6 +68,7 @@ class TriggerEvent:
     t: float
     frame: Frame | None
     source: str
+    box: tuple[int, int, int, int] | None = None  # where the part is in the frame (x, y, w, h)
 
 
 class PartCounter:
@@ -113,8 +114,9 @@ class Trigger:
     def close(self) -> None:
         """Stop any worker; further triggers are ignored."""
 
-    def _emit(self, t: float, frame: Frame | None) -> TriggerEvent:
-        event = TriggerEvent(self.counter.next(), t, frame, self.name)
+    def _emit(self, t: float, frame: Frame | None,
+              box: tuple[int, int, int, int] | None = None) -> TriggerEvent:
+        event = TriggerEvent(self.counter.next(), t, frame, self.name, box)
         self.fired += 1
         for callback in list(self._listeners):
             try:
@@ -133,10 +135,10 @@ class Blob:
 
     s: float  # centre along the travel direction, 0 at the entry edge of the ROI
     c: float  # centre across the travel direction
-    extent: float  # visible length along the travel direction
     size: float  # longer side of its bounding box: how far it may move between frames
     cut: bool  # touches the ROI border, so it is not fully visible
     at_entry: bool  # touches the edge parts come in from
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # in frame pixels, for the inspection crop
 
 
 @dataclass
@@ -158,13 +160,15 @@ class _Track:
 class FreeRunTrigger(Trigger):
     """Fire once per part when its centre crosses ``line_frac`` of the ROI along ``direction``.
 
-    Detection shares ``station.localize``'s idea (subtract a heavily blurred background,
-    threshold the contrast: Otsu unless ``threshold`` is set) but finds every part in view on
-    a frame shrunk to ``detect_size``, so it keeps up with the camera. Tracks follow parts by
-    the nearest predicted centre; a crossing is "centre was before the line in the previous
-    observation and is at or past it now", so a part that jumps over the line between two
-    frames still fires, and a part fires only while fully visible in the ROI. A part first
-    seen already past the line (start-up) never fires.
+    Detection shares ``station.localize``'s idea (contrast to a background from which a grey
+    closing removed the part; Otsu threshold unless ``threshold`` is set; pieces of one part
+    merged) but finds every part in view, on a frame shrunk to ``detect_size``, in a few
+    milliseconds. Tracks follow parts by the nearest predicted centre (per frame, along the
+    travel direction); a crossing is "centre was before the line at the previous observation
+    and is at or past it now", so a part that jumps over the line between two frames still
+    fires, and it fires only while fully visible in the ROI (else at the first frame where it
+    is). A part first seen already past the line (start-up) never fires. The centre is the
+    blob's centroid, so the frame chosen may differ by one from a geometric centre's.
     """
 
     roi: tuple[int, int, int, int] = (0, 0, 0, 0)
@@ -282,15 +286,18 @@ class FreeRunTrigger(Trigger):
             left, top = x0 < margin, y0 < margin
             right, bottom = x1 >= w - margin, y1 >= h - margin
             if self._axis == 0:
-                along, across, extent = cx, cy, float(x1 - x0 + 1)
+                along, across = cx, cy
                 entry = left if self._sign > 0 else right
             else:
-                along, across, extent = cy, cx, float(y1 - y0 + 1)
+                along, across = cy, cx
                 entry = top if self._sign > 0 else bottom
             s = along if self._sign > 0 else length - along
             size = float(max(x1 - x0, y1 - y0) + 1)
-            blobs.append(Blob(float(s), float(across), extent, size,
-                              left or right or top or bottom, entry))
+            rx, ry = self.roi[0], self.roi[1]
+            box = (rx + int(x0 / scale), ry + int(y0 / scale),
+                   int(math.ceil((x1 - x0 + 1) / scale)), int(math.ceil((y1 - y0 + 1) / scale)))
+            blobs.append(Blob(float(s), float(across), size,
+                              left or right or top or bottom, entry, box))
         return blobs
 
     # -- tracking -----------------------------------------------------------------------
@@ -345,7 +352,7 @@ class FreeRunTrigger(Trigger):
             track.done = blob.s >= line and not blob.at_entry
             track.pending = blob.s >= line and blob.at_entry
             if track.pending and not blob.cut:
-                events.append(self._fire(track, t, frame))
+                events.append(self._fire(track, t, frame, blob.box))
             survivors.append(track)
         self._tracks = survivors
         return events
@@ -378,12 +385,13 @@ class FreeRunTrigger(Trigger):
         if crossed:
             track.pending = True
         if track.pending and not track.done and not blob.cut:
-            return self._fire(track, t_cross if crossed else t, frame)
+            return self._fire(track, t_cross if crossed else t, frame, blob.box)
         return None
 
-    def _fire(self, track: _Track, t: float, frame: Frame) -> TriggerEvent:
+    def _fire(self, track: _Track, t: float, frame: Frame,
+              box: tuple[int, int, int, int] | None = None) -> TriggerEvent:
         track.done, track.pending = True, False
-        return self._emit(t, frame)
+        return self._emit(t, frame, box)
 
     def reset(self) -> None:
         """Forget the tracked parts (after a pause or a recipe switch)."""
@@ -498,6 +506,10 @@ def make_trigger(
             min_area_frac=float(_get(localize, "min_area_frac", 0.002)),
             max_area_frac=float(_get(localize, "max_area_frac", 0.5)),
             border_margin_px=int(_get(localize, "border_margin_px", 2)),
+            min_contrast=float(_get(localize, "min_contrast", 0.08)),
+            merge_gap_frac=float(_get(localize, "merge_gap_frac", 0.03)),
+            # it must keep up with every frame, so it never looks finer than 256 px
+            detect_size=min(int(_get(localize, "detect_size", 256)), 256),
             counter=counter,
         )
     if mode == "software":

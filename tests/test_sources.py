@@ -276,3 +276,33 @@ def test_acquisition_retries_a_source_that_cannot_open_with_backoff(tmp_path):
     assert gaps[0] < 0.06 and gaps[-1] >= 0.12  # waits double up to the cap
     assert np.all(np.diff(opens) < 0.4)  # and never beyond the cap (plus slack)
     assert alarms.kinds() == [CAMERA_LOST, CAMERA_RESTORED]
+
+
+class GoesSilent(FolderSource):
+    """A real folder source whose frames stop (no error) while ``silent`` is set, like a
+    network camera whose cable was pulled."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.silent = threading.Event()
+
+    def read(self, timeout: float = 1.0):
+        if self.silent.is_set():
+            time.sleep(min(timeout, 0.05))
+            return None
+        return super().read(timeout)
+
+
+def test_acquisition_treats_a_silent_free_running_source_as_lost(tmp_path):
+    source = GoesSilent(write_folder(tmp_path / "imgs", n=4), fps=50.0, loop=True)
+    alarms = AlarmLog()
+    acq = Acquisition(source, stall_s=0.3, backoff_s=0.02, backoff_max_s=0.1)
+    acq.add_alarm_listener(alarms)
+    with acq:
+        assert acq.get(1.0) is not None
+        source.silent.set()
+        assert alarms.wait_for(CAMERA_LOST, timeout=3.0)
+        assert "no frame for" in alarms.events[0][1]
+        source.silent.clear()
+        assert alarms.wait_for(CAMERA_RESTORED, timeout=3.0)
+    assert alarms.kinds() == [CAMERA_LOST, CAMERA_RESTORED]

@@ -36,15 +36,20 @@ def write_folder(folder: Path, n: int) -> Path:
 def run_conveyor(direction: str, length_fraction_per_frame: float, parts: int, color: bool):
     """Feed ``parts`` parts' worth of conveyor frames to a free-run trigger; return the
     source, the events, the frame count and the line position (frame x)."""
+    from station.localize import LocalizeParams
+    from station.recipe import TriggerSection
     from station.sources import SimulatedSource
 
-    fps, length, pitch = 30.0, 90.0, 200.0
+    fps, length, pitch = 30.0, 90.0, 140.0
     speed = length_fraction_per_frame * length * fps
     source = SimulatedSource(
         paced=False, width=320, height=160, fps=fps, speed_px_s=speed, pitch_px=pitch,
         defect_rate=0.3, seed=11, color=color, direction=direction, part_length_px=length,
     )
-    trigger = FreeRunTrigger(line_frac=0.5, direction=direction)
+    # built the way the station builds it: the recipe's [trigger] and [localize] defaults
+    trigger = make_trigger(TriggerSection(mode="free_run", line_frac=0.5, direction=direction),
+                           localize=LocalizeParams())
+    assert isinstance(trigger, FreeRunTrigger)
     n_frames = int((parts * pitch + 320) / (speed / fps))
     events: list[TriggerEvent] = []
     with source:
@@ -56,7 +61,7 @@ def run_conveyor(direction: str, length_fraction_per_frame: float, parts: int, c
 
 @pytest.mark.parametrize(
     ("direction", "per_frame", "color"),
-    [("left_to_right", 0.10, False), ("right_to_left", 0.25, True)],
+    [("left_to_right", 0.12, False), ("right_to_left", 0.25, True)],
     ids=["rated-speed", "quarter-length-per-frame"],
 )
 def test_free_run_triggers_every_crossing_part_exactly_once(direction, per_frame, color):

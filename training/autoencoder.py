@@ -33,8 +33,8 @@ from torch import nn
 class AutoencoderOptions:
     """Architecture, training and scoring knobs (all land in the model's ``architecture``)."""
 
-    base_channels: int = 32  # channels after the first stage; doubled per stage (capped)
-    max_channels: int = 128
+    base_channels: int = 16  # channels after the first stage; doubled per stage (capped)
+    max_channels: int = 64
     depth: int = 4  # number of stride-2 stages: the bottleneck is size / 2**depth
     latent_channels: int = 16  # channels at the bottleneck (the information squeeze)
     epochs: int = 60
@@ -55,17 +55,17 @@ class AutoencoderOptions:
         return asdict(self)
 
 
-def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
-        nn.LeakyReLU(0.1, inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1),
-        nn.LeakyReLU(0.1, inplace=True),
-    )
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
+                         nn.LeakyReLU(0.1, inplace=True))
 
 
 class ConvAutoencoder(nn.Module):
-    """Stride-2 conv encoder to a narrow spatial bottleneck, nearest-upsample conv decoder."""
+    """Stride-2 conv encoder to a narrow spatial bottleneck; upsample + conv decoder.
+
+    Compute is kept where it pays on a CPU budget: two convs per encoder stage (features),
+    one per decoder stage, and a single transposed conv back to full resolution.
+    """
 
     def __init__(self, channels: int, options: AutoencoderOptions) -> None:
         super().__init__()
@@ -73,16 +73,15 @@ class ConvAutoencoder(nn.Module):
         enc: list[nn.Module] = []
         cin = channels
         for w in widths:
-            enc.append(_block(cin, w, 2))
+            enc += [_conv(cin, w, 2), _conv(w, w)]
             cin = w
         enc.append(nn.Conv2d(cin, options.latent_channels, 1))
         self.encoder = nn.Sequential(*enc)
         dec: list[nn.Module] = [nn.Conv2d(options.latent_channels, cin, 1), nn.LeakyReLU(0.1, inplace=True)]
         for w in reversed(widths[:-1]):
-            dec += [nn.Upsample(scale_factor=2.0, mode="nearest"), _block(cin, w, 1)]
+            dec += [nn.Upsample(scale_factor=2.0, mode="nearest"), _conv(cin, w)]
             cin = w
-        dec += [nn.Upsample(scale_factor=2.0, mode="nearest"), _block(cin, widths[0], 1)]
-        dec.append(nn.Conv2d(widths[0], channels, 3, padding=1))
+        dec.append(nn.ConvTranspose2d(cin, channels, 4, stride=2, padding=1))
         self.decoder = nn.Sequential(*dec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,39 +203,55 @@ def train_autoencoder(
     data = torch.from_numpy(np.ascontiguousarray(train, dtype=np.float32))
     opt = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(data) / options.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=options.lr, total_steps=options.epochs * steps_per_epoch, pct_start=0.1
-    )
+    total_steps = options.epochs * steps_per_epoch
+    budget = options.minutes * 60.0 if options.minutes else math.inf
+    warmup = max(1, min(50, total_steps // 20))
     history: list[dict] = []
     start = time.monotonic()
-    bar = tqdm(range(options.epochs), desc="autoencoder", unit="epoch", disable=not progress)
-    for epoch in bar:
+    step = 0
+    # cosine to zero over the larger of step progress and time progress, so a run cut short
+    # by the time budget still ends annealed (a hot learning rate leaves noisy residuals)
+    bar = tqdm(total=total_steps, desc="autoencoder", unit="step", disable=not progress)
+    stopped = False
+    for epoch in range(options.epochs):
         net.train()
         perm = torch.randperm(len(data), generator=gen)
-        total = 0.0
+        total, seen = 0.0, 0
         for i in range(steps_per_epoch):
+            elapsed = time.monotonic() - start
+            frac = min(1.0, max(step / total_steps, elapsed / budget))
+            if frac >= 1.0:
+                stopped = True
+                break
+            lr = options.lr * ((step + 1) / warmup if step < warmup
+                               else 0.5 * (1.0 + math.cos(math.pi * frac)))
+            for g in opt.param_groups:
+                g["lr"] = lr
             idx = perm[i * options.batch_size:(i + 1) * options.batch_size]
             x = _shift_batch(data[idx], options.shift_px, gen).to(device)
             loss = (net(x) - x).abs().mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
-            total += float(loss) * len(idx)
-        elapsed = time.monotonic() - start
-        row = {"model": "autoencoder", "epoch": epoch + 1, "loss": total / len(data),
-               "lr": sched.get_last_lr()[0], "seconds": round(elapsed, 2)}
-        history.append(row)
-        if log:
-            log(row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if options.minutes is not None and elapsed > options.minutes * 60 and epoch + 1 < options.epochs:
-            stop = {"model": "autoencoder", "event": "time_budget_reached", "epoch": epoch + 1,
-                    "seconds": round(elapsed, 2)}
-            history.append(stop)
+            step += 1
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+            bar.update(1)
+        if seen:
+            row = {"model": "autoencoder", "epoch": epoch + 1, "steps": step,
+                   "loss": total / seen, "lr": lr, "seconds": round(time.monotonic() - start, 2)}
+            history.append(row)
             if log:
-                log(stop)
+                log(row)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{row['loss']:.4f}")
+        if stopped:
+            row = {"model": "autoencoder", "event": "time_budget_reached", "epoch": epoch + 1,
+                   "steps": step, "seconds": round(time.monotonic() - start, 2)}
+            history.append(row)
+            if log:
+                log(row)
             break
+    bar.close()
     head.eval()
     calibration = head.calibrate(np.ascontiguousarray(val_good, dtype=np.float32), options)
     return AutoencoderResult(head=head.cpu().eval(), history=history, calibration=calibration)

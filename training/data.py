@@ -120,7 +120,8 @@ def compute_crops(
 
 # --- the split ------------------------------------------------------------------------------
 
-ROLES = ("train_good", "val_good", "holdout_good", "train_defect", "val_labeled", "eval")
+ROLES = ("train_good", "val_good", "thr_good", "holdout_good", "train_defect", "val_labeled",
+         "eval")
 
 
 @dataclass
@@ -152,7 +153,8 @@ class SplitOptions:
     fold: int = 0
     seed: int = 0
     holdout_good: float = 0.15  # share of train good never used (evaluate --good-from-train)
-    val_good: float = 0.15  # share of the rest: per-pixel statistics and thresholds
+    val_good: float = 0.15  # share of the rest: the autoencoder's per-pixel statistics
+    thr_good: float = 0.1  # share of the rest: good parts for choosing thresholds
     defect_train_share: float = 0.5  # share of the other folds' defects the classifier trains on
 
     def to_dict(self) -> dict:
@@ -175,7 +177,8 @@ def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
       defects trains the classifier, the rest (and their good images) choose thresholds.
     * ``holdout_good``: a share of train good never used (rotating with the fold, so a
       cross-validation sees different ones); ``val_good``: per-pixel statistics and
-      thresholds; ``train_good``: the rest.
+      nothing else; ``thr_good``: good parts for thresholds (scored fresh by the
+      autoencoder, unlike ``val_good``); ``train_good``: the rest.
 
     A data set with no ``test`` split (plain folders) gets one: its defects and every
     fifth good image.
@@ -184,7 +187,7 @@ def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
     if o.folds < 0 or (o.folds and not 0 <= o.fold < o.folds) or o.folds == 1:
         raise ValueError(f"--folds {o.folds} --fold {o.fold}: expected folds >= 2 and "
                          f"0 <= fold < folds (or folds 0 for no cross-validation)")
-    for name in ("holdout_good", "val_good", "defect_train_share"):
+    for name in ("holdout_good", "val_good", "thr_good", "defect_train_share"):
         if not 0.0 <= getattr(o, name) < 1.0:
             raise ValueError(f"{name} = {getattr(o, name)}: expected a share in [0, 1)")
     samples = list(samples)
@@ -226,14 +229,17 @@ def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
     start = (o.fold * n_hold) % max(1, len(goods)) if o.folds else 0
     rotated = goods[start:] + goods[:start]
     holdout, rest = rotated[:n_hold], rotated[n_hold:]
-    n_val = max(2, int(round(o.val_good * len(rest)))) if len(rest) >= 4 else 0
-    val_good, train_good = rest[:n_val], rest[n_val:]
+    n_val = max(2, int(round(o.val_good * len(rest)))) if len(rest) >= 6 else 0
+    n_thr = max(2, int(round(o.thr_good * len(rest)))) if len(rest) >= 6 else 0
+    val_good, thr_good = rest[:n_val], rest[n_val:n_val + n_thr]
+    train_good = rest[n_val + n_thr:]
 
     def srt(items: list[Sample]) -> list[Sample]:
         return sorted(items, key=lambda s: str(s.path))
 
     roles = {
-        "train_good": srt(train_good), "val_good": srt(val_good), "holdout_good": srt(holdout),
+        "train_good": srt(train_good), "val_good": srt(val_good), "thr_good": srt(thr_good),
+        "holdout_good": srt(holdout),
         "train_defect": srt(train_defect), "val_labeled": srt(pool_good + val_defect),
         "eval": srt(evaluation),
     }

@@ -40,6 +40,11 @@ class EngineBridge(QObject):
 
         engine.add_listener(listener)
 
+    def detach(self) -> None:
+        """Stop delivering: the window is closing."""
+        self._generation += 1
+        self._timer.stop()
+
     def drain(self) -> None:
         """Deliver queued events (GUI thread). Bounded per call so drawing keeps its pace."""
         for _ in range(200):

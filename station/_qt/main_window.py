@@ -189,6 +189,8 @@ class MainWindow(QMainWindow):
                           (Qt.Key.Key_F11, self.toggle_kiosk),
                           (QKeySequence("Ctrl+E"), self.toggle_engineer)):
             shortcut = QShortcut(QKeySequence(key), self)
+            # also while the rejects browser has the focus: F5 must always stop the line
+            shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
             shortcut.activated.connect(slot)
 
         self._stats_timer = QTimer(self)
@@ -275,6 +277,8 @@ class MainWindow(QMainWindow):
 
     # -- operator actions ----------------------------------------------------------------------
     def toggle_running(self) -> None:
+        if self.engine is None:  # closed
+            return
         if self.engine.running:
             self.engine.stop()
         else:
@@ -282,6 +286,8 @@ class MainWindow(QMainWindow):
         self.on_state("running" if self.engine.running else "stopped")
 
     def on_state(self, state: str) -> None:
+        if self.engine is None:  # closed
+            return
         running = self.engine.running
         self.start_button.setText("STOP" if running else "START")
         self.start_button.setStyleSheet(theme.STOP_STYLE if running else theme.START_STYLE)
@@ -291,6 +297,8 @@ class MainWindow(QMainWindow):
         self.live.update()
 
     def trigger(self) -> None:
+        if self.engine is None:  # closed
+            return
         if not self.engine.running:
             self._say("start the station first (F5)", ok=False)
             return
@@ -298,6 +306,8 @@ class MainWindow(QMainWindow):
         self._say(f"triggered part #{event.part_id}", ok=True)
 
     def on_part(self, result: Any) -> None:
+        if self.engine is None:  # closed
+            return
         self.verdict.show_result(result)
         self.part_view.show_result(result, self.engine.inspector.decision)
         self.live.show_part(result)
@@ -314,6 +324,8 @@ class MainWindow(QMainWindow):
         self.refresh_counts()
 
     def refresh_alarms(self) -> None:
+        if self.engine is None:  # closed
+            return
         self.alarms.set_alarms(self.engine.alarms())
 
     def acknowledge(self, alarm_id: int) -> None:
@@ -325,6 +337,8 @@ class MainWindow(QMainWindow):
         self.refresh_alarms()
 
     def refresh_stats(self) -> None:
+        if self.engine is None:  # closed
+            return
         self.status.update_stats(self.engine.stats(), self.live.shown_fps)
         self.trends.redraw()
 
@@ -411,6 +425,8 @@ class MainWindow(QMainWindow):
         """Stop the line and close the engine (port, records); safe to call twice."""
         for timer in (self._stats_timer, self._counts_timer):
             timer.stop()
+        self.bridge.detach()
         if self.engine is not None:
             engine, self.engine = self.engine, None
+            self.live.set_engine(None)
             engine.close()

@@ -43,8 +43,8 @@ class AcquisitionStats:
 class Acquisition:
     """Run ``source`` in a thread; see the module docstring for where frames go.
 
-    Faults (``open`` failing, read errors, a source silent for ``stall_s`` while it should be
-    free-running) close the source and retry it with exponential back-off from
+    Faults (``open`` failing, read errors, a free-running source silent for ``stall_s``, e.g.
+    a network camera whose cable was pulled; 0 = never) close the source and retry it with exponential back-off from
     ``backoff_s`` up to ``backoff_max_s``; listeners hear ``camera_lost`` once per outage
     and ``camera_restored`` when frames flow again. A finite source that ends is reported
     as ``source_ended`` and the thread stops. Nothing here raises into the caller.
@@ -59,7 +59,7 @@ class Acquisition:
         read_timeout: float = 0.25,
         backoff_s: float = 0.1,
         backoff_max_s: float = 3.0,
-        stall_s: float = 0.0,
+        stall_s: float = 5.0,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, got {queue_size}")
@@ -226,6 +226,13 @@ class Acquisition:
             self._lost = True
             self._alarm(CAMERA_LOST, f"{self.source.name}: {message}")
 
+    def _stalled(self, silent: float) -> bool:
+        # a triggered camera is silent between parts; a slow source gets three periods
+        info = self.source.info
+        if self.stall_s <= 0 or info.triggered:
+            return False
+        return silent > max(self.stall_s, 3.0 / info.fps if info.fps > 0 else 0.0)
+
     def _run(self) -> None:
         backoff = self.backoff_s
         opened = False
@@ -255,7 +262,7 @@ class Acquisition:
                     continue
                 if frame is None:
                     silent = time.monotonic() - last_frame
-                    if self.stall_s > 0 and not self.source.info.triggered and silent > self.stall_s:
+                    if self._stalled(silent):
                         opened = False
                         self._fault(f"no frame for {silent:.1f} s")
                     continue

@@ -1,0 +1,412 @@
+"""``station evaluate``: the exported models, run through ``station.inference``, scored honestly.
+
+The scores evaluated are the scores the station shows: the ONNX files run in onnxruntime on
+crops made by the station's own crop and preprocessing, normalized by ``station.scoring``
+and fused by ``station.decision.decide``. Only images the models never trained or chose
+thresholds on are used: the held-out fold (``--folds K --fold k``, checked against the
+model folder's ``split.json``) and, with ``--good-from-train``, the train good images the
+split held aside (the lighting trap: a brightness-reading score fails there).
+
+Metrics are plain numpy (no scikit-learn): image AUROC, AUPR (average precision), and
+precision/recall/F1/F2/accuracy at the stored thresholds; for the autoencoder also pixel
+AUROC and AUPRO (FPR <= 0.3, normalized) on the full-image masks, the crop-space map being
+warped back onto the image with the crop's ``crop_to_frame``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from station.align import AlignedCrop, warp_map_to_frame
+from station.datasets import DatasetError, Sample, dataset_fingerprint, load_mask, read_dataset
+from station.decision import ERROR, REJECT, RULES, decide, fused_score
+from station.inference import AutoencoderModel, ClassifierModel, load_model
+from station.preprocess import prepare_batch
+from training.data import CropSet, SplitOptions, compute_crops, make_split
+
+PIXEL_SIDE = 256  # long side (px) the full-image masks and maps are compared at
+PRO_FPR = 0.3
+
+
+# --- metrics (numpy) ---------------------------------------------------------------------------
+
+def _prep(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    y = (np.asarray(labels).ravel() > 0).astype(np.int64)
+    if len(s) != len(y):
+        raise ValueError(f"{len(s)} scores but {len(y)} labels")
+    s = np.where(np.isnan(s), np.inf, s)  # no score (part not found) ranks as most defective
+    return s, y
+
+
+def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds), thresholds descending; starts at (0, 0)."""
+    s, y = _prep(scores, labels)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps = np.cumsum(y)[distinct]
+    fps = (distinct + 1) - tps
+    p, n = max(int(y.sum()), 1), max(int(len(y) - y.sum()), 1)
+    return np.r_[0.0, fps / n], np.r_[0.0, tps / p], np.r_[np.inf, s[distinct]]
+
+
+def roc_auc(scores, labels) -> float:
+    """Area under the ROC curve (ties count half); NaN unless both classes are present."""
+    s, y = _prep(scores, labels)
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    finite = np.where(np.isinf(s), np.finfo(np.float64).max, s)
+    order = np.argsort(finite, kind="mergesort")
+    ranks = np.empty(len(s), np.float64)
+    sorted_s = finite[order]
+    # average ranks of tied groups
+    starts = np.r_[0, np.nonzero(np.diff(sorted_s))[0] + 1]
+    ends = np.r_[starts[1:], len(s)]
+    avg = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(avg, ends - starts)
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def average_precision(scores, labels) -> float:
+    """AUPR as average precision (step-wise, no interpolation); NaN without defects."""
+    s, y = _prep(scores, labels)
+    if y.sum() == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps = np.cumsum(y)[distinct]
+    precision = tps / (distinct + 1)
+    recall = tps / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def binary_stats(predicted, labels) -> dict[str, float]:
+    """precision, recall, F1, F2, accuracy and the confusion counts."""
+    p = np.asarray(predicted, bool).ravel()
+    y = np.asarray(labels).ravel() > 0
+    tp, fp = int((p & y).sum()), int((p & ~y).sum())
+    fn, tn = int((~p & y).sum()), int((~p & ~y).sum())
+    precision = tp / (tp + fp) if tp + fp else (1.0 if tp + fn == 0 else 0.0)
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+
+    def fbeta(b: float) -> float:
+        den = (1 + b * b) * tp + b * b * fn + fp
+        return (1 + b * b) * tp / den if den else float("nan")
+
+    return {"precision": precision, "recall": recall, "f1": fbeta(1.0), "f2": fbeta(2.0),
+            "accuracy": (tp + tn) / len(y) if len(y) else float("nan"),
+            "tp": tp, "fp": fp, "tn": tn, "fn": fn}
+
+
+def aupro(maps: list[np.ndarray], masks: list[np.ndarray], max_fpr: float = PRO_FPR,
+          steps: int = 300) -> float:
+    """Area under the per-region-overlap curve up to ``max_fpr``, divided by ``max_fpr``.
+
+    For each threshold: PRO = mean over connected defect regions of the share of the region
+    at or above it; FPR = share of defect-free pixels at or above it. Thresholds are the
+    good-pixel quantiles giving FPRs 0 .. max_fpr evenly, so the integral is exact in FPR.
+    """
+    neg, regions = [], []
+    for m, gt in zip(maps, masks, strict=True):
+        neg.append(m[~gt].ravel())
+        if gt.any():
+            n, lab = cv2.connectedComponents(gt.astype(np.uint8), connectivity=8)
+            for r in range(1, n):
+                regions.append(np.sort(m[lab == r].ravel()))
+    if not regions:
+        return float("nan")
+    negs = np.sort(np.concatenate(neg))
+    fprs = np.linspace(0.0, max_fpr, steps + 1)
+    # threshold t_i with share(neg >= t_i) == fpr_i
+    idx = np.clip(np.ceil((1.0 - fprs) * len(negs)).astype(np.int64), 0, len(negs) - 1)
+    thr = negs[idx]
+    thr[0] = np.nextafter(negs[-1], np.inf)
+    pro = np.zeros(len(thr))
+    for reg in regions:
+        pro += (len(reg) - np.searchsorted(reg, thr, side="left")) / len(reg)
+    pro /= len(regions)
+    return float(np.trapezoid(pro, fprs) / max_fpr)
+
+
+def image_metrics(norm_scores, labels, predicted) -> dict[str, Any]:
+    """The per-model block of the JSON: ranking metrics and metrics at the stored threshold."""
+    out: dict[str, Any] = {"image_auroc": roc_auc(norm_scores, labels),
+                           "aupr": average_precision(norm_scores, labels)}
+    out.update(binary_stats(predicted, labels))
+    y = np.asarray(labels)
+    out["n_good"], out["n_defect"] = int((y == 0).sum()), int((y == 1).sum())
+    return out
+
+
+# --- running the models --------------------------------------------------------------------
+
+@dataclass
+class ModelScores:
+    """Per-image outputs of one model on the evaluation images."""
+
+    raw: np.ndarray  # [N] (NaN where the part was not found)
+    normalized: np.ndarray  # [N]
+    maps: np.ndarray | None  # [N, S, S] autoencoder maps (crop space)
+    crops: CropSet
+
+
+def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
+              cache_dir: Path | None, batch: int = 16, progress: bool = True) -> ModelScores:
+    """Crop every sample with the model's own parameters and run it through onnxruntime."""
+    from tqdm import tqdm
+
+    spec = model.meta.preprocess_spec()
+    crops = compute_crops(samples, model.meta.localize_params(), model.meta.align_params(),
+                          spec.size, cache_dir, progress)
+    raw = np.full(len(samples), np.nan)
+    maps = np.zeros((len(samples), spec.size, spec.size), np.float32) if model.kind == "autoencoder" else None
+    ok = np.nonzero(crops.ok)[0]
+    for i in tqdm(range(0, len(ok), batch), desc=f"{model.kind} inference", unit="batch",
+                  disable=not progress):
+        ii = ok[i:i + batch]
+        x = prepare_batch([crops.crops[j] for j in ii], spec)
+        if isinstance(model, AutoencoderModel):
+            m, s = model.infer(x)
+            maps[ii] = m
+            raw[ii] = s
+        else:
+            raw[ii] = model.infer(x)
+    norm = np.asarray(model.normalized(np.where(np.isnan(raw), 0.0, raw)), np.float64)
+    norm[np.isnan(raw)] = np.nan
+    return ModelScores(raw=raw, normalized=norm, maps=maps, crops=crops)
+
+
+def _small(shape: tuple[int, int]) -> tuple[int, int]:
+    h, w = shape
+    f = PIXEL_SIDE / max(h, w)
+    return (max(1, int(round(w * f))), max(1, int(round(h * f)))) if f < 1 else (w, h)
+
+
+def frame_map(scores: ModelScores, i: int) -> np.ndarray:
+    """The crop-space anomaly map of image ``i`` drawn onto its full image (float32 HxW)."""
+    cs = scores.crops
+    aligned = AlignedCrop(crop=cs.crops[i], frame_to_crop=cs.frame_to_crop[i],
+                          crop_to_frame=cs.crop_to_frame[i], localization=None)
+    m = scores.maps[i]
+    return warp_map_to_frame(m, aligned, tuple(cs.frame_shapes[i]), fill=float(m.min()))
+
+
+def pixel_metrics(scores: ModelScores, samples: list[Sample], progress: bool = True) -> dict:
+    """Pixel AUROC and AUPRO on full-image masks (good images count as all-good masks)."""
+    from tqdm import tqdm
+
+    if not any(s.mask_path is not None for s in samples):
+        return {}
+    maps, masks = [], []
+    for i, s in enumerate(tqdm(samples, desc="pixel metrics", unit="img", disable=not progress)):
+        if not scores.crops.ok[i] or (s.label == 1 and s.mask_path is None):
+            continue
+        shape = tuple(int(v) for v in scores.crops.frame_shapes[i])
+        gt = (load_mask(s.mask_path, shape, s.path) if s.mask_path is not None
+              else np.zeros(shape, bool))
+        fm = frame_map(scores, i)
+        size = _small(shape)
+        maps.append(cv2.resize(fm, size, interpolation=cv2.INTER_AREA))
+        masks.append(cv2.resize(gt.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0)
+    if not maps or not any(m.any() for m in masks):
+        return {}
+    flat_s = np.concatenate([m.ravel() for m in maps])
+    flat_y = np.concatenate([m.ravel() for m in masks])
+    return {"pixel_auroc": roc_auc(flat_s, flat_y), "aupro": aupro(maps, masks),
+            "pixel_images": len(maps), "pixel_side": PIXEL_SIDE}
+
+
+# --- which images ------------------------------------------------------------------------------
+
+class EvaluationError(Exception):
+    """Evaluation cannot be honest or cannot run; the message says why."""
+
+
+def _read_fragment(models_dir: Path) -> dict:
+    path = models_dir / "recipe_fragment.toml"
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise EvaluationError(f"{path}: not valid TOML: {exc}") from None
+
+
+def select_samples(models_dir: Path, samples: list[Sample], folds: int | None, fold: int | None,
+                   good_from_train: bool) -> tuple[list[Sample], list[str], dict]:
+    """Evaluation samples, their role ("eval" / "holdout_good"), and what was decided."""
+    split_path = models_dir / "split.json"
+    recorded = json.loads(split_path.read_text()) if split_path.is_file() else None
+    opts = SplitOptions(**recorded["options"]) if recorded else SplitOptions()
+    same_data = bool(recorded) and recorded.get("data_fingerprint") == dataset_fingerprint(samples)
+    if folds is not None:
+        opts = SplitOptions(**{**opts.to_dict(), "folds": folds, "fold": fold or 0})
+    elif same_data and recorded["options"]["folds"]:
+        pass  # the training run's own held-out fold
+    elif not same_data:
+        opts = SplitOptions(**{**opts.to_dict(), "folds": 0, "fold": 0})
+    split = make_split(samples, opts)
+    chosen = list(split.roles["eval"])
+    roles = ["eval"] * len(chosen)
+    note = {"folds": opts.folds, "fold": opts.fold, "same_data_as_training": same_data,
+            "split_json": str(split_path) if recorded else None}
+    root = Path(samples.root) if hasattr(samples, "root") else None
+    if same_data:
+        used = set()
+        for role in ("train_good", "val_good", "thr_good", "train_defect", "val_labeled"):
+            used.update(recorded["roles"].get(role, []))
+        rel = [_rel(s.path, root) for s in chosen]
+        overlap = sorted(set(rel) & used)
+        if overlap:
+            raise EvaluationError(
+                f"{len(overlap)} evaluation image(s) were used in training or thresholding "
+                f"(e.g. {overlap[0]}); the models in {models_dir} were trained with --folds "
+                f"{recorded['options']['folds']} --fold {recorded['options']['fold']}: evaluate "
+                "with those, so only held-out images are scored")
+    if good_from_train:
+        if not same_data:
+            raise EvaluationError(
+                f"--good-from-train needs {split_path} from training on this very data set "
+                "(it names the train good images that were never used)")
+        held = set(recorded["roles"].get("holdout_good", []))
+        extra = [s for s in samples if _rel(s.path, root) in held]
+        chosen += extra
+        roles += ["holdout_good"] * len(extra)
+        note["holdout_good"] = len(extra)
+    return chosen, roles, note
+
+
+def _rel(path: Path, root: Path | None) -> str:
+    if root is None:
+        return str(path)
+    try:
+        return path.resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+# --- the command ---------------------------------------------------------------------------
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf become null."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def per_type(labels: np.ndarray, types: list[str], scores: np.ndarray, predicted: np.ndarray) -> dict:
+    """Per defect type: count, AUROC of that type against all good images, recall."""
+    out = {}
+    good = labels == 0
+    for t in sorted(set(types) - {"good"}):
+        m = np.array([x == t for x in types])
+        yy = np.r_[np.zeros(good.sum()), np.ones(m.sum())]
+        out[t] = {"n": int(m.sum()), "image_auroc": roc_auc(np.r_[scores[good], scores[m]], yy),
+                  "recall": float(predicted[m].mean()) if m.any() else float("nan")}
+    if good.any():
+        out["good"] = {"n": int(good.sum()), "false_reject_rate": float(predicted[good].mean())}
+    return out
+
+
+def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
+             fold: int | None = None, good_from_train: bool = False, variant: str = "float",
+             rule: str | None = None, provider: str = "auto", threads: int = 0,
+             cache_dir: Path | None = None, report_dir: Path | None = None,
+             progress: bool = True) -> dict:
+    """Evaluate the model folder's ONNX models on a data set; returns the JSON-ready dict."""
+    models_dir, data = Path(models_dir), Path(data)
+    if not models_dir.is_dir():
+        raise EvaluationError(f"{models_dir}: model folder not found")
+    try:
+        samples = read_dataset(data)
+    except DatasetError as exc:
+        raise EvaluationError(str(exc)) from None
+    suffix = ".int8.onnx" if variant == "int8" else ".onnx"
+    models: dict[str, AutoencoderModel | ClassifierModel] = {}
+    for kind in ("autoencoder", "classifier"):
+        path = models_dir / f"{kind}{suffix}"
+        if path.is_file():
+            models[kind] = load_model(path, provider, threads)
+            if models[kind].kind != kind:
+                raise EvaluationError(f"{path}: metadata kind is {models[kind].kind!r}, "
+                                      f"expected {kind!r} from the file name")
+    if not models:
+        raise EvaluationError(f"{models_dir}: no autoencoder{suffix} or classifier{suffix}")
+    chosen, roles, note = select_samples(models_dir, samples, folds, fold, good_from_train)
+    labels = np.array([s.label for s in chosen])
+    if len(chosen) == 0:
+        raise EvaluationError(f"{data}: no evaluation images")
+    types = [s.defect_type for s in chosen]
+    decision = _read_fragment(models_dir).get("decision", {})
+    rule = rule or decision.get("rule") or ("either" if len(models) == 2 else next(iter(models)))
+    if rule not in RULES:
+        raise EvaluationError(f"decision rule {rule!r}: expected one of {', '.join(RULES)}")
+    ae_t = float(decision.get("autoencoder_threshold", 1.0))
+    cls_t = float(decision.get("classifier_threshold", 1.0))
+    on_error = decision.get("on_error", "reject")
+    cache_dir = cache_dir or models_dir / "cache"
+
+    result: dict[str, Any] = {"autoencoder": None, "classifier": None, "fused": None}
+    scores: dict[str, ModelScores] = {}
+    for kind, model in models.items():
+        sc = run_model(model, chosen, cache_dir, progress=progress)
+        scores[kind] = sc
+        pred = np.where(np.isnan(sc.normalized), on_error == "reject", sc.normalized >= 1.0)
+        block = image_metrics(sc.normalized, labels, pred)
+        block["threshold_raw"] = model.meta.threshold
+        block["not_found"] = int((~sc.crops.ok).sum())
+        if kind == "autoencoder":
+            block.update(pixel_metrics(sc, chosen, progress))
+        block["per_defect_type"] = per_type(labels, types, sc.normalized, pred)
+        result[kind] = block
+    ae = scores.get("autoencoder")
+    cl = scores.get("classifier")
+    verdicts, fused = [], []
+    for i in range(len(chosen)):
+        a = float(ae.normalized[i]) if ae is not None else None
+        c = float(cl.normalized[i]) if cl is not None else None
+        v = decide(a, c, rule, ae_t, cls_t)
+        verdicts.append(v)
+        try:
+            fs = fused_score(a, c, rule, ae_t, cls_t)
+        except TypeError:
+            fs = math.nan
+        fused.append(fs)
+    fused_arr = np.asarray(fused, np.float64)
+    fpred = np.array([v == REJECT or (v == ERROR and on_error == "reject") for v in verdicts])
+    fblock = image_metrics(fused_arr, labels, fpred)
+    fblock["rule"] = rule
+    fblock["autoencoder_threshold"], fblock["classifier_threshold"] = ae_t, cls_t
+    fblock["errors"] = int(sum(v == ERROR for v in verdicts))
+    fblock["per_defect_type"] = per_type(labels, types, fused_arr, fpred)
+    result["fused"] = fblock
+    counts = {r: int(sum(1 for x in roles if x == r)) for r in sorted(set(roles))}
+    result["meta"] = {
+        "models": str(models_dir), "data": str(data), "variant": variant,
+        "good_from_train": good_from_train, "images": len(chosen), "by_role": counts,
+        "n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum()),
+        "model_versions": {k: m.meta.version for k, m in models.items()}, **note,
+    }
+    if report_dir is not None:
+        from training.report import write_report
+
+        result["meta"]["report"] = [str(p) for p in write_report(
+            Path(report_dir), chosen, labels, scores, fused_arr, fpred, rule)]
+    return _clean(result)

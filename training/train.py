@@ -1,0 +1,411 @@
+"""``station train``: both models from one data set, seeded, on CPU (CUDA when present).
+
+The run: read the data set, split it (:func:`training.data.make_split`, recorded in
+``split.json``), make aligned crops with the station's own crop path (cached), train the
+autoencoder on good crops and calibrate its scoring head, train the classifier on good,
+real and synthesized defects, choose thresholds on validation images only, export one
+self-contained ONNX file per model with its metadata (checked against torch), quantize
+int8 copies, and write ``recipe_fragment.toml`` and ``train_log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from station.align import AlignParams
+from station.datasets import dataset_fingerprint, read_dataset
+from station.decision import RULES, decide
+from station.inference import load_model
+from station.localize import LocalizeParams
+from station.modelmeta import ModelMetadata
+from station.preprocess import PreprocessSpec, prepare_batch
+from training.autoencoder import AutoencoderOptions, score_batches, train_autoencoder
+from training.data import CropSet, Split, SplitOptions, compute_crops, make_split
+from training.export import export_onnx, now_iso, parity, write_metadata
+from training.thresholds import ThresholdChoice, choose_threshold
+
+PARITY_TOLERANCE = 1e-4
+EXPORT_RESERVE_S = 60.0  # time kept back from the budget for export and quantization
+
+
+@dataclass
+class TrainOptions:
+    """Everything ``station train`` can be told (defaults: 2 CPU cores, under 30 minutes)."""
+
+    data: Path
+    out: Path
+    only: str | None = None  # "autoencoder" | "classifier"
+    size: int = 128  # autoencoder crop size
+    cls_size: int = 128  # classifier crop size
+    epochs: int | None = None  # both models; None = each model's default
+    minutes: float = 24.0  # training-loop budget for both models together
+    ae_share: float = 0.5  # share of the budget the autoencoder gets when both train
+    width: float = 0.25  # classifier width multiplier (1.0 = VGG16 proper)
+    pretrained: Path | None = None
+    folds: int = 0
+    fold: int = 0
+    seed: int = 0
+    rule: str = "either"
+    device: str = "auto"
+    cache: Path | None = None
+    int8: bool = True
+    progress: bool = True
+    ae: AutoencoderOptions = field(default_factory=AutoencoderOptions)
+    split: SplitOptions | None = None
+
+
+class TrainLog:
+    """``train_log.jsonl``: one JSON object per line, flushed as it goes (also on a crash)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fh = path.open("w")
+        self.start = time.monotonic()
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        row = {"t": round(time.monotonic() - self.start, 2), **row}
+        self.fh.write(json.dumps(row, default=str) + "\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available to torch here; use auto or cpu")
+    return requested
+
+
+def _version(kind: str, fingerprint: str, seed: int) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    tag = hashlib.sha256(f"{kind}{fingerprint}{seed}{time.time_ns()}".encode()).hexdigest()[:6]
+    return f"{kind[:2]}-{stamp}-{tag}"
+
+
+def _labels(cs: CropSet) -> np.ndarray:
+    return np.array([s.label for s in cs.samples], np.int64)
+
+
+def _ok(cs: CropSet) -> CropSet:
+    return cs.select([s for s, k in zip(cs.samples, cs.ok, strict=True) if k])
+
+
+def _val_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
+    from training.evaluate import binary_stats, roc_auc
+
+    out: dict[str, Any] = {"n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum())}
+    if 0 < labels.sum() < len(labels):
+        out["image_auroc"] = roc_auc(scores, labels)
+    stats = binary_stats(scores >= threshold, labels)
+    out.update({k: stats[k] for k in ("precision", "recall", "f1", "accuracy")})
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+def _metadata(kind: str, threshold: ThresholdChoice, spec: PreprocessSpec, loc: LocalizeParams,
+              align: AlignParams, fingerprint: str, seed: int, metrics: dict,
+              architecture: dict) -> ModelMetadata:
+    return ModelMetadata(
+        kind=kind, threshold=threshold.value, preprocess=spec.to_metadata(),
+        localize=loc.to_dict(), align=align.to_dict(), version=_version(kind, fingerprint, seed),
+        created=now_iso(), data_fingerprint=fingerprint,
+        metrics={"validation": metrics, "threshold_rule": threshold.to_dict()},
+        architecture=architecture,
+    )
+
+
+def _check_parity(model, path: Path, batch: np.ndarray, log: TrainLog, kind: str) -> dict:
+    diffs = parity(model, path, batch)
+    log({"model": kind, "event": "export_parity", "max_abs_diff": diffs, "file": str(path)})
+    worst = max(diffs.values())
+    if worst > PARITY_TOLERANCE:
+        raise RuntimeError(f"{path}: ONNX export differs from torch by {worst:.2e} "
+                           f"(> {PARITY_TOLERANCE}); {diffs}")
+    return diffs
+
+
+def _quantize(kind: str, float_path: Path, meta: ModelMetadata, calib: np.ndarray,
+              check: np.ndarray, exclude: list[str], log: TrainLog) -> dict | None:
+    """int8 copy beside the float model, with its measured speed and score change."""
+    from training.quantize import QUANTIZATION_TAG, quantize_static
+
+    out = float_path.with_name(f"{kind}.int8.onnx")
+    try:
+        quantize_static(float_path, out, calib, nodes_to_exclude=exclude)
+    except Exception as exc:  # quantization is an optimization: say why and carry on
+        log({"model": kind, "event": "int8_failed", "error": str(exc)})
+        print(f"warning: int8 quantization of {kind} failed: {exc}")
+        return None
+    f32, i8 = load_model(float_path, "cpu"), load_model(out, "cpu")
+
+    def run(m):
+        r = m.infer(check)
+        return r[1] if kind == "autoencoder" else r
+
+    def timed(m) -> float:
+        m.warmup()
+        t = time.perf_counter()
+        for _ in range(3):
+            run(m)
+        return (time.perf_counter() - t) / (3 * len(check)) * 1e3
+
+    sf, sq = run(f32), run(i8)
+    info = {
+        "mode": QUANTIZATION_TAG,
+        "calibration_crops": int(len(calib)),
+        "ms_per_image_float": round(timed(f32), 3),
+        "ms_per_image_int8": round(timed(i8), 3),
+        "max_abs_change_normalized": float(np.max(np.abs(meta.normalized(sf) - meta.normalized(sq)))),
+    }
+    info["speedup"] = round(info["ms_per_image_float"] / max(info["ms_per_image_int8"], 1e-9), 3)
+    q_meta = ModelMetadata(**{**meta.__dict__, "quantization": info})
+    write_metadata(out, q_meta)
+    log({"model": kind, "event": "int8", **info, "file": str(out)})
+    return info
+
+
+def _fuse_thresholds(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: str
+                     ) -> tuple[float, float, dict]:
+    """Recipe decision thresholds (normalized) maximizing fused F1 on validation images.
+
+    Each model's own threshold is already F1-optimal alone; fusing with ``either`` adds the
+    false rejects of both, ``both`` the misses of both, so the pair is re-tuned jointly on a
+    coarse grid, preferring the pair nearest (1, 1) among ties.
+    """
+    if rule not in ("either", "both") or not 0 < labels.sum() < len(labels):
+        return 1.0, 1.0, {"tuned": False}
+    grid = np.exp(np.linspace(np.log(0.5), np.log(2.0), 21))
+    best = (-1.0, math.inf, 1.0, 1.0)
+    y = labels > 0
+    for a in grid:
+        for c in grid:
+            pred = np.array([decide(x, z, rule, a, c) == "REJECT" for x, z in zip(ae, cl, strict=True)])
+            tp, fp, fn = (pred & y).sum(), (pred & ~y).sum(), (~pred & y).sum()
+            f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+            dist = abs(math.log(a)) + abs(math.log(c))
+            if f1 > best[0] + 1e-12 or (abs(f1 - best[0]) <= 1e-12 and dist < best[1]):
+                best = (f1, dist, float(a), float(c))
+    return best[2], best[3], {"tuned": True, "val_f1": best[0], "n": int(len(labels))}
+
+
+def _write_fragment(out: Path, files: dict[str, str], rule: str, ae_t: float, cls_t: float,
+                    loc: LocalizeParams, align: AlignParams) -> Path:
+    import tomlkit
+
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("Written by station train: paste into a recipe (paths are relative "
+                            "to this folder)."))
+    models = tomlkit.table()
+    for kind in ("autoencoder", "classifier"):
+        models.add(kind, files.get(kind, ""))
+    doc.add("models", models)
+    dec = tomlkit.table()
+    rule = rule if all(k in files for k in {"either": (), "both": ("autoencoder", "classifier"),
+                                             "autoencoder": ("autoencoder",),
+                                             "classifier": ("classifier",)}[rule]) else next(iter(files))
+    if rule == "either" and len(files) == 1:
+        rule = next(iter(files))
+    dec.add("rule", rule)
+    dec.add("autoencoder_threshold", round(ae_t, 4))
+    dec.add("classifier_threshold", round(cls_t, 4))
+    dec.add("on_error", "reject")
+    doc.add("decision", dec)
+    lt = tomlkit.table()
+    for k, v in loc.to_dict().items():
+        lt.add(k, v)
+    doc.add("localize", lt)
+    at = tomlkit.table()
+    for k, v in align.to_dict().items():
+        at.add(k, v)
+    doc.add("align", at)
+    path = out / "recipe_fragment.toml"
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
+def _head_nodes(path: Path) -> list[str]:
+    """Scoring-head node names of an exported autoencoder (kept float when quantizing)."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(path)).graph.node if not n.name.startswith("/net/")]
+
+
+def train(opts: TrainOptions) -> dict[str, Any]:
+    """Run the whole training; returns a summary (also the last line of the log)."""
+    if opts.only not in (None, "autoencoder", "classifier"):
+        raise ValueError(f"--only {opts.only!r}: expected autoencoder or classifier")
+    if opts.rule not in RULES:
+        raise ValueError(f"--rule {opts.rule!r}: expected one of {', '.join(RULES)}")
+    t0 = time.monotonic()
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = _device(opts.device)
+    torch.manual_seed(opts.seed)
+    log = TrainLog(out / "train_log.jsonl")
+    try:
+        return _train(opts, out, device, log, t0)
+    finally:
+        log.close()
+
+
+def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float) -> dict[str, Any]:
+    samples = read_dataset(opts.data)
+    for w in samples.warnings:
+        print(f"warning: {w}")
+    fingerprint = dataset_fingerprint(samples)
+    split_opts = opts.split or SplitOptions(folds=opts.folds, fold=opts.fold, seed=opts.seed)
+    split: Split = make_split(samples, split_opts)
+    (out / "split.json").write_text(json.dumps(
+        {"data": str(Path(opts.data).resolve()), "data_fingerprint": fingerprint,
+         "options": split_opts.to_dict(), **split.to_json(samples.root)}, indent=1))
+    counts = {r: len(v) for r, v in split.roles.items()}
+    log({"event": "start", "data": str(opts.data), "device": device, "torch_threads":
+         torch.get_num_threads(), "split": counts, "options": {
+             k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items()
+             if k not in ("ae", "split")}, "autoencoder_options": opts.ae.to_dict()})
+    print(f"split: {counts}")
+    if len(split.roles["train_good"]) < 2:
+        raise ValueError(f"{opts.data}: only {len(split.roles['train_good'])} good training "
+                         "images after the split; need more good parts")
+    roles = split.roles
+    used = [s for r in ("train_good", "val_good", "thr_good", "train_defect", "val_labeled")
+            for s in roles[r]]
+    loc, align = LocalizeParams(), AlignParams()
+    cache = opts.cache or out / "cache"
+    kinds = [opts.only] if opts.only else ["autoencoder", "classifier"]
+    budget = opts.minutes * 60.0
+    summary: dict[str, Any] = {"models": {}, "split": counts}
+    files: dict[str, str] = {}
+    fuse_val: dict[str, np.ndarray] = {}
+    fuse_samples = roles["thr_good"] + roles["val_labeled"]
+
+    for kind in kinds:
+        size = opts.size if kind == "autoencoder" else opts.cls_size
+        spec = PreprocessSpec(size=size)
+        crops = compute_crops(used, loc, align, size, cache, opts.progress)
+        lost = [m for m in crops.messages if m]
+        for m in lost:
+            log({"event": "part_not_found", "message": m})
+        if lost:
+            print(f"warning: part not found in {len(lost)} training image(s); first: {lost[0]}")
+        remaining = budget - (time.monotonic() - t0) - EXPORT_RESERVE_S
+        share = opts.ae_share if (kind == "autoencoder" and len(kinds) == 2) else 1.0
+        minutes = max(0.2, remaining * share / 60.0)
+        path = out / f"{kind}.onnx"
+        if kind == "autoencoder":
+            info, model, fuse_val[kind] = _train_ae(opts, crops, roles, spec, loc, align,
+                                                    fingerprint, minutes, device, path, log,
+                                                    fuse_samples)
+        else:
+            info, model, fuse_val[kind] = _train_cls(opts, crops, roles, spec, loc, align,
+                                                     fingerprint, minutes, path, log, fuse_samples)
+        files[kind] = path.name
+        summary["models"][kind] = info
+        print(f"{kind}: threshold {info['threshold']:.4g} ({info['threshold_rule']}), "
+              f"validation {info['validation']}")
+
+    ae_t = cls_t = 1.0
+    if len(kinds) == 2:
+        labels = np.array([s.label for s in fuse_samples])
+        ae_t, cls_t, tuning = _fuse_thresholds(fuse_val["autoencoder"], fuse_val["classifier"],
+                                               labels, opts.rule)
+        log({"event": "decision_thresholds", "rule": opts.rule, "autoencoder_threshold": ae_t,
+             "classifier_threshold": cls_t, **tuning})
+        summary["decision"] = {"rule": opts.rule, "autoencoder_threshold": ae_t,
+                               "classifier_threshold": cls_t, **tuning}
+    fragment = _write_fragment(out, files, opts.rule, ae_t, cls_t, loc, align)
+    summary["recipe_fragment"] = str(fragment)
+    summary["seconds"] = round(time.monotonic() - t0, 1)
+    log({"event": "done", **summary})
+    return summary
+
+
+def _fuse_scores(model_norm: np.ndarray, cs_samples: list, fuse_samples: list) -> np.ndarray:
+    idx = {s.path: i for i, s in enumerate(cs_samples)}
+    return np.array([model_norm[idx[s.path]] if s.path in idx else np.nan for s in fuse_samples])
+
+
+def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minutes, device,
+              path: Path, log: TrainLog, fuse_samples):
+    ae_opts = AutoencoderOptions(**{**opts.ae.to_dict(), "seed": opts.seed, "minutes": minutes})
+    if opts.epochs:
+        ae_opts.epochs = opts.epochs
+    train_t = prepare_batch(crops.select(roles["train_good"]).good_crops(), spec)
+    val_t = prepare_batch(crops.select(roles["val_good"]).good_crops(), spec)
+    if len(val_t) < 2:  # tiny data sets: statistics from the training crops themselves
+        val_t = train_t
+    print(f"autoencoder: {len(train_t)} training crops, {len(val_t)} for per-pixel statistics, "
+          f"{minutes:.1f} min budget, {spec.size}px, device {device}")
+    res = train_autoencoder(train_t, val_t, ae_opts, device=device, progress=opts.progress, log=log)
+    log({"model": "autoencoder", "event": "calibrated", **res.calibration})
+    thr_set = _ok(crops.select(roles["thr_good"] + roles["val_labeled"] + roles["train_defect"]))
+    thr_t = prepare_batch(list(thr_set.crops), spec)
+    labels = _labels(thr_set)
+    if len(thr_t) == 0:  # no separate threshold images: fall back to the statistics crops
+        thr_t, labels = val_t, np.zeros(len(val_t), np.int64)
+    _, raw = score_batches(res.head, thr_t)
+    choice = choose_threshold(raw, labels)
+    metrics = _val_metrics(raw, labels, choice.value)
+    arch = {"name": "conv_autoencoder_l1_pixelnorm", **ae_opts.to_dict(),
+            "calibration": res.calibration, "epochs_run": max(
+                (h.get("epoch", 0) for h in res.history), default=0)}
+    meta = _metadata("autoencoder", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)
+    export_onnx(res.head, path, meta, torch.from_numpy(thr_t[:2]))
+    diffs = _check_parity(res.head, path, thr_t[:8], log, "autoencoder")
+    int8 = None
+    if opts.int8:
+        int8 = _quantize("autoencoder", path, meta, train_t[:64], thr_t[:16], _head_nodes(path), log)
+    norm = meta.normalized(raw)
+    info = {"file": str(path), "threshold": choice.value, "threshold_rule": choice.rule,
+            "validation": metrics, "parity": diffs, "int8": int8}
+    log({"model": "autoencoder", "event": "exported", **info})
+    return info, res.head, _fuse_scores(norm, thr_set.samples, fuse_samples)
+
+
+def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minutes,
+               path: Path, log: TrainLog, fuse_samples):
+    from training.classifier import ClassifierOptions, train_classifier
+
+    train_set = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
+    val_set = _ok(crops.select(roles["val_good"] + roles["thr_good"] + roles["val_labeled"]))
+    copts = ClassifierOptions(size=spec.size, width=opts.width, minutes=minutes, seed=opts.seed,
+                              pretrained=opts.pretrained,
+                              device=None if opts.device == "auto" else opts.device)
+    if opts.epochs:
+        copts.epochs = opts.epochs
+    print(f"classifier: {len(train_set.samples)} training crops "
+          f"({int(_labels(train_set).sum())} real defects), {len(val_set.samples)} validation, "
+          f"{minutes:.1f} min budget, {spec.size}px, width {opts.width}")
+    res = train_classifier(list(train_set.crops), _labels(train_set), list(val_set.crops),
+                           _labels(val_set), spec, copts, opts.progress)
+    for row in res.history:
+        log({"model": "classifier", **row})
+    labels = _labels(val_set)
+    choice = choose_threshold(res.val_p, labels)
+    metrics = _val_metrics(res.val_p, labels, choice.value)
+    arch = {"name": "vgg16", "width": opts.width, "size": spec.size,
+            "pretrained": str(opts.pretrained) if opts.pretrained else None,
+            "batch_norm": copts.batch_norm, "epochs_run": len(res.history)}
+    meta = _metadata("classifier", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)
+    x = prepare_batch(list(val_set.crops[:8]), spec)
+    export_onnx(res.model, path, meta, torch.from_numpy(x[:2]))
+    diffs = _check_parity(res.model, path, x, log, "classifier")
+    int8 = None
+    if opts.int8:
+        calib = prepare_batch(list(train_set.crops[:64]), spec)
+        int8 = _quantize("classifier", path, meta, calib, x, [], log)
+    info = {"file": str(path), "threshold": choice.value, "threshold_rule": choice.rule,
+            "validation": metrics, "parity": diffs, "int8": int8}
+    log({"model": "classifier", "event": "exported", **info})
+    return info, res.model, _fuse_scores(meta.normalized(res.val_p), val_set.samples, fuse_samples)
