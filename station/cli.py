@@ -20,13 +20,16 @@ def register(name: str, module: str, help_text: str) -> None:
     COMMANDS[name] = (module, help_text)
 
 
+register("demo", "demo", "run the station on a simulated line with the demo models")
+register("run", "run", "run the station on the line from a recipe (window or --headless)")
+register("replay", "replay", "run a folder or data set through the station and compare with labels")
 register("devices", "devices", "list cameras, GenICam producers and serial ports on this machine")
 register("crops", "crops", "write the aligned crop of every image in a data set, with a montage")
 register("train", "train", "train the autoencoder and the classifier from a data set")
 register("evaluate", "evaluate", "measure a model folder on a data set: metrics JSON and report")
 register("calibrate", "calibrate", "calibrate camera, ROI, pixel scale, thresholds and image quality")
+register("bench", "bench", "measure model latency, pipeline throughput and memory: JSON out")
 register("export-records", "export_records", "export the inspection records database to CSV")
-
 
 def _load(name: str):
     module, _ = COMMANDS[name]

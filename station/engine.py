@@ -65,7 +65,8 @@ class EngineStats:
     source: str
     camera_fps: float
     frames: int
-    dropped_frames: int
+    dropped_frames: int  # frames missing from the camera's nominal rate (gaps); every frame
+    # that arrives goes through the trigger, so none are dropped after acquisition
     inspect_fps: float
     parts: int
     passed: int
@@ -122,6 +123,8 @@ class Engine:
         self._idle = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._closing = False
+        self._last_frame_t: float | None = None
+        self._missed_frames = 0
 
         self.inspector = inspector or Inspector.from_recipe(recipe)
         self.inspector.warmup()
@@ -146,7 +149,9 @@ class Engine:
             self.scheduler.add_fired_listener(self.records.on_fired)
 
         self.source = source or make_source(recipe.camera, recipe.trigger, paced=paced)
-        self.acquisition = Acquisition(self.source, queue_size=2)
+        # Every frame goes to the trigger (a listener, in order); the preview takes the latest.
+        # Parts, not frames, are what queue up for inspection.
+        self.acquisition = Acquisition(self.source, queue_size=0)
         self.acquisition.add_alarm_listener(self._on_camera_alarm)
         start_id = self._next_part_number()
         self.counter = PartCounter(start_id)
@@ -193,6 +198,7 @@ class Engine:
         if self._running:
             return
         self._stop.clear()
+        self._last_frame_t = None
         self._thread = threading.Thread(target=self._inspect_loop, name="inspection", daemon=True)
         self._thread.start()
         self.acquisition.start()
@@ -390,6 +396,11 @@ class Engine:
     def _on_frame(self, frame: Frame) -> None:
         """Acquisition thread: every frame, in order. Cheap work only."""
         self._quality_frame = frame
+        info = self.source.info
+        if self._last_frame_t is not None and info.fps > 0 and not info.triggered:
+            gap = frame.timestamp - self._last_frame_t
+            self._missed_frames += max(0, int(round(gap * info.fps)) - 1)
+        self._last_frame_t = frame.timestamp
         self.trigger.on_frame(frame)
 
     def _on_trigger(self, event: TriggerEvent) -> None:
@@ -499,7 +510,7 @@ class Engine:
         fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 else 0.0
         return EngineStats(
             running=self._running, source=self.source.name, camera_fps=acq.fps,
-            frames=acq.frames, dropped_frames=acq.dropped, inspect_fps=fps,
+            frames=acq.frames, dropped_frames=self._missed_frames, inspect_fps=fps,
             parts=c["parts"], passed=c["passed"], rejected=c["rejected"], errors=c["errors"],
             late=c["late"], latency_p50_ms=_pct(lat, 0.5), latency_p99_ms=_pct(lat, 0.99),
             serial_state=self.link.state if self.link is not None else "off",

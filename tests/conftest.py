@@ -6,3 +6,28 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """Small autoencoder + classifier trained once per session on synthetic parts (~30 s).
+
+    The real training code (``training.train``) on a tiny synthetic MVTec-layout set, so
+    the runtime and GUI tests drive real onnxruntime sessions on real exported models.
+    """
+    from station.synthetic import write_mvtec_dataset
+    from training.autoencoder import AutoencoderOptions
+    from training.train import TrainOptions, train
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    data = write_mvtec_dataset(root / "data", n_train_good=40, n_test_good=8,
+                               n_test_per_defect=4, size=160, seed=3)
+    out = root / "models"
+    train(TrainOptions(data=data, out=out, size=64, cls_size=64, width=0.0625, minutes=0.25,
+                       progress=False, int8=False,
+                       ae=AutoencoderOptions(base_channels=8, max_channels=32, latent_channels=8)))
+    return out

@@ -19,7 +19,7 @@ from training.vgg import VGG16, VGGConfig
 
 SIZE = 64
 # Largest allowed |p_defect(int8) - p_defect(float)| on a model whose outputs spread over
-# (0.05, 0.95): 8-bit activations give ~1 % relative logit error, i.e. well under 0.05.
+# (0, 1): 8-bit activations give ~1 % relative logit error, i.e. well under 0.05.
 P_TOLERANCE = 0.05
 
 
@@ -37,18 +37,29 @@ def prepared() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def float_model(tmp_path_factory: pytest.TempPathFactory, prepared: np.ndarray) -> Path:
+    """A tiny VGG16 trained a few steps to tell the defective crops: outputs that spread."""
     torch.manual_seed(0)
     model = VGG16(VGGConfig(size=SIZE, width=0.125, batch_norm=True, dropout=0.0))
-    model.train()
-    with torch.no_grad():
-        model.logits(torch.from_numpy(prepared))  # batch-norm statistics of real inputs
-        model.eval()
-        logits = model.logits(torch.from_numpy(prepared))
-        # spread the outputs over (0.05, 0.95) so closeness is a real test, not p = 0.5 +- eps
-        head = model.classifier[6]
-        scale = 2.5 / float(logits.std())
-        head.weight.mul_(scale)
-        head.bias.copy_(-(logits.mean() * scale) + head.bias * scale)
+    x = torch.from_numpy(prepared)
+    y = torch.tensor([float(i % 3 == 0) for i in range(len(prepared))])
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(8):
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(model.logits(x), y)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+        for m in model.modules():  # exact batch-norm statistics after so few steps
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        with torch.no_grad():
+            model.logits(x)
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
     path = tmp_path_factory.mktemp("quant") / "classifier.onnx"
     torch.onnx.export(model, torch.zeros(1, 1, SIZE, SIZE), str(path), dynamo=False,
                       input_names=["image"], output_names=["p_defect"],
@@ -85,7 +96,7 @@ def test_static_int8_runs_keeps_metadata_stays_close_and_shrinks(
     (p_float,) = f_sess.run(["p_defect"], {"image": prepared})
     (p_int8,) = q_sess.run(["p_defect"], {"image": prepared})
     assert p_int8.shape == (len(prepared),) and p_int8.dtype == np.float32
-    assert p_float.min() < 0.3 and p_float.max() > 0.7  # the test model's outputs do spread
+    assert p_float.max() - p_float.min() > 0.4  # the test model's outputs do spread
     assert float(np.abs(p_int8 - p_float).max()) <= P_TOLERANCE
     # the order of parts by score survives quantization (what a threshold relies on)
     assert np.corrcoef(p_float, p_int8)[0, 1] > 0.98

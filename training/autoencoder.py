@@ -45,6 +45,8 @@ class AutoencoderOptions:
     blur_sigma: float = 2.0  # Gaussian smoothing of the residual (crop pixels)
     sd_floor: float = 0.1  # sd floor as a fraction of the mean sd: no division by ~0
     sd_blur_sigma: float = 2.0  # smoothing of the per-pixel statistics (few validation crops)
+    roi_dilate_frac: float = 0.02  # part region grown by this share of the crop side
+    roi_min_share: float = 0.2  # a pixel is part region when this share of good crops has part there
     score: str = "max"  # "max" | "topk"
     topk_frac: float = 0.001  # share of pixels averaged when score == "topk"
     seed: int = 0
@@ -125,6 +127,7 @@ class ScoringHead(nn.Module):
         self.topk = max(1, int(round(options.topk_frac * size * size)))
         self.register_buffer("mu", torch.zeros(1, 1, size, size))
         self.register_buffer("sd", torch.ones(1, 1, size, size))
+        self.register_buffer("roi", torch.ones(1, 1, size, size))
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """Smoothed mean absolute reconstruction error, [N, 1, H, W]."""
@@ -132,7 +135,7 @@ class ScoringHead(nn.Module):
         return self.blur(r)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        amap = (self.residual(x) - self.mu) / self.sd
+        amap = (self.residual(x) - self.mu) / self.sd * self.roi
         flat = amap.flatten(1)
         if self.score_mode == "topk":
             score = torch.topk(flat, self.topk, dim=1).values.mean(dim=1)
@@ -141,8 +144,10 @@ class ScoringHead(nn.Module):
         return amap, score
 
     @torch.no_grad()
-    def calibrate(self, good: np.ndarray, options: AutoencoderOptions, batch_size: int = 16) -> dict:
-        """Set ``mu``/``sd`` from good validation crops (prepared tensors [N,C,H,W])."""
+    def calibrate(self, good: np.ndarray, options: AutoencoderOptions, batch_size: int = 16,
+                  region_from: np.ndarray | None = None) -> dict:
+        """Set ``mu``/``sd`` from good validation crops (prepared tensors [N,C,H,W]), and the
+        part region from ``region_from`` (good training crops; default ``good``)."""
         if len(good) < 2:
             raise ValueError("per-pixel statistics need at least 2 good validation crops")
         self.eval()
@@ -160,7 +165,39 @@ class ScoringHead(nn.Module):
         sd = torch.sqrt(sd**2 + floor**2)
         self.mu.copy_(mu.to(device))
         self.sd.copy_(sd.to(device))
-        return {"n_good": int(len(good)), "residual_mean": float(mu.mean()), "sd_mean": float(sd.mean())}
+        roi = part_region(good if region_from is None else region_from, options)
+        self.roi.copy_(torch.from_numpy(roi)[None, None].to(device))
+        return {"n_good": int(len(good)), "residual_mean": float(mu.mean()),
+                "sd_mean": float(sd.mean()), "roi_share": float(roi.mean())}
+
+
+def part_region(tensors: np.ndarray, options: AutoencoderOptions) -> np.ndarray:
+    """Where good parts are, in crop space (float32 0/1 [H, W]), grown by a margin.
+
+    The map is only meaningful on the part: the background carries dust and fabric texture
+    that no model of *parts* should score. A pixel counts as part in one crop when it is
+    clearly darker or brighter than that crop's background (its edge-ring median, the level
+    ``station.preprocess`` normalizes); the region is where that happens in at least
+    ``roi_min_share`` of the good crops, dilated by ``roi_dilate_frac`` of the side.
+    """
+    import cv2
+
+    x = np.asarray(tensors, np.float32).mean(axis=1)  # [N, H, W]
+    n, h, w = x.shape
+    r = max(1, int(round(0.125 * min(h, w))))
+    ring = np.concatenate([x[:, :r].reshape(n, -1), x[:, -r:].reshape(n, -1),
+                           x[:, :, :r].reshape(n, -1), x[:, :, -r:].reshape(n, -1)], axis=1)
+    bg = np.median(ring, axis=1)[:, None, None]
+    spread = np.median(np.abs(ring - np.median(ring, axis=1, keepdims=True)), axis=1)[:, None, None]
+    blurred = np.stack([cv2.GaussianBlur(im, (0, 0), max(1.0, h / 128)) for im in x])
+    part = np.abs(blurred - bg) > np.maximum(0.12 * bg, 6.0 * spread)
+    region = (part.mean(axis=0) >= options.roi_min_share).astype(np.uint8)
+    k = max(1, int(round(options.roi_dilate_frac * max(h, w))))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+    region = cv2.dilate(region, kernel)
+    if region.sum() == 0:  # nothing found (blank crops): score everywhere
+        region[:] = 1
+    return region.astype(np.float32)
 
 
 @dataclass
@@ -253,7 +290,8 @@ def train_autoencoder(
             break
     bar.close()
     head.eval()
-    calibration = head.calibrate(np.ascontiguousarray(val_good, dtype=np.float32), options)
+    calibration = head.calibrate(np.ascontiguousarray(val_good, dtype=np.float32), options,
+                                 region_from=train)
     return AutoencoderResult(head=head.cpu().eval(), history=history, calibration=calibration)
 
 

@@ -32,7 +32,7 @@ class CountsPanel(QGroupBox):
         self.values: dict[str, QLabel] = {}
         grid = QGridLayout(self)
         big = QFont()
-        big.setPointSize(24)
+        big.setPointSize(20)
         big.setBold(True)
         names = [("inspected", "Inspected", theme.TEXT), ("passed", "Passed", "#66bb6a"),
                  ("rejected", "Rejected", "#ef5350"), ("errors", "Errors", theme.ERROR_BG),

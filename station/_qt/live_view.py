@@ -21,7 +21,7 @@ from station._qt.imaging import to_qimage
 
 # How long the last part's outline stays on the moving picture. It marks where the part was
 # when it was inspected (at the trigger line); the belt has moved on since, so not for long.
-BOX_SHOWN_S = 0.8
+BOX_SHOWN_S = 0.6
 
 
 class LiveView(QWidget):
@@ -149,9 +149,11 @@ class LiveView(QWidget):
 
     def _draw_part(self, p: QPainter) -> None:
         r = self._part
-        if r is None or time.monotonic() - self._part_time > BOX_SHOWN_S:
+        age = time.monotonic() - self._part_time
+        if r is None or age > BOX_SHOWN_S:
             return
         colour = QColor(theme.VERDICT_BG.get(r.verdict, theme.IDLE_BG))
+        colour.setAlphaF(1.0 - 0.7 * age / BOX_SHOWN_S)  # fades as the part moves on
         pen = QPen(colour, 3.0)
         pen.setCosmetic(True)
         p.setPen(pen)

@@ -19,12 +19,13 @@ from PySide6.QtGui import QFont, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QDockWidget,
-    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QPushButton,
+    QSizePolicy,
     QSplitter,
+    QToolBar,
     QVBoxLayout,
     QWidget,
 )
@@ -92,6 +93,7 @@ class MainWindow(QMainWindow):
         pfont.setPointSize(20)
         pfont.setBold(True)
         self.product.setFont(pfont)
+        self.product.setContentsMargins(16, 0, 8, 0)
         self.start_button = QPushButton("START")
         self.start_button.setMinimumSize(170, 56)
         self.start_button.setToolTip("start / stop inspecting (F5)")
@@ -118,19 +120,22 @@ class MainWindow(QMainWindow):
         for b in (self.start_button, self.trigger_button, self.rejects_button,
                   self.engineer_button, self.kiosk_button):
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.message = QLabel("")
+        self.message = QLabel("")  # one line under the buttons: what just happened
         self.message.setWordWrap(True)
-        top = QHBoxLayout()
-        top.addWidget(self.start_button)
-        top.addWidget(self.trigger_button)
-        top.addSpacing(16)
-        top.addWidget(self.product)
-        top.addWidget(QLabel("recipe"))
-        top.addWidget(self.recipes)
-        top.addWidget(self.message, 1)
-        top.addWidget(self.rejects_button)
-        top.addWidget(self.engineer_button)
-        top.addWidget(self.kiosk_button)
+        self.message.hide()
+        # a tool bar spans the whole width, above the engineer dock too
+        top = QToolBar("controls")
+        top.setMovable(False)
+        top.setFloatable(False)
+        top.toggleViewAction().setEnabled(False)
+        spacer = QWidget()
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        for widget in (self.start_button, self.trigger_button, self.product, QLabel(" recipe "),
+                       self.recipes, spacer, self.rejects_button, self.engineer_button,
+                       self.kiosk_button):
+            top.addWidget(widget)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, top)
+        self.toolbar = top
 
         self.alarms = AlarmBanner()
         self.alarms.acknowledge_requested.connect(self.acknowledge)
@@ -164,7 +169,7 @@ class MainWindow(QMainWindow):
         central = QWidget()
         cl = QVBoxLayout(central)
         cl.setContentsMargins(6, 6, 6, 0)
-        cl.addLayout(top)
+        cl.addWidget(self.message)
         cl.addWidget(self.alarms)
         cl.addWidget(body, 1)
         self.setCentralWidget(central)
@@ -177,6 +182,7 @@ class MainWindow(QMainWindow):
         self.engineer.decision_applied.connect(self._on_decision_applied)
         self.engineer_dock = QDockWidget("ENGINEER MODE", self)
         self.engineer_dock.setWidget(self.engineer)
+        self.engineer_dock.setMaximumWidth(380)
         self.engineer_dock.setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.engineer_dock)
         self.engineer_dock.hide()
@@ -274,6 +280,7 @@ class MainWindow(QMainWindow):
         colour = "#a5d6a7" if ok else "#ff8a80"
         self.message.setStyleSheet(f"color: {colour}; font-weight: bold;")
         self.message.setText(text.splitlines()[0] if ok else text)
+        self.message.setVisible(bool(text))
 
     # -- operator actions ----------------------------------------------------------------------
     def toggle_running(self) -> None:
@@ -354,6 +361,7 @@ class MainWindow(QMainWindow):
             self.showNormal()
         else:
             self.showFullScreen()
+        self.kiosk_button.setText("Leave full screen" if self.isFullScreen() else "Full screen")
 
     # -- engineer mode -------------------------------------------------------------------------
     def toggle_engineer(self) -> None:

@@ -3,6 +3,7 @@ normalized scores (1.0 = threshold) next to the thresholds in force."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,12 @@ from station.engine import heatmap_overlay
 
 
 def _score_text(score: float | None) -> str:
-    return "—" if score is None else ("n/a" if not np.isfinite(score) else f"{score:.2f}")
+    """Two decimals, rounded down: 0.998 must not read "1.00" (= at the limit) on a PASS."""
+    if score is None:
+        return "—"
+    if not np.isfinite(score):
+        return "n/a"
+    return f"{math.floor(score * 100.0) / 100.0:.2f}"
 
 
 class ScaledImage(QLabel):
@@ -36,7 +42,7 @@ class ScaledImage(QLabel):
         self._pixmap: QPixmap | None = None
         self.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.setWordWrap(True)
-        self.setMinimumSize(120, 120)
+        self.setMinimumSize(100, 90)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setStyleSheet("background: #101417; border-radius: 4px;")
 

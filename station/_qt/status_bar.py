@@ -38,6 +38,6 @@ class StationStatusBar(QStatusBar):
         serial = s.serial_state
         colour = {"connected": "#66bb6a", "off": "#b0bec5"}.get(serial, "#ef5350")
         self.labels["serial"].setText(f"serial <b style='color:{colour}'>{serial}</b>")
-        models = ", ".join(f"{k}: {v}" for k, v in s.models.items()) or "no models"
+        models = "models " + (", ".join(s.models.values()) or "none")
         self.labels["models"].setText(models)
         self.labels["models"].setToolTip(models)

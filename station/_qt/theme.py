@@ -43,6 +43,10 @@ QTabBar::tab {{ background: #455a64; padding: 6px 14px; }}
 QTabBar::tab:selected {{ background: #607d8b; }}
 QTableWidget {{ background: #eceff1; color: #111; }}
 QHeaderView::section {{ background: #cfd8dc; color: #111; }}
+QCheckBox::indicator {{ width: 16px; height: 16px; background: #eceff1;
+                        border: 1px solid #90a4ae; border-radius: 3px; }}
+QCheckBox::indicator:checked {{ background: #29b6f6; }}
+QToolBar {{ border: none; spacing: 6px; padding: 4px; }}
 QDockWidget::title {{ background: #ff8f00; color: #111; padding: 4px; }}
 """
 

@@ -23,7 +23,7 @@ def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
     w.showGrid(x=True, y=True, alpha=0.25)
     w.setMouseEnabled(x=False, y=False)
     w.setMenuEnabled(False)
-    w.setMinimumHeight(150)
+    w.setMinimumHeight(100)
     return w
 
 
@@ -38,8 +38,10 @@ class TrendsPanel(QWidget):
         self.latency: deque[float] = deque(maxlen=HISTORY)
         self._n = 0
 
-        self.score_plot = _plot("Score per part (1.0 = threshold)", "score", "part")
-        self.score_plot.addLegend(offset=(5, 5), labelTextColor=theme.TEXT)
+        self.score_plot = _plot(
+            f"Scores: <span style='color:{theme.AE_PEN}'>anomaly</span>, "
+            f"<span style='color:{theme.CLS_PEN}'>defect</span>, "
+            f"<span style='color:{theme.THRESHOLD_PEN}'>threshold</span>", "score", "part")
         self.ae_curve = self.score_plot.plot(
             pen=pg.mkPen(theme.AE_PEN, width=1), symbol="o", symbolSize=5,
             symbolBrush=theme.AE_PEN, symbolPen=None, name="anomaly")

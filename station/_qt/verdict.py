@@ -18,7 +18,7 @@ class VerdictTile(QWidget):
         super().__init__(parent)
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self.setMinimumHeight(170)
+        self.setMinimumHeight(100)
         self.word = QLabel("—")
         self.word.setAlignment(Qt.AlignmentFlag.AlignCenter)
         font = QFont()

@@ -61,8 +61,8 @@ class Acquisition:
         backoff_max_s: float = 3.0,
         stall_s: float = 5.0,
     ) -> None:
-        if queue_size < 1:
-            raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        if queue_size < 0:
+            raise ValueError(f"queue_size must be 0 (no inspection queue) or more, got {queue_size}")
         self.source = source
         self.read_timeout = read_timeout
         self.backoff_s = backoff_s
@@ -207,10 +207,11 @@ class Acquisition:
         with self._cond:
             self._latest = frame
             self._history.append(frame)
-            if len(self._queue) >= self._queue_size:
-                self._queue.popleft()
-                self._dropped += 1
-            self._queue.append(frame)
+            if self._queue_size:  # 0: frames go to the listeners and the latest slot only
+                if len(self._queue) >= self._queue_size:
+                    self._queue.popleft()
+                    self._dropped += 1
+                self._queue.append(frame)
             self._frames += 1
             self._rate_times.append(frame.timestamp)
             self._cond.notify_all()

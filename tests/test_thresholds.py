@@ -1,0 +1,111 @@
+"""Threshold rules, score normalization and the fusion rule: what the line's verdicts rest on."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from station.decision import ERROR, PASS, REJECT, decide, fused_score
+from station.scoring import denormalize, normalize
+from training.thresholds import choose_threshold, f1_optimal, good_quantile
+
+
+def test_all_good_validation_never_rejects_everything():
+    rng = np.random.default_rng(0)
+    for scores in (rng.normal(5.0, 1.0, 200), rng.exponential(1.0, 30), np.full(25, 3.0),
+                   np.array([0.0, 0.0, 0.0]), np.array([0.02, 0.01, 0.03, 0.015])):
+        choice = choose_threshold(scores)
+        assert choice.rule == "good_quantile"
+        assert choice.value > 0
+        rejected = (scores >= choice.value).mean()
+        assert rejected < 0.05, (scores[:5], choice)
+        assert choice.value > np.median(scores)
+
+
+def test_good_quantile_has_a_margin_above_the_quantile():
+    scores = np.linspace(0.0, 10.0, 1001)
+    choice = good_quantile(scores, quantile=0.99, margin=0.5)
+    q = np.quantile(scores, 0.99)
+    assert choice.value == pytest.approx(q + 0.5 * (q - np.median(scores)))
+    assert choice.details["good_rejected"] == 0
+
+
+def test_f1_optimal_separable_sets_cut_between_classes():
+    good = np.array([1.0, 1.5, 2.0, 2.2])
+    bad = np.array([3.0, 4.0, 5.0])
+    choice = choose_threshold(np.r_[good, bad], np.r_[np.zeros(4), np.ones(3)])
+    assert choice.rule == "f1_optimal"
+    assert 2.2 < choice.value < 3.0
+    assert choice.value == pytest.approx(2.6)
+    assert choice.details["f_beta"] == pytest.approx(1.0)
+
+
+def test_f1_optimal_on_overlapping_mixed_set_maximizes_f1():
+    rng = np.random.default_rng(1)
+    good, bad = rng.normal(0.0, 1.0, 300), rng.normal(2.0, 1.0, 60)
+    s = np.r_[good, bad] + 10.0
+    y = np.r_[np.zeros(300), np.ones(60)]
+    choice = f1_optimal(s, y)
+
+    def f1(t):
+        p = s >= t
+        tp, fp, fn = (p & (y == 1)).sum(), (p & (y == 0)).sum(), (~p & (y == 1)).sum()
+        return 2 * tp / (2 * tp + fp + fn)
+
+    best = max(f1(t) for t in np.unique(s))
+    assert f1(choice.value) == pytest.approx(best)
+    assert choice.details["f_beta"] == pytest.approx(best)
+    # a mixed set must not yield a reject-everything threshold
+    assert (s[y == 0] >= choice.value).mean() < 0.5
+
+
+def test_threshold_input_errors_are_clear():
+    with pytest.raises(ValueError, match="no validation scores"):
+        choose_threshold([])
+    with pytest.raises(ValueError, match="only defective"):
+        choose_threshold([1.0, 2.0], [1, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        choose_threshold([1.0, float("nan")])
+    with pytest.raises(ValueError, match="2 scores but 3 labels"):
+        choose_threshold([1.0, 2.0], [0, 1, 1])
+
+
+def test_normalize_puts_threshold_at_one():
+    assert normalize(4.0, 4.0) == 1.0
+    assert normalize(2.0, 4.0) == 0.5
+    np.testing.assert_allclose(normalize(np.array([1.0, 8.0]), 4.0), [0.25, 2.0])
+    assert denormalize(normalize(3.3, 1.7), 1.7) == pytest.approx(3.3)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="positive"):
+            normalize(1.0, bad)
+
+
+def test_decide_rules_and_errors():
+    assert decide(1.2, 0.1, "either") == REJECT
+    assert decide(0.5, 0.1, "either") == PASS
+    assert decide(1.0, 0.1, "either") == REJECT  # at the threshold = defective
+    assert decide(1.2, 0.1, "both") == PASS
+    assert decide(1.2, 1.1, "both") == REJECT
+    assert decide(1.2, None, "autoencoder") == REJECT
+    assert decide(None, 0.3, "classifier") == PASS
+    assert decide(None, 0.3, "either") == ERROR
+    assert decide(float("nan"), 0.3, "both") == ERROR
+    assert decide(0.3, None, "classifier") == ERROR
+    # recipe thresholds on the normalized scale
+    assert decide(1.2, 0.1, "either", ae_threshold=1.5) == PASS
+    assert decide(0.9, 0.1, "autoencoder", ae_threshold=0.8) == REJECT
+    with pytest.raises(ValueError, match="unknown decision rule"):
+        decide(1.0, 1.0, "majority")
+
+
+def test_fused_score_agrees_with_decide():
+    rng = np.random.default_rng(2)
+    for rule in ("either", "both", "autoencoder", "classifier"):
+        for _ in range(200):
+            a, c = rng.uniform(0, 2, 2)
+            at, ct = rng.uniform(0.5, 1.5, 2)
+            f = fused_score(a, c, rule, at, ct)
+            assert (f >= 1.0) == (decide(a, c, rule, at, ct) == REJECT)
+    assert math.isnan(fused_score(None, 0.5, "autoencoder"))
