@@ -10,6 +10,7 @@ import dataclasses
 import platform
 import resource
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -136,20 +137,28 @@ def bench_torch(model_dir: Path, repeats: int) -> dict[str, Any]:
 
 
 class _MemorySource(FrameSource):
-    """Pre-rendered frames served as fast as they are taken: the pipeline benchmark's camera."""
+    """Pre-rendered frames as a camera: flat out (``fps=0``) or paced like a real one."""
 
-    def __init__(self, frames: list[np.ndarray]) -> None:
+    def __init__(self, frames: list[np.ndarray], fps: float = 0.0) -> None:
         super().__init__("bench")
         self.frames = frames
         self._i = 0
+        self._period = 1.0 / fps if fps > 0 else 0.0
+        self._next = 0.0
 
     def open(self) -> None:
         self._i = 0
         self._info.height, self._info.width = self.frames[0].shape[:2]
+        self._next = time.monotonic()
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         if self._i >= len(self.frames):
             raise EndOfStream("bench frames done")
+        if self._period:
+            delay = self._next - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._next += self._period
         image = self.frames[self._i]
         self._i += 1
         return Frame(image, self._next_seq(), time.monotonic(), self.name)
@@ -158,17 +167,48 @@ class _MemorySource(FrameSource):
         """Nothing to release."""
 
 
-def bench_pipeline(recipe: Any, inspector: Inspector, frames: list[np.ndarray]) -> dict[str, Any]:
-    """Parts per second through the engine against the two models alone, on the same parts."""
+def _engine_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], fps: float,
+                records_dir: Path) -> tuple[list, float, list, dict]:
+    """One engine run over ``frames``: results, wall time, reject records, timing stats."""
     from station.engine import Engine
+
+    reject = dataclasses.replace(recipe.reject, enabled=True, port="loop://", mode="message",
+                                 ack="", delay_mode="time", delay_ms=REJECT_DELAY_MS)
+    records = dataclasses.replace(recipe.records, database=str(records_dir / "bench.sqlite"),
+                                  images_dir=str(records_dir / "images"))
+    run_recipe = dataclasses.replace(recipe, reject=reject, records=records)
+    engine = Engine(run_recipe, source=_MemorySource(frames, fps), inspector=inspector,
+                    trigger_mode="hardware", block_when_busy=True, streak_alarm=0)
+    with engine:
+        t0 = time.perf_counter()
+        engine.start()
+        engine.wait_finished()
+        wall = time.perf_counter() - t0
+        engine.stop()
+        results = engine.results()
+        time.sleep(REJECT_DELAY_MS / 1000.0 + 0.1)  # let the last reject outputs fire
+        fired = [engine.scheduler.outcome(r.part_id) for r in results]
+        timing = engine.scheduler.timing_stats()
+    return results, wall, fired, timing
+
+
+REJECT_DELAY_MS = 300.0
+
+
+def bench_pipeline(recipe: Any, inspector: Inspector, frames: list[np.ndarray],
+                   records_dir: Path) -> dict[str, Any]:
+    """Parts per second through the engine against the two models alone, on the same parts.
+
+    Two engine runs: flat out (throughput; parts queue, so their latency is queueing) and
+    paced at half that rate, as a line runs (trigger-to-verdict and trigger-to-reject).
+    """
+    from station.align import align
 
     # The models alone: prepared tensors in, scores out, nothing else.
     tensors = []
+    specs = [s for s in (inspector.ae_spec, inspector.cls_spec) if s is not None]
     for image in frames[:16]:
         loc = inspector.locate(image)
-        from station.align import align
-
-        specs = [s for s in (inspector.ae_spec, inspector.cls_spec) if s is not None]
         tensors.append([prepare(align(image, loc, inspector.align_params, s.size).crop, s)[None]
                         for s in specs])
 
@@ -181,40 +221,35 @@ def bench_pipeline(recipe: Any, inspector: Inspector, frames: list[np.ndarray]) 
             if inspector.classifier is not None:
                 inspector.classifier.infer(pair[i])
 
-    models_only()
     per_batch = _latency(models_only, 5, min_seconds=2.0)
     models_pps = len(tensors) / (statistics.median(per_batch) / 1000.0)
 
-    # The engine: acquisition thread, trigger, queue, inspection thread, reject scheduler,
-    # records writer — everything but the GUI.
-    reject = dataclasses.replace(recipe.reject, enabled=True, port="loop://", mode="message",
-                                 ack="", delay_mode="time", delay_ms=300.0)
-    bench_recipe = dataclasses.replace(recipe, reject=reject)
-    engine = Engine(bench_recipe, source=_MemorySource(frames), inspector=inspector,
-                    trigger_mode="hardware", block_when_busy=True, records=False, streak_alarm=0)
-    with engine:
-        t0 = time.perf_counter()
-        engine.start()
-        engine.wait_finished()
-        wall = time.perf_counter() - t0
-        engine.stop()
-        results = engine.results()
-        time.sleep(0.4)  # let the last reject outputs fire
-        fired = [engine.scheduler.outcome(r.part_id) for r in results]
-        timing = engine.scheduler.timing_stats()
-    latencies = sorted(r.latency_ms for r in results)
-    to_reject = sorted((f.actual - r.t_trigger) * 1000.0 for r, f in zip(results, fired, strict=True)
-                       if f is not None and f.actual is not None)
+    # The engine flat out: acquisition thread, trigger, queue, inspection thread, reject
+    # scheduler and serial link, records writer — everything but the GUI.
+    results, wall, _, _ = _engine_run(recipe, inspector, frames, 0.0, records_dir / "flat")
     engine_pps = len(results) / wall
+    inspect_ms = sorted(r.inspect_ms for r in results)
+
+    # The engine paced at half its own rate: the latencies a part sees on a line.
+    paced = frames[: max(20, len(frames) // 2)]
+    p_results, _, fired, timing = _engine_run(recipe, inspector, paced, engine_pps / 2.0,
+                                              records_dir / "paced")
+    latencies = sorted(r.latency_ms for r in p_results)
+    to_reject = sorted((f.actual - r.t_trigger) * 1000.0
+                       for r, f in zip(p_results, fired, strict=True)
+                       if f is not None and f.actual is not None)
     return {
         "parts": len(results),
         "engine_parts_per_s": round(engine_pps, 2),
         "models_parts_per_s": round(models_pps, 2),
         "throughput_ratio": round(engine_pps / models_pps, 3),
-        "per_part_ms_p50": round(_q(latencies, 0.5), 3),
+        "per_part_ms_p50": round(_q(inspect_ms, 0.5), 3),
+        "per_part_ms_p99": round(_q(inspect_ms, 0.99), 3),
+        "paced_parts": len(p_results),
+        "paced_parts_per_s": round(engine_pps / 2.0, 2),
         "trigger_to_verdict_ms_p50": round(_q(latencies, 0.5), 3),
         "trigger_to_verdict_ms_p99": round(_q(latencies, 0.99), 3),
-        "reject_delay_ms": reject.delay_ms,
+        "reject_delay_ms": REJECT_DELAY_MS,
         "trigger_to_reject_ms_p50": round(_q(to_reject, 0.5), 3),
         "trigger_to_reject_ms_p99": round(_q(to_reject, 0.99), 3),
         "reject_timing_error_ms": timing,
@@ -277,17 +312,21 @@ def run_bench(recipe: Any, model_dir: Path, parts: int, repeats: int, threads: i
                                           recipe.decision.classifier_threshold))
 
     frames = bench_frames(parts)
-    out["pipeline"] = bench_pipeline(recipe, inspector_with(""), frames)
-    if (model_dir / "classifier.int8.onnx").exists():
-        out["pipeline_int8_classifier"] = bench_pipeline(recipe, _int8_classifier(
-            inspector_with(""), model_dir, threads), frames)
-    if long_parts:
-        long_frames = frames * max(1, long_parts // max(1, len(frames)))
-        rss0 = peak_rss_mb()
-        long = bench_pipeline(recipe, inspector_with(""), long_frames)
-        out["long_run"] = {"parts": long["parts"], "engine_parts_per_s": long["engine_parts_per_s"],
-                           "peak_rss_mb_before": round(rss0, 1),
-                           "peak_rss_mb_after": round(peak_rss_mb(), 1)}
+    with tempfile.TemporaryDirectory(prefix="station-bench-") as tmp:
+        records = Path(tmp)
+        out["pipeline"] = bench_pipeline(recipe, inspector_with(""), frames, records / "a")
+        if (model_dir / "classifier.int8.onnx").exists():
+            out["pipeline_int8_classifier"] = bench_pipeline(recipe, _int8_classifier(
+                inspector_with(""), model_dir, threads), frames, records / "b")
+        if long_parts:
+            long_frames = frames * max(1, long_parts // max(1, len(frames)))
+            rss0 = peak_rss_mb()
+            results, wall, _, _ = _engine_run(recipe, inspector_with(""), long_frames, 0.0,
+                                              records / "long")
+            out["long_run"] = {"parts": len(results),
+                               "engine_parts_per_s": round(len(results) / wall, 2),
+                               "peak_rss_mb_before": round(rss0, 1),
+                               "peak_rss_mb_after": round(peak_rss_mb(), 1)}
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
 

@@ -38,6 +38,7 @@ class PartResult:
     cls_raw: float | None = None  # P(defect)
     latency_ms: float = 0.0  # trigger (or call) to verdict
     inference_ms: float = 0.0  # both models alone
+    inspect_ms: float = 0.0  # this part's own work: crop, models, decision (no queueing)
     error: str = ""
     crop: np.ndarray | None = None  # aligned crop, uint8, autoencoder size
     heatmap: np.ndarray | None = None  # anomaly map over the crop, 1.0 = threshold level
@@ -143,7 +144,13 @@ class Inspector:
         t_trigger: float | None = None,
     ) -> PartResult:
         """Crop, run both models, decide. Any failure is an ERROR verdict with its reason."""
-        t0 = time.monotonic() if t_trigger is None else t_trigger
+        t_start = time.monotonic()
+        t0 = t_start if t_trigger is None else t_trigger
+        result = self._inspect(image, part_id, box, t0)
+        return dataclasses.replace(result, inspect_ms=(time.monotonic() - t_start) * 1000.0)
+
+    def _inspect(self, image: np.ndarray, part_id: str, box: tuple[int, int, int, int] | None,
+                 t0: float) -> PartResult:
         try:
             loc = self.locate(image, box)
             if not loc.ok:

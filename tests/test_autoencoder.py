@@ -47,7 +47,7 @@ def trained(crops):
     split = make_split(samples, SplitOptions(seed=0))
     train = prepare_batch(cs.select(split.roles["train_good"]).good_crops(), spec)
     val = prepare_batch(cs.select(split.roles["val_good"]).good_crops(), spec)
-    opts = AutoencoderOptions(epochs=25, base_channels=8, depth=3, latent_channels=8,
+    opts = AutoencoderOptions(epochs=15, base_channels=8, depth=3, latent_channels=8,
                               batch_size=8, lr=3e-3, seed=0)
     res = train_autoencoder(train, val, opts, progress=False)
     test = cs.select(split.roles["eval"])

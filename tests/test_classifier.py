@@ -14,6 +14,7 @@ from station.preprocess import PreprocessSpec, prepare_batch
 from station.synthetic import DEFECT_TYPES, render_part
 from training.classifier import ClassifierOptions, ClassifierResult, auroc, train_classifier
 from training.synth_defects import synthesize
+from training.vgg import PretrainedMismatch
 
 SIZE = 64
 SPEC = PreprocessSpec(size=SIZE)
@@ -105,6 +106,15 @@ def test_bad_input_is_refused_with_a_reason() -> None:
         train_classifier(good, np.ones(3), [], [], SPEC, _options(), progress=False)
     with pytest.raises(ValueError, match="0 .good. or 1 .defect."):
         train_classifier(good, [0, 2, 0], [], [], SPEC, _options(), progress=False)
+
+
+def test_pretrained_weights_need_full_width(tmp_path: Path) -> None:
+    good, _ = _crops(5, 3, 0)
+    weights = tmp_path / "vgg16.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, weights)
+    with pytest.raises(PretrainedMismatch, match="full width"):
+        train_classifier(good, np.zeros(3), [], [], SPEC, _options(pretrained=weights),
+                         progress=False)
 
 
 def test_synthesized_defects_train_without_any_real_defect() -> None:

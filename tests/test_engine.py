@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import sqlite3
@@ -94,6 +95,9 @@ class PlcPeer:
     def _read(self) -> None:
         buf = b""
         while not self._stop:
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if not ready:
+                continue
             try:
                 chunk = os.read(self.master, 256)
             except OSError:
@@ -107,7 +111,9 @@ class PlcPeer:
                 self.lines.append((now, line.decode()))
 
     def close(self) -> None:
+        """Hang up: the reader stops first, so the master really closes (the port vanishes)."""
         self._stop = True
+        self._thread.join(2.0)
         for fd in (self.master, self._slave):
             try:
                 os.close(fd)

@@ -17,7 +17,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from station._qt.main_window import MainWindow, _default_factory
+from station._qt.main_window import MainWindow, make_engine
 from station.recipe import check_pin, hash_pin, list_recipes, load_recipe
 
 pytestmark = pytest.mark.timeout(60)
@@ -131,7 +131,7 @@ def make_window(qtbot):
     windows: list[MainWindow] = []
 
     def make(recipe_path: Path) -> MainWindow:
-        window = MainWindow(_default_factory(load_recipe(recipe_path)))
+        window = MainWindow(make_engine(load_recipe(recipe_path)))
         qtbot.addWidget(window)
         window.show()
         window.activateWindow()
@@ -253,10 +253,17 @@ def test_engineer_mode_refuses_a_wrong_pin_and_applies_a_threshold(qtbot, assets
     assert events["decision.autoencoder_threshold"]["who"] == "engineer"
     assert window.trends.ae_line.value() == pytest.approx(1.7)
 
-    # a setting that needs a restart: written, recorded, and the new engine runs on it
-    window.engineer.editors["reject.delay_ms"].widget.setValue(40)
+    # settings that need a restart: written, recorded, and the new engine runs on them
+    editors = window.engineer.editors
+    sim_fps = editors["camera.simulated.fps"].widget
+    assert not window.engineer.forms["camera.simulated.fps"].isRowVisible(sim_fps)  # folder cam
+    editors["reject.delay_ms"].widget.setValue(40)
+    for spin, value in zip(window.engineer.roi, (4, 6, 190, 110), strict=True):
+        spin.setValue(value)
+    assert window.live.pending_roi == (4, 6, 190, 110)  # drawn on the live view while edited
     assert window.engineer.save_and_restart()
     assert load_recipe(path).reject.delay_ms == 40
+    assert load_recipe(path).localize.roi == (4, 6, 190, 110)
     assert window.engine.recipe.reject.delay_ms == 40 and window.engineer_unlocked
     assert any(e["key"] == "reject.delay_ms" for e in window.engine.records.events())
 
@@ -296,6 +303,15 @@ def test_a_bad_recipe_leaves_the_running_line_alone_and_a_good_one_switches(
     assert "broken.toml" in window.last_error and "reject.delay_ms" in window.last_error
     assert window.recipes.currentText() == "line"
     window._error_box.close()
+    (tmp_path / "garbage.onnx").write_bytes(b"not a model")
+    refused = tmp_path / "refused.toml"
+    refused.write_text(path.read_text().replace('"autoencoder.onnx"', '"garbage.onnx"'),
+                       encoding="utf-8")
+    assert not window.switch_recipe(refused)  # the model is refused before the line stops
+    assert window.engine is engine and engine.running
+    assert "garbage.onnx" in window.last_error
+    window._error_box.close()
+    refused.unlink()
 
     other = write_recipe(tmp_path, assets, name="other", product="other-product")
     assert [p.name for p in list_recipes(tmp_path)] == ["broken.toml", "line.toml", "other.toml"]

@@ -111,3 +111,17 @@ def test_bad_inputs_are_named(float_model: Path, tmp_path: Path) -> None:
     junk.write_text("not a model")
     with pytest.raises(QuantizationError, match="not a readable ONNX model"):
         quantize_static(junk, tmp_path / "q.onnx", np.zeros((1, 1, SIZE, SIZE)))
+
+
+def test_include_prefix_keeps_the_rest_float(float_model: Path, prepared: np.ndarray,
+                                             tmp_path: Path) -> None:
+    """Only the named part is quantized (an autoencoder's net, not its scoring head)."""
+    out = quantize_static(float_model, tmp_path / "features.int8.onnx", prepared[:8],
+                          include_prefix="/features/")
+    proto = onnx.load(str(out))
+    int8 = {t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8}
+    floats = {t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    assert int8 and not any(name.startswith("classifier.") for name in int8)
+    assert "classifier.0.weight" in floats
+    with pytest.raises(QuantizationError, match="no node name starts with '/nothing/'"):
+        quantize_static(float_model, tmp_path / "x.onnx", prepared[:2], include_prefix="/nothing/")

@@ -32,18 +32,29 @@ from tqdm import tqdm
 
 from station.preprocess import PreprocessSpec, prepare_batch
 from training.synth_defects import synthesize
-from training.vgg import VGG16, VGGConfig, load_pretrained
+from training.vgg import VGG16, VGGConfig, has_batch_norm, load_pretrained, read_state_dict
 
 
 @dataclass
 class ClassifierOptions:
-    """Knobs of classifier training; the defaults train in a few minutes on 2 CPU cores."""
+    """Knobs of classifier training; the defaults train in a few minutes on 2 CPU cores.
+
+    Defaults measured on real screws (3-fold CV, 2 shared CPU cores, 5 min per fold):
+    width 0.125 runs ~5x more steps per minute than 0.25, which learned
+    nothing in the same budget (AUROC 0.46 vs 0.82 on fold 0). Batch norm (vgg16_bn layout):
+    plain VGG16 from scratch stayed at chance loss (ln 2 = 0.693 after 156 steps at lr 1e-4
+    and 1e-3, synthetic parts) where the same net with batch norm reached loss 0.56 and
+    held-out AUROC 0.83; VGG16 proper (``batch_norm=False``) is for ImageNet weights.
+    Dropout 0: batches are an endless stream of fresh synthesized defects and augmented
+    crops, and dropout slowed learning in short runs (AUROC 0.76 without, 0.69 with 0.3,
+    on synthetic parts).
+    """
 
     size: int = 128
-    width: float = 0.25
-    batch_norm: bool = True
-    dropout: float = 0.3
-    epochs: int = 30
+    width: float = 0.125
+    batch_norm: bool | None = None  # None: on from scratch; as the file says with pretrained
+    dropout: float = 0.0
+    epochs: int = 60
     minutes: float = 8.0
     batch_size: int = 32
     lr: float | None = None  # None: 1e-3 with batch norm from scratch, else 1e-4
@@ -72,14 +83,15 @@ class ClassifierOptions:
         if not 0.0 <= self.synth_ratio <= 1.0:
             raise ValueError(f"classifier synth_ratio must be in [0, 1], got {self.synth_ratio}")
 
-    def vgg_config(self, channels: int) -> VGGConfig:
+    def vgg_config(self, channels: int, batch_norm: bool) -> VGGConfig:
         return VGGConfig(size=self.size, in_channels=channels, width=self.width,
-                         batch_norm=self.batch_norm, dropout=self.dropout)
+                         batch_norm=batch_norm, dropout=self.dropout)
 
-    def resolved_lr(self) -> float:
+    def resolved_lr(self, batch_norm: bool) -> float:
+        """1e-3 for batch norm from scratch; 1e-4 to fine-tune weights or without batch norm."""
         if self.lr is not None:
             return self.lr
-        return 1e-3 if self.batch_norm and self.pretrained is None else 1e-4
+        return 1e-3 if batch_norm and self.pretrained is None else 1e-4
 
 
 @dataclass
@@ -189,9 +201,13 @@ def train_classifier(
     device = pick_device(opts.device)
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
-    model = VGG16(opts.vgg_config(spec.channels))
-    if opts.pretrained is not None:
-        load_pretrained(model, opts.pretrained)
+    state = read_state_dict(opts.pretrained) if opts.pretrained is not None else None
+    batch_norm = opts.batch_norm
+    if batch_norm is None:
+        batch_norm = has_batch_norm(state) if state is not None else True
+    model = VGG16(opts.vgg_config(spec.channels, batch_norm))
+    if state is not None:
+        load_pretrained(model, opts.pretrained, state)
     model.to(device)
 
     # A fixed validation set of synthesized defects on validation (or held) good crops.
@@ -204,7 +220,7 @@ def train_classifier(
     steps_per_epoch = max(1, math.ceil(len(good) / half))
     total_steps = steps_per_epoch * opts.epochs
     budget_s = opts.minutes * 60.0
-    base_lr = opts.resolved_lr()
+    base_lr = opts.resolved_lr(batch_norm)
     optim = torch.optim.AdamW(model.parameters(), lr=base_lr, weight_decay=opts.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     warmup = min(20, total_steps // 10)

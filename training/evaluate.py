@@ -159,6 +159,7 @@ class ModelScores:
     normalized: np.ndarray  # [N]
     maps: np.ndarray | None  # [N, S, S] autoencoder maps (crop space)
     crops: CropSet
+    threshold: float  # the model's raw threshold (scales the heatmaps of the report)
 
 
 def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
@@ -184,7 +185,8 @@ def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
             raw[ii] = model.infer(x)
     norm = np.asarray(model.normalized(np.where(np.isnan(raw), 0.0, raw)), np.float64)
     norm[np.isnan(raw)] = np.nan
-    return ModelScores(raw=raw, normalized=norm, maps=maps, crops=crops)
+    return ModelScores(raw=raw, normalized=norm, maps=maps, crops=crops,
+                       threshold=model.meta.threshold)
 
 
 def _small(shape: tuple[int, int]) -> tuple[int, int]:
@@ -384,11 +386,7 @@ def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
         c = float(cl.normalized[i]) if cl is not None else None
         v = decide(a, c, rule, ae_t, cls_t)
         verdicts.append(v)
-        try:
-            fs = fused_score(a, c, rule, ae_t, cls_t)
-        except TypeError:
-            fs = math.nan
-        fused.append(fs)
+        fused.append(fused_score(a, c, rule, ae_t, cls_t))
     fused_arr = np.asarray(fused, np.float64)
     fpred = np.array([v == REJECT or (v == ERROR and on_error == "reject") for v in verdicts])
     fblock = image_metrics(fused_arr, labels, fpred)
@@ -397,6 +395,14 @@ def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
     fblock["errors"] = int(sum(v == ERROR for v in verdicts))
     fblock["per_defect_type"] = per_type(labels, types, fused_arr, fpred)
     result["fused"] = fblock
+    result["per_image"] = [
+        {"path": _rel(s.path, getattr(samples, "root", None)), "label": int(s.label),
+         "defect_type": s.defect_type, "role": role,
+         "autoencoder": float(ae.normalized[i]) if ae is not None else None,
+         "classifier": float(cl.normalized[i]) if cl is not None else None,
+         "fused": float(fused_arr[i]), "verdict": verdicts[i]}
+        for i, (s, role) in enumerate(zip(chosen, roles, strict=True))
+    ]
     counts = {r: int(sum(1 for x in roles if x == r)) for r in sorted(set(roles))}
     result["meta"] = {
         "models": str(models_dir), "data": str(data), "variant": variant,

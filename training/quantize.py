@@ -73,6 +73,18 @@ def _output_stage_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "Sigmoid" and set(n.output) & outputs]
 
 
+def _excluded_nodes(model: onnx.ModelProto, src: Path, nodes_to_exclude: Sequence[str],
+                    include_prefix: str | None) -> list[str]:
+    """Nodes kept float: the caller's, the output sigmoid, and all outside ``include_prefix``."""
+    exclude = list(nodes_to_exclude) + _output_stage_nodes(model)
+    if include_prefix is not None:
+        names = [n.name for n in model.graph.node]
+        if not any(name.startswith(include_prefix) for name in names):
+            raise QuantizationError(f"{src}: no node name starts with {include_prefix!r}")
+        exclude += [name for name in names if not name.startswith(include_prefix)]
+    return exclude
+
+
 def quantize_static(
     float_onnx: str | Path,
     out: str | Path,
@@ -81,6 +93,7 @@ def quantize_static(
     per_channel: bool = True,
     reduce_range: bool = True,
     nodes_to_exclude: Sequence[str] = (),
+    include_prefix: str | None = None,
     op_types: Sequence[str] = DEFAULT_OP_TYPES,
     preprocess: bool = True,
 ) -> Path:
@@ -90,6 +103,9 @@ def quantize_static(
     exactly as ``station.preprocess.prepare_batch`` makes them; 32-128 real crops suffice.
     ``preprocess`` runs onnxruntime's ``quant_pre_process`` (shape inference and graph
     optimization, which lets the quantizer fuse and place QDQ pairs well) before quantizing.
+    ``include_prefix`` quantizes only nodes whose names start with it, e.g. ``"/net/"`` for
+    an autoencoder exported as ``ScoringHead`` (its network under ``net``), so the scoring
+    head (residual, blur, normalization, max) stays float.
     """
     src, dst = Path(float_onnx), Path(out)
     if not src.is_file():
@@ -108,13 +124,14 @@ def quantize_static(
         else calibration_tensors,
     )
     meta = {p.key: p.value for p in float_model.metadata_props}
-    exclude = list(nodes_to_exclude) + _output_stage_nodes(float_model)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
         model_in = src
         if preprocess:
             model_in = Path(tmp) / "pre.onnx"
             quant_pre_process(str(src), str(model_in), skip_symbolic_shape=False)
+        exclude = _excluded_nodes(onnx.load(str(model_in)), src, nodes_to_exclude,
+                                  include_prefix)
         _ort_quantize_static(
             str(model_in),
             str(dst),

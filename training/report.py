@@ -54,11 +54,13 @@ def _panel(ax_img, ax_map, sample: Sample, scores, i: int, title: str) -> None:
         ax_img.contour(mask.astype(float), levels=[0.5], colors="lime", linewidths=0.8)
     if ax_map is not None and scores.maps is not None:
         ax_map.imshow(crop, cmap="gray", vmin=0, vmax=255)
+        # one colour scale for every panel: red is at 1.5x the model's threshold
         ax_map.imshow(scores.maps[i], cmap="jet", alpha=0.5, vmin=0.0,
-                      vmax=max(float(scores.maps[i].max()), 1e-6))
+                      vmax=1.5 * scores.threshold)
         if mask is not None and mask.any():
             ax_map.contour(mask.astype(float), levels=[0.5], colors="white", linewidths=0.6)
-        ax_map.set_title("anomaly map", fontsize=7)
+        ax_map.set_title(f"anomaly map (max {scores.maps[i].max() / scores.threshold:.2f} x thr)",
+                         fontsize=7)
     for ax in (ax_img, ax_map):
         if ax is not None:
             ax.axis("off")

@@ -54,7 +54,7 @@ class TrainOptions:
     folds: int = 0
     fold: int = 0
     seed: int = 0
-    rule: str = "either"
+    rule: str = "auto"  # "auto" = chosen on validation images
     device: str = "auto"
     cache: Path | None = None
     int8: bool = True
@@ -142,7 +142,8 @@ def _quantize(kind: str, float_path: Path, meta: ModelMetadata, calib: np.ndarra
 
     out = float_path.with_name(f"{kind}.int8.onnx")
     try:
-        quantize_static(float_path, out, calib, nodes_to_exclude=exclude)
+        quantize_static(float_path, out, calib, nodes_to_exclude=exclude,
+                        preprocess=kind != "autoencoder")
     except Exception as exc:  # quantization is an optimization: say why and carry on
         log({"model": kind, "event": "int8_failed", "error": str(exc)})
         print(f"warning: int8 quantization of {kind} failed: {exc}")
@@ -175,28 +176,46 @@ def _quantize(kind: str, float_path: Path, meta: ModelMetadata, calib: np.ndarra
     return info
 
 
+def _f1(pred: np.ndarray, y: np.ndarray) -> float:
+    tp, fp, fn = (pred & y).sum(), (pred & ~y).sum(), (~pred & y).sum()
+    return float(2 * tp / max(2 * tp + fp + fn, 1))
+
+
 def _fuse_thresholds(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: str
-                     ) -> tuple[float, float, dict]:
-    """Recipe decision thresholds (normalized) maximizing fused F1 on validation images.
+                     ) -> tuple[str, float, float, dict]:
+    """The fusion rule and its recipe thresholds (normalized), from validation images.
 
     Each model's own threshold is already F1-optimal alone; fusing with ``either`` adds the
     false rejects of both, ``both`` the misses of both, so the pair is re-tuned jointly on a
-    coarse grid, preferring the pair nearest (1, 1) among ties.
+    coarse grid, preferring the pair nearest (1, 1) among ties. ``auto`` also picks the rule
+    with the best validation F1 (ties keep both models in the decision), so a model that
+    does not help on this product cannot drag the verdict down.
     """
-    if rule not in ("either", "both") or not 0 < labels.sum() < len(labels):
-        return 1.0, 1.0, {"tuned": False}
-    grid = np.exp(np.linspace(np.log(0.5), np.log(2.0), 21))
-    best = (-1.0, math.inf, 1.0, 1.0)
     y = labels > 0
-    for a in grid:
-        for c in grid:
-            pred = np.array([decide(x, z, rule, a, c) == "REJECT" for x, z in zip(ae, cl, strict=True)])
-            tp, fp, fn = (pred & y).sum(), (pred & ~y).sum(), (~pred & y).sum()
-            f1 = 2 * tp / max(2 * tp + fp + fn, 1)
-            dist = abs(math.log(a)) + abs(math.log(c))
-            if f1 > best[0] + 1e-12 or (abs(f1 - best[0]) <= 1e-12 and dist < best[1]):
-                best = (f1, dist, float(a), float(c))
-    return best[2], best[3], {"tuned": True, "val_f1": best[0], "n": int(len(labels))}
+    if not 0 < y.sum() < len(y):
+        return ("either" if rule == "auto" else rule), 1.0, 1.0, {"tuned": False}
+    grid = np.exp(np.linspace(np.log(0.5), np.log(2.0), 21))
+    candidates = ("either", "both", "autoencoder", "classifier") if rule == "auto" else (rule,)
+    results = []
+    for r in candidates:
+        best = (-1.0, math.inf, 1.0, 1.0)
+        a_grid = grid if r in ("either", "both", "autoencoder") else [1.0]
+        c_grid = grid if r in ("either", "both", "classifier") else [1.0]
+        if r in ("autoencoder", "classifier"):  # one model alone: keep its own threshold
+            a_grid, c_grid = [1.0], [1.0]
+        for a in a_grid:
+            for c in c_grid:
+                pred = np.array([decide(x, z, r, a, c) == "REJECT"
+                                 for x, z in zip(ae, cl, strict=True)])
+                f1 = _f1(pred, y)
+                dist = abs(math.log(a)) + abs(math.log(c))
+                if f1 > best[0] + 1e-12 or (abs(f1 - best[0]) <= 1e-12 and dist < best[1]):
+                    best = (f1, dist, float(a), float(c))
+        results.append((r, best))
+    # first candidate wins ties: either, both, then the single models
+    chosen, (f1, _, a, c) = max(results, key=lambda rb: (rb[1][0], -candidates.index(rb[0])))
+    return chosen, a, c, {"tuned": True, "val_f1": f1, "n": int(len(labels)),
+                          "candidates": {r: b[0] for r, b in results}}
 
 
 def _write_fragment(out: Path, files: dict[str, str], rule: str, ae_t: float, cls_t: float,
@@ -211,10 +230,7 @@ def _write_fragment(out: Path, files: dict[str, str], rule: str, ae_t: float, cl
         models.add(kind, files.get(kind, ""))
     doc.add("models", models)
     dec = tomlkit.table()
-    rule = rule if all(k in files for k in {"either": (), "both": ("autoencoder", "classifier"),
-                                             "autoencoder": ("autoencoder",),
-                                             "classifier": ("classifier",)}[rule]) else next(iter(files))
-    if rule == "either" and len(files) == 1:
+    if len(files) == 1:  # one model trained: it alone decides
         rule = next(iter(files))
     dec.add("rule", rule)
     dec.add("autoencoder_threshold", round(ae_t, 4))
@@ -245,8 +261,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     """Run the whole training; returns a summary (also the last line of the log)."""
     if opts.only not in (None, "autoencoder", "classifier"):
         raise ValueError(f"--only {opts.only!r}: expected autoencoder or classifier")
-    if opts.rule not in RULES:
-        raise ValueError(f"--rule {opts.rule!r}: expected one of {', '.join(RULES)}")
+    if opts.rule not in (*RULES, "auto"):
+        raise ValueError(f"--rule {opts.rule!r}: expected auto or one of {', '.join(RULES)}")
     t0 = time.monotonic()
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -316,15 +332,16 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
               f"validation {info['validation']}")
 
     ae_t = cls_t = 1.0
+    rule = opts.rule if opts.rule != "auto" else "either"
     if len(kinds) == 2:
         labels = np.array([s.label for s in fuse_samples])
-        ae_t, cls_t, tuning = _fuse_thresholds(fuse_val["autoencoder"], fuse_val["classifier"],
-                                               labels, opts.rule)
-        log({"event": "decision_thresholds", "rule": opts.rule, "autoencoder_threshold": ae_t,
+        rule, ae_t, cls_t, tuning = _fuse_thresholds(fuse_val["autoencoder"],
+                                                     fuse_val["classifier"], labels, opts.rule)
+        log({"event": "decision_thresholds", "rule": rule, "autoencoder_threshold": ae_t,
              "classifier_threshold": cls_t, **tuning})
-        summary["decision"] = {"rule": opts.rule, "autoencoder_threshold": ae_t,
+        summary["decision"] = {"rule": rule, "autoencoder_threshold": ae_t,
                                "classifier_threshold": cls_t, **tuning}
-    fragment = _write_fragment(out, files, opts.rule, ae_t, cls_t, loc, align)
+    fragment = _write_fragment(out, files, rule, ae_t, cls_t, loc, align)
     summary["recipe_fragment"] = str(fragment)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     log({"event": "done", **summary})

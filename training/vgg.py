@@ -159,7 +159,9 @@ class PretrainedMismatch(ValueError):
     """A state-dict file that cannot be loaded into this VGG16; the message says why."""
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A torchvision state dict from a local file (bare, or under "state_dict"/"model")."""
+    path = Path(path)
     if not path.is_file():
         raise PretrainedMismatch(f"{path}: no such state-dict file (weights are never downloaded)")
     try:
@@ -175,12 +177,19 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def load_pretrained(model: VGG16, path: str | Path) -> list[str]:
+def has_batch_norm(state: dict[str, torch.Tensor]) -> bool:
+    """True for a ``vgg16_bn`` state dict, False for plain ``vgg16``."""
+    return any(k.endswith("running_mean") for k in state)
+
+
+def load_pretrained(model: VGG16, path: str | Path,
+                    state: dict[str, torch.Tensor] | None = None) -> list[str]:
     """Load torchvision ``vgg16`` (or ``vgg16_bn``) ImageNet weights from a local file.
 
     The first conv is adapted to 1-channel input by summing its RGB filters (a gray image
     seen as R=G=B gives the same response); the 1000-way head ``classifier.6`` is skipped,
-    keeping this model's fresh 1-logit head. Returns the keys loaded. Raises
+    keeping this model's fresh 1-logit head. ``state``: the file's contents when already
+    read with :func:`read_state_dict`. Returns the keys loaded. Raises
     :class:`PretrainedMismatch` naming the file and key when the weights cannot fit.
     """
     path = Path(path)
@@ -191,8 +200,8 @@ def load_pretrained(model: VGG16, path: str | Path) -> list[str]:
             "gives narrower layers they cannot load into. Use --width 1.0 with --pretrained, "
             "or train the narrow model from scratch."
         )
-    state = _read_state_dict(path)
-    has_bn = any(k.endswith("running_mean") for k in state)
+    state = read_state_dict(path) if state is None else state
+    has_bn = has_batch_norm(state)
     if has_bn != cfg.batch_norm:
         want, got = ("vgg16_bn", "vgg16") if cfg.batch_norm else ("vgg16", "vgg16_bn")
         raise PretrainedMismatch(

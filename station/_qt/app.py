@@ -21,7 +21,7 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from station._qt.main_window import MainWindow, _default_factory
+    from station._qt.main_window import MainWindow, make_engine
     from station.recipe import RecipeError, load_recipe
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -32,7 +32,7 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
         print(f"station: bad recipe: {exc}", file=sys.stderr)
         return 2
     try:
-        engine = _default_factory(recipe)
+        engine = make_engine(recipe)
     except Exception as exc:  # ModelRefused, serial port, camera settings: one clear line
         print(f"station: cannot start {recipe_path}: {exc}", file=sys.stderr)
         return 2
@@ -44,6 +44,15 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     engine.start()
     window.on_state("running")
     started = time.monotonic()
+    samples: list[tuple[float, float]] = []  # (camera fps, preview fps), once a second
+
+    def sample() -> None:
+        if time.monotonic() - started >= 3.0 and window.engine is not None:
+            samples.append((window.engine.stats().camera_fps, window.live.shown_fps))
+
+    sampler = QTimer()
+    sampler.timeout.connect(sample)
+    sampler.start(1000)
 
     def finish() -> None:
         stats = engine.stats()
@@ -53,6 +62,12 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
               f"on average (now {window.live.shown_fps:.1f}), {window.live.frames_shown} frames "
               f"shown of {stats.frames} captured; {stats.parts} parts inspected, latency p50 "
               f"{stats.latency_p50_ms:.1f} ms p99 {stats.latency_p99_ms:.1f} ms", flush=True)
+        if samples:
+            cam = sorted(c for c, _ in samples)
+            shown = sorted(v for _, v in samples)
+            print(f"station: per-second rates after warm-up ({len(samples)} samples): camera "
+                  f"min {cam[0]:.1f} median {cam[len(cam) // 2]:.1f} fps; preview min "
+                  f"{shown[0]:.1f} median {shown[len(shown) // 2]:.1f} fps", flush=True)
         if screenshot is not None:
             Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
             window.grab().save(str(screenshot))

@@ -216,6 +216,7 @@ class EngineerPanel(QWidget):
     reachable before :class:`PinDialog` accepted."""
 
     restart_requested = Signal()
+    roi_edited = Signal(object)  # [x, y, w, h] being edited, for the live view to draw
     lock_requested = Signal()
     change_pin_requested = Signal()
     decision_applied = Signal()
@@ -245,6 +246,7 @@ class EngineerPanel(QWidget):
         tabs.addTab(decision, "Decision")
         # the sections that need a restart
         self.editors: dict[str, FieldEditor] = {}
+        self.forms: dict[str, QFormLayout] = {}
         self.roi: list[QSpinBox] = []
         for title, keys in SECTIONS.items():
             page = QWidget()
@@ -254,11 +256,14 @@ class EngineerPanel(QWidget):
                     spin = QSpinBox()
                     spin.setRange(0, 20000)
                     spin.setToolTip("region of interest in frame pixels; all 0 = whole frame")
+                    spin.valueChanged.connect(
+                        lambda _v: self.roi_edited.emit([int(s.value()) for s in self.roi]))
                     self.roi.append(spin)
                     form.addRow(f"ROI {name} (px)", spin)
             for key, label in keys:
                 editor = FieldEditor(key, label)
                 self.editors[key] = editor
+                self.forms[key] = form
                 form.addRow(editor.label, editor.widget)
             button = QPushButton("Save and restart")
             button.setToolTip("write these settings to the recipe (with a backup) and restart "
@@ -287,8 +292,12 @@ class EngineerPanel(QWidget):
         self.rule.set(d.rule)
         self.ae_threshold.set(d.ae_threshold)
         self.cls_threshold.set(d.cls_threshold)
+        simulated = self.recipe.camera.source == "simulated"
         for key, editor in self.editors.items():
             editor.set(recipe_value(self.recipe, key))
+            if key.startswith("camera."):  # only the settings this camera source uses
+                self.forms[key].setRowVisible(editor.widget,
+                                              key.startswith("camera.simulated.") == simulated)
         roi = tuple(self.recipe.localize.roi)
         for spin, value in zip(self.roi, roi, strict=False):
             spin.setValue(int(value))

@@ -40,6 +40,7 @@ class LiveView(QWidget):
         self._shown: deque[float] = deque(maxlen=240)
         self.frames_shown = 0
         self._part: Any = None
+        self.pending_roi: tuple[int, int, int, int] | None = None  # engineer editing the ROI
         self._part_time = 0.0
         self._timer = QTimer(self)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
@@ -133,6 +134,12 @@ class LiveView(QWidget):
         pen.setStyle(Qt.PenStyle.DashLine)
         p.setPen(pen)
         p.drawRect(QRectF(x, y, w, h))
+        if self.pending_roi is not None and self.pending_roi[2] > 0 and self.pending_roi[3] > 0:
+            pen = QPen(QColor("#ff9100"), 2.0)
+            pen.setCosmetic(True)
+            p.setPen(pen)
+            p.drawRect(QRectF(*[float(v) for v in self.pending_roi]))
+            p.drawText(QPointF(self.pending_roi[0] + 4, self.pending_roi[1] + 16), "new ROI")
         trig = self._engine.recipe.trigger
         if trig.mode != "free_run":
             return

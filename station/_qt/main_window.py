@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,25 +51,20 @@ from station.recipe import (
 
 log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[Any], Any]  # recipe -> Engine
-
-
-def _default_factory(recipe: Any) -> Any:
+def make_engine(recipe: Any, inspector: Any = None) -> Any:
+    """The engine for ``recipe``; its models are loaded (and refused, if need be) first."""
     from station.engine import Engine
     from station.inspect import Inspector
 
-    # Load and check the models first: a refused model must not cost the running line.
-    return Engine(recipe, inspector=Inspector.from_recipe(recipe))
+    return Engine(recipe, inspector=inspector or Inspector.from_recipe(recipe))
 
 
 class MainWindow(QMainWindow):
     """``MainWindow(engine)``; the engine may be running or not. ``close`` closes it."""
 
-    def __init__(self, engine: Any, *, engine_factory: EngineFactory | None = None,
-                 parent: QWidget | None = None) -> None:
+    def __init__(self, engine: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine: Any = None
-        self.engine_factory = engine_factory or _default_factory
         self.engineer_unlocked = False
         self.pin_dialog: PinDialog | None = None
         self.rejects_dialog: RejectsBrowser | None = None
@@ -180,6 +174,7 @@ class MainWindow(QMainWindow):
         self.engineer.restart_requested.connect(self.reload_recipe)
         self.engineer.change_pin_requested.connect(lambda: self.ask_pin(set_new=True))
         self.engineer.decision_applied.connect(self._on_decision_applied)
+        self.engineer.roi_edited.connect(self._show_pending_roi)
         self.engineer_dock = QDockWidget("ENGINEER MODE", self)
         self.engineer_dock.setWidget(self.engineer)
         self.engineer_dock.setMaximumWidth(380)
@@ -242,15 +237,27 @@ class MainWindow(QMainWindow):
     def switch_recipe(self, path: Path, *, same: bool = False) -> bool:
         """Run the line on ``path``. A recipe or model that is refused leaves the running
         engine untouched and says why; returns whether the switch happened."""
+        from station.inspect import Inspector
+
         old = self.engine
         try:
             recipe = load_recipe(path)
-            new = self.engine_factory(recipe)
-        except Exception as exc:  # RecipeError, ModelRefused, a port that will not open, ...
-            self._refused(path, exc)
+            inspector = Inspector.from_recipe(recipe)  # a refused model: the line runs on
+        except Exception as exc:  # RecipeError, ModelRefused, ...
+            self._refused(path, exc, old.running)
             self._fill_recipes(old.recipe.path)
             return False
         was_running = old.running
+        # Parts in flight finish first, so the new engine continues the part numbers.
+        old.stop()
+        try:
+            new = make_engine(recipe, inspector)
+        except Exception as exc:  # a serial port or camera setting that will not open
+            if was_running:
+                old.start()
+            self._refused(path, exc, was_running)
+            self._fill_recipes(old.recipe.path)
+            return False
         old.close()
         self.lock_engineer()
         self._set_engine(new)
@@ -267,8 +274,9 @@ class MainWindow(QMainWindow):
             self._unlock()
         return ok
 
-    def _refused(self, path: Path, exc: Exception) -> None:
-        self.last_error = f"{path.name} refused, still running {self.engine.recipe.path.name}:\n{exc}"
+    def _refused(self, path: Path, exc: Exception, running: bool) -> None:
+        staying = "still running" if running else "staying on"
+        self.last_error = f"{path.name} refused, {staying} {self.engine.recipe.path.name}:\n{exc}"
         log.error("%s", self.last_error)
         self._say(self.last_error, ok=False)
         box = QMessageBox(QMessageBox.Icon.Critical, "Recipe refused", self.last_error,
@@ -414,8 +422,14 @@ class MainWindow(QMainWindow):
         self.engineer_dock.show()
         self.engineer_button.setText("Lock engineer")
 
+    def _show_pending_roi(self, roi: list[int]) -> None:
+        current = list(self.engine.recipe.localize.roi) if self.engine is not None else roi
+        self.live.pending_roi = tuple(roi) if self.engineer_unlocked and roi != current else None
+        self.live.update()
+
     def lock_engineer(self) -> None:
         self.engineer_unlocked = False
+        self.live.pending_roi = None
         self.engineer.setEnabled(False)
         self.engineer_dock.hide()
         self.engineer_button.setText("Engineer…")

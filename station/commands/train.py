@@ -33,9 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=int, default=0,
                         help="the fold held out for evaluation (never trained or thresholded on)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rule", default="either",
-                        choices=("either", "both", "autoencoder", "classifier"),
-                        help="fusion rule written into the recipe fragment")
+    parser.add_argument("--rule", default="auto",
+                        choices=("auto", "either", "both", "autoencoder", "classifier"),
+                        help="fusion rule written into the recipe fragment (auto = the best "
+                             "on validation images)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="torch device (auto = CUDA when present)")
     parser.add_argument("--cache", type=Path, default=None,

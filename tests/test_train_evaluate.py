@@ -1,0 +1,152 @@
+"""``station train`` and ``station evaluate`` end to end on a tiny synthetic data set, and the
+numpy metrics evaluation reports."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+
+import numpy as np
+import pytest
+
+from station.cli import main
+from station.inference import load_model
+from station.synthetic import write_mvtec_dataset
+from training.evaluate import aupro, average_precision, binary_stats, roc_auc, roc_curve
+
+KEYS = ("image_auroc", "aupr", "f1", "f2", "precision", "recall", "accuracy")
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+def test_roc_auc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    s = np.round(rng.normal(size=60), 1)  # ties on purpose
+    y = rng.integers(0, 2, 60)
+    pos, neg = s[y == 1], s[y == 0]
+    pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert roc_auc(s, y) == pytest.approx(pairs)
+    fpr, tpr, thr = roc_curve(s, y)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(pairs)
+    assert np.isnan(roc_auc([1.0, 2.0], [0, 0]))
+    assert roc_auc([np.nan, 0.1, 0.2], [1, 0, 0]) == 1.0  # no score ranks as most defective
+
+
+def test_average_precision_and_binary_stats():
+    assert average_precision([0.9, 0.8, 0.1], [1, 1, 0]) == pytest.approx(1.0)
+    assert average_precision([0.9, 0.8, 0.1], [0, 1, 1]) == pytest.approx((0.5 + 2 / 3) / 2)
+    st = binary_stats([True, True, False, False, True], [1, 0, 1, 0, 1])
+    assert (st["tp"], st["fp"], st["fn"], st["tn"]) == (2, 1, 1, 1)
+    assert st["precision"] == pytest.approx(2 / 3) and st["recall"] == pytest.approx(2 / 3)
+    assert st["f1"] == pytest.approx(2 / 3)
+    assert st["f2"] == pytest.approx(5 * 2 / (5 * 2 + 4 * 1 + 1))
+    assert st["accuracy"] == pytest.approx(0.6)
+
+
+def test_aupro_perfect_and_useless_maps():
+    gt = np.zeros((40, 40), bool)
+    gt[5:10, 5:10] = True
+    gt[20:30, 25:28] = True
+    perfect = gt.astype(np.float32)
+    rng = np.random.default_rng(1)
+    assert aupro([perfect + rng.random(gt.shape) * 0.1], [gt]) == pytest.approx(1.0, abs=0.01)
+    noise = [rng.random(gt.shape) for _ in range(5)]
+    val = aupro(noise, [gt] * 5)
+    assert 0.05 < val < 0.3  # random maps: PRO ~ FPR, so the normalized area is ~0.15
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    data = write_mvtec_dataset(base / "data", n_train_good=30, n_test_good=8,
+                               n_test_per_defect=2, size=128, seed=5)
+    out = base / "models"
+    rc = main(["train", "--data", str(data), "--out", str(out), "--size", "64",
+               "--cls-size", "64", "--epochs", "2", "--minutes", "0.5", "--folds", "2",
+               "--fold", "0", "--width", "0.05", "--quiet"])
+    assert rc == 0
+    return data, out
+
+
+def test_train_writes_the_model_folder(trained):
+    data, out = trained
+    for name in ("autoencoder.onnx", "classifier.onnx", "autoencoder.int8.onnx",
+                 "classifier.int8.onnx", "train_log.jsonl", "recipe_fragment.toml", "split.json"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert rows[0]["event"] == "start" and rows[-1]["event"] == "done"
+    assert any(r.get("model") == "autoencoder" and "loss" in r for r in rows)
+    parities = [r for r in rows if r.get("event") == "export_parity"]
+    assert len(parities) == 2 and all(max(r["max_abs_diff"].values()) <= 1e-4 for r in parities)
+    fragment = tomllib.loads((out / "recipe_fragment.toml").read_text())
+    assert fragment["models"] == {"autoencoder": "autoencoder.onnx", "classifier": "classifier.onnx"}
+    assert fragment["decision"]["rule"] in ("either", "both", "autoencoder", "classifier")
+    assert fragment["decision"]["autoencoder_threshold"] > 0
+    split = json.loads((out / "split.json").read_text())
+    roles = split["roles"]
+    used = set().union(*(roles[r] for r in ("train_good", "val_good", "thr_good", "train_defect",
+                                            "val_labeled")))
+    assert roles["eval"] and not set(roles["eval"]) & used
+    assert roles["holdout_good"] and not set(roles["holdout_good"]) & used
+    for kind in ("autoencoder", "classifier"):
+        meta = load_model(out / f"{kind}.onnx").meta
+        assert meta.kind == kind and meta.threshold > 0
+        assert meta.data_fingerprint == split["data_fingerprint"]
+        assert meta.preprocess["size"] == 64
+        assert load_model(out / f"{kind}.int8.onnx").meta.quantization["mode"] == "int8-static-qdq"
+
+
+def test_evaluate_writes_metrics_and_report(trained, tmp_path):
+    data, out = trained
+    js = tmp_path / "eval.json"
+    rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json", str(js),
+               "--report", str(tmp_path / "report"), "--folds", "2", "--fold", "0",
+               "--good-from-train", "--quiet"])
+    assert rc == 0
+    result = json.loads(js.read_text())
+    for kind in ("autoencoder", "classifier", "fused"):
+        for key in KEYS:
+            assert key in result[kind], (kind, key)
+        assert 0.0 <= result[kind]["image_auroc"] <= 1.0
+        assert "per_defect_type" in result[kind]
+    assert 0.0 <= result["autoencoder"]["pixel_auroc"] <= 1.0
+    assert 0.0 <= result["autoencoder"]["aupro"] <= 1.0
+    split = json.loads((out / "split.json").read_text())
+    assert result["meta"]["by_role"] == {"eval": len(split["roles"]["eval"]),
+                                         "holdout_good": len(split["roles"]["holdout_good"])}
+    fragment = tomllib.loads((out / "recipe_fragment.toml").read_text())
+    assert result["fused"]["rule"] == fragment["decision"]["rule"]
+    for png in ("roc.png", "histograms.png", "worst_misses.png", "defect_gallery.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 1000, png
+
+
+def test_evaluate_refuses_images_the_models_trained_on(trained, tmp_path, capsys):
+    data, out = trained
+    rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json",
+               str(tmp_path / "x.json"), "--folds", "2", "--fold", "1", "--quiet"])
+    assert rc == 2
+    assert "used in training or thresholding" in capsys.readouterr().err
+    # without --folds, the training run's own held-out fold is evaluated
+    rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json",
+               str(tmp_path / "y.json"), "--quiet", "--int8"])
+    assert rc == 0
+    result = json.loads((tmp_path / "y.json").read_text())
+    assert (result["meta"]["folds"], result["meta"]["fold"]) == (2, 0)
+    assert result["meta"]["variant"] == "int8"
+
+
+def test_train_without_torch_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(SystemExit, match=r"'train' extra"):
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
+
+
+def test_train_bad_data_set_is_a_clear_error(tmp_path, capsys):
+    rc = main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m"),
+               "--quiet"])
+    assert rc == 2
+    assert "nowhere: data set folder not found" in capsys.readouterr().err
