@@ -7,6 +7,7 @@ median over repeated runs measured in the same process, because these machines a
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
 import resource
 import statistics
@@ -17,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from station.inference import AutoencoderModel, ClassifierModel, load_model
-from station.inspect import DecisionSettings, Inspector
-from station.preprocess import prepare
+from station.inference import AutoencoderModel, ClassifierModel
+from station.inspect import DecisionSettings, Inspector, load_line_model
 from station.sources.base import EndOfStream, Frame, FrameSource
 
 
@@ -93,11 +93,12 @@ def _latency(fn, repeats: int, min_seconds: float = 1.0) -> list[float]:
     return times
 
 
-def bench_model(path: Path, peak_gflops: float, threads: int, repeats: int) -> dict[str, Any]:
+def bench_model(path: Path, peak_gflops: float, threads: int, repeats: int,
+                min_seconds: float = 1.0) -> dict[str, Any]:
     """Batch-1 onnxruntime latency of one model file, with achieved GFLOP/s."""
-    model = load_model(path, provider="auto", threads=threads)
+    model = load_line_model(path, provider="auto", threads=threads)
     x = np.random.default_rng(0).random((1, *model.input_shape), dtype=np.float32)
-    times = _latency(lambda: model.infer(x), repeats)
+    times = _latency(lambda: model.infer(x), repeats, min_seconds)
     median = statistics.median(times)
     flops = model_flops(path)
     out: dict[str, Any] = {
@@ -114,26 +115,83 @@ def bench_model(path: Path, peak_gflops: float, threads: int, repeats: int) -> d
     return out
 
 
-def bench_torch(model_dir: Path, repeats: int) -> dict[str, Any]:
-    """The same models in PyTorch eager mode, when torch and their checkpoints are here."""
+def bench_torch(model_dir: Path, repeats: int, threads: int = 0,
+                min_seconds: float = 1.0) -> dict[str, Any]:
+    """The same networks in PyTorch eager mode, when torch (the train extra) is installed.
+
+    The networks are rebuilt from each ONNX file's ``architecture`` metadata at its input
+    size (``training.vgg`` for the classifier, ``training.autoencoder`` for the autoencoder)
+    with fresh weights: latency does not depend on the weight values.
+    """
     try:
         import torch
-
-        from training.export import load_checkpoint
     except ImportError as exc:
         return {"skipped": f"PyTorch comparison needs the train extra ({exc})"}
-    out: dict[str, Any] = {"threads": torch.get_num_threads()}
+    # torch's OpenMP pool degrades badly when its threads are preempted (a shared machine),
+    # so it is measured at one thread and at the thread count it would use; both are kept.
+    default_threads = torch.get_num_threads()
+    counts = sorted({1, threads if threads > 0 else default_threads})
+    out: dict[str, Any] = {"threads_tried": counts}
     for name in ("autoencoder", "classifier"):
-        ckpt = model_dir / f"{name}.pt"
-        if not ckpt.exists():
-            out[name] = {"skipped": f"no checkpoint {ckpt.name}"}
+        path = model_dir / f"{name}.onnx"
+        if not path.exists():
+            out[name] = {"skipped": f"no {path.name}"}
             continue
-        module, shape = load_checkpoint(ckpt)
+        try:
+            module, shape = _torch_network(path)
+        except Exception as exc:  # an architecture this version cannot rebuild: say which
+            out[name] = {"skipped": f"cannot rebuild {path.name} in torch: {exc}"}
+            continue
         x = torch.rand((1, *shape))
-        with torch.inference_mode():
-            times = _latency(lambda m=module, x=x: m(x), repeats)
-        out[name] = {"latency_ms_p50": round(statistics.median(times), 3), "runs": len(times)}
+        per_threads: dict[str, float] = {}
+        runs = 0
+        for n in counts:
+            torch.set_num_threads(n)
+            with torch.inference_mode():
+                times = _latency(lambda m=module, x=x: m(x), repeats, min_seconds)
+            per_threads[str(n)] = round(statistics.median(times), 3)
+            runs += len(times)
+        best = min(per_threads, key=per_threads.__getitem__)
+        median = per_threads[best]
+        out[name] = {"latency_ms_p50": median, "threads": int(best),
+                     "latency_ms_p50_by_threads": per_threads, "runs": runs,
+                     "weights": "random (rebuilt from the architecture metadata)"}
+        flops = model_flops(path)
+        if flops:
+            out[name]["achieved_gflops"] = round(flops / (median / 1000.0) / 1e9, 2)
+    torch.set_num_threads(default_threads)
     return out
+
+
+def _torch_network(path: Path) -> tuple[Any, tuple[int, int, int]]:
+    """An eval-mode torch module matching ``path``'s architecture metadata, and its input."""
+    import dataclasses as dc
+
+    from station.modelmeta import read_metadata
+
+    meta = read_metadata(path)
+    spec = meta.preprocess_spec()
+    shape = (spec.channels, spec.size, spec.size)
+    arch = dict(meta.architecture)
+    if meta.kind == "classifier":
+        from training.vgg import VGG16, VGGConfig
+
+        known = {f.name for f in dc.fields(VGGConfig)}
+        if "width" not in arch:
+            raise ValueError("its architecture metadata has no VGG16 width")
+        cfg = VGGConfig(**{k: v for k, v in arch.items() if k in known and k != "size"},
+                        size=spec.size)
+        return VGG16(cfg).eval(), shape
+    from training.autoencoder import AutoencoderOptions, ConvAutoencoder, ScoringHead
+
+    known = {f.name for f in dc.fields(AutoencoderOptions)}
+    missing = [k for k in ("base_channels", "max_channels", "depth", "latent_channels")
+               if k not in arch]
+    if missing:
+        raise ValueError(f"its architecture metadata lacks {', '.join(missing)}")
+    opts = AutoencoderOptions(**{k: (tuple(v) if isinstance(v, list) else v)
+                                 for k, v in arch.items() if k in known})
+    return ScoringHead(ConvAutoencoder(spec.channels, opts), spec.size, opts).eval(), shape
 
 
 class _MemorySource(FrameSource):
@@ -168,12 +226,14 @@ class _MemorySource(FrameSource):
 
 
 def _engine_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], fps: float,
-                records_dir: Path) -> tuple[list, float, list, dict]:
-    """One engine run over ``frames``: results, wall time, reject records, timing stats."""
+                records_dir: Path, delay_ms: float = 0.0) -> tuple[list, float, list, dict, Any]:
+    """One engine run over ``frames``: results (the engine keeps the last 500), wall time,
+    reject outcomes, reject timing and the engine's counts (every part)."""
+    delay_ms = delay_ms or REJECT_DELAY_MS
     from station.engine import Engine
 
     reject = dataclasses.replace(recipe.reject, enabled=True, port="loop://", mode="message",
-                                 ack="", delay_mode="time", delay_ms=REJECT_DELAY_MS)
+                                 ack="", delay_mode="time", delay_ms=delay_ms)
     records = dataclasses.replace(recipe.records, database=str(records_dir / "bench.sqlite"),
                                   images_dir=str(records_dir / "images"))
     run_recipe = dataclasses.replace(recipe, reject=reject, records=records)
@@ -186,74 +246,85 @@ def _engine_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], fps
         wall = time.perf_counter() - t0
         engine.stop()
         results = engine.results()
-        time.sleep(REJECT_DELAY_MS / 1000.0 + 0.1)  # let the last reject outputs fire
+        stats = engine.stats()
+        time.sleep(delay_ms / 1000.0 + 0.1)  # let the last reject outputs fire
         fired = [engine.scheduler.outcome(r.part_id) for r in results]
         timing = engine.scheduler.timing_stats()
-    return results, wall, fired, timing
+    return results, wall, fired, timing, stats
 
 
 REJECT_DELAY_MS = 300.0
 
 
 def bench_pipeline(recipe: Any, inspector: Inspector, frames: list[np.ndarray],
-                   records_dir: Path) -> dict[str, Any]:
+                   records_dir: Path, min_seconds: float = 1.0) -> dict[str, Any]:
     """Parts per second through the engine against the two models alone, on the same parts.
 
     Two engine runs: flat out (throughput; parts queue, so their latency is queueing) and
     paced at half that rate, as a line runs (trigger-to-verdict and trigger-to-reject).
     """
-    from station.align import align
-
-    # The models alone: prepared tensors in, scores out, nothing else.
-    tensors = []
-    specs = [s for s in (inspector.ae_spec, inspector.cls_spec) if s is not None]
-    for image in frames[:16]:
-        loc = inspector.locate(image)
-        tensors.append([prepare(align(image, loc, inspector.align_params, s.size).crop, s)[None]
-                        for s in specs])
+    # The models alone: the same parts' prepared tensors in, scores out, nothing else.
+    prepared = [inspector.crop(image) for image in frames[:16]]
+    tensors = [(p.ae_input, p.cls_input) for p in prepared if p.failure is None]
+    if not tensors:
+        raise RuntimeError(f"no part found in the bench frames: {prepared[0].failure}")
 
     def models_only() -> None:
-        for pair in tensors:
-            i = 0
-            if inspector.autoencoder is not None:
-                inspector.autoencoder.infer(pair[i])
-                i += 1
-            if inspector.classifier is not None:
-                inspector.classifier.infer(pair[i])
+        for ae_x, cls_x in tensors:
+            if inspector.autoencoder is not None and ae_x is not None:
+                inspector.autoencoder.infer(ae_x)
+            if inspector.classifier is not None and cls_x is not None:
+                inspector.classifier.infer(cls_x)
 
-    per_batch = _latency(models_only, 5, min_seconds=2.0)
+    per_batch = _latency(models_only, 5, min_seconds=2.0 * min_seconds)
     models_pps = len(tensors) / (statistics.median(per_batch) / 1000.0)
 
     # The engine flat out: acquisition thread, trigger, queue, inspection thread, reject
     # scheduler and serial link, records writer — everything but the GUI.
-    results, wall, _, _ = _engine_run(recipe, inspector, frames, 0.0, records_dir / "flat")
-    engine_pps = len(results) / wall
+    results, wall, _, _, stats = _engine_run(recipe, inspector, frames, 0.0,
+                                             records_dir / "flat")
+    engine_pps = stats.parts / wall
     inspect_ms = sorted(r.inspect_ms for r in results)
+    models_ms = sorted(r.inference_ms for r in results)
+    other_ms = sorted(r.inspect_ms - r.inference_ms for r in results)
 
-    # The engine paced at half its own rate: the latencies a part sees on a line.
+    # The engine paced at half its own rate: the latencies a part sees on a line. Every part
+    # gets a reject output (thresholds 0: same work, verdict REJECT), so trigger-to-reject is
+    # timed on every part, not only on the ones these models happen to reject.
     paced = frames[: max(20, len(frames) // 2)]
-    p_results, _, fired, timing = _engine_run(recipe, inspector, paced, engine_pps / 2.0,
-                                              records_dir / "paced")
+    # The reject point sits well after the verdict, as on a line built for this station:
+    # 300 ms, or three times the slowest part's own time for slow models.
+    delay_ms = max(REJECT_DELAY_MS, 100.0 * math.ceil(3.0 * _q(inspect_ms, 0.99) / 100.0))
+    decision = inspector.decision
+    inspector.set_decision(dataclasses.replace(decision, ae_threshold=0.0, cls_threshold=0.0))
+    try:
+        p_results, _, fired, timing, _ = _engine_run(recipe, inspector, paced, engine_pps / 2.0,
+                                                  records_dir / "paced", delay_ms)
+    finally:
+        inspector.set_decision(decision)
     latencies = sorted(r.latency_ms for r in p_results)
     to_reject = sorted((f.actual - r.t_trigger) * 1000.0
                        for r, f in zip(p_results, fired, strict=True)
                        if f is not None and f.actual is not None)
     return {
-        "parts": len(results),
+        "parts": stats.parts,
         "engine_parts_per_s": round(engine_pps, 2),
         "models_parts_per_s": round(models_pps, 2),
         "throughput_ratio": round(engine_pps / models_pps, 3),
         "per_part_ms_p50": round(_q(inspect_ms, 0.5), 3),
         "per_part_ms_p99": round(_q(inspect_ms, 0.99), 3),
+        # of which the two models, and the rest (localize, align, prepare, decide)
+        "per_part_models_ms_p50": round(_q(models_ms, 0.5), 3),
+        "per_part_other_ms_p50": round(_q(other_ms, 0.5), 3),
         "paced_parts": len(p_results),
         "paced_parts_per_s": round(engine_pps / 2.0, 2),
         "trigger_to_verdict_ms_p50": round(_q(latencies, 0.5), 3),
         "trigger_to_verdict_ms_p99": round(_q(latencies, 0.99), 3),
-        "reject_delay_ms": REJECT_DELAY_MS,
+        "reject_delay_ms": delay_ms,
         "trigger_to_reject_ms_p50": round(_q(to_reject, 0.5), 3),
         "trigger_to_reject_ms_p99": round(_q(to_reject, 0.99), 3),
         "reject_timing_error_ms": timing,
-        "errors": sum(r.verdict == "ERROR" for r in results),
+        "errors": stats.errors,
     }
 
 
@@ -280,9 +351,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _proc_status_mb(key: str) -> float | None:
+    """``VmRSS``/``VmHWM`` from /proc/self/status in MB (None where there is no /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Restart the kernel's peak-RSS mark (Linux >= 4.0), so a long run's peak is its own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def run_bench(recipe: Any, model_dir: Path, parts: int, repeats: int, threads: int,
-              long_parts: int) -> dict[str, Any]:
-    """All the measurements, as one JSON-able dict."""
+              long_parts: int, min_seconds: float = 1.0) -> dict[str, Any]:
+    """All the measurements, as one JSON-able dict.
+
+    ``min_seconds``: each latency figure keeps sampling at least this long (after
+    ``repeats`` runs), so a median is not taken over a noisy handful.
+    """
     peak = matmul_peak_gflops()
     out: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "processor": platform.processor(),
@@ -291,19 +386,17 @@ def run_bench(recipe: Any, model_dir: Path, parts: int, repeats: int, threads: i
         "models": {},
     }
     for path in sorted(model_dir.glob("*.onnx")):
-        out["models"][path.stem] = bench_model(path, peak, threads, repeats)
+        out["models"][path.stem] = bench_model(path, peak, threads, repeats, min_seconds)
     for key, model in out["models"].items():
         base = out["models"].get(key.replace(".int8", ""))
         if key.endswith(".int8") and base:
             model["speedup_vs_float32"] = round(base["latency_ms_p50"] / model["latency_ms_p50"], 2)
-    out["pytorch_eager"] = bench_torch(model_dir, repeats)
+    out["pytorch_eager"] = bench_torch(model_dir, repeats, threads, min_seconds)
 
-    def inspector_with(suffix: str) -> Inspector:
-        ae = model_dir / f"autoencoder{suffix}.onnx"
-        clf = model_dir / f"classifier{suffix}.onnx"
-        ae_m = load_model(ae, threads=threads) if ae.exists() else load_model(
-            model_dir / "autoencoder.onnx", threads=threads)
-        clf_m = load_model(clf, threads=threads) if clf.exists() else None
+    def inspector_with(classifier_file: str) -> Inspector:
+        ae_m = load_line_model(model_dir / "autoencoder.onnx", threads=threads)
+        clf = model_dir / classifier_file
+        clf_m = load_line_model(clf, threads=threads) if clf.exists() else None
         rule = "either" if clf_m is not None else "autoencoder"
         return Inspector(ae_m if isinstance(ae_m, AutoencoderModel) else None,
                          clf_m if isinstance(clf_m, ClassifierModel) else None,
@@ -311,30 +404,41 @@ def run_bench(recipe: Any, model_dir: Path, parts: int, repeats: int, threads: i
                          DecisionSettings(rule, recipe.decision.autoencoder_threshold,
                                           recipe.decision.classifier_threshold))
 
+    int8 = (model_dir / "classifier.int8.onnx").exists()
     frames = bench_frames(parts)
     with tempfile.TemporaryDirectory(prefix="station-bench-") as tmp:
         records = Path(tmp)
-        out["pipeline"] = bench_pipeline(recipe, inspector_with(""), frames, records / "a")
-        if (model_dir / "classifier.int8.onnx").exists():
-            out["pipeline_int8_classifier"] = bench_pipeline(recipe, _int8_classifier(
-                inspector_with(""), model_dir, threads), frames, records / "b")
+        out["pipeline"] = bench_pipeline(recipe, inspector_with("classifier.onnx"), frames,
+                                         records / "a", min_seconds)
+        if int8:
+            out["pipeline_int8_classifier"] = bench_pipeline(
+                recipe, inspector_with("classifier.int8.onnx"), frames, records / "b",
+                min_seconds)
         if long_parts:
-            long_frames = frames * max(1, long_parts // max(1, len(frames)))
-            rss0 = peak_rss_mb()
-            results, wall, _, _ = _engine_run(recipe, inspector_with(""), long_frames, 0.0,
-                                              records / "long")
-            out["long_run"] = {"parts": len(results),
-                               "engine_parts_per_s": round(len(results) / wall, 2),
-                               "peak_rss_mb_before": round(rss0, 1),
-                               "peak_rss_mb_after": round(peak_rss_mb(), 1)}
+            # The line's configuration: the int8 classifier when there is one.
+            classifier = "classifier.int8.onnx" if int8 else "classifier.onnx"
+            long_frames = frames * max(1, -(-long_parts // max(1, len(frames))))
+            long_frames = long_frames[:long_parts]
+            inspector = inspector_with(classifier)
+            rss_start = _proc_status_mb("VmRSS")
+            own_peak = _reset_peak_rss()
+            _, wall, _, _, stats = _engine_run(recipe, inspector, long_frames, 0.0,
+                                               records / "long")
+            long = {"parts": stats.parts, "classifier": classifier,
+                    "seconds": round(wall, 1),
+                    "engine_parts_per_s": round(stats.parts / wall, 2),
+                    "errors": stats.errors,
+                    "rss_mb_start": _round(rss_start), "rss_mb_end": _round(
+                        _proc_status_mb("VmRSS"))}
+            if own_peak:
+                long["peak_rss_mb"] = _round(_proc_status_mb("VmHWM"))
+            out["long_run"] = long
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
 
 
-def _int8_classifier(inspector: Inspector, model_dir: Path, threads: int) -> Inspector:
-    inspector.classifier = load_model(model_dir / "classifier.int8.onnx", threads=threads)
-    inspector.cls_spec = inspector.classifier.meta.preprocess_spec()
-    return inspector
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def _cpus() -> int:

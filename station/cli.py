@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # name -> (module under station.commands, one-line help). Each module defines
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         parser.print_help()
         return 0
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     name, rest = argv[0], argv[1:]
     _, help_text = COMMANDS[name]
     sub = argparse.ArgumentParser(prog=f"station {name}", description=help_text)

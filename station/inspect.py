@@ -16,9 +16,9 @@ import numpy as np
 
 from station.align import AlignedCrop, AlignParams, PartNotFound, align
 from station.decision import ERROR, decide
-from station.inference import AutoencoderModel, ClassifierModel, load_model
+from station.inference import AutoencoderModel, ClassifierModel, choose_providers, load_model
 from station.localize import LocalizeParams, localize
-from station.modelmeta import ModelRefused
+from station.modelmeta import ModelRefused, from_session
 from station.preprocess import PreprocessSpec, prepare
 
 # How far around a trigger's box localization looks, as a share of the box's long side, so a
@@ -144,68 +144,147 @@ class Inspector:
         t_trigger: float | None = None,
     ) -> PartResult:
         """Crop, run both models, decide. Any failure is an ERROR verdict with its reason."""
+        return self.judge(self.crop(image, part_id, box=box, t_trigger=t_trigger))
+
+    def crop(
+        self,
+        image: np.ndarray,
+        part_id: str = "",
+        *,
+        box: tuple[int, int, int, int] | None = None,
+        t_trigger: float | None = None,
+    ) -> PreparedPart:
+        """The first half of :meth:`inspect`: find the part, align it, make the model tensors.
+
+        Split out so the engine can crop the next part while the models run on this one.
+        Never raises: a failure travels in ``PreparedPart.failure`` to :meth:`judge`.
+        """
         t_start = time.monotonic()
         t0 = t_start if t_trigger is None else t_trigger
-        result = self._inspect(image, part_id, box, t0)
-        return dataclasses.replace(result, inspect_ms=(time.monotonic() - t_start) * 1000.0)
-
-    def _inspect(self, image: np.ndarray, part_id: str, box: tuple[int, int, int, int] | None,
-                 t0: float) -> PartResult:
         try:
             loc = self.locate(image, box)
             if not loc.ok:
                 raise PartNotFound(loc)
             crops: dict[int, AlignedCrop] = {}
-
-            def crop_for(spec: PreprocessSpec) -> AlignedCrop:
-                if spec.size not in crops:
+            for spec in (self.ae_spec, self.cls_spec):
+                if spec is not None and spec.size not in crops:
                     crops[spec.size] = align(image, loc, self.align_params, spec.size)
-                return crops[spec.size]
-
-            t_models = time.monotonic()
-            ae_raw = ae_norm = cls_raw = cls_norm = None
-            heatmap = None
-            main_crop: AlignedCrop | None = None
+            ae_x = cls_x = None
             if self.autoencoder is not None and self.ae_spec is not None:
-                main_crop = crop_for(self.ae_spec)
-                maps, scores = self.autoencoder.infer(prepare(main_crop.crop, self.ae_spec)[None])
-                ae_raw = float(scores[0])
-                ae_norm = float(self.autoencoder.normalized(ae_raw))
-                heatmap = np.asarray(self.autoencoder.normalized(maps[0]), np.float32)
+                ae_x = prepare(crops[self.ae_spec.size].crop, self.ae_spec)[None]
             if self.classifier is not None and self.cls_spec is not None:
-                c = crop_for(self.cls_spec)
-                main_crop = main_crop or c
-                cls_raw = float(self.classifier.infer(prepare(c.crop, self.cls_spec)[None])[0])
-                cls_norm = float(self.classifier.normalized(cls_raw))
-            inference_ms = (time.monotonic() - t_models) * 1000.0
-            d = self.decision
-            verdict = decide(ae_norm, cls_norm, d.rule, d.ae_threshold, d.cls_threshold)
-            assert main_crop is not None
-            return PartResult(
-                part_id=part_id, verdict=verdict, ae_score=ae_norm, ae_raw=ae_raw,
-                cls_score=cls_norm, cls_raw=cls_raw,
-                latency_ms=(time.monotonic() - t0) * 1000.0, inference_ms=inference_ms,
-                error="" if verdict != ERROR else "a score the decision rule needs is not finite",
-                crop=main_crop.crop, heatmap=heatmap, crop_to_frame=main_crop.crop_to_frame,
-                box=loc.box, t_trigger=t0,
-            )
+                cls_x = prepare(crops[self.cls_spec.size].crop, self.cls_spec)[None]
+            main_spec = self.ae_spec if self.ae_spec is not None else self.cls_spec
+            assert main_spec is not None  # __init__ refuses an inspector with no model
+            main = crops[main_spec.size]
+            return PreparedPart(part_id, t0, (time.monotonic() - t_start) * 1000.0,
+                                main, loc.box, ae_x, cls_x)
         except PartNotFound as exc:
             loc = exc.localization if hasattr(exc, "localization") else None
             why = getattr(loc, "message", "") or str(exc)
             status = getattr(loc, "status", "none")
-            return PartResult(part_id=part_id, verdict=ERROR, error=f"part {status}: {why}",
-                              latency_ms=(time.monotonic() - t0) * 1000.0,
-                              box=getattr(loc, "box", None), t_trigger=t0)
-        except Exception as exc:  # a model or crop failure must not stop the line
-            return PartResult(part_id=part_id, verdict=ERROR,
-                              error=f"{type(exc).__name__}: {exc}",
-                              latency_ms=(time.monotonic() - t0) * 1000.0, t_trigger=t0)
+            failure = PartResult(part_id=part_id, verdict=ERROR, error=f"part {status}: {why}",
+                                 box=getattr(loc, "box", None), t_trigger=t0)
+        except Exception as exc:  # a crop failure must not stop the line
+            failure = PartResult(part_id=part_id, verdict=ERROR,
+                                 error=f"{type(exc).__name__}: {exc}", t_trigger=t0)
+        return PreparedPart(part_id, t0, (time.monotonic() - t_start) * 1000.0,
+                            failure=failure)
+
+    def judge(self, part: PreparedPart) -> PartResult:
+        """The second half of :meth:`inspect`: both models and the decision on a cropped part.
+
+        ``inspect_ms`` adds this half's time to the crop's (the part's own work, without
+        any wait between the halves); ``latency_ms`` runs from the trigger to the verdict.
+        """
+        t_start = time.monotonic()
+        if part.failure is not None:
+            result = part.failure
+        else:
+            result = self._judge(part)
+        now = time.monotonic()
+        return dataclasses.replace(result, latency_ms=(now - part.t_trigger) * 1000.0,
+                                   inspect_ms=part.crop_ms + (now - t_start) * 1000.0)
+
+    def _judge(self, part: PreparedPart) -> PartResult:
+        try:
+            t_models = time.monotonic()
+            ae_raw = ae_norm = cls_raw = cls_norm = None
+            heatmap = None
+            if self.autoencoder is not None and part.ae_input is not None:
+                maps, scores = self.autoencoder.infer(part.ae_input)
+                ae_raw = float(scores[0])
+                ae_norm = float(self.autoencoder.normalized(ae_raw))
+                heatmap = np.asarray(self.autoencoder.normalized(maps[0]), np.float32)
+            if self.classifier is not None and part.cls_input is not None:
+                cls_raw = float(self.classifier.infer(part.cls_input)[0])
+                cls_norm = float(self.classifier.normalized(cls_raw))
+            inference_ms = (time.monotonic() - t_models) * 1000.0
+            d = self.decision
+            verdict = decide(ae_norm, cls_norm, d.rule, d.ae_threshold, d.cls_threshold)
+            main_crop = part.aligned
+            assert main_crop is not None
+            return PartResult(
+                part_id=part.part_id, verdict=verdict, ae_score=ae_norm, ae_raw=ae_raw,
+                cls_score=cls_norm, cls_raw=cls_raw, inference_ms=inference_ms,
+                error="" if verdict != ERROR else "a score the decision rule needs is not finite",
+                crop=main_crop.crop, heatmap=heatmap, crop_to_frame=main_crop.crop_to_frame,
+                box=part.box, t_trigger=part.t_trigger,
+            )
+        except Exception as exc:  # a model failure must not stop the line
+            return PartResult(part_id=part.part_id, verdict=ERROR,
+                              error=f"{type(exc).__name__}: {exc}", t_trigger=part.t_trigger)
+
+
+@dataclass(frozen=True)
+class PreparedPart:
+    """A part between :meth:`Inspector.crop` and :meth:`Inspector.judge`."""
+
+    part_id: str
+    t_trigger: float
+    crop_ms: float  # the crop half's own time
+    aligned: AlignedCrop | None = None  # the crop the records and the UI show
+    box: tuple[int, int, int, int] | None = None
+    ae_input: np.ndarray | None = None  # [1, C, H, W] for the autoencoder
+    cls_input: np.ndarray | None = None  # [1, C, H, W] for the classifier
+    failure: PartResult | None = None  # set when no crop could be made (ERROR verdict)
+
+
+def load_line_model(path: Path | str, provider: str = "auto", threads: int = 0
+                    ) -> AutoencoderModel | ClassifierModel:
+    """Open a model for the line: like :func:`station.inference.load_model`, thread pools quiet.
+
+    Why: both models run one after the other on the inspection thread, each session with its
+    own intra-op thread pool. onnxruntime's workers spin after every run by default, so the
+    autoencoder's pool burns the cores the classifier then needs (measured on 2 cores: the
+    pair took 23 ms spinning, 7 ms not). With spinning off a pool's workers sleep between
+    runs. Any failure to open falls back to ``load_model``, which raises the reasoned
+    :class:`~station.modelmeta.ModelRefused`.
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if threads > 0:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts,
+                                       providers=choose_providers(provider))
+    except Exception:
+        return load_model(path, provider=provider, threads=threads)
+    meta = from_session(session, path)
+    cls = AutoencoderModel if meta.kind == "autoencoder" else ClassifierModel
+    return cls(session, meta, path)
 
 
 def _load(path: Any, kind: str, provider: str, threads: int):
     if path in (None, ""):
         return None
-    model = load_model(Path(path), provider=provider, threads=threads)
+    model = load_line_model(Path(path), provider=provider, threads=threads)
     if model.kind != kind:
         raise ModelRefused(f"{path}: the recipe names it as the {kind}, but its metadata says "
                            f"kind = {model.kind!r}")

@@ -218,7 +218,8 @@ class SerialLink:
             else:
                 self._connected.clear()
             listeners = list(self._state_listeners)
-        (log.info if state == "connected" else log.warning)("serial %s: %s", state, message)
+        quiet = state == "connected" or self._closing  # closing on purpose is no fault
+        (log.info if quiet else log.warning)("serial %s: %s", state, message)
         for cb in listeners:
             try:
                 cb(state, message)

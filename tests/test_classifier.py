@@ -12,7 +12,13 @@ import torch
 from station.align import find_and_align
 from station.preprocess import PreprocessSpec, prepare_batch
 from station.synthetic import DEFECT_TYPES, render_part
-from training.classifier import ClassifierOptions, ClassifierResult, auroc, train_classifier
+from training.classifier import (
+    ClassifierOptions,
+    ClassifierResult,
+    auroc,
+    calibration_tensors,
+    train_classifier,
+)
 from training.synth_defects import synthesize
 from training.vgg import PretrainedMismatch
 
@@ -125,3 +131,18 @@ def test_synthesized_defects_train_without_any_real_defect() -> None:
     result = train_classifier(good, np.zeros(6), good[:2] + [d.image], [0, 0, 1], SPEC,
                               _options(width=0.0625, epochs=1, batch_size=4), progress=False)
     assert result.val_p.shape == (3,) and "val_auroc" in result.history[-1]
+
+
+def test_calibration_tensors_hold_good_and_defective_crops() -> None:
+    """int8 ranges must cover defects: half the calibration set is (synthesized) defects."""
+    good, _ = _crops(7, 6, 0)
+    x = calibration_tensors(good, SPEC, n=8, seed=1)
+    assert x.shape == (8, 1, SIZE, SIZE) and x.dtype == np.float32
+    np.testing.assert_array_equal(x, calibration_tensors(good, SPEC, n=8, seed=1))
+    goods = prepare_batch(good, SPEC)
+    matches = [any(np.array_equal(t, g) for g in goods) for t in x]
+    assert sum(matches) == 4  # 4 good crops as they are, 4 with synthesized defects
+    real, _ = _crops(8, 4, 1)
+    y = calibration_tensors(good, SPEC, defect_crops=real, n=8)
+    reals = prepare_batch(real, SPEC)
+    assert sum(any(np.array_equal(t, r) for r in reals) for t in y) == 2

@@ -109,3 +109,14 @@ def test_fused_score_agrees_with_decide():
             f = fused_score(a, c, rule, at, ct)
             assert (f >= 1.0) == (decide(a, c, rule, at, ct) == REJECT)
     assert math.isnan(fused_score(None, 0.5, "autoencoder"))
+
+
+def test_weak_scores_with_many_defects_do_not_reject_every_good_part():
+    rng = np.random.default_rng(3)
+    good, bad = rng.normal(0.0, 1.0, 40), rng.normal(0.2, 1.0, 120)  # nearly useless score
+    s, y = np.r_[good, bad] + 5.0, np.r_[np.zeros(40), np.ones(120)]
+    unconstrained = f1_optimal(s, y)
+    assert (s[y == 0] >= unconstrained.value).mean() > 0.5  # F1 alone says "reject almost all"
+    choice = choose_threshold(s, y)
+    assert choice.rule == "f1_optimal"
+    assert (s[y == 0] >= choice.value).mean() <= 0.2

@@ -53,6 +53,7 @@ class AutoencoderOptions:
     sd_floor: float = 0.1  # sd floor as a fraction of the mean sd: no division by ~0
     sd_blur_sigma: float = 2.0  # smoothing of the per-pixel statistics (few validation crops)
     roi_dilate_frac: float = 0.02  # part region grown by this share of the crop side
+    roi_border_frac: float = 0.025  # crop edge band never scored (padding artefacts)
     roi_min_share: float = 0.2  # a pixel is part region when this share of good crops has part there
     background_weight: float = 0.1  # loss weight outside the part region (inside: 1)
     corrupt_prob: float = 0.5  # share of training crops given a pasted anomaly to repair
@@ -205,6 +206,9 @@ def part_region(tensors: np.ndarray, options: AutoencoderOptions) -> np.ndarray:
     k = max(1, int(round(options.roi_dilate_frac * max(h, w))))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
     region = cv2.dilate(region, kernel)
+    # the crop's own edge is out: convolutions see padding there, not the part
+    b = max(2, int(round(options.roi_border_frac * max(h, w))))
+    region[:b], region[-b:], region[:, :b], region[:, -b:] = 0, 0, 0, 0
     if region.sum() == 0:  # nothing found (blank crops): score everywhere
         region[:] = 1
     return region.astype(np.float32)

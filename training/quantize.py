@@ -17,6 +17,7 @@ The quantized file keeps the float model's ``metadata_props`` and records
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -71,6 +72,29 @@ def _output_stage_nodes(model: onnx.ModelProto) -> list[str]:
     """Names of Sigmoid nodes feeding graph outputs directly: kept float for exact scores."""
     outputs = {o.name for o in model.graph.output}
     return [n.name for n in model.graph.node if n.op_type == "Sigmoid" and set(n.output) & outputs]
+
+
+def _pre_process(src: Path, out: Path) -> Path:
+    """``quant_pre_process`` with symbolic shape inference, else without it, else skipped.
+
+    Symbolic inference fails on some graphs (an autoencoder's reflect-padded blur head:
+    "Incomplete symbolic shape inference"); ONNX shape inference and graph optimization
+    alone still help, and quantizing the raw graph is the last resort.
+    """
+    src, out = src.resolve(), out.resolve()
+    here = os.getcwd()
+    os.chdir(out.parent)  # onnxruntime writes its scratch files into the working folder
+    try:
+        for skip_symbolic in (False, True):
+            try:
+                quant_pre_process(str(src), str(out),
+                                  skip_symbolic_shape=skip_symbolic)
+                return out
+            except Exception:  # noqa: BLE001 - onnxruntime raises bare Exception here
+                continue
+    finally:
+        os.chdir(here)
+    return src
 
 
 def _excluded_nodes(model: onnx.ModelProto, src: Path, nodes_to_exclude: Sequence[str],
@@ -128,8 +152,7 @@ def quantize_static(
     with tempfile.TemporaryDirectory(prefix="quantize-") as tmp:
         model_in = src
         if preprocess:
-            model_in = Path(tmp) / "pre.onnx"
-            quant_pre_process(str(src), str(model_in), skip_symbolic_shape=False)
+            model_in = _pre_process(src, Path(tmp) / "pre.onnx")
         exclude = _excluded_nodes(onnx.load(str(model_in)), src, nodes_to_exclude,
                                   include_prefix)
         _ort_quantize_static(

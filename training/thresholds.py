@@ -43,8 +43,14 @@ def _clean(scores, labels=None) -> tuple[np.ndarray, np.ndarray]:
     return s, (y > 0).astype(np.int64)
 
 
-def f1_optimal(scores, labels, beta: float = 1.0) -> ThresholdChoice:
-    """The cut maximizing F-beta on (scores, labels); needs at least one defect and one good."""
+def f1_optimal(scores, labels, beta: float = 1.0,
+               max_false_reject: float | None = None) -> ThresholdChoice:
+    """The cut maximizing F-beta on (scores, labels); needs at least one defect and one good.
+
+    ``max_false_reject`` (a share of the good validation parts) limits the cuts considered:
+    when defects outnumber good parts, a weak score's F1 optimum is "reject everything",
+    which no line can run; the cap keeps the threshold usable and the metric honest.
+    """
     s, y = _clean(scores, labels)
     if y.sum() == 0 or y.sum() == len(y):
         raise ValueError("F1-optimal threshold needs both good and defective validation samples")
@@ -59,6 +65,10 @@ def f1_optimal(scores, labels, beta: float = 1.0) -> ThresholdChoice:
     pos = y.sum()
     b2 = beta * beta
     fbeta = (1 + b2) * tp / np.maximum((1 + b2) * tp + b2 * (pos - tp) + fp, 1)
+    if max_false_reject is not None:
+        allowed = fp <= max_false_reject * (len(y) - pos)
+        allowed[0] = True  # the strictest cut is always possible
+        fbeta = np.where(allowed, fbeta, -1.0)
     best = int(np.argmax(fbeta))  # first max = highest threshold among ties: fewest rejects
     lowest_rejected = cut_scores[best]
     below = s[s < lowest_rejected]
@@ -74,6 +84,7 @@ def f1_optimal(scores, labels, beta: float = 1.0) -> ThresholdChoice:
         details={
             "beta": beta,
             "f_beta": float(fbeta[best]),
+            "max_false_reject": max_false_reject,
             "n_good": int((y == 0).sum()),
             "n_defect": int(pos),
             "tp": int((pred & (y == 1)).sum()),
@@ -111,11 +122,13 @@ def good_quantile(scores, quantile: float = 0.99, margin: float = 0.5) -> Thresh
     )
 
 
-def choose_threshold(scores, labels=None, quantile: float = 0.99, margin: float = 0.5) -> ThresholdChoice:
-    """F1-optimal when validation has both classes, otherwise the good-quantile rule."""
+def choose_threshold(scores, labels=None, quantile: float = 0.99, margin: float = 0.5,
+                     max_false_reject: float = 0.2) -> ThresholdChoice:
+    """F1-optimal (rejecting at most ``max_false_reject`` of the good validation parts) when
+    validation has both classes, otherwise the good-quantile rule."""
     s, y = _clean(scores, labels)
     if 0 < y.sum() < len(y):
-        return f1_optimal(s, y)
+        return f1_optimal(s, y, max_false_reject=max_false_reject)
     if y.sum() == len(y):
         raise ValueError("validation has only defective samples: need good parts for a threshold")
     return good_quantile(s, quantile=quantile, margin=margin)

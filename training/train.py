@@ -49,7 +49,7 @@ class TrainOptions:
     epochs: int | None = None  # both models; None = each model's default
     minutes: float = 24.0  # training-loop budget for both models together
     ae_share: float = 0.5  # share of the budget the autoencoder gets when both train
-    width: float = 0.25  # classifier width multiplier (1.0 = VGG16 proper)
+    width: float | None = None  # classifier width multiplier (None = the classifier default)
     pretrained: Path | None = None
     folds: int = 0
     fold: int = 0
@@ -126,12 +126,18 @@ def _metadata(kind: str, threshold: ThresholdChoice, spec: PreprocessSpec, loc: 
 
 
 def _check_parity(model, path: Path, batch: np.ndarray, log: TrainLog, kind: str) -> dict:
+    """torch vs onnxruntime on real crops; float32 rounding scales with the output's size
+    (an anomaly map of z-scores reaches tens), so the bound is relative above 1."""
+    from training.export import torch_outputs
+
     diffs = parity(model, path, batch)
-    log({"model": kind, "event": "export_parity", "max_abs_diff": diffs, "file": str(path)})
+    scale = max(1.0, max(float(np.max(np.abs(o))) for o in torch_outputs(model, batch)))
+    log({"model": kind, "event": "export_parity", "max_abs_diff": diffs, "output_scale": scale,
+         "file": str(path)})
     worst = max(diffs.values())
-    if worst > PARITY_TOLERANCE:
+    if worst > PARITY_TOLERANCE * scale:
         raise RuntimeError(f"{path}: ONNX export differs from torch by {worst:.2e} "
-                           f"(> {PARITY_TOLERANCE}); {diffs}")
+                           f"(> {PARITY_TOLERANCE} x output scale {scale:.3g}); {diffs}")
     return diffs
 
 
@@ -396,14 +402,16 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
 
     train_set = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
     val_set = _ok(crops.select(roles["val_good"] + roles["thr_good"] + roles["val_labeled"]))
-    copts = ClassifierOptions(size=spec.size, width=opts.width, minutes=minutes, seed=opts.seed,
+    copts = ClassifierOptions(size=spec.size, minutes=minutes, seed=opts.seed,
                               pretrained=opts.pretrained,
                               device=None if opts.device == "auto" else opts.device)
+    if opts.width is not None:
+        copts.width = opts.width
     if opts.epochs:
         copts.epochs = opts.epochs
     print(f"classifier: {len(train_set.samples)} training crops "
           f"({int(_labels(train_set).sum())} real defects), {len(val_set.samples)} validation, "
-          f"{minutes:.1f} min budget, {spec.size}px, width {opts.width}")
+          f"{minutes:.1f} min budget, {spec.size}px, width {copts.width}")
     res = train_classifier(list(train_set.crops), _labels(train_set), list(val_set.crops),
                            _labels(val_set), spec, copts, opts.progress)
     for row in res.history:
@@ -411,7 +419,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     labels = _labels(val_set)
     choice = choose_threshold(res.val_p, labels)
     metrics = _val_metrics(res.val_p, labels, choice.value)
-    arch = {"name": "vgg16", "width": opts.width, "size": spec.size,
+    arch = {"name": "vgg16", "width": copts.width, "size": spec.size,
             "pretrained": str(opts.pretrained) if opts.pretrained else None,
             "batch_norm": copts.batch_norm, "epochs_run": len(res.history)}
     meta = _metadata("classifier", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)

@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also run this many parts to watch peak memory (0 = skip)")
     parser.add_argument("--repeats", type=int, default=30, help="latency runs per model (min)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = auto)")
+    parser.add_argument("--min-seconds", type=float, default=1.0,
+                        help="sample each latency figure at least this long (default 1 s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,16 +43,34 @@ def run(args: argparse.Namespace) -> int:
     except RecipeError as exc:
         print(f"station bench: {exc}", file=sys.stderr)
         return 2
-    result = run_bench(recipe, models, args.parts, args.repeats, args.threads, args.long_parts)
+    for flag, value in (("--parts", args.parts), ("--repeats", args.repeats)):
+        if value < 1:
+            print(f"station bench: {flag} = {value}: expected at least 1", file=sys.stderr)
+            return 2
+    if args.long_parts < 0 or args.threads < 0 or args.min_seconds < 0:
+        print("station bench: --long-parts, --threads and --min-seconds must not be negative",
+              file=sys.stderr)
+        return 2
+    result = run_bench(recipe, models, args.parts, args.repeats, args.threads, args.long_parts,
+                       args.min_seconds)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
     print(f"matmul peak {result['matmul_peak_gflops']} GFLOP/s")
     for name, m in result["models"].items():
         extra = f", {m['achieved_gflops']} GFLOP/s" if "achieved_gflops" in m else ""
         print(f"{name:>24}: {m['latency_ms_p50']:8.2f} ms p50{extra}")
-    p = result["pipeline"]
-    print(f"pipeline: {p['engine_parts_per_s']} parts/s through the engine, models alone "
-          f"{p['models_parts_per_s']}/s (ratio {p['throughput_ratio']}), per part "
-          f"{p['per_part_ms_p50']} ms p50, trigger->reject p99 {p['trigger_to_reject_ms_p99']} ms")
+    for key in ("pipeline", "pipeline_int8_classifier"):
+        if key not in result:
+            continue
+        p = result[key]
+        print(f"{key}: {p['engine_parts_per_s']} parts/s through the engine, models alone "
+              f"{p['models_parts_per_s']}/s (ratio {p['throughput_ratio']}), per part "
+              f"{p['per_part_ms_p50']} ms p50 (models {p['per_part_models_ms_p50']} ms), "
+              f"trigger->verdict p99 {p['trigger_to_verdict_ms_p99']} ms, trigger->reject p99 "
+              f"{p['trigger_to_reject_ms_p99']} ms")
+    if "long_run" in result:
+        lr = result["long_run"]
+        print(f"long run: {lr['parts']} parts at {lr['engine_parts_per_s']}/s, peak RSS "
+              f"{lr.get('peak_rss_mb')} MB (RSS {lr['rss_mb_start']} -> {lr['rss_mb_end']} MB)")
     print(f"wrote {args.json}")
     return 0

@@ -24,8 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cls-size", type=int, default=128, help="classifier crop size in px")
     parser.add_argument("--minutes", type=float, default=24.0,
                         help="time budget for the training loops of both models together")
-    parser.add_argument("--width", type=float, default=0.25,
-                        help="classifier width multiplier (1.0 = VGG16 proper)")
+    parser.add_argument("--width", type=float, default=None,
+                        help="classifier width multiplier (1.0 = VGG16 proper; default: the "
+                             "classifier's CPU-friendly default)")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="torchvision vgg16 state dict file to start the classifier from")
     parser.add_argument("--folds", type=int, default=0,
