@@ -18,16 +18,7 @@ from training.evaluate import aupro, average_precision, binary_stats, roc_auc, r
 KEYS = ("image_auroc", "aupr", "f1", "f2", "precision", "recall", "accuracy")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP's
-    spinning threads slow them down many times over."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- metrics ---------------------------------------------------------------------------------
