@@ -329,9 +329,9 @@ def bench_pipeline(recipe: Any, inspector: Inspector, frames: list[np.ndarray],
 
 
 def _q(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    return float(values[min(len(values) - 1, int(round(q * (len(values) - 1))))])
+    from station.engine import percentile
+
+    return percentile(values, q, empty=float("nan"))
 
 
 def bench_frames(n: int, size: int = 512, seed: int = 0) -> list[np.ndarray]:

@@ -557,15 +557,16 @@ class Engine:
             running=self._running, source=self.source.name, camera_fps=acq.fps,
             frames=acq.frames, dropped_frames=self._missed_frames, inspect_fps=fps,
             parts=c["parts"], passed=c["passed"], rejected=c["rejected"], errors=c["errors"],
-            late=c["late"], latency_p50_ms=_pct(lat, 0.5), latency_p99_ms=_pct(lat, 0.99),
+            late=c["late"], latency_p50_ms=percentile(lat, 0.5), latency_p99_ms=percentile(lat, 0.99),
             serial_state=self.link.state if self.link is not None else "off",
             reject_timing=self.scheduler.timing_stats(),
             models=self.inspector.model_versions)
 
 
-def _pct(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float, empty: float = 0.0) -> float:
+    """Nearest-rank quantile of already sorted ``values`` (the status bar's and bench's)."""
     if not values:
-        return 0.0
+        return empty
     return float(values[min(len(values) - 1, int(round(q * (len(values) - 1))))])
 
 

@@ -843,17 +843,27 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return convert(recipe)
 
 
-def field_help(dotted: str) -> str:
-    """The help text of a recipe key (e.g. ``"reject.pulse_ms"``), for tooltips."""
+def field_info(dotted: str) -> tuple[Any, dict[str, Any]]:
+    """The type annotation and validation metadata of a recipe key (``"reject.pulse_ms"``).
+
+    One walk over the section dataclasses, for tooltips and the engineer's editors alike.
+    """
     cls: Any = Recipe
-    meta: Any = {}
+    tp: Any = None
+    meta: dict[str, Any] = {}
     for part in dotted.split("."):
         found = {f.name: f for f in fields(cls)}.get(part) if is_dataclass(cls) else None
         if found is None:
             raise KeyError(dotted)
-        meta = found.metadata
-        cls = typing.get_type_hints(cls)[part]
-    return str(meta.get("help", ""))
+        meta = dict(found.metadata)
+        tp = typing.get_type_hints(cls)[part]
+        cls = tp
+    return tp, meta
+
+
+def field_help(dotted: str) -> str:
+    """The help text of a recipe key (e.g. ``"reject.pulse_ms"``), for tooltips."""
+    return str(field_info(dotted)[1].get("help", ""))
 
 
 # --- engineer PIN --------------------------------------------------------------------------

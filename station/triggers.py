@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from station.sources.base import Frame
+from station.sources.base import config_value as _get
 
 log = logging.getLogger(__name__)
 
@@ -470,13 +471,6 @@ class SerialTrigger(Trigger):
             self._closed = True
             self._pending.put(None)
             self._worker.join(2.0)
-
-
-def _get(config: Any, key: str, default: Any = None) -> Any:
-    if config is None:
-        return default
-    value = config.get(key, default) if isinstance(config, dict) else getattr(config, key, default)
-    return default if value is None else value
 
 
 def make_trigger(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Callable
-from dataclasses import fields, is_dataclass
 from typing import Any
 
 from PySide6.QtCore import Signal
@@ -34,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.recipe import Recipe, RecipeError, field_help, update_recipe
+from station.recipe import RecipeError, field_help, field_info, update_recipe
 
 WHO = "engineer"
 
@@ -105,21 +104,6 @@ class PinDialog(QDialog):
 
 # -- recipe fields as widgets -----------------------------------------------------------------
 
-def _field(dotted: str) -> tuple[Any, dict]:
-    """The annotation and validation metadata of a recipe key."""
-    cls: Any = Recipe
-    tp: Any = None
-    meta: dict = {}
-    for part in dotted.split("."):
-        found = {f.name: f for f in fields(cls)}.get(part) if is_dataclass(cls) else None
-        if found is None:
-            raise KeyError(dotted)
-        meta = dict(found.metadata)
-        tp = typing.get_type_hints(cls)[part]
-        cls = tp
-    return tp, meta
-
-
 def recipe_value(recipe: Any, dotted: str) -> Any:
     value = recipe
     for part in dotted.split("."):
@@ -132,7 +116,7 @@ class FieldEditor:
 
     def __init__(self, dotted: str, label: str | None = None) -> None:
         self.key = dotted
-        tp, meta = _field(dotted)
+        tp, meta = field_info(dotted)
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         self.optional = len(args) == 1 and type(None) in typing.get_args(tp)
         self.tp = args[0] if self.optional else tp

@@ -19,6 +19,9 @@ from station.sources.base import (
     SourceInfo,
     check_output,
 )
+from station.sources.base import (
+    config_value as _get,
+)
 from station.sources.folder import FolderSource
 from station.sources.genicam import GenICamSource
 from station.sources.opencv_camera import OpenCVCameraSource
@@ -45,17 +48,6 @@ __all__ = [
 ]
 
 SOURCE_KINDS = ("simulated", "opencv", "video", "folder", "genicam")
-
-
-def _get(config: Any, key: str, default: Any = None) -> Any:
-    """Read a key from the recipe dataclass or a plain mapping alike."""
-    if config is None:
-        return default
-    if isinstance(config, dict):
-        value = config.get(key, default)
-    else:
-        value = getattr(config, key, default)
-    return default if value is None else value
 
 
 def make_source(camera: Any, trigger: Any = None, *, paced: bool = True) -> FrameSource:

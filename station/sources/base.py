@@ -12,6 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -176,3 +177,11 @@ def to_output(image: np.ndarray, fmt: str) -> np.ndarray:
     if channels == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return cv2.cvtColor(image if image.ndim == 2 else image[:, :, 0], cv2.COLOR_GRAY2BGR)
+
+
+def config_value(config: Any, key: str, default: Any = None) -> Any:
+    """A key of a recipe section dataclass or of a plain mapping alike (None -> default)."""
+    if config is None:
+        return default
+    value = config.get(key, default) if isinstance(config, dict) else getattr(config, key, default)
+    return default if value is None else value
