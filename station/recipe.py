@@ -42,6 +42,7 @@ import tomlkit
 
 from station.align import AlignParams
 from station.localize import LocalizeParams
+from station.synthetic import DEFECT_TYPES
 
 
 class RecipeError(ValueError):
@@ -105,6 +106,8 @@ class SimulatedCamera:
     color: bool = _opt(False, "render colour (BGR) frames instead of grey")
     images: str = _opt("", "optional folder of real part photos to carry across the belt",
                        path=True, kind="dir")
+    defects: tuple[str, ...] = _opt((), "defect kinds rendered on defective parts (empty = all)",
+                                    choices=DEFECT_TYPES)
 
 
 @dataclass(frozen=True)
@@ -528,6 +531,8 @@ def _sequence_text(tp: Any, meta: dict) -> str:
     noun = "integers" if inner is int else "numbers" if inner is float else "strings"
     count = "" if variable else f"{len(args)} "
     text = f"a list of {count}{noun}"
+    if meta.get("choices"):
+        text += ", each " + _choices_text(meta["choices"])
     if _range_phrase(meta):
         text += " each " + _range_phrase(meta)
     return text

@@ -45,3 +45,35 @@ def tiny_models(tmp_path_factory) -> Path:
                        progress=False, int8=False,
                        ae=AutoencoderOptions(base_channels=8, max_channels=32, latent_channels=8)))
     return out
+
+
+# The defect kind a model trained in half a minute catches every time on the simulated line
+# (p_defect saturates); subtler kinds (a broken tip the length-normalized crop stretches
+# back, a faint scratch) need the real training budget.
+LINE_DEFECTS = ("contamination",)
+
+
+@pytest.fixture(scope="session")
+def line_defects() -> tuple[str, ...]:
+    """The defect kinds ``line_models`` was trained to catch (the simulator renders these)."""
+    return LINE_DEFECTS
+
+
+@pytest.fixture(scope="session")
+def line_models(tmp_path_factory) -> Path:
+    """A classifier that tells ``LINE_DEFECTS`` from good parts with a wide margin, trained
+    once per session by ``training.train`` (~30 s) with half the data set's defect photos
+    (2-fold split): the end-to-end line test checks every verdict against the conveyor's
+    ground truth with it. Its threshold comes from the training run's own validation
+    images, never from the line test.
+    """
+    from station.synthetic import write_mvtec_dataset
+    from training.train import TrainOptions, train
+
+    root = tmp_path_factory.mktemp("line_models")
+    data = write_mvtec_dataset(root / "data", n_train_good=80, n_test_good=12,
+                               n_test_per_defect=12, size=160, seed=21, defects=LINE_DEFECTS)
+    out = root / "models"
+    train(TrainOptions(data=data, out=out, only="classifier", cls_size=64, width=0.125,
+                       minutes=2.0, folds=2, fold=0, progress=False, int8=False))
+    return out

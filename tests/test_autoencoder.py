@@ -47,7 +47,7 @@ def crops(tmp_path_factory):
 def trained(crops):
     samples, cs = crops
     spec = PreprocessSpec(size=SIZE)
-    split = make_split(samples, SplitOptions(seed=0))
+    split = make_split(samples, SplitOptions(seed=0, train_on_test=False))
     train = prepare_batch(cs.select(split.roles["train_good"]).good_crops(), spec)
     val = prepare_batch(cs.select(split.roles["val_good"]).good_crops(), spec)
     opts = AutoencoderOptions(epochs=15, base_channels=8, depth=3, latent_channels=8,

@@ -43,8 +43,8 @@ name = "test-part"
 {camera}
 
 [models]
-autoencoder = "{models / 'autoencoder.onnx'}"
-classifier = "{models / 'classifier.onnx'}"
+autoencoder = "{models / 'autoencoder.onnx' if rule != 'classifier' else ''}"
+classifier = "{models / 'classifier.onnx' if rule != 'autoencoder' else ''}"
 provider = "cpu"
 threads = 1
 
@@ -133,18 +133,21 @@ def wait_for(predicate, timeout: float) -> bool:
 # -- the simulated line into a PLC peer ------------------------------------------------------
 
 
-def test_conveyor_parts_each_get_one_timed_reject(tiny_models: Path, tmp_path: Path) -> None:
-    """Free-run trigger on the simulated conveyor; the PLC timestamps every reject message.
+def test_every_defective_part_gets_one_timed_reject(line_models: Path, line_defects: tuple,
+                                                    tmp_path: Path) -> None:
+    """Free-run trigger on the simulated conveyor with known defective parts; the PLC peer on
+    a pty timestamps every reject message.
 
-    Every part that crossed the line is inspected exactly once; every rejected part gets
-    exactly one message, at trigger + delay within the timing window; no passed part gets
-    one; the records hold one row per part.
+    Against the conveyor's ground truth: every part that crossed the line is inspected
+    exactly once; every defective part gets exactly one reject message and no good part
+    gets one, each at trigger + delay within the timing window; the records hold one row
+    per part, with its verdict.
     """
     peer = PlcPeer()
     delay_ms = 400.0
     recipe_path = write_recipe(
-        tmp_path, tiny_models,
-        camera="""source = "simulated"
+        tmp_path, line_models, rule="classifier",
+        camera=f"""source = "simulated"
 [camera.simulated]
 width = 480
 height = 270
@@ -152,7 +155,8 @@ fps = 30
 speed_px_s = 720
 pitch_px = 240
 defect_rate = 0.4
-seed = 11""",
+seed = 11
+defects = {json.dumps(list(line_defects))}""",
         trigger='mode = "free_run"\nline_frac = 0.5',
         reject=f"""enabled = true
 port = "{peer.port}"
@@ -165,17 +169,16 @@ pulse_ms = 20""")
     engine = Engine(recipe)
     try:
         engine.start()
-        time.sleep(6.0)
+        time.sleep(8.0)
         engine.stop()
         time.sleep(delay_ms / 1000.0 + 0.3)
         results = engine.results()
-        conveyor = engine.source.conveyor
         timing = engine.scheduler.timing_stats()
     finally:
         engine.close()
         peer.close()
 
-    assert len(results) >= 12, "the line ran at about 3 parts per second"
+    assert len(results) >= 18, "the line ran at about 3 parts per second"
     ids = [r.part_id for r in results]
     assert len(ids) == len(set(ids)), "a part was inspected twice"
     # every inspected part is a real part of the conveyor, found where the trigger saw it
@@ -185,7 +188,9 @@ pulse_ms = 20""")
     assert len(set(truth_ids)) == len(truth_ids), "one conveyor part triggered twice"
     assert truth_ids == sorted(truth_ids)
     assert truth_ids == list(range(truth_ids[0], truth_ids[-1] + 1)), "a part was skipped"
-    assert conveyor is not None
+    labels = [t.label for t in truths]
+    assert 0 < sum(labels) < len(labels), "the run should hold both good and defective parts"
+    assert {t.defect for t in truths if t.label} <= set(line_defects), "recipe defects ignored"
 
     sent = {}
     for t, line in peer.lines:
@@ -193,13 +198,17 @@ pulse_ms = 20""")
         part = line.split()[1]
         assert part not in sent, f"part {part} got two reject messages"
         sent[part] = t
-    for r in results:
-        if r.verdict == "PASS":
-            assert r.part_id not in sent, f"passed part {r.part_id} got a reject"
+    for r, truth in zip(results, truths, strict=True):
+        scores = f"classifier score {r.cls_score:.2f}, truth {truth.defect}"
+        if truth.label == 0:
+            assert r.verdict == "PASS", f"good part {r.part_id} judged {r.verdict} ({scores})"
+            assert r.part_id not in sent, f"good part {r.part_id} got a reject"
         else:
-            assert r.part_id in sent, f"{r.verdict} part {r.part_id} got no reject"
+            assert r.verdict == "REJECT", f"defective part {r.part_id} passed ({scores})"
+            assert r.part_id in sent, f"defective part {r.part_id} got no reject"
             error_ms = (sent[r.part_id] - r.t_trigger) * 1000.0 - delay_ms
             assert -5.0 <= error_ms <= 60.0, f"part {r.part_id}: reject {error_ms:.1f} ms off"
+    assert len(sent) == sum(labels)
     assert timing["count"] == len(sent)
 
     db = sqlite3.connect(tmp_path / "records" / "station.sqlite")

@@ -109,6 +109,8 @@ def test_out_of_range_message_names_file_line_key_and_expectation(folder, monkey
          'camera.source = "webcam": expected one of "simulated", "opencv", "video", "folder", "genicam"'),
         ("[camera.simulated]\ndefect_rate = 1.5\n", "defect_rate", "camera.simulated.defect_rate",
          "camera.simulated.defect_rate = 1.5: expected a number between 0 and 1"),
+        ("[camera.simulated]\ndefects = [\"scratch\", \"dent\"]\n", "defects",
+         "camera.simulated.defects", 'expected a list of strings, each one of "scratch", '),
         ("[camera]\nsimulated.seed = -1\n", "seed", "camera.simulated.seed",
          "camera.simulated.seed = -1: expected an integer of 0 or more"),
         ("[trigger]\nline_frac = nan\n", "line_frac", "trigger.line_frac", "expected a number"),

@@ -142,6 +142,36 @@ def test_evaluate_refuses_images_the_models_trained_on(trained, tmp_path, capsys
     assert result["meta"]["variant"] == "int8"
 
 
+def test_models_for_the_line_learn_from_every_labeled_image(tiny_models, tmp_path, capsys):
+    """Without --folds, training puts the data set's real defects to work (the classifier
+    learns from some, thresholds are chosen on the rest); those models are then judged on
+    another data set, never on the images they saw."""
+    split = json.loads((tiny_models / "split.json").read_text())
+    roles = split["roles"]
+    assert roles["eval"] == []
+    labeled = roles["train_defect"] + roles["val_labeled"]
+    assert any("/good/" not in p for p in roles["train_defect"])
+    assert any("/good/" not in p for p in roles["val_labeled"])
+    data = tiny_models.parent / "data"
+    n_test = len(list((data / "test").glob("*/*.png")))
+    assert len(set(labeled)) == n_test
+
+    rc = main(["evaluate", "--models", str(tiny_models), "--data", str(data), "--json",
+               str(tmp_path / "same.json"), "--quiet"])
+    assert rc == 2
+    assert "trained without --folds, on every labeled image" in capsys.readouterr().err
+
+    other = write_mvtec_dataset(tmp_path / "other", n_train_good=2, n_test_good=3,
+                                n_test_per_defect=1, size=160, seed=77)
+    rc = main(["evaluate", "--models", str(tiny_models), "--data", str(other), "--json",
+               str(tmp_path / "other.json"), "--good-from-train", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "other.json").read_text())
+    # every test image, and its train good photos as more good parts
+    assert result["meta"]["by_role"] == {"eval": len(list((other / "test").glob("*/*.png"))),
+                                         "holdout_good": 2}
+
+
 def test_train_without_torch_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(SystemExit, match=r"'train' extra"):

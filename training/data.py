@@ -149,13 +149,17 @@ class Split:
 
 @dataclass(frozen=True)
 class SplitOptions:
-    folds: int = 0  # 0 = no cross-validation: every test image is evaluation data
+    folds: int = 0  # 0 = no cross-validation (see ``train_on_test``)
     fold: int = 0
     seed: int = 0
     holdout_good: float = 0.15  # share of train good never used (evaluate --good-from-train)
     val_good: float = 0.15  # share of the rest: the autoencoder's per-pixel statistics
     thr_good: float = 0.1  # share of the rest: good parts for choosing thresholds
     defect_train_share: float = 0.5  # share of the other folds' defects the classifier trains on
+    # Without folds: True (training a station's models) puts every labeled test image to work
+    # (classifier defects, thresholds), so they must be evaluated on another data set; False
+    # (scoring a data set the models never saw) makes every test image evaluation data.
+    train_on_test: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -171,10 +175,11 @@ def _shuffled(items: list[Sample], seed: int, salt: str) -> list[Sample]:
 def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
     """Deterministic roles for every sample.
 
-    * ``eval``: the test images of fold ``fold`` of ``folds`` (stratified by defect type),
-      or every test image without folds: never trained or thresholded on.
-    * ``train_defect`` / ``val_labeled``: the other folds' test images; a share of their
-      defects trains the classifier, the rest (and their good images) choose thresholds.
+    * ``eval``: the test images of fold ``fold`` of ``folds`` (stratified by defect type):
+      never trained or thresholded on. Without folds, none when ``train_on_test`` (the
+      models are for the line and are judged on another data set), else every test image.
+    * ``train_defect`` / ``val_labeled``: the other test images; a share of their defects
+      trains the classifier, the rest (and their good images) choose thresholds.
     * ``holdout_good``: a share of train good never used (rotating with the fold, so a
       cross-validation sees different ones); ``val_good``: per-pixel statistics and
       nothing else; ``thr_good``: good parts for thresholds (scored fresh by the
@@ -209,7 +214,8 @@ def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
     for dtype in sorted(by_type):
         group = _shuffled(by_type[dtype], o.seed, f"fold:{dtype}")
         for i, s in enumerate(group):
-            (evaluation if not o.folds or i % o.folds == o.fold else pool).append(s)
+            held = i % o.folds == o.fold if o.folds else not o.train_on_test
+            (evaluation if held else pool).append(s)
 
     pool_good = [s for s in pool if s.label == 0]
     train_defect, val_defect = [], []

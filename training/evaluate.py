@@ -4,8 +4,10 @@ The scores evaluated are the scores the station shows: the ONNX files run in onn
 crops made by the station's own crop and preprocessing, normalized by ``station.scoring``
 and fused by ``station.decision.decide``. Only images the models never trained or chose
 thresholds on are used: the held-out fold (``--folds K --fold k``, checked against the
-model folder's ``split.json``) and, with ``--good-from-train``, the train good images the
-split held aside (the lighting trap: a brightness-reading score fails there).
+model folder's ``split.json``), or every test image of a data set the models never saw;
+with ``--good-from-train`` also the train good images never used (those the split held
+aside, or all of them on another data set): the lighting trap, where a brightness-reading
+score fails.
 
 Metrics are plain numpy (no scikit-learn): image AUROC, AUPR (average precision), and
 precision/recall/F1/F2/accuracy at the stored thresholds; for the autoencoder also pixel
@@ -250,14 +252,22 @@ def select_samples(models_dir: Path, samples: list[Sample], folds: int | None, f
     """Evaluation samples, their role ("eval" / "holdout_good"), and what was decided."""
     split_path = models_dir / "split.json"
     recorded = json.loads(split_path.read_text()) if split_path.is_file() else None
-    opts = SplitOptions(**recorded["options"]) if recorded else SplitOptions()
+    # split.json files written before ``train_on_test`` existed held every test image out
+    opts = SplitOptions(**{"train_on_test": False, **recorded["options"]}) if recorded \
+        else SplitOptions(train_on_test=False)
     same_data = bool(recorded) and recorded.get("data_fingerprint") == dataset_fingerprint(samples)
     if folds is not None:
         opts = SplitOptions(**{**opts.to_dict(), "folds": folds, "fold": fold or 0})
     elif same_data and recorded["options"]["folds"]:
         pass  # the training run's own held-out fold
+    elif same_data and opts.train_on_test:
+        raise EvaluationError(
+            f"the models in {models_dir} were trained without --folds, on every labeled image "
+            f"of {getattr(samples, 'root', 'this data set')} (its defects taught the classifier "
+            "and chose the thresholds): evaluate them on another data set, or train with "
+            "--folds K --fold k and evaluate that fold")
     elif not same_data:
-        opts = SplitOptions(**{**opts.to_dict(), "folds": 0, "fold": 0})
+        opts = SplitOptions(**{**opts.to_dict(), "folds": 0, "fold": 0, "train_on_test": False})
     split = make_split(samples, opts)
     chosen = list(split.roles["eval"])
     roles = ["eval"] * len(chosen)
@@ -277,12 +287,13 @@ def select_samples(models_dir: Path, samples: list[Sample], folds: int | None, f
                 f"{recorded['options']['folds']} --fold {recorded['options']['fold']}: evaluate "
                 "with those, so only held-out images are scored")
     if good_from_train:
-        if not same_data:
-            raise EvaluationError(
-                f"--good-from-train needs {split_path} from training on this very data set "
-                "(it names the train good images that were never used)")
-        held = set(recorded["roles"].get("holdout_good", []))
-        extra = [s for s in samples if _rel(s.path, root) in held]
+        if same_data:  # only the train good images the training run held aside
+            held = set(recorded["roles"].get("holdout_good", []))
+            extra = [s for s in samples if _rel(s.path, root) in held]
+        else:  # another data set: none of its images was seen, so all its train good count
+            seen = {s.path for s in chosen}
+            extra = [s for s in samples
+                     if s.split != "test" and s.label == 0 and s.path not in seen]
         chosen += extra
         roles += ["holdout_good"] * len(extra)
         note["holdout_good"] = len(extra)

@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cross-validation folds (as given to station train)")
     parser.add_argument("--fold", type=int, default=None, help="the held-out fold to evaluate")
     parser.add_argument("--good-from-train", action="store_true",
-                        help="also score the train good images split.json says were never used")
+                        help="also score train good images the models never used (those split.json "
+                             "held aside; on another data set, all of its train good)")
     parser.add_argument("--int8", action="store_true", help="evaluate the *.int8.onnx copies")
     parser.add_argument("--rule", default=None,
                         choices=("either", "both", "autoencoder", "classifier"),

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cls-size", type=int, default=128, help="classifier crop size in px")
     parser.add_argument("--minutes", type=float, default=24.0,
                         help="time budget for the training loops of both models together")
+    parser.add_argument("--ae-share", type=float, default=None,
+                        help="share of --minutes the autoencoder gets when both models train "
+                             "(default: the training default)")
     parser.add_argument("--width", type=float, default=None,
                         help="classifier width multiplier (1.0 = VGG16 proper; default: the "
                              "classifier's CPU-friendly default)")
@@ -59,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds, fold=args.fold, seed=args.seed, rule=args.rule, device=args.device,
         cache=args.cache, int8=not args.no_int8, progress=not args.quiet,
     )
+    if args.ae_share is not None:
+        if not 0.0 < args.ae_share < 1.0:
+            print(f"station train: --ae-share {args.ae_share}: expected a share between 0 and 1",
+                  file=sys.stderr)
+            return 2
+        opts.ae_share = args.ae_share
     try:
         summary = train(opts)
     except (DatasetError, ValueError, FileNotFoundError) as exc:

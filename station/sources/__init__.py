@@ -70,6 +70,9 @@ def make_source(camera: Any, trigger: Any = None, *, paced: bool = True) -> Fram
             value = _get(sim, key, None)
             if value is not None:
                 kwargs[key] = value
+        defects = _get(sim, "defects", None)
+        if defects:
+            kwargs["defects"] = tuple(defects)
         images = _get(sim, "images", None)
         if images:
             kwargs["part_images"] = images
