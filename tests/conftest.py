@@ -75,5 +75,5 @@ def line_models(tmp_path_factory) -> Path:
                                n_test_per_defect=12, size=160, seed=21, defects=LINE_DEFECTS)
     out = root / "models"
     train(TrainOptions(data=data, out=out, only="classifier", cls_size=64, width=0.125,
-                       minutes=2.0, folds=2, fold=0, progress=False, int8=False))
+                       minutes=1.5, folds=2, fold=0, progress=False, int8=False))
     return out

@@ -120,3 +120,23 @@ def test_weak_scores_with_many_defects_do_not_reject_every_good_part():
     choice = choose_threshold(s, y)
     assert choice.rule == "f1_optimal"
     assert (s[y == 0] >= choice.value).mean() <= 0.2
+
+
+def test_auto_rule_leaves_a_chance_level_model_out_of_the_verdict():
+    """The fusion rule is picked on a few dozen validation images; a model that ranks them no
+    better than chance must not take part through a lucky F1 on that small set."""
+    from training.train import _fuse_thresholds
+
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(30), np.ones(30)].astype(int)
+    classifier = np.r_[rng.uniform(0.2, 0.9, 30), rng.uniform(0.8, 2.0, 30)]  # good, not perfect
+    autoencoder = rng.uniform(0.5, 1.5, 60)  # noise
+    rule, _, cls_t, info = _fuse_thresholds(autoencoder, classifier, labels, "auto")
+    assert rule == "classifier" and cls_t == 1.0
+    assert info["val_auroc"]["autoencoder"] < 0.75 < info["val_auroc"]["classifier"]
+    # both useful: every rule competes, and the pair is tuned jointly
+    ae_good = np.r_[rng.uniform(0.2, 0.95, 30), rng.uniform(0.9, 2.0, 30)]
+    rule, *_, info = _fuse_thresholds(ae_good, classifier, labels, "auto")
+    assert set(info["candidates"]) == {"either", "both", "autoencoder", "classifier"}
+    # a rule asked for is honoured whatever the validation says
+    assert _fuse_thresholds(autoencoder, classifier, labels, "either")[0] == "either"

@@ -54,7 +54,10 @@ class ClassifierOptions:
     width: float = 0.125
     batch_norm: bool | None = None  # None: on from scratch; as the file says with pretrained
     dropout: float = 0.0
-    epochs: int = 60
+    # The time budget is the limit that binds: measured on real screws (fold 0 of 3, 2 CPU
+    # cores), 720 steps gave held-out AUROC 0.98 where the same net starved to ~100 steps by
+    # a shared machine gave 0.90; the epoch cap only ends runs on tiny data sets.
+    epochs: int = 1000
     minutes: float = 8.0
     batch_size: int = 32
     lr: float | None = None  # None: 1e-3 with batch norm from scratch, else 1e-4
@@ -298,7 +301,7 @@ def train_classifier(
         }
         stopped_by_time = stopped_by_time or time.monotonic() - start >= budget_s
         last = stopped_by_time or epoch == opts.epochs - 1
-        if vgood and (last or epoch % 5 == 4):
+        if vgood and (last or epoch % 20 == 19):
             p_good = predict(model, vgood, spec, device=device)
             p_syn = predict(model, vsynth, spec, device=device)
             entry["val_synth_auroc"] = auroc(np.r_[np.zeros(len(p_good)), np.ones(len(p_syn))],
