@@ -77,10 +77,21 @@ def trained(tmp_path_factory):
 
 def test_train_writes_the_model_folder(trained):
     data, out = trained
-    for name in ("autoencoder.onnx", "classifier.onnx", "autoencoder.int8.onnx",
-                 "classifier.int8.onnx", "train_log.jsonl", "recipe_fragment.toml", "split.json"):
+    for name in ("autoencoder.onnx", "classifier.onnx", "train_log.jsonl",
+                 "recipe_fragment.toml", "split.json"):
         assert (out / name).is_file(), name
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    for kind in ("autoencoder", "classifier"):  # an int8 copy, or the measured reason it is not
+        events = [r for r in rows if r.get("model") == kind and r.get("event", "").startswith("int8")]
+        assert len(events) == 1, events
+        if events[0]["event"] == "int8":
+            assert events[0]["max_abs_change_normalized"] <= 0.1
+            assert load_model(out / f"{kind}.int8.onnx").meta.quantization["mode"] == \
+                "int8-static-qdq"
+        else:
+            assert events[0]["event"] == "int8_rejected", events[0]
+            assert events[0]["max_abs_change_normalized"] > 0.1
+            assert not (out / f"{kind}.int8.onnx").exists()
     assert rows[0]["event"] == "start" and rows[-1]["event"] == "done"
     assert any(r.get("model") == "autoencoder" and "loss" in r for r in rows)
     parities = [r for r in rows if r.get("event") == "export_parity"]
@@ -100,7 +111,29 @@ def test_train_writes_the_model_folder(trained):
         assert meta.kind == kind and meta.threshold > 0
         assert meta.data_fingerprint == split["data_fingerprint"]
         assert meta.preprocess["size"] == 64
-        assert load_model(out / f"{kind}.int8.onnx").meta.quantization["mode"] == "int8-static-qdq"
+
+
+def test_an_int8_copy_that_moves_scores_is_dropped(trained, tmp_path, monkeypatch):
+    """Quantization is kept only when it pays: a copy that would change verdicts is removed,
+    and the log says by how much it moved the scores."""
+    import shutil
+
+    import training.train as tt
+    from station.preprocess import PreprocessSpec
+    from training.classifier import calibration_tensors
+
+    _, out = trained
+    model = tmp_path / "classifier.onnx"
+    shutil.copy(out / "classifier.onnx", model)
+    meta = load_model(model).meta
+    rng = np.random.default_rng(0)
+    goods = [rng.integers(90, 170, (64, 64), dtype=np.uint8) for _ in range(8)]
+    x = calibration_tensors(goods, PreprocessSpec(size=64), n=8)
+    rows = []
+    monkeypatch.setattr(tt, "INT8_MAX_CHANGE", -1.0)  # no change is small enough
+    info = tt._quantize("classifier", model, meta, x, x, [], rows.append)
+    assert info["kept"] is False and not (tmp_path / "classifier.int8.onnx").exists()
+    assert rows[-1]["event"] == "int8_rejected" and "max_abs_change_normalized" in rows[-1]
 
 
 def test_evaluate_writes_metrics_and_report(trained, tmp_path):

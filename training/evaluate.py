@@ -355,6 +355,8 @@ def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
     models: dict[str, AutoencoderModel | ClassifierModel] = {}
     for kind in ("autoencoder", "classifier"):
         path = models_dir / f"{kind}{suffix}"
+        if not path.is_file() and variant == "int8":
+            path = models_dir / f"{kind}.onnx"  # no int8 copy (it did not pay): the float one runs
         if path.is_file():
             models[kind] = load_model(path, provider, threads)
             if models[kind].kind != kind:

@@ -36,6 +36,7 @@ from training.thresholds import ThresholdChoice, choose_threshold
 PARITY_TOLERANCE = 1e-4
 EXPORT_RESERVE_S = 60.0  # time kept back from the budget for export and quantization
 MIN_FUSED_AUROC = 0.75  # validation image AUROC a model needs to take part in an auto rule
+INT8_MAX_CHANGE = 0.1  # largest normalized-score change (1.0 = threshold) an int8 copy may make
 
 
 @dataclass
@@ -180,6 +181,14 @@ def _quantize(kind: str, float_path: Path, meta: ModelMetadata, calib: np.ndarra
         "max_abs_change_normalized": float(np.max(np.abs(meta.normalized(sf) - meta.normalized(sq)))),
     }
     info["speedup"] = round(info["ms_per_image_float"] / max(info["ms_per_image_int8"], 1e-9), 3)
+    if not info["max_abs_change_normalized"] <= INT8_MAX_CHANGE:
+        # an int8 copy that moves a score by more than this changes verdicts: it does not pay
+        out.unlink(missing_ok=True)
+        log({"model": kind, "event": "int8_rejected", **info, "limit": INT8_MAX_CHANGE})
+        print(f"warning: int8 {kind} dropped: it moved a normalized score by "
+              f"{info['max_abs_change_normalized']:.3g} (limit {INT8_MAX_CHANGE}); "
+              "the float model is the one to run")
+        return {**info, "kept": False}
     q_meta = ModelMetadata(**{**meta.__dict__, "quantization": info})
     write_metadata(out, q_meta)
     log({"model": kind, "event": "int8", **info, "file": str(out)})
@@ -403,7 +412,13 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     diffs = _check_parity(res.head, path, thr_t[:8], log, "autoencoder")
     int8 = None
     if opts.int8:
-        int8 = _quantize("autoencoder", path, meta, train_t[:64], thr_t[:16], _head_nodes(path), log)
+        from training.classifier import calibration_tensors
+
+        goods = crops.select(roles["train_good"]).good_crops()
+        defects = [c for c, y in zip(thr_set.crops, _labels(thr_set), strict=True) if y]
+        calib = calibration_tensors(goods, spec, defects, n=64, seed=opts.seed)
+        check = calibration_tensors(goods, spec, defects, n=16, seed=opts.seed + 1)
+        int8 = _quantize("autoencoder", path, meta, calib, check, _head_nodes(path), log)
     norm = meta.normalized(raw)
     info = {"file": str(path), "threshold": choice.value, "threshold_rule": choice.rule,
             "validation": metrics, "parity": diffs, "int8": int8}
@@ -413,7 +428,7 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
 
 def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minutes,
                path: Path, log: TrainLog, fuse_samples):
-    from training.classifier import ClassifierOptions, train_classifier
+    from training.classifier import ClassifierOptions, calibration_tensors, train_classifier
 
     train_set = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
     val_set = _ok(crops.select(roles["val_good"] + roles["thr_good"] + roles["val_labeled"]))
@@ -443,8 +458,16 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     diffs = _check_parity(res.model, path, x, log, "classifier")
     int8 = None
     if opts.int8:
-        calib = prepare_batch(list(train_set.crops[:64]), spec)
-        int8 = _quantize("classifier", path, meta, calib, x, [], log)
+        # Activation ranges from good parts *and* defects (real, else synthesized): ranges
+        # set on good crops alone clip a defect's logit, and every defect then reads p = 0.5.
+        tl, vl = _labels(train_set), _labels(val_set)
+        calib = calibration_tensors([c for c, y in zip(train_set.crops, tl, strict=True) if y == 0],
+                                    spec, [c for c, y in zip(train_set.crops, tl, strict=True) if y],
+                                    n=64, seed=opts.seed)
+        check = calibration_tensors([c for c, y in zip(val_set.crops, vl, strict=True) if y == 0],
+                                    spec, [c for c, y in zip(val_set.crops, vl, strict=True) if y],
+                                    n=16, seed=opts.seed + 1)
+        int8 = _quantize("classifier", path, meta, calib, check, [], log)
     info = {"file": str(path), "threshold": choice.value, "threshold_rule": choice.rule,
             "validation": metrics, "parity": diffs, "int8": int8}
     log({"model": "classifier", "event": "exported", **info})
