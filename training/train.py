@@ -36,7 +36,9 @@ from training.thresholds import ThresholdChoice, choose_threshold
 PARITY_TOLERANCE = 1e-4
 EXPORT_RESERVE_S = 60.0  # time kept back from the budget for export and quantization
 MIN_FUSED_AUROC = 0.75  # validation image AUROC a model needs to take part in an auto rule
-INT8_MAX_CHANGE = 0.1  # largest normalized-score change (1.0 = threshold) an int8 copy may make
+# An int8 copy pays only if it changes no verdict on the check crops and moves no normalized
+# score (1.0 = threshold) by more than this: a quarter of the way to the threshold.
+INT8_MAX_CHANGE = 0.25
 
 
 @dataclass
@@ -101,6 +103,29 @@ def _version(kind: str, fingerprint: str, seed: int) -> str:
 
 def _labels(cs: CropSet) -> np.ndarray:
     return np.array([s.label for s in cs.samples], np.int64)
+
+
+def _good_and_defects(cs: CropSet) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The crops of a set, good ones and defective ones."""
+    labels = _labels(cs)
+    return ([c for c, y in zip(cs.crops, labels, strict=True) if y == 0],
+            [c for c, y in zip(cs.crops, labels, strict=True) if y])
+
+
+def _int8_sets(calib_from: CropSet, check_from: CropSet, spec: PreprocessSpec,
+               seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """int8 calibration and check tensors, each half good parts and half defects (real,
+    else synthesized): ranges set on good crops alone clip a defect's activations, and a
+    classifier's every defect then read p = 0.5."""
+    from training.classifier import calibration_tensors
+
+    goods, defects = _good_and_defects(calib_from)
+    calib = calibration_tensors(goods, spec, defects, n=64, seed=seed)
+    check_goods, check_defects = _good_and_defects(check_from)
+    if not check_goods:  # tiny data sets: no separate good parts to check on
+        check_goods, check_defects = goods, defects
+    check = calibration_tensors(check_goods, spec, check_defects, n=16, seed=seed + 1)
+    return calib, check
 
 
 def _ok(cs: CropSet) -> CropSet:
@@ -179,13 +204,14 @@ def _quantize(kind: str, float_path: Path, meta: ModelMetadata, calib: np.ndarra
         "ms_per_image_float": round(timed(f32), 3),
         "ms_per_image_int8": round(timed(i8), 3),
         "max_abs_change_normalized": float(np.max(np.abs(meta.normalized(sf) - meta.normalized(sq)))),
+        "verdicts_changed": int(np.sum((meta.normalized(sf) >= 1.0) != (meta.normalized(sq) >= 1.0))),
     }
     info["speedup"] = round(info["ms_per_image_float"] / max(info["ms_per_image_int8"], 1e-9), 3)
-    if not info["max_abs_change_normalized"] <= INT8_MAX_CHANGE:
-        # an int8 copy that moves a score by more than this changes verdicts: it does not pay
+    if info["verdicts_changed"] or not info["max_abs_change_normalized"] <= INT8_MAX_CHANGE:
         out.unlink(missing_ok=True)
         log({"model": kind, "event": "int8_rejected", **info, "limit": INT8_MAX_CHANGE})
-        print(f"warning: int8 {kind} dropped: it moved a normalized score by "
+        print(f"warning: int8 {kind} dropped: it changed {info['verdicts_changed']} of "
+              f"{len(check)} check verdicts and moved a normalized score by "
               f"{info['max_abs_change_normalized']:.3g} (limit {INT8_MAX_CHANGE}); "
               "the float model is the one to run")
         return {**info, "kept": False}
@@ -412,12 +438,8 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     diffs = _check_parity(res.head, path, thr_t[:8], log, "autoencoder")
     int8 = None
     if opts.int8:
-        from training.classifier import calibration_tensors
-
-        goods = crops.select(roles["train_good"]).good_crops()
-        defects = [c for c, y in zip(thr_set.crops, _labels(thr_set), strict=True) if y]
-        calib = calibration_tensors(goods, spec, defects, n=64, seed=opts.seed)
-        check = calibration_tensors(goods, spec, defects, n=16, seed=opts.seed + 1)
+        calib_from = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
+        calib, check = _int8_sets(calib_from, thr_set, spec, opts.seed)
         int8 = _quantize("autoencoder", path, meta, calib, check, _head_nodes(path), log)
     norm = meta.normalized(raw)
     info = {"file": str(path), "threshold": choice.value, "threshold_rule": choice.rule,
@@ -428,7 +450,7 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
 
 def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minutes,
                path: Path, log: TrainLog, fuse_samples):
-    from training.classifier import ClassifierOptions, calibration_tensors, train_classifier
+    from training.classifier import ClassifierOptions, train_classifier
 
     train_set = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
     val_set = _ok(crops.select(roles["val_good"] + roles["thr_good"] + roles["val_labeled"]))
@@ -458,15 +480,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     diffs = _check_parity(res.model, path, x, log, "classifier")
     int8 = None
     if opts.int8:
-        # Activation ranges from good parts *and* defects (real, else synthesized): ranges
-        # set on good crops alone clip a defect's logit, and every defect then reads p = 0.5.
-        tl, vl = _labels(train_set), _labels(val_set)
-        calib = calibration_tensors([c for c, y in zip(train_set.crops, tl, strict=True) if y == 0],
-                                    spec, [c for c, y in zip(train_set.crops, tl, strict=True) if y],
-                                    n=64, seed=opts.seed)
-        check = calibration_tensors([c for c, y in zip(val_set.crops, vl, strict=True) if y == 0],
-                                    spec, [c for c, y in zip(val_set.crops, vl, strict=True) if y],
-                                    n=16, seed=opts.seed + 1)
+        calib, check = _int8_sets(train_set, val_set, spec, opts.seed)
         int8 = _quantize("classifier", path, meta, calib, check, [], log)
     info = {"file": str(path), "threshold": choice.value, "threshold_rule": choice.rule,
             "validation": metrics, "parity": diffs, "int8": int8}

@@ -86,16 +86,8 @@ def make_source(camera: Any, trigger: Any = None, *, paced: bool = True) -> Fram
             kwargs["direction"] = direction
         return SimulatedSource(paced=paced, output=output, **kwargs)
     if kind == "opencv":
-        return OpenCVCameraSource(
-            device,
-            backend=str(_get(camera, "backend", "any") or "any"),
-            width=int(_get(camera, "width", 0)),
-            height=int(_get(camera, "height", 0)),
-            fps=fps,
-            exposure_us=float(_get(camera, "exposure_us", 0.0)),
-            gain_db=_get(camera, "gain_db", None),
-            output=output,
-        )
+        return OpenCVCameraSource(device, backend=str(_get(camera, "backend", "any") or "any"),
+                                  **_camera_settings(camera, fps, output))
     if kind == "video":
         if not device:
             raise SourceError("camera.device must name the video file when camera.source = 'video'")
@@ -107,15 +99,13 @@ def make_source(camera: Any, trigger: Any = None, *, paced: bool = True) -> Fram
     if kind == "genicam":
         mode = str(_get(trigger, "mode", "free_run"))
         camera_trigger = {"hardware": "hardware"}.get(mode, "off")
-        return GenICamSource(
-            _get(camera, "cti", "") or "",
-            device,
-            width=int(_get(camera, "width", 0)),
-            height=int(_get(camera, "height", 0)),
-            fps=fps,
-            exposure_us=float(_get(camera, "exposure_us", 0.0)),
-            gain_db=_get(camera, "gain_db", None),
-            output=output,
-            trigger=camera_trigger,
-        )
+        return GenICamSource(_get(camera, "cti", "") or "", device, trigger=camera_trigger,
+                             **_camera_settings(camera, fps, output))
     raise SourceError(f"camera.source {kind!r} is unknown; expected one of {', '.join(SOURCE_KINDS)}")
+
+
+def _camera_settings(camera: Any, fps: float, output: str) -> dict[str, Any]:
+    """What a real camera (OpenCV or GenICam) is asked for: size, rate, exposure, gain."""
+    return {"width": int(_get(camera, "width", 0)), "height": int(_get(camera, "height", 0)),
+            "fps": fps, "exposure_us": float(_get(camera, "exposure_us", 0.0)),
+            "gain_db": _get(camera, "gain_db", None), "output": output}
