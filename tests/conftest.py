@@ -61,8 +61,9 @@ def line_defects() -> tuple[str, ...]:
 
 @pytest.fixture(scope="session")
 def line_models(tmp_path_factory) -> Path:
-    """A classifier that tells ``LINE_DEFECTS`` from good parts with a wide margin, trained
-    once per session by ``training.train`` (~60 s) with half the data set's defect photos
+    """A classifier that tells ``LINE_DEFECTS`` from good parts (probed on 120 conveyor parts:
+    contamination 1.03–1.06, good parts at most 0.60, 1.0 = threshold), trained
+    once per session by ``training.train`` (~40 s) with half the data set's defect photos
     (2-fold split): the end-to-end line test checks every verdict against the conveyor's
     ground truth with it. Its threshold comes from the training run's own validation
     images, never from the line test.
@@ -71,10 +72,10 @@ def line_models(tmp_path_factory) -> Path:
     from training.train import TrainOptions, train
 
     root = tmp_path_factory.mktemp("line_models")
-    data = write_mvtec_dataset(root / "data", n_train_good=80, n_test_good=16,
-                               n_test_per_defect=16, size=160, seed=21, defects=LINE_DEFECTS)
+    data = write_mvtec_dataset(root / "data", n_train_good=80, n_test_good=12,
+                               n_test_per_defect=12, size=160, seed=21, defects=LINE_DEFECTS)
     out = root / "models"
     # A fixed number of epochs, not a time budget: the same model on a fast or a busy machine.
     train(TrainOptions(data=data, out=out, only="classifier", cls_size=64, width=0.125,
-                       epochs=100, minutes=4.0, folds=2, fold=0, progress=False, int8=False))
+                       epochs=60, minutes=4.0, folds=2, fold=0, progress=False, int8=False))
     return out
