@@ -123,6 +123,7 @@ class _Part:
     seq: int
     verdict: str | None = None
     later_parts: int = 0
+    shed: str = ""  # why it will not be judged (overload): the fail-safe acts, saying so
 
 
 class RejectScheduler:
@@ -214,6 +215,20 @@ class RejectScheduler:
             self.late_verdicts.append((part_id, verdict, done.action))
         return "late"
 
+    def shed(self, part_id: str, reason: str) -> bool:
+        """The part will get no verdict (the station sheds it under overload).
+
+        The fail-safe acts for it at its reject point, as for a part whose verdict is late,
+        and its record says ``reason``. False if it already reached its reject point (the
+        fail-safe acted then) or was never registered.
+        """
+        with self._lock:
+            part = self._parts.get(str(part_id))
+            if part is None:
+                return False
+            part.shed = reason or "shed"
+            return True
+
     def outcome(self, part_id: str) -> FireRecord | None:
         with self._lock:
             return self._done.get(str(part_id))
@@ -284,7 +299,8 @@ class RejectScheduler:
         if verdict is None:
             self.fail_safe_count += 1
             reject = s.fail_safe == "reject"
-            reason = f"fail-safe {s.fail_safe}: no verdict when the part reached the reject point"
+            why = part.shed or "no verdict when the part reached the reject point"
+            reason = f"fail-safe {s.fail_safe}: {why}"
         elif verdict == "REJECT":
             reject, reason = True, "verdict REJECT"
         elif verdict == "ERROR":

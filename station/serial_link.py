@@ -21,6 +21,7 @@ import heapq
 import itertools
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -42,8 +43,11 @@ NO_MODEM_LINES = (
 )
 
 
-class SerialLinkError(RuntimeError):
-    """A configuration the port cannot honour (bad line name, no modem lines)."""
+class SerialLinkError(RuntimeError, ValueError):
+    """A configuration the port cannot honour (bad line name, no modem lines).
+
+    Also a ``ValueError``: it is a bad setting, and start-up reports those in one line.
+    """
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,57 @@ class _PendingAck:
     future: Future
 
 
+class TriggerLineParser:
+    """Counts trigger messages in a byte stream: whole lines equal to the token, nothing else.
+
+    The token is the configured trigger message without its CR/LF (``"TRIG\\n"`` ->
+    ``TRIG``); a line ends at CR, LF or CR LF. ``RETRIG``, ``TRIGGER`` or ``TRIG`` inside
+    noise are not triggers: a substring match would fire on them. Bytes arrive in any
+    chunking; the result does not depend on it. Memory stays bounded: a line longer than
+    the token cannot match, so it is skipped up to its end.
+    """
+
+    def __init__(self, message: bytes | str) -> None:
+        token = _as_bytes(message).strip(b"\r\n")
+        if not token or b"\r" in token or b"\n" in token:
+            raise SerialLinkError(
+                f"trigger message {_as_bytes(message)!r}: expected one line of text such as "
+                "'TRIG\\n' (it is matched as a whole line)")
+        self.token = token
+        self._line = bytearray()
+        self._skipping = False  # inside a line already longer than the token
+
+    def reset(self) -> None:
+        """A new stream (the port was reopened): the next byte starts a line."""
+        self._line.clear()
+        self._skipping = False
+
+    def feed(self, data: bytes) -> int:
+        """Take the next bytes; the number of trigger lines they completed."""
+        pieces = _LINE_END.split(bytes(data))
+        count = 0
+        for piece in pieces[:-1]:  # each of these ends a line
+            if not self._skipping and len(self._line) + len(piece) == len(self.token) \
+                    and self._line + piece == self.token:
+                count += 1
+            self._line.clear()
+            self._skipping = False
+        self._take_partial(pieces[-1])
+        return count
+
+    def _take_partial(self, piece: bytes) -> None:
+        if self._skipping:
+            return
+        if len(self._line) + len(piece) > len(self.token):
+            self._line.clear()
+            self._skipping = True
+        else:
+            self._line += piece
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
 class SerialLink:
     """A serial port with its own I/O threads; see the module docstring for why."""
 
@@ -122,6 +177,8 @@ class SerialLink:
         self.port = port
         self.baudrate = baudrate
         self.trigger_message = _as_bytes(trigger_message)
+        self._trigger_parser = (TriggerLineParser(self.trigger_message)
+                                if self.trigger_message else None)
         self.trigger_line = trigger_line
         self.heartbeat_s = float(heartbeat_s)
         self.heartbeat_message = _as_bytes(heartbeat_message)
@@ -139,6 +196,8 @@ class SerialLink:
         self._port_ok = False
         self._state = "disconnected"
         self._state_message = "not opened yet"
+        self._state_known = False  # no open attempted yet: nothing to tell a listener
+        self._notify = threading.RLock()  # serializes state notifications
         self._modem_lines_ok: bool | None = None
         self._line_watch_disabled = False
         self._last_level: bool | None = None
@@ -196,9 +255,19 @@ class SerialLink:
         return self._state_message
 
     def add_state_listener(self, cb: Callable[[str, str], None]) -> None:
-        """``cb(state, message)`` on every change; called from the I/O threads."""
-        with self._lock:
-            self._state_listeners.append(cb)
+        """``cb(state, message)`` on every change; called from the I/O threads.
+
+        A fault that already holds (the port was missing when the link was built, before
+        anyone listened) is told to the new listener at once: later retries end in the same
+        state and message, which are not announced again, so it would never hear of it.
+        """
+        with self._notify:
+            with self._lock:
+                self._state_listeners.append(cb)
+                state, message = self._state, self._state_message
+                known = self._state_known
+            if known and state != "connected":
+                cb(state, message)
 
     def add_trigger_listener(self, cb: Callable[[float], None]) -> None:
         """``cb(t_monotonic)`` for each trigger message or modem-line rising edge."""
@@ -209,22 +278,26 @@ class SerialLink:
         return self._connected.wait(timeout)
 
     def _set_state(self, state: str, message: str) -> None:
-        with self._lock:
-            if state == self._state and message == self._state_message:
-                return
-            self._state, self._state_message = state, message
-            if state == "connected":
-                self._connected.set()
-            else:
-                self._connected.clear()
-            listeners = list(self._state_listeners)
-        quiet = state == "connected" or self._closing  # closing on purpose is no fault
-        (log.info if quiet else log.warning)("serial %s: %s", state, message)
-        for cb in listeners:
-            try:
-                cb(state, message)
-            except Exception:  # a listener's bug must not kill the I/O thread
-                log.exception("serial state listener failed")
+        # one notification at a time, in order, and none between a new listener's
+        # registration and the replay of the state it joined in
+        with self._notify:
+            with self._lock:
+                self._state_known = True
+                if state == self._state and message == self._state_message:
+                    return
+                self._state, self._state_message = state, message
+                if state == "connected":
+                    self._connected.set()
+                else:
+                    self._connected.clear()
+                listeners = list(self._state_listeners)
+            quiet = state == "connected" or self._closing  # closing on purpose is no fault
+            (log.info if quiet else log.warning)("serial %s: %s", state, message)
+            for cb in listeners:
+                try:
+                    cb(state, message)
+                except Exception:  # a listener's bug must not kill the I/O thread
+                    log.exception("serial state listener failed")
 
     # ------------------------------------------------------------------ outputs
 
@@ -477,6 +550,8 @@ class SerialLink:
         with self._lock:
             self._port, self._port_ok = port, True
             self._rx.clear()
+            if self._trigger_parser is not None:
+                self._trigger_parser.reset()
         self._set_state("connected", f"{self.port} open at {self.baudrate} baud")
         return True
 
@@ -556,11 +631,7 @@ class SerialLink:
     def _on_bytes(self, data: bytes, now: float) -> None:
         with self._lock:
             self._rx += data
-            triggers = 0
-            if self.trigger_message:
-                while (i := self._rx.find(self.trigger_message)) >= 0:
-                    del self._rx[i : i + len(self.trigger_message)]
-                    triggers += 1
+            triggers = self._trigger_parser.feed(data) if self._trigger_parser else 0
             acked: list[_PendingAck] = []
             for p in list(self._pending_acks):
                 i = self._rx.find(p.expect)
@@ -569,8 +640,7 @@ class SerialLink:
                     self._pending_acks.remove(p)
                     acked.append(p)
             self.stats.acks_received += len(acked)
-            keep = max([len(self.trigger_message)] + [len(p.expect) for p in self._pending_acks]
-                       + [64])
+            keep = max([len(p.expect) for p in self._pending_acks] + [64])
             if len(self._rx) > 4 * keep:  # unmatched noise: keep only a possible partial match
                 del self._rx[: len(self._rx) - keep]
         for p in acked:

@@ -11,6 +11,18 @@ Four ways a part announces itself, all ending in the same ``TriggerEvent``:
 
 Frame-driven triggers are fed with ``on_frame(frame)`` (every frame, in order, e.g. from an
 ``Acquisition`` frame listener); all triggers also deliver their events to listeners.
+
+Debounce (``trigger.debounce_ms``): a serial, software or hardware trigger closer than that
+to the last *accepted* one is the same part (a bouncing contact, a chattering sensor, a
+double press): it is counted in ``debounced`` and fires nothing. The window runs from the
+last accepted trigger, not from the last bounce, so a sensor stuck chattering still yields
+one part per window: parts are never let through uninspected, and the engine sheds what it
+cannot inspect (fail-safe, recorded). The free-run trigger needs no time debounce: it
+tracks each part and fires once per track, and two parts side by side may cross the line in
+the same frame.
+
+A trigger that cannot work as configured (a free-run ROI outside the frame) says so to its
+alarm listeners instead of failing silently frame after frame.
 """
 
 from __future__ import annotations
@@ -93,20 +105,78 @@ class FrameProvider(Protocol):
 
 
 TriggerListener = Callable[[TriggerEvent], None]
+#: ``cb(message)``: why the trigger cannot work as configured; ``""`` = it works again.
+TriggerAlarmListener = Callable[[str], None]
+
+
+def check_debounce_ms(value: Any) -> float:
+    """``trigger.debounce_ms`` as a number of milliseconds >= 0 (else a one-line error)."""
+    try:
+        ms = float(value)
+    except (TypeError, ValueError):
+        ms = float("nan")
+    if not math.isfinite(ms) or ms < 0:
+        raise ValueError(f"trigger.debounce_ms = {value!r}: expected a time >= 0 ms")
+    return ms
 
 
 class Trigger:
-    """Common plumbing: the part counter and the event listeners."""
+    """Common plumbing: the part counter, debounce, and the event and alarm listeners."""
 
     name = "trigger"
 
-    def __init__(self, counter: PartCounter | None = None) -> None:
+    def __init__(self, counter: PartCounter | None = None, debounce_ms: float = 0.0) -> None:
         self.counter = counter or PartCounter()
         self._listeners: list[TriggerListener] = []
+        self._alarm_listeners: list[TriggerAlarmListener] = []
         self.fired = 0
+        self.debounced = 0  # triggers ignored as bounces of the one before
+        self.debounce_s = check_debounce_ms(debounce_ms) / 1000.0
+        self._last_t: float | None = None
+        self._last_event: TriggerEvent | None = None
+        self._gate = threading.Lock()
+        self._problem = ""
 
     def add_listener(self, callback: TriggerListener) -> None:
         self._listeners.append(callback)
+
+    def add_alarm_listener(self, callback: TriggerAlarmListener) -> None:
+        """``callback(message)`` when the trigger cannot work as configured ("" = fixed).
+
+        A problem that already holds is told to the new listener at once.
+        """
+        self._alarm_listeners.append(callback)
+        if self._problem:
+            callback(self._problem)
+
+    @property
+    def problem(self) -> str:
+        """Why the trigger cannot work as configured now ("" = it works)."""
+        return self._problem
+
+    def _report(self, message: str) -> None:
+        """Tell the alarm listeners when the problem changes (once, not every frame)."""
+        if message == self._problem:
+            return
+        self._problem = message
+        if message:
+            log.warning("%s trigger: %s", self.name, message)
+        for callback in list(self._alarm_listeners):
+            try:
+                callback(message)
+            except Exception:
+                log.exception("trigger alarm listener failed")
+
+    def _accept(self, t: float) -> bool:
+        """Debounce: False (and counted) for a trigger within ``debounce_s`` of the last
+        accepted one; see the module docstring for why the window starts there."""
+        with self._gate:
+            if self.debounce_s > 0 and self._last_t is not None and \
+                    t - self._last_t < self.debounce_s:
+                self.debounced += 1
+                return False
+            self._last_t = t
+            return True
 
     def on_frame(self, frame: Frame) -> list[TriggerEvent]:
         """Look at one frame; the events it causes (none for event-driven triggers)."""
@@ -119,6 +189,7 @@ class Trigger:
               box: tuple[int, int, int, int] | None = None) -> TriggerEvent:
         event = TriggerEvent(self.counter.next(), t, frame, self.name, box)
         self.fired += 1
+        self._last_event = event
         for callback in list(self._listeners):
             try:
                 callback(event)
@@ -192,19 +263,67 @@ class FreeRunTrigger(Trigger):
 
     def __post_init__(self) -> None:
         Trigger.__init__(self, self.counter)
-        if not 0.0 < self.line_frac < 1.0:
-            raise ValueError(f"trigger.line_frac must be between 0 and 1, got {self.line_frac}")
+        self._check_settings()
+        self._axis, self._sign = parse_direction(self.direction)
+        self._fit_shape: tuple[int, ...] | None = None
+        self._fit: tuple[int, int, int, int] | None = None
+
+    def _check_settings(self) -> None:
+        """Refuse settings under which no part could ever fire, with the key named."""
+        # 0 or 1 puts the line on the ROI's edge, where a part is never whole: it never fires
+        if not (isinstance(self.line_frac, int | float) and 0.0 < self.line_frac < 1.0):
+            raise ValueError(f"trigger.line_frac = {self.line_frac!r}: expected a fraction "
+                             "strictly between 0 and 1 (0 and 1 are the ROI's edges)")
         if self.polarity not in ("dark_on_light", "light_on_dark"):
             raise ValueError(
                 f"free-run polarity {self.polarity!r}: expected dark_on_light or light_on_dark"
             )
-        self._axis, self._sign = parse_direction(self.direction)
+        for key in ("min_area_frac", "max_area_frac"):
+            value = getattr(self, key)
+            if not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+                raise ValueError(f"localize.{key} = {value!r}: expected a fraction 0..1")
+        if self.min_area_frac > self.max_area_frac:
+            raise ValueError(
+                f"localize.min_area_frac = {self.min_area_frac} > localize.max_area_frac = "
+                f"{self.max_area_frac}: no part could ever be found")
+        if len(self.roi) != 4 or any(int(v) != v or v < 0 for v in self.roi):
+            raise ValueError(f"localize.roi = {self.roi!r}: expected x, y, w, h as whole "
+                             "pixels >= 0 (w = h = 0: the whole frame)")
+        if int(self.detect_size) < 8:
+            raise ValueError(f"localize.detect_size = {self.detect_size!r}: expected >= 8 px")
+
+    def _roi_in(self, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+        """The ROI within a frame of this shape (clipped to it), None when none of it is.
+
+        Says why to the alarm listeners: an ROI outside the frame would otherwise mean a
+        line with no inspection and no alarm.
+        """
+        if shape == self._fit_shape:
+            return self._fit
+        fh, fw = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
+        x, y, w, h = (int(v) for v in self.roi)
+        where = f"trigger ROI {x},{y},{w},{h}"
+        if not (w > 0 and h > 0):
+            x, y, w, h = 0, 0, fw, fh
+        x0, y0, x1, y1 = min(x, fw), min(y, fh), min(x + w, fw), min(y + h, fh)
+        fit: tuple[int, int, int, int] | None = (x0, y0, x1 - x0, y1 - y0)
+        problem = ""
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            fit = None
+            problem = (f"{where} lies outside the {fw}x{fh} frame: no part can be seen "
+                       "(fix localize.roi)")
+        elif fit != (x, y, w, h):
+            problem = (f"{where} reaches outside the {fw}x{fh} frame: watching "
+                       f"{x0},{y0},{x1 - x0},{y1 - y0} only (fix localize.roi)")
+        self._fit_shape, self._fit = shape, fit
+        self._report(problem)
+        return fit
 
     # -- detection ----------------------------------------------------------------------
-    def _roi_image(self, image: np.ndarray) -> tuple[np.ndarray, float]:
-        x, y, w, h = self.roi
-        if w > 0 and h > 0:
-            image = image[y : y + h, x : x + w]
+    def _roi_image(self, image: np.ndarray,
+                   roi: tuple[int, int, int, int]) -> tuple[np.ndarray, float]:
+        x, y, w, h = roi
+        image = image[y : y + h, x : x + w]
         if image.ndim == 3:
             code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
             image = cv2.cvtColor(image, code)
@@ -241,7 +360,10 @@ class FreeRunTrigger(Trigger):
         half of it), since glints on metal are only faintly darker; pieces closer than
         ``merge_gap_frac`` of the ROI are one part (threads, a defect splitting it).
         """
-        gray, scale = self._roi_image(image)
+        roi = self._roi_in(image.shape)
+        if roi is None:
+            return []
+        gray, scale = self._roi_image(image, roi)
         h, w = gray.shape
         contrast = self._contrast(gray)
         if self.threshold > 0:
@@ -294,7 +416,7 @@ class FreeRunTrigger(Trigger):
                 entry = top if self._sign > 0 else bottom
             s = along if self._sign > 0 else length - along
             size = float(max(x1 - x0, y1 - y0) + 1)
-            rx, ry = self.roi[0], self.roi[1]
+            rx, ry = roi[0], roi[1]
             box = (rx + int(x0 / scale), ry + int(y0 / scale),
                    int(math.ceil((x1 - x0 + 1) / scale)), int(math.ceil((y1 - y0 + 1) / scale)))
             blobs.append(Blob(float(s), float(across), size,
@@ -359,9 +481,8 @@ class FreeRunTrigger(Trigger):
         return events
 
     def _roi_length(self, image: np.ndarray) -> float:
-        x, y, w, h = self.roi
-        if not (w > 0 and h > 0):
-            h, w = image.shape[:2]
+        roi = self._roi_in(image.shape)
+        _, _, w, h = roi if roi is not None else (0, 0, 1, 1)
         scale = min(1.0, self.detect_size / max(w, h))
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         return float(size[0] if self._axis == 0 else size[1])
@@ -404,33 +525,51 @@ class FreeRunTrigger(Trigger):
 
 
 class HardwareTrigger(Trigger):
-    """A GenICam camera in trigger mode: the sensor fired the camera, so each frame is a part."""
+    """A GenICam camera in trigger mode: the sensor fired the camera, so each frame is a part.
+
+    A bouncing sensor fires the camera twice: a frame within ``debounce_ms`` of the last
+    accepted one is dropped as a bounce (counted in ``debounced``).
+    """
 
     name = "hardware"
 
+    def __init__(self, counter: PartCounter | None = None, debounce_ms: float = 0.0) -> None:
+        super().__init__(counter, debounce_ms)
+
     def on_frame(self, frame: Frame) -> list[TriggerEvent]:
+        if not self._accept(frame.timestamp):
+            return []
         return [self._emit(frame.timestamp, frame)]
 
 
 class SoftwareTrigger(Trigger):
-    """The operator's button: inspect the latest frame now."""
+    """The operator's button: inspect the latest frame now.
+
+    A press within ``debounce_ms`` of the last accepted one (a bouncing key, a double
+    click) is the same part: ``fire`` returns that part's event and nothing new fires.
+    """
 
     name = "software"
 
-    def __init__(self, frames: FrameProvider | None = None, counter: PartCounter | None = None):
-        super().__init__(counter)
+    def __init__(self, frames: FrameProvider | None = None, counter: PartCounter | None = None,
+                 debounce_ms: float = 0.0) -> None:
+        super().__init__(counter, debounce_ms)
         self.frames = frames
 
     def fire(self) -> TriggerEvent:
+        t = time.monotonic()
+        if not self._accept(t) and self._last_event is not None:
+            return self._last_event
         frame = self.frames.latest() if self.frames is not None else None
-        return self._emit(time.monotonic(), frame)
+        return self._emit(t, frame)
 
 
 class SerialTrigger(Trigger):
     """A sensor's pulse over the serial link: the frame closest in time to the pulse.
 
-    The link's listener only queues the time, so the serial thread never waits; a worker
-    waits up to ``wait_s`` for a frame at or after the pulse and then picks the nearest.
+    The link's listener only debounces and queues the time, so the serial thread never
+    waits; a worker waits up to ``wait_s`` for a frame at or after the pulse and then picks
+    the nearest.
     """
 
     name = "serial"
@@ -441,8 +580,9 @@ class SerialTrigger(Trigger):
         frames: FrameProvider,
         counter: PartCounter | None = None,
         wait_s: float = 0.1,
+        debounce_ms: float = 0.0,
     ) -> None:
-        super().__init__(counter)
+        super().__init__(counter, debounce_ms)
         self.frames = frames
         self.wait_s = wait_s
         self._pending: queue.Queue[float | None] = queue.Queue()
@@ -453,7 +593,7 @@ class SerialTrigger(Trigger):
 
     def on_trigger(self, t: float) -> None:
         """The serial link saw a trigger at monotonic time ``t``."""
-        if not self._closed:
+        if not self._closed and self._accept(t):
             self._pending.put(t)
 
     def _run(self) -> None:
@@ -484,10 +624,12 @@ def make_trigger(
     """The trigger the recipe's ``[trigger]`` section describes (``mode`` and its settings).
 
     The free-run trigger looks where localization looks: ROI, polarity, contrast threshold,
-    part area limits and border margin come from the recipe's ``[localize]`` section.
+    part area limits and border margin come from the recipe's ``[localize]`` section. The
+    others are debounced by ``trigger.debounce_ms`` (20 ms when the section has none).
     """
     mode = str(_get(trigger, "mode", "free_run")).strip().lower()
     counter = counter or PartCounter()
+    debounce_ms = check_debounce_ms(_get(trigger, "debounce_ms", 20.0))
     if mode == "free_run":
         polarity = str(_get(localize, "polarity", "dark_on_light"))
         return FreeRunTrigger(
@@ -507,11 +649,11 @@ def make_trigger(
             counter=counter,
         )
     if mode == "software":
-        return SoftwareTrigger(frames, counter)
+        return SoftwareTrigger(frames, counter, debounce_ms)
     if mode == "hardware":
-        return HardwareTrigger(counter)
+        return HardwareTrigger(counter, debounce_ms)
     if mode == "serial":
         if serial_link is None or frames is None:
             raise ValueError("trigger.mode = 'serial' needs the serial link ([reject] port) open")
-        return SerialTrigger(serial_link, frames, counter)
+        return SerialTrigger(serial_link, frames, counter, debounce_ms=debounce_ms)
     raise ValueError(f"trigger.mode {mode!r} is unknown; expected one of {', '.join(TRIGGER_MODES)}")

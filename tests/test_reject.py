@@ -254,3 +254,32 @@ def test_built_from_a_recipe_file(tmp_path):
         peer.close()
     assert peer.lines[0][1] == b"KICK s1 1"
     assert fired.calls[0][:2] == ("s1", "reject")  # acknowledged by the PLC
+
+
+def test_a_shed_part_gets_the_fail_safe_with_its_reason(loop_link):
+    """Under overload the station sheds a part (no verdict will come): at its reject point
+    the fail-safe acts, not the ERROR rule, and the record says why."""
+    fired = Fired()
+    sched = RejectScheduler(loop_link, RejectSettings(mode="line", line="RTS", delay_ms=10,
+                                                      pulse_ms=5), fired)
+    sched.register("shed")
+    assert sched.shed("shed", "overload: shed (inspection queue full)")
+    assert not sched.shed("nobody", "overload: shed")
+    assert wait_for(lambda: len(fired.calls) == 1)
+    assert not sched.shed("shed", "too late: it already reached the reject point")
+    sched.close()
+    pid, action, _, actual, reason = fired.calls[0]
+    assert (pid, action) == ("shed", "reject") and actual is not None
+    assert reason == "fail-safe reject: overload: shed (inspection queue full)"
+    assert sched.fail_safe_count == 1
+
+    # fail_safe = pass passes a shed part even where errors are rejected
+    fired = Fired()
+    sched = RejectScheduler(loop_link, RejectSettings(mode="line", line="RTS", delay_ms=10,
+                                                      fail_safe="pass", reject_on_error=True),
+                            fired)
+    sched.register("shed2")
+    sched.shed("shed2", "overload: shed")
+    assert wait_for(lambda: len(fired.calls) == 1)
+    sched.close()
+    assert fired.calls[0][1] == "pass" and fired.calls[0][4] == "fail-safe pass: overload: shed"

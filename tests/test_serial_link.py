@@ -120,13 +120,44 @@ def test_trigger_bytes_from_the_plc_reach_the_listener(peer):
         before = time.monotonic()
         peer.write(b"TR")  # a message split across reads, then noise, then two at once
         time.sleep(0.03)
-        peer.write(b"IG\nxx")
+        peer.write(b"IG\nxx\r\n")  # noise is a line of its own: "xxTRIG" is no trigger
         peer.write(b"TRIG\nTRIG\n")
         assert wait_for(lambda: len(got) == 3)
         time.sleep(0.05)
     assert len(got) == 3 and all(before <= t <= time.monotonic() for t in got)
     assert got == sorted(got)
     assert link.stats.triggers == 3
+
+
+def test_only_whole_trigger_lines_fire(peer):
+    """A substring is no trigger: RETRIG, NOTRIG, TRIGGER, padded or prefixed lines never
+    fire; TRIG ended by LF, CR LF or CR does, each once."""
+    with SerialLink(peer.slave_path, 115200, trigger_message="TRIG\n") as link:
+        got: list[float] = []
+        link.add_trigger_listener(got.append)
+        peer.write(b"RETRIG\nNOTRIG\nTRIGGER\n TRIG\nTRIG \nxxTRIG\nTRI\nRIG\n")
+        peer.write(b"TRIG\r\nTRIG\rTRIG\n")
+        assert wait_for(lambda: len(got) >= 3)
+        time.sleep(0.1)
+    assert len(got) == 3 and link.stats.triggers == 3
+
+
+def test_a_port_missing_at_start_is_told_to_a_listener_that_comes_later(tmp_path: Path):
+    """The first open fails in the constructor, before anyone listens, and every retry ends
+    in the same state: a listener added afterwards still hears that the port is missing."""
+    missing = tmp_path / "ttyUSB7"
+    with SerialLink(str(missing), 9600, reconnect_min_s=0.01, reconnect_max_s=0.02) as link:
+        time.sleep(0.1)  # several retries, each ending as the first did
+        states: list[tuple[str, str]] = []
+        link.add_state_listener(lambda s, m: states.append((s, m)))
+        assert states and states[0][0] == "disconnected"
+        assert "could not open" in states[0][1] and str(missing) in states[0][1]
+        time.sleep(0.1)
+        assert len(states) == 1, "a retry with the same outcome is not a new state"
+    with SerialLink("loop://") as link:  # a link that works tells a new listener nothing
+        quiet: list[tuple[str, str]] = []
+        link.add_state_listener(lambda s, m: quiet.append((s, m)))
+        assert quiet == []
 
 
 def test_heartbeat_is_sent_every_period(peer):

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -220,3 +221,121 @@ def test_make_trigger_from_recipe_sections():
     assert isinstance(make_trigger(TriggerSection(mode="hardware")), HardwareTrigger)
     with pytest.raises(ValueError, match="serial link"):
         make_trigger(TriggerSection(mode="serial"))
+
+
+# -- debounce --------------------------------------------------------------------------------
+
+
+def test_hardware_trigger_drops_a_bouncing_sensors_second_frame():
+    """A bouncing sensor fires the camera twice 5 ms apart: one part, the bounce counted."""
+    trigger = HardwareTrigger(debounce_ms=50)
+    image = np.zeros((8, 8), np.uint8)
+    times = [t0 + dt for t0 in (10.0, 10.2, 10.4) for dt in (0.0, 0.005)]
+    events = [e for i, t in enumerate(times) for e in trigger.on_frame(Frame(image, i, t, "cam"))]
+    assert [e.frame.seq for e in events] == [0, 2, 4]
+    assert trigger.fired == 3 and trigger.debounced == 3
+    # the window runs from the last accepted trigger: a sensor stuck chattering every 10 ms
+    # still gives a part every 50 ms, never none (parts are never let through uninspected)
+    chatter = HardwareTrigger(debounce_ms=50)
+    fired = [len(chatter.on_frame(Frame(image, i, 20.0 + 0.01 * i, "cam"))) for i in range(20)]
+    assert sum(fired) == 4 and chatter.debounced == 16
+
+
+def test_software_trigger_double_press_is_one_part(tmp_path):
+    acq = Acquisition(FolderSource(write_folder(tmp_path / "f", 3), fps=200.0))
+    software = SoftwareTrigger(acq, PartCounter(), debounce_ms=200)
+    heard: list[TriggerEvent] = []
+    software.add_listener(heard.append)
+    with acq:
+        assert acq.wait_finished(3.0)
+        first = software.fire()
+        again = software.fire()  # a bouncing key: the same part, nothing new fires
+        time.sleep(0.25)
+        later = software.fire()
+    assert again is first and heard == [first, later]
+    assert later.part_id == first.part_id + 1 and software.debounced == 1
+
+
+def test_serial_trigger_debounces_a_bouncing_sensor(tmp_path):
+    """The audit's case: each part's sensor sends TRIG twice, 5 ms apart; debounce 50 ms.
+    14 parts, not 28."""
+    from station.serial_link import SerialLink
+
+    master, slave = os.openpty()
+    link = SerialLink(os.ttyname(slave), 115200, trigger_message="TRIG\n")
+    acq = Acquisition(FolderSource(write_folder(tmp_path / "f", 8), fps=50.0, loop=True))
+    trigger = make_trigger(SimpleNamespace(mode="serial", debounce_ms=50.0), frames=acq,
+                           serial_link=link)
+    got: list[TriggerEvent] = []
+    trigger.add_listener(got.append)
+    try:
+        assert link.wait_connected(3.0)
+        with acq:
+            for _ in range(14):
+                os.write(master, b"TRIG\n")
+                time.sleep(0.005)
+                os.write(master, b"TRIG\n")
+                time.sleep(0.1)
+            time.sleep(0.3)
+    finally:
+        trigger.close()
+        link.close()
+        os.close(master)
+        os.close(slave)
+    assert len(got) == 14 and trigger.debounced == 14
+    assert link.stats.triggers == 28  # the link heard every message; the trigger judged them
+
+
+def test_debounce_setting_is_checked():
+    with pytest.raises(ValueError, match=r"trigger.debounce_ms = -1: expected a time >= 0 ms"):
+        HardwareTrigger(debounce_ms=-1)
+    with pytest.raises(ValueError, match="trigger.debounce_ms = 'x'"):
+        make_trigger(SimpleNamespace(mode="hardware", debounce_ms="x"))
+    assert make_trigger(SimpleNamespace(mode="hardware")).debounce_s == pytest.approx(0.02)
+
+
+# -- settings and ROIs under which free run could never fire --------------------------------
+
+
+@pytest.mark.parametrize("line_frac", [0.0, 1.0, -0.5, 1.5, float("nan")])
+def test_free_run_refuses_a_line_on_or_beyond_the_roi_edge(line_frac):
+    with pytest.raises(ValueError, match=r"trigger.line_frac = .*strictly between 0 and 1"):
+        FreeRunTrigger(line_frac=line_frac)
+
+
+def test_free_run_refuses_settings_that_find_nothing():
+    with pytest.raises(ValueError, match=r"min_area_frac = 0.3 > localize.max_area_frac = 0.1"):
+        FreeRunTrigger(min_area_frac=0.3, max_area_frac=0.1)
+    with pytest.raises(ValueError, match=r"localize.roi = \(-5, 0, 10, 10\)"):
+        FreeRunTrigger(roi=(-5, 0, 10, 10))
+
+
+def test_free_run_roi_outside_the_frame_raises_an_alarm_not_an_exception():
+    """The audit's case: an ROI beyond a 640x480 frame raised ZeroDivisionError on every
+    frame (logged, swallowed): no parts and nothing said. Now: no exception, one alarm."""
+    trigger = FreeRunTrigger(roi=(700, 500, 100, 100))
+    heard: list[str] = []
+    trigger.add_alarm_listener(heard.append)
+    image = np.full((480, 640), 200, np.uint8)
+    for i in range(5):
+        assert trigger.on_frame(Frame(image, i, float(i), "cam")) == []
+    assert heard == ["trigger ROI 700,500,100,100 lies outside the 640x480 frame: no part can "
+                     "be seen (fix localize.roi)"]
+    assert trigger.problem == heard[0]
+    late: list[str] = []
+    trigger.add_alarm_listener(late.append)  # a listener added later hears it too
+    assert late == heard
+
+
+def test_free_run_roi_partly_outside_watches_what_is_inside_and_says_so():
+    # ROI = right half, but 40 px wider than the frame: clipped to x 160..320
+    trigger = FreeRunTrigger(roi=(160, 0, 200, 120), line_frac=0.25, direction="right_to_left")
+    heard: list[str] = []
+    trigger.add_alarm_listener(heard.append)
+    events = feed(trigger, [[300], [270], [230], [190], [150]])
+    assert [len(e) for e in events] == [0, 1, 0, 0, 0]  # as with the ROI inside the frame
+    assert heard == ["trigger ROI 160,0,200,120 reaches outside the 320x120 frame: watching "
+                     "160,0,160,120 only (fix localize.roi)"]
+    # a frame it fits again clears the problem
+    trigger.on_frame(Frame(np.full((120, 400), 200, np.uint8), 9, 200.0, "test"))
+    assert heard[-1] == "" and trigger.problem == ""
