@@ -5,6 +5,13 @@ preview and calls the frame-driven trigger; triggered parts go through a bounded
 inspection thread; the reject scheduler and the serial link have their own threads; the
 records writer has its own. Nothing here knows Qt: the GUI and ``station run --headless``
 both drive this class and read its state.
+
+Overload is explicit: when triggers come faster than the station inspects, the bounded
+queue is full and the new part is *shed*: not inspected, the fail-safe acts at its reject
+point (``reject.fail_safe``), it gets an ERROR record saying "overload: shed", it is
+counted, and an alarm stays up until the station keeps up again. Every part, inspected or
+shed, gets its row: rows wait in the engine's own backlog rather than be dropped when the
+records writer is behind.
 """
 
 from __future__ import annotations
@@ -41,8 +48,12 @@ ALARM_STREAK = "reject_streak"
 ALARM_MODEL = "model_error"
 ALARM_QUALITY = "image_quality"
 ALARM_RECORDS = "records"
+ALARM_OVERLOAD = "overload"
+ALARM_TRIGGER = "trigger"
 COUNTS_RESET_KEY = "counts.reset"
-_ENGINE_ALARMS = (ALARM_CAMERA, ALARM_SERIAL, ALARM_STREAK, ALARM_MODEL, ALARM_QUALITY)
+_ENGINE_ALARMS = (ALARM_CAMERA, ALARM_SERIAL, ALARM_STREAK, ALARM_MODEL, ALARM_QUALITY,
+                  ALARM_OVERLOAD, ALARM_TRIGGER)
+SHED_REASON = "overload: shed"
 
 Listener = Callable[[str, Any], None]
 
@@ -73,12 +84,16 @@ class EngineStats:
     passed: int
     rejected: int
     errors: int
-    late: int  # parts the queue could not take in time (they get the fail-safe)
+    late: int  # parts the queue could not take in time: the shed ones (the status bar's name)
     latency_p50_ms: float
     latency_p99_ms: float
     serial_state: str
     reject_timing: dict[str, float]
     models: dict[str, str]
+    shed: int = 0  # parts not inspected under overload: fail-safe action, ERROR record
+    debounced: int = 0  # triggers ignored as bounces of the one before (not parts)
+    rows_waiting: int = 0  # rows in the engine's backlog, not yet handed to the records
+    rows_lost: int = 0  # rows that could not be recorded at all (alarmed); 0 unless broken
 
 
 class Engine:
@@ -114,7 +129,9 @@ class Engine:
         self._results: deque[PartResult] = deque(maxlen=500)
         self._latencies: deque[float] = deque(maxlen=1000)
         self._done_times: deque[float] = deque(maxlen=240)
-        self._counts = {"parts": 0, "passed": 0, "rejected": 0, "errors": 0, "late": 0}
+        self._counts = {"parts": 0, "passed": 0, "rejected": 0, "errors": 0, "late": 0,
+                        "shed": 0}
+        self._overloaded = False  # parts are being shed; cleared once the queue drains
         self._streak = 0
         self._last_result: PartResult | None = None
         self._running = False
@@ -136,7 +153,10 @@ class Engine:
         self.inspector.warmup()
         self.undistorter = Undistorter.from_recipe(recipe)
         self.records: Records | None = Records.from_recipe(recipe) if records else None
+        self._rows: _RowFeeder | None = None
         if self.records is not None:
+            self._rows = _RowFeeder(self.records,
+                                    lambda msg: self.raise_alarm(ALARM_RECORDS, msg))
             # Records notify every alarm they store, the engine's own included: only the
             # records' own faults (writer behind, disk) become a records alarm here.
             self.records.add_alarm_listener(
@@ -161,17 +181,34 @@ class Engine:
         self.acquisition.add_alarm_listener(self._on_camera_alarm)
         start_id = self._next_part_number()
         self.counter = PartCounter(start_id)
+        debounce_ms = self._debounce_ms(recipe, mode)
         self.trigger: Trigger = make_trigger(
-            replace(recipe.trigger, mode=mode), frames=self.acquisition, serial_link=self.link,
-            localize=recipe.localize, counter=self.counter)
+            replace(recipe.trigger, mode=mode, debounce_ms=debounce_ms), frames=self.acquisition,
+            serial_link=self.link, localize=recipe.localize, counter=self.counter)
         self.trigger.add_listener(self._on_trigger)
+        self.trigger.add_alarm_listener(self._on_trigger_alarm)
         self.software = (self.trigger if isinstance(self.trigger, SoftwareTrigger)
-                         else SoftwareTrigger(self.acquisition, self.counter))
+                         else SoftwareTrigger(self.acquisition, self.counter,
+                                              debounce_ms=0.0 if block_when_busy
+                                              else recipe.trigger.debounce_ms))
         if self.software is not self.trigger:
             self.software.add_listener(self._on_trigger)
         self.acquisition.add_frame_listener(self._on_frame)
         self.quality = QualityMonitor.from_recipe_params(recipe.quality, recipe.path)
         self._quality_frame: Frame | None = None
+
+    def _debounce_ms(self, recipe: Any, mode: str) -> float:
+        """The trigger's debounce: the recipe's, where a sensor can bounce.
+
+        A replay (``block_when_busy``) or a hardware trigger on a source no sensor fires (a
+        photo folder, the simulator: every frame is one part by construction) has nothing to
+        bounce; debouncing there would drop parts that come quickly.
+        """
+        if self.block_when_busy:
+            return 0.0
+        if mode == "hardware" and not self.source.info.triggered:
+            return 0.0
+        return float(recipe.trigger.debounce_ms)
 
     # -- listeners and state ------------------------------------------------------------
     def add_listener(self, callback: Listener) -> None:
@@ -238,6 +275,8 @@ class Engine:
         self.scheduler.close()
         if self.link is not None:
             self.link.close()
+        if self._rows is not None:
+            self._rows.close()  # every row reaches the records before they close
         if self.records is not None:
             self.records.close()
 
@@ -312,8 +351,8 @@ class Engine:
             c = self._counts
             return {"inspected": c["parts"], "passed": c["passed"],
                     "rejected": c["rejected"], "errors": c["errors"]}
-        if wait:
-            self.records.flush(2.0)
+        if wait and self._rows is not None:
+            self._rows.drain(2.0)
         return self.records.counts(since=self.shift_start())
 
     def reset_counts(self, who: str = "operator") -> None:
@@ -382,6 +421,13 @@ class Engine:
         elif kind == SOURCE_ENDED:
             self._emit("state", "ended")
 
+    def _on_trigger_alarm(self, message: str) -> None:
+        """The trigger cannot work as configured (an ROI outside the frame), or works again."""
+        if message:
+            self.raise_alarm(ALARM_TRIGGER, message)
+        else:
+            self.clear_condition(ALARM_TRIGGER)
+
     def _on_serial_state(self, state: str, message: str) -> None:
         if self._closing:
             return
@@ -424,11 +470,33 @@ class Engine:
             else:
                 self._queue.put_nowait(event)
         except queue.Full:
-            # The inspection cannot keep up: this part gets no verdict in time. Say so; the
-            # scheduler's fail-safe acts at its reject point.
-            self._finish(PartResult(part_id=part_id, verdict=ERROR, t_trigger=event.t,
-                                    error="inspection queue full: part not inspected",
-                                    trigger=event.source), late=True)
+            self._shed(event)
+
+    def _shed(self, event: TriggerEvent) -> None:
+        """The inspection cannot keep up: shed this part explicitly (see module docstring)."""
+        part_id = str(event.part_id)
+        fail_safe = self.scheduler.settings.fail_safe
+        reason = (f"{SHED_REASON} (inspection queue full, {self._queue.maxsize} parts "
+                  f"waiting): not inspected, fail-safe {fail_safe}")
+        self.scheduler.shed(part_id, reason)
+        with self._lock:
+            self._overloaded = True
+            shed = self._counts["shed"] + 1
+        self.raise_alarm(ALARM_OVERLOAD, f"overload: {shed} part(s) shed: triggers come faster "
+                                         f"than the station inspects; each got the fail-safe "
+                                         f"({fail_safe}) and an ERROR record")
+        self._finish(PartResult(part_id=part_id, verdict=ERROR, t_trigger=event.t,
+                                error=reason, trigger=event.source), shed=True)
+
+    def _maybe_end_overload(self) -> None:
+        """Once the queue has drained after shedding, the overload condition is over."""
+        with self._lock:
+            if not self._overloaded or not self._queue.empty():
+                return
+            self._overloaded = False
+            shed = self._counts["shed"]
+        self.clear_condition(ALARM_OVERLOAD, f"overload over: {shed} part(s) shed in all; "
+                                             "the station keeps up again")
 
     # Two stages, two threads: the crop thread finds, aligns and prepares part N+1 while the
     # inspection thread runs the models on part N, so the crop's OpenCV work overlaps the
@@ -466,6 +534,7 @@ class Engine:
             if item is None:
                 return
             self._inspect(*item)
+            self._maybe_end_overload()
             self._maybe_check_quality()
 
     def _crop(self, event: TriggerEvent) -> PreparedPart | None:
@@ -490,28 +559,33 @@ class Engine:
                              trigger=event.source)
         self._finish(result)
 
-    def _finish(self, result: PartResult, late: bool = False) -> None:
-        self.scheduler.set_verdict(result.part_id, result.verdict)
+    def _finish(self, result: PartResult, shed: bool = False) -> None:
+        """A part is done (judged, or shed): verdict to the scheduler, counts, its row."""
+        if not shed:  # a shed part has no verdict: the fail-safe acts for it
+            self.scheduler.set_verdict(result.part_id, result.verdict)
         with self._lock:
             self._last_result = result
             self._results.append(result)
-            self._latencies.append(result.latency_ms)
-            self._done_times.append(time.monotonic())
+            if not shed:
+                self._latencies.append(result.latency_ms)
+                self._done_times.append(time.monotonic())
             c = self._counts
             c["parts"] += 1
-            c["late"] += int(late)
+            c["late"] += int(shed)
+            c["shed"] += int(shed)
             if result.verdict == "PASS":
                 c["passed"] += 1
                 self._streak = 0
             else:
                 c["rejected" if result.verdict == REJECT else "errors"] += 1
-                self._streak += 1
+                self._streak += int(not shed)  # a shed part says nothing about the line
             streak = self._streak
-        if self.records is not None:
-            self.records.submit(self._record_row(result), _images(result))
-        if result.verdict == ERROR and result.error and not result.error.startswith("part "):
+            if self._rows is not None:  # under the lock: rows go out in the results' order
+                self._rows.put(self._record_row(result), _images(result))
+        if (result.verdict == ERROR and result.error and not shed
+                and not result.error.startswith("part ")):
             self.raise_alarm(ALARM_MODEL, f"part {result.part_id}: {result.error}")
-        if self.streak_alarm and streak == self.streak_alarm:
+        if not shed and self.streak_alarm and streak == self.streak_alarm:
             self.raise_alarm(ALARM_STREAK, f"{streak} rejects in a row (last: part "
                                            f"{result.part_id}) — check the line and the camera")
         self._emit("part", result)
@@ -560,7 +634,115 @@ class Engine:
             late=c["late"], latency_p50_ms=percentile(lat, 0.5), latency_p99_ms=percentile(lat, 0.99),
             serial_state=self.link.state if self.link is not None else "off",
             reject_timing=self.scheduler.timing_stats(),
-            models=self.inspector.model_versions)
+            models=self.inspector.model_versions, shed=c["shed"],
+            debounced=self.trigger.debounced + (self.software.debounced
+                                                if self.software is not self.trigger else 0),
+            rows_waiting=self._rows.waiting if self._rows is not None else 0,
+            rows_lost=self._rows.lost if self._rows is not None else 0)
+
+
+class _RowFeeder:
+    """Hands part rows to the records writer, in order, without ever dropping one silently.
+
+    ``Records.submit`` refuses a part when its queue is full (a slow disk, a burst of
+    parts), and the inspection thread must not wait for the disk. So rows wait here, and
+    this thread hands them on no faster than the writer takes them: it waits for the writer
+    (a flush) after every ``batch`` rows, well inside the writer's queue. While more than
+    ``image_backlog`` rows wait, the images of the waiting ones are left out (the row comes
+    first; images are optional). Only past ``max_rows`` waiting rows (a writer that stopped)
+    is a row lost, and then it is counted and alarmed.
+    """
+
+    def __init__(self, records: Records, alarm: Callable[[str], None], *, batch: int = 64,
+                 image_backlog: int = 256, max_rows: int = 50_000) -> None:
+        self.records = records
+        self._alarm = alarm
+        self._batch = batch
+        self._image_backlog = image_backlog
+        self._max_rows = max_rows
+        self._items: deque[tuple[PartRecord, dict[str, np.ndarray]]] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._stop = False
+        self._since_flush = 0
+        self.lost = 0
+        self.images_left_out = 0
+        self._thread = threading.Thread(target=self._run, name="records-feeder", daemon=True)
+        self._thread.start()
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._items) + int(self._busy)
+
+    def put(self, row: PartRecord, images: dict[str, np.ndarray]) -> None:
+        """Queue a row (never blocks)."""
+        with self._cond:
+            if len(self._items) < self._max_rows and not self._stop:
+                self._items.append((row, images))
+                self._cond.notify_all()
+                return
+            self.lost += 1
+            lost = self.lost
+        log.error("record of part %s lost: %d rows already wait for the records writer",
+                  row.part_id, self._max_rows)
+        self._alarm(f"records writer stalled: {lost} part row(s) could not be recorded "
+                    f"(last: part {row.part_id})")
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._stop:
+                    self._cond.wait()
+                if not self._items:
+                    return
+                row, images = self._items.popleft()
+                self._busy = True
+                backlog = len(self._items)
+            if images and backlog >= self._image_backlog:
+                images = {}
+                self.images_left_out += 1
+            try:
+                self._hand_on(row, images)
+            except Exception:  # the records are closed or broken: say so, keep going
+                log.exception("record of part %s not written", row.part_id)
+                self.lost += 1
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def _hand_on(self, row: PartRecord, images: dict[str, np.ndarray]) -> None:
+        if self._since_flush >= self._batch:
+            self.records.flush(30.0)  # the writer's pace, not the triggers'
+            self._since_flush = 0
+        while not self.records.submit(row, images):
+            self.records.flush(1.0)  # refused: the writer is behind; offer it again
+            self._since_flush = 0
+            images = {}
+        self._since_flush += 1
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every row queued so far is handed on and written."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self._items or self._busy:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return self.records.flush(max(0.0, end - time.monotonic()))
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Hand every waiting row on, then stop."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        with self._cond:
+            left = len(self._items)
+        if left:
+            self.lost += left
+            log.error("%d part row(s) not recorded: the records writer did not take them", left)
 
 
 def percentile(values: list[float], q: float, empty: float = 0.0) -> float:

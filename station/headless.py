@@ -18,7 +18,10 @@ def format_stats(s: EngineStats) -> str:
     return (f"parts {s.parts:5d}  pass {s.passed:5d}  reject {s.rejected:4d}  error {s.errors:3d}"
             f"  yield {yield_pct:5.1f}%  camera {s.camera_fps:5.1f} fps  inspect "
             f"{s.inspect_fps:4.1f}/s  latency p50 {s.latency_p50_ms:5.1f} ms p99 "
-            f"{s.latency_p99_ms:5.1f} ms  dropped {s.dropped_frames}  serial {s.serial_state}")
+            f"{s.latency_p99_ms:5.1f} ms  dropped {s.dropped_frames}  serial {s.serial_state}"
+            + (f"  shed {s.shed}" if s.shed else "")
+            + (f"  debounced {s.debounced}" if s.debounced else "")
+            + (f"  rows lost {s.rows_lost}" if s.rows_lost else ""))
 
 
 def run_headless(engine: Engine, seconds: float | None, out: TextIO = sys.stdout,
@@ -41,6 +44,8 @@ def run_headless(engine: Engine, seconds: float | None, out: TextIO = sys.stdout
             print(f"ALARM {payload.kind}: {payload.message}", file=out, flush=True)
 
     engine.add_listener(on_event)
+    for alarm in engine.alarms():  # raised while the engine was built (a port missing at start)
+        print(f"ALARM {alarm.kind}: {alarm.message}", file=out, flush=True)
     start = time.monotonic()
     engine.start()
     next_line = start + interval
