@@ -225,11 +225,11 @@ class _MemorySource(FrameSource):
         """Nothing to release."""
 
 
-def _engine_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], fps: float,
-                records_dir: Path, delay_ms: float = 0.0) -> tuple[list, float, list, dict, Any]:
-    """One engine run over ``frames``: results (the engine keeps the last 500), wall time,
-    reject outcomes, reject timing and the engine's counts (every part)."""
-    delay_ms = delay_ms or REJECT_DELAY_MS
+def _bench_engine(recipe: Any, inspector: Inspector, frames: list[np.ndarray], fps: float,
+                  records_dir: Path, delay_ms: float, block: bool = True) -> Any:
+    """The station's engine on ``frames`` (every frame one part), reject messages on
+    ``loop://``, records on in ``records_dir``. ``block``: the camera waits for the
+    inspection (throughput); else parts the engine cannot take are shed, as on a line."""
     from station.engine import Engine
 
     reject = dataclasses.replace(recipe.reject, enabled=True, port="loop://", mode="message",
@@ -237,8 +237,16 @@ def _engine_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], fps
     records = dataclasses.replace(recipe.records, database=str(records_dir / "bench.sqlite"),
                                   images_dir=str(records_dir / "images"))
     run_recipe = dataclasses.replace(recipe, reject=reject, records=records)
-    engine = Engine(run_recipe, source=_MemorySource(frames, fps), inspector=inspector,
-                    trigger_mode="hardware", block_when_busy=True, streak_alarm=0)
+    return Engine(run_recipe, source=_MemorySource(frames, fps), inspector=inspector,
+                  trigger_mode="hardware", block_when_busy=block, streak_alarm=0)
+
+
+def _engine_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], fps: float,
+                records_dir: Path, delay_ms: float = 0.0) -> tuple[list, float, list, dict, Any]:
+    """One engine run over ``frames``: results (the engine keeps the last 500), wall time,
+    reject outcomes, reject timing and the engine's counts (every part)."""
+    delay_ms = delay_ms or REJECT_DELAY_MS
+    engine = _bench_engine(recipe, inspector, frames, fps, records_dir, delay_ms)
     with engine:
         t0 = time.perf_counter()
         engine.start()
@@ -328,6 +336,74 @@ def bench_pipeline(recipe: Any, inspector: Inspector, frames: list[np.ndarray],
     }
 
 
+def bench_long_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], parts: int,
+                   fps: float, records_dir: Path, delay_ms: float) -> dict[str, Any]:
+    """Endurance: ``parts`` parts through the engine as on a line, records on.
+
+    Paced at ``fps`` and not blocking, so a part the station cannot take is shed (and
+    counted) as it would be on the line. Reported: resident memory after the warm-up (the
+    first tenth of the parts, at most 1,000) and at the end, rows in the database against
+    parts, every reject output's timing error over the whole run (from the records, not the
+    scheduler's recent window), and the shed count.
+    """
+    long_frames = [frames[i % len(frames)] for i in range(parts)]  # the same arrays, reused
+    warmup = max(1, min(1000, parts // 10))
+    seen = {"parts": 0, "rss_warmup": None}
+
+    def on_event(kind: str, _payload: Any) -> None:
+        if kind == "part":
+            seen["parts"] += 1
+            if seen["parts"] == warmup:
+                seen["rss_warmup"] = _proc_status_mb("VmRSS")
+
+    rss_start = _proc_status_mb("VmRSS")
+    own_peak = _reset_peak_rss()
+    engine = _bench_engine(recipe, inspector, long_frames, fps, records_dir, delay_ms,
+                           block=False)
+    engine.add_listener(on_event)
+    with engine:
+        t0 = time.perf_counter()
+        engine.start()
+        engine.wait_finished()
+        wall = time.perf_counter() - t0
+        engine.stop()
+        time.sleep(delay_ms / 1000.0 + 0.2)  # the last reject outputs fire
+        stats = engine.stats()
+        rss_end = _proc_status_mb("VmRSS")
+    rows, timing, missing = _records_summary(records_dir / "bench.sqlite")
+    warm = seen["rss_warmup"]
+    out: dict[str, Any] = {
+        "parts": stats.parts, "rows": rows, "rows_match_parts": rows == stats.parts,
+        "shed": stats.shed, "rows_lost": stats.rows_lost, "errors": stats.errors,
+        "seconds": round(wall, 1), "paced_parts_per_s": round(fps, 2),
+        "engine_parts_per_s": round(stats.parts / wall, 2), "warmup_parts": warmup,
+        "rss_mb_start": _round(rss_start), "rss_mb_warmup": _round(warm),
+        "rss_mb_end": _round(rss_end),
+        "rss_growth_after_warmup_pct": (round(100.0 * (rss_end - warm) / warm, 2)
+                                        if warm and rss_end else None),
+        "reject_delay_ms": delay_ms, "reject_timing_error_ms": timing,
+        "rows_without_reject_outcome": missing,
+    }
+    if own_peak:
+        out["peak_rss_mb"] = _round(_proc_status_mb("VmHWM"))
+    return out
+
+
+def _records_summary(database: Path) -> tuple[int, dict[str, float], int]:
+    """Rows, the timing error (ms) of every reject output, and rows with no reject outcome."""
+    import sqlite3
+
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT count(*) FROM parts").fetchone()[0]
+        errors = sorted(r[0] for r in db.execute(
+            "SELECT reject_timing_ms FROM parts WHERE reject_timing_ms IS NOT NULL"))
+        missing = db.execute("SELECT count(*) FROM parts WHERE reject_action IS NULL"
+                             ).fetchone()[0]
+    timing = {"count": len(errors), "p50": round(_q(errors, 0.5), 3),
+              "p99": round(_q(errors, 0.99), 3), "max": round(errors[-1], 3) if errors else None}
+    return int(rows), timing, int(missing)
+
+
 def _q(values: list[float], q: float) -> float:
     from station.engine import percentile
 
@@ -372,11 +448,12 @@ def _reset_peak_rss() -> bool:
 
 
 def run_bench(recipe: Any, model_dir: Path, parts: int, repeats: int, threads: int,
-              long_parts: int, min_seconds: float = 1.0) -> dict[str, Any]:
+              long_parts: int, min_seconds: float = 1.0, long_fps: float = 0.0) -> dict[str, Any]:
     """All the measurements, as one JSON-able dict.
 
     ``min_seconds``: each latency figure keeps sampling at least this long (after
-    ``repeats`` runs), so a median is not taken over a noisy handful.
+    ``repeats`` runs), so a median is not taken over a noisy handful. ``long_fps``: the
+    long run's pace (0 = half the engine's measured rate, as the paced pipeline run).
     """
     peak = matmul_peak_gflops()
     out: dict[str, Any] = {
@@ -417,22 +494,11 @@ def run_bench(recipe: Any, model_dir: Path, parts: int, repeats: int, threads: i
         if long_parts:
             # The line's configuration: the int8 classifier when there is one.
             classifier = "classifier.int8.onnx" if int8 else "classifier.onnx"
-            long_frames = frames * max(1, -(-long_parts // max(1, len(frames))))
-            long_frames = long_frames[:long_parts]
-            inspector = inspector_with(classifier)
-            rss_start = _proc_status_mb("VmRSS")
-            own_peak = _reset_peak_rss()
-            _, wall, _, _, stats = _engine_run(recipe, inspector, long_frames, 0.0,
-                                               records / "long")
-            long = {"parts": stats.parts, "classifier": classifier,
-                    "seconds": round(wall, 1),
-                    "engine_parts_per_s": round(stats.parts / wall, 2),
-                    "errors": stats.errors,
-                    "rss_mb_start": _round(rss_start), "rss_mb_end": _round(
-                        _proc_status_mb("VmRSS"))}
-            if own_peak:
-                long["peak_rss_mb"] = _round(_proc_status_mb("VmHWM"))
-            out["long_run"] = long
+            measured = out["pipeline_int8_classifier" if int8 else "pipeline"]
+            fps = long_fps or measured["engine_parts_per_s"] / 2.0
+            long = bench_long_run(recipe, inspector_with(classifier), frames, long_parts, fps,
+                                  records / "long", measured["reject_delay_ms"])
+            out["long_run"] = {"classifier": classifier, **long}
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     return out
 

@@ -61,7 +61,7 @@ def test_bench_writes_pipeline_and_model_numbers(model_dir: Path, tmp_path: Path
     out = tmp_path / "bench.json"
     rc = main(["bench", "--models", str(model_dir), "--json", str(out), "--parts", "12",
                "--repeats", "3", "--threads", "1", "--min-seconds", "0.1",
-               "--long-parts", "20"])
+               "--long-parts", "300"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "ratio" in printed and str(out) in printed
@@ -91,10 +91,25 @@ def test_bench_writes_pipeline_and_model_numbers(model_dir: Path, tmp_path: Path
         assert 0 < p["trigger_to_verdict_ms_p50"] <= p["trigger_to_verdict_ms_p99"]
         # every part's reject point fired, REJECT_DELAY_MS after its trigger
         assert p["trigger_to_reject_ms_p50"] >= p["reject_delay_ms"]
+    # endurance, records on: every part has its row and its reject outcome, whatever the
+    # machine's load made the engine shed; memory is measured after the warm-up and at the end
     long = result["long_run"]
-    assert long["parts"] == 20 and long["classifier"] == "classifier.int8.onnx"
-    assert long["rss_mb_end"] > 0 and long.get("peak_rss_mb", 1.0) > 0
+    assert long["parts"] == 300 and long["classifier"] == "classifier.int8.onnx"
+    assert long["rows"] == 300 and long["rows_match_parts"] and long["rows_lost"] == 0
+    assert long["rows_without_reject_outcome"] == 0
+    assert 0 <= long["shed"] < 300 and long["warmup_parts"] == 30
+    assert long["paced_parts_per_s"] == pytest.approx(
+        result["pipeline_int8_classifier"]["engine_parts_per_s"] / 2, rel=0.01)
+    assert 0 < long["rss_mb_warmup"] and 0 < long["rss_mb_end"]
+    assert long["rss_growth_after_warmup_pct"] == pytest.approx(
+        100 * (long["rss_mb_end"] - long["rss_mb_warmup"]) / long["rss_mb_warmup"], abs=0.1)
+    timing = long["reject_timing_error_ms"]
+    assert timing["count"] >= long["shed"]
+    if timing["count"]:
+        assert 0 <= timing["p50"] <= timing["p99"] <= timing["max"]
+    assert long.get("peak_rss_mb", 1.0) > 0
     assert result["peak_rss_mb"] > 0
+    assert "long run: 300 parts" in printed and "300 rows (= parts)" in printed
 
 
 def test_bench_refuses_a_folder_without_models(tmp_path: Path, capsys):

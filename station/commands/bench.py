@@ -19,7 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, required=True, help="write the results here")
     parser.add_argument("--parts", type=int, default=120, help="parts through the pipeline")
     parser.add_argument("--long-parts", type=int, default=0,
-                        help="also run this many parts to watch peak memory (0 = skip)")
+                        help="endurance: also run this many parts through the engine with "
+                             "records on, paced as a line (memory, rows = parts, reject "
+                             "timing over the whole run, shed parts; 0 = skip)")
+    parser.add_argument("--long-fps", type=float, default=0.0,
+                        help="the long run's parts per second (0 = half the engine's "
+                             "measured rate)")
     parser.add_argument("--repeats", type=int, default=30, help="latency runs per model (min)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = auto)")
     parser.add_argument("--min-seconds", type=float, default=1.0,
@@ -47,12 +52,12 @@ def run(args: argparse.Namespace) -> int:
         if value < 1:
             print(f"station bench: {flag} = {value}: expected at least 1", file=sys.stderr)
             return 2
-    if args.long_parts < 0 or args.threads < 0 or args.min_seconds < 0:
-        print("station bench: --long-parts, --threads and --min-seconds must not be negative",
-              file=sys.stderr)
+    if min(args.long_parts, args.threads, args.min_seconds, args.long_fps) < 0:
+        print("station bench: --long-parts, --long-fps, --threads and --min-seconds must not "
+              "be negative", file=sys.stderr)
         return 2
     result = run_bench(recipe, models, args.parts, args.repeats, args.threads, args.long_parts,
-                       args.min_seconds)
+                       args.min_seconds, args.long_fps)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
     print(f"matmul peak {result['matmul_peak_gflops']} GFLOP/s")
@@ -70,7 +75,12 @@ def run(args: argparse.Namespace) -> int:
               f"{p['trigger_to_reject_ms_p99']} ms")
     if "long_run" in result:
         lr = result["long_run"]
-        print(f"long run: {lr['parts']} parts at {lr['engine_parts_per_s']}/s, peak RSS "
-              f"{lr.get('peak_rss_mb')} MB (RSS {lr['rss_mb_start']} -> {lr['rss_mb_end']} MB)")
+        t = lr["reject_timing_error_ms"]
+        print(f"long run: {lr['parts']} parts at {lr['engine_parts_per_s']}/s, {lr['rows']} rows "
+              f"({'= parts' if lr['rows_match_parts'] else 'NOT = parts'}), {lr['shed']} shed; "
+              f"RSS {lr['rss_mb_warmup']} MB after {lr['warmup_parts']} parts -> "
+              f"{lr['rss_mb_end']} MB at the end ({lr['rss_growth_after_warmup_pct']} %), peak "
+              f"{lr.get('peak_rss_mb')} MB; reject timing error p99 {t['p99']} ms over "
+              f"{t['count']} outputs")
     print(f"wrote {args.json}")
     return 0
