@@ -245,19 +245,35 @@ def connect(database: str | Path, *, synchronous: str = "FULL") -> sqlite3.Conne
 class StationLock:
     """``<database>.lock`` held with ``flock`` while a station records into the database.
 
-    The kernel drops the lock when the process ends, even on ``kill -9``, so a crash never
-    leaves a database locked. The file holds the holder's pid for the message.
+    Another process is refused. Within one process the lock is shared (counted), because
+    the GUI builds the new engine of a reloaded recipe before it closes the old one: that
+    is one station handing over, not two stations. The kernel drops the lock when the
+    process ends, even on ``kill -9``, so a crash never leaves a database locked. The file
+    holds the holder's pid for the message.
     """
+
+    _held: dict[str, list[int]] = {}  # lock path -> [fd, users] in this process
+    _guard = threading.Lock()
 
     def __init__(self, database: Path) -> None:
         self.path = database.with_name(database.name + ".lock")
-        self._fd: int | None = None
+        self._key = str(self.path.resolve())
+        self._holding = False
         if fcntl is None:
             return
+        with StationLock._guard:
+            held = StationLock._held.get(self._key)
+            if held is not None:
+                held[1] += 1
+            else:
+                StationLock._held[self._key] = [self._acquire(database), 1]
+            self._holding = True
+
+    def _acquire(self, database: Path) -> int:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise RecordsError(f"records database {database}: cannot create the lock file "
+            raise RecordsError(f"records database {database}: cannot open the lock file "
                                f"{self.path}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -269,12 +285,18 @@ class StationLock:
                 f"lock {self.path}); give each station its own records.database") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+        return fd
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing drops the flock
-            self._fd = None
+        if not self._holding:
+            return
+        self._holding = False
+        with StationLock._guard:
+            held = StationLock._held[self._key]
+            held[1] -= 1
+            if held[1] == 0:
+                del StationLock._held[self._key]
+                os.close(held[0])  # closing drops the flock
 
 
 class Records:
@@ -540,15 +562,23 @@ class Records:
                     self._retry_backlog(conn)
                     item[1].set()
                     continue
-                if kind == "part":
-                    with self._count_lock:
-                        self._parts_queued -= 1
-                    wanted = bool(item[2]) and self._wants_images(item[1])
-                    self._write_item(conn, ("part", item[1]), item[2] if wanted else None)
-                elif kind == "reject":
-                    self._write_item(conn, item, None)
+                try:
+                    self._handle(conn, item)
+                except Exception as exc:  # a dead writer would lose every later row silently
+                    log.exception("records writer: %s item failed", kind)
+                    self._alarm("records", f"records writer error: {type(exc).__name__}: {exc}",
+                                to_db=False)
         finally:
             conn.close()
+
+    def _handle(self, conn: sqlite3.Connection, item: tuple) -> None:
+        if item[0] == "part":
+            with self._count_lock:
+                self._parts_queued -= 1
+            wanted = bool(item[2]) and self._wants_images(item[1])
+            self._write_item(conn, ("part", item[1]), item[2] if wanted else None)
+        elif item[0] == "reject":
+            self._write_item(conn, item, None)
 
     def _write_item(self, conn: sqlite3.Connection, item: tuple,
                     images: dict[str, np.ndarray] | None) -> None:
@@ -594,7 +624,8 @@ class Records:
         if len(self._backlog) > self.max_backlog:
             lost = self._backlog.popleft()
             self.lost_rows += 1
-            log.error("records backlog full: %s for part %s given up", lost[0], lost[1])
+            log.error("records backlog full: %s for part %s given up", lost[0],
+                      getattr(lost[1], "part_id", lost[1]))
         if not self._db_fault:
             self._db_fault = True
             self._alarm("records", f"records database {self.database_path} refuses writes "
@@ -799,12 +830,16 @@ class Records:
 
     def _sweep_temp_files(self) -> None:
         """Remove half-written images a killed process left behind."""
-        if self.images_dir.is_dir():
-            for tmp in self.images_dir.glob("*/*.png.tmp"):
-                try:
-                    tmp.unlink()
-                except OSError:
-                    pass
+        try:
+            leftovers = list(self.images_dir.glob("*/*.png.tmp")) if self.images_dir.is_dir() else []
+        except OSError as exc:  # an unreadable image folder: the first image write says so
+            log.warning("cannot look for half-written images in %s: %s", self.images_dir, exc)
+            return
+        for tmp in leftovers:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -273,7 +273,6 @@ def test_station_replay_lists_a_bad_image_and_finishes(tiny_models: Path, tmp_pa
     data = write_mvtec_dataset(tmp_path / "set", n_train_good=2, n_test_good=3,
                                n_test_per_defect=1, size=160, seed=5)
     bad = zero_bytes(data / "test" / "good" / "000a")
-    n_test = len(list((data / "test").rglob("*.png")))
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(f'[product]\nname = "t"\n\n[camera]\nsource = "folder"\n'
                       f'device = "{data}"\n\n[models]\n'
@@ -291,4 +290,44 @@ def test_station_replay_lists_a_bad_image_and_finishes(tiny_models: Path, tmp_pa
     assert report["skipped"] == [{"file": str(bad), "label": 0, "defect_type": "good",
                                   "reason": "empty file (0 bytes)"}]
     assert report["metrics"]["skipped"] == 1
-    assert report["metrics"]["parts"] == n_test - 1  # every readable sample, once
+    readable = sorted(str(p) for p in (data / "test").rglob("*.png") if p != bad)
+    inspected = sorted(p["file"] for p in report["parts"] if p["file"] != str(bad))
+    assert inspected == readable  # every readable sample once: no rewind, no repeat
+
+
+@pytest.mark.timeout(300)
+def test_station_run_on_a_folder_with_a_bad_image_inspects_each_part_once_and_ends(
+        tiny_models: Path, tmp_path: Path):
+    """The audit's case: a zero-byte PNG in a folder with loop = false once made the line
+    'inspect' thousands of parts and never end."""
+    import sqlite3
+
+    from station.synthetic import render_part
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        cv2.imwrite(str(frames / f"{i:03d}.png"), render_part(rng, size=(192, 192)).image)
+    zero_bytes(frames / "001a")
+    db = tmp_path / "records" / "station.sqlite"
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'[product]\nname = "t"\n\n[camera]\nsource = "folder"\n'
+                      f'device = "{frames}"\nfps = 20\nloop = false\n\n[models]\n'
+                      f'autoencoder = "{tiny_models / "autoencoder.onnx"}"\n'
+                      f'classifier = "{tiny_models / "classifier.onnx"}"\nprovider = "cpu"\n'
+                      f'threads = 1\n\n[decision]\nrule = "either"\n\n[trigger]\n'
+                      f'mode = "hardware"\n\n[reject]\nenabled = false\n\n[records]\n'
+                      f'database = "{db}"\nimages_dir = "{tmp_path / "records" / "images"}"\n')
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "station", "run", "--recipe", str(recipe),
+                           "--headless", "--seconds", "120", "--quiet"],
+                          capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - t0 < 100  # it ended with the folder, not at --seconds
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT verdict, error FROM parts").fetchall()
+    good = [r for r in rows if "001a.png" not in (r[1] or "")]
+    assert len(good) == 4  # each readable image inspected once: no rewind
+    assert len(rows) - len(good) <= 1  # the bad file: at most its own ERROR row
+    assert "001a.png" in proc.stderr + proc.stdout  # and it was reported
