@@ -28,6 +28,7 @@ import csv
 import hashlib
 import logging
 import os
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,13 +300,86 @@ def _read_csv(reader: _Reader, path: Path) -> list[Sample]:
 
 # --- images -------------------------------------------------------------------------------
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CUT = "PNG without its IEND end marker (truncated?)"
+_JPEG_CUT = "JPEG without its end-of-image marker (truncated?)"
+
+
+def _png_problem(data: bytes) -> str | None:
+    """Walk the PNG chunks up to IEND: a file cut short or a chunk whose CRC does not match
+    is named; bytes after IEND are allowed (cameras and tools sometimes append some)."""
+    pos, n = len(_PNG_SIGNATURE), len(data)
+    while True:
+        if pos + 12 > n:
+            return _PNG_CUT
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > n:
+            return _PNG_CUT
+        crc = int.from_bytes(data[end - 4:end], "big")
+        if zlib.crc32(data[pos + 4:end - 4]) != crc:
+            name = kind.decode("latin-1") if kind.isalpha() else repr(kind)
+            return f"PNG chunk {name} at byte {pos} fails its CRC check (corrupt file)"
+        if kind == b"IEND":
+            return None
+        pos = end
+
+
+def _jpeg_entropy_end(data: bytes, pos: int) -> int | None:
+    """Offset of the first marker after entropy-coded data starting at ``pos`` (None: none)."""
+    n = len(data)
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= n:
+            return None
+        nxt = data[pos + 1]
+        if nxt == 0xFF:  # fill byte
+            pos += 1
+        elif nxt == 0x00 or 0xD0 <= nxt <= 0xD7:  # stuffed zero or restart marker
+            pos += 2
+        else:
+            return pos
+
+
+def _jpeg_problem(data: bytes) -> str | None:
+    """Walk the JPEG segments and scans up to the end-of-image marker (EOI).
+
+    A file cut short has no EOI; bytes after the EOI are allowed (a valid JPEG with
+    trailing data decodes completely). Markers are followed, not searched for, so an EOI
+    inside an embedded thumbnail does not hide a truncated main image.
+    """
+    pos, n = 2, len(data)
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= n:
+            return _JPEG_CUT
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return None
+        if marker == 0xFF or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # no length field
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if pos + 4 > n:
+            return _JPEG_CUT
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if end > n:
+            return _JPEG_CUT
+        if marker == 0xDA:  # start of scan: entropy-coded data follows the header
+            found = _jpeg_entropy_end(data, end)
+            if found is None:
+                return _JPEG_CUT
+            end = found
+        pos = end
+
+
 def _truncated(data: bytes) -> str | None:
-    """Why a file looks cut short, or None. Decoders often return a partial image silently,
-    so the end markers of PNG and JPEG and the declared size of BMP are checked first."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" not in data[-64:]:
-        return "PNG without its IEND end marker (truncated?)"
-    if data.startswith(b"\xff\xd8") and b"\xff\xd9" not in data[-64:]:
-        return "JPEG without its end-of-image marker (truncated?)"
+    """Why a file looks cut short or corrupt, or None. Decoders often return a partial image
+    silently, so the structure of PNG and JPEG and the declared size of BMP are checked first."""
+    if data.startswith(_PNG_SIGNATURE):
+        return _png_problem(data)
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_problem(data)
     if data.startswith(b"BM") and len(data) >= 6:
         declared = int.from_bytes(data[2:6], "little")
         if len(data) < declared:

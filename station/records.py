@@ -12,8 +12,16 @@ per second and the sync happens on the writer thread, never the inspection threa
 cost (about a millisecond per part on an SSD) buys records of the parts just before a line
 stop, the ones people ask about.
 
-A full disk never fails an inspection: an image that cannot be written is left out, the
-row is recorded without it, and one alarm is raised per episode.
+A full disk never loses a row. The row is committed first; its images are optional and
+attached after. Images stop while the disk's free space is under ``min_free_mb`` (a reserve
+kept for the rows) or the image budget is spent; an image that cannot be written raises the
+disk alarm once per episode and leaves the row as it is. A row whose INSERT fails (the
+database's disk is full) is kept in memory, in order, with an alarm, and written as soon as
+the database takes writes again (retried every ``retry_s`` and before each new part).
+
+One station per database: a lock file (``<database>.lock``, held with ``flock``) refuses a
+second ``Records`` on the same database with a one-line ``RecordsError``, so two stations
+never number parts alike or write reject outcomes onto each other's rows.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ import logging
 import os
 import queue
 import re
+import shutil
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -35,6 +45,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; one station per database is then up to the user
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +161,7 @@ class RecordsSettings:
     save_rejects: bool = True
     pass_sample_rate: float = 0.01
     disk_budget_mb: float = 2000.0
+    min_free_mb: float = 100.0  # free disk space images never eat into: room for the rows
 
     @classmethod
     def from_recipe(cls, recipe) -> RecordsSettings:
@@ -174,11 +190,44 @@ def parse_since(since: str | float | datetime | None) -> float | None:
         ) from None
 
 
-def connect(database: str | Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
-    """Open (creating if needed) a records database in WAL mode with the schema."""
+_PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+
+
+def check_database_path(database: str | Path) -> Path:
+    """Make sure the database's folder exists and can hold it; RecordsError saying why not.
+
+    SQLite itself only says "unable to open database file"; this names the path and the
+    reason (a folder, a pseudo-filesystem, a folder that cannot be created or written).
+    """
     path = Path(database)
+    where = f"records database {path}"
+    try:
+        is_dir, resolved = path.is_dir(), path.resolve()
+    except OSError as exc:  # e.g. a folder on the way that this user may not enter
+        raise RecordsError(f"{where}: {exc.strerror or exc}") from None
+    if is_dir:
+        raise RecordsError(f"{where}: is a folder; expected a file such as "
+                           f"{path / 'station.sqlite'}")
+    for root in _PSEUDO_FILESYSTEMS:
+        if resolved.is_relative_to(root):
+            raise RecordsError(f"{where}: {root} is a system pseudo-filesystem, not a disk; "
+                               "expected a path on a disk")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RecordsError(f"{where}: cannot create its folder {path.parent}: "
+                           f"{exc.strerror or exc}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise RecordsError(f"{where}: folder {path.parent} is not writable")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise RecordsError(f"{where}: file is not readable and writable")
+    return path
+
+
+def connect(database: str | Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open (creating if needed) a records database in WAL mode with the schema."""
+    path = check_database_path(database)
+    try:
         conn = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False,
                                isolation_level=None)
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -186,11 +235,68 @@ def connect(database: str | Path, *, synchronous: str = "FULL") -> sqlite3.Conne
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(SCHEMA)
     except (sqlite3.DatabaseError, OSError) as exc:
-        raise RecordsError(f"records database {path}: cannot open ({exc})") from exc
+        raise RecordsError(f"records database {path}: cannot open: {exc}") from exc
     if str(mode).lower() != "wal":
         raise RecordsError(f"records database {path}: WAL mode refused (journal_mode={mode})")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+class StationLock:
+    """``<database>.lock`` held with ``flock`` while a station records into the database.
+
+    Another process is refused. Within one process the lock is shared (counted), because
+    the GUI builds the new engine of a reloaded recipe before it closes the old one: that
+    is one station handing over, not two stations. The kernel drops the lock when the
+    process ends, even on ``kill -9``, so a crash never leaves a database locked. The file
+    holds the holder's pid for the message.
+    """
+
+    _held: dict[str, list[int]] = {}  # lock path -> [fd, users] in this process
+    _guard = threading.Lock()
+
+    def __init__(self, database: Path) -> None:
+        self.path = database.with_name(database.name + ".lock")
+        self._key = str(self.path.resolve())
+        self._holding = False
+        if fcntl is None:
+            return
+        with StationLock._guard:
+            held = StationLock._held.get(self._key)
+            if held is not None:
+                held[1] += 1
+            else:
+                StationLock._held[self._key] = [self._acquire(database), 1]
+            self._holding = True
+
+    def _acquire(self, database: Path) -> int:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise RecordsError(f"records database {database}: cannot open the lock file "
+                               f"{self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RecordsError(
+                f"records database {database} is in use by another station (pid {holder}, "
+                f"lock {self.path}); give each station its own records.database") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def release(self) -> None:
+        if not self._holding:
+            return
+        self._holding = False
+        with StationLock._guard:
+            held = StationLock._held[self._key]
+            held[1] -= 1
+            if held[1] == 0:
+                del StationLock._held[self._key]
+                os.close(held[0])  # closing drops the flock
 
 
 class Records:
@@ -206,6 +312,9 @@ class Records:
         *,
         queue_size: int = 256,
         synchronous: str = "FULL",
+        min_free_mb: float = 100.0,
+        retry_s: float = 2.0,
+        max_backlog: int = 100_000,
     ) -> None:
         if not 0.0 <= pass_sample_rate <= 1.0:
             raise RecordsError(f"records.pass_sample_rate: expected 0..1, got {pass_sample_rate!r}")
@@ -213,13 +322,24 @@ class Records:
             raise RecordsError(f"records.disk_budget_mb: expected >= 0, got {disk_budget_mb!r}")
         if synchronous not in ("NORMAL", "FULL"):
             raise RecordsError(f"synchronous: expected 'NORMAL' or 'FULL', got {synchronous!r}")
+        if min_free_mb < 0:
+            raise RecordsError(f"records.min_free_mb: expected >= 0, got {min_free_mb!r}")
         self.database_path = Path(database_path)
         self.images_dir = Path(images_dir)
         self.disk_budget_bytes = int(disk_budget_mb * 1024 * 1024)
+        self.min_free_bytes = int(min_free_mb * 1024 * 1024)
         self.pass_sample_rate = float(pass_sample_rate)
         self.save_rejects = bool(save_rejects)
-        self._synchronous = synchronous
-        self._read = connect(self.database_path, synchronous=synchronous)
+        self.retry_s = float(retry_s)
+        self.max_backlog = int(max_backlog)
+        check_database_path(self.database_path)
+        self._lock = StationLock(self.database_path)
+        try:
+            self._read = connect(self.database_path, synchronous=synchronous)
+            self._write = connect(self.database_path, synchronous=synchronous)
+        except RecordsError:
+            self._lock.release()
+            raise
         self._read_lock = threading.Lock()
         # the bound applies to parts (they carry images); control items are tiny and must
         # never block the serial thread that reports "reject sent"
@@ -235,6 +355,10 @@ class Records:
         self._name_seq = itertools.count()
         self.dropped = 0  # submissions refused because the writer was too far behind
         self.image_failures = 0
+        # writes the database refused (disk full), oldest first, retried in order
+        self._backlog: deque[tuple] = deque()
+        self._db_fault = False
+        self.lost_rows = 0  # rows given up: the backlog overflowed max_backlog, or at close
         self._closed = False
         self._sweep_temp_files()
         self._writer = threading.Thread(target=self._writer_loop, name="records-writer",
@@ -244,6 +368,7 @@ class Records:
     @classmethod
     def from_recipe(cls, recipe, **kwargs) -> Records:
         s = RecordsSettings.from_recipe(recipe)
+        kwargs.setdefault("min_free_mb", s.min_free_mb)
         return cls(s.database, s.images_dir, s.disk_budget_mb, s.pass_sample_rate,
                    s.save_rejects, **kwargs)
 
@@ -288,12 +413,17 @@ class Records:
             self._queue.put(item)
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything submitted so far is on disk."""
+        """Wait until everything submitted so far is on disk; False while rows wait in memory."""
         if self._closed:
-            return True
+            return not self._backlog
         done = threading.Event()
         self._queue.put(("flush", done))
-        return done.wait(timeout)
+        return done.wait(timeout) and not self._backlog
+
+    @property
+    def unwritten(self) -> int:
+        """Rows (and reject outcomes) the database refused so far, kept in memory for retry."""
+        return len(self._backlog)
 
     def close(self) -> None:
         """Write what is queued, stop the writer, close the database."""
@@ -304,6 +434,7 @@ class Records:
         self._writer.join(30.0)
         with self._read_lock:
             self._read.close()
+        self._lock.release()
 
     def __enter__(self) -> Records:
         return self
@@ -415,30 +546,129 @@ class Records:
     # ------------------------------------------------------------------ writer thread
 
     def _writer_loop(self) -> None:
-        conn = connect(self.database_path, synchronous=self._synchronous)
+        conn = self._write
         try:
             while True:
-                item = self._queue.get()
-                kind = item[0]
                 try:
-                    if kind == "stop":
-                        return
-                    if kind == "flush":
-                        item[1].set()
-                    elif kind == "part":
-                        with self._count_lock:
-                            self._parts_queued -= 1
-                        self._write_part(conn, item[1], item[2])
-                    elif kind == "reject":
-                        self._write_reject(conn, *item[1:])
-                except sqlite3.Error as exc:  # e.g. the database's disk is full: keep going
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    self._alarm("records", f"records database write failed: {exc}", to_db=False)
+                    item = self._queue.get(timeout=self.retry_s if self._backlog else None)
+                except queue.Empty:  # nothing new: try the rows the database refused again
+                    self._retry_backlog(conn)
+                    continue
+                kind = item[0]
+                if kind == "stop":
+                    self._give_up_backlog(conn)
+                    return
+                if kind == "flush":
+                    self._retry_backlog(conn)
+                    item[1].set()
+                    continue
+                try:
+                    self._handle(conn, item)
+                except Exception as exc:  # a dead writer would lose every later row silently
+                    log.exception("records writer: %s item failed", kind)
+                    self._alarm("records", f"records writer error: {type(exc).__name__}: {exc}",
+                                to_db=False)
         finally:
             conn.close()
 
+    def _handle(self, conn: sqlite3.Connection, item: tuple) -> None:
+        if item[0] == "part":
+            with self._count_lock:
+                self._parts_queued -= 1
+            wanted = bool(item[2]) and self._wants_images(item[1])
+            self._write_item(conn, ("part", item[1]), item[2] if wanted else None)
+        elif item[0] == "reject":
+            self._write_item(conn, item, None)
+
+    def _write_item(self, conn: sqlite3.Connection, item: tuple,
+                    images: dict[str, np.ndarray] | None) -> None:
+        """Write a row (or a reject outcome) in order; keep it in memory if the database refuses."""
+        if self._backlog and not self._retry_backlog(conn):
+            self._keep(item, None)  # behind older rows still waiting: keep the order
+            if images:
+                self.image_failures += len(images)
+            return
+        try:
+            row_id = self._apply(conn, item)
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            try:  # a full disk: the WAL's own space, checkpointed and truncated, may be enough
+                self._checkpoint(conn)
+                row_id = self._apply(conn, item)
+            except sqlite3.Error:
+                self._rollback(conn)
+                self._keep(item, exc)
+                if images:
+                    self.image_failures += len(images)
+                return
+        if images and row_id is not None:
+            self._attach_images(conn, row_id, item[1], images)
+
+    def _apply(self, conn: sqlite3.Connection, item: tuple) -> int | None:
+        if item[0] == "part":
+            return self._insert_row(conn, item[1])
+        self._write_reject(conn, *item[1:])
+        return None
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    def _keep(self, item: tuple, exc: sqlite3.Error | None) -> None:
+        """Hold a refused write in memory (bounded), with one alarm per episode."""
+        self._backlog.append(item)
+        if len(self._backlog) > self.max_backlog:
+            lost = self._backlog.popleft()
+            self.lost_rows += 1
+            log.error("records backlog full: %s for part %s given up", lost[0],
+                      getattr(lost[1], "part_id", lost[1]))
+        if not self._db_fault:
+            self._db_fault = True
+            self._alarm("records", f"records database {self.database_path} refuses writes "
+                        f"({exc}); rows are kept in memory and written when it takes writes "
+                        "again (free disk space?)", to_db=False)
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the database and truncate it, giving its disk space back."""
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def _retry_backlog(self, conn: sqlite3.Connection) -> bool:
+        """Write the kept rows, oldest first; True once none is left."""
+        if self._backlog:
+            try:
+                self._checkpoint(conn)
+            except sqlite3.Error:
+                pass
+        while self._backlog:
+            try:
+                self._apply(conn, self._backlog[0])
+            except sqlite3.Error:
+                self._rollback(conn)
+                return False
+            self._backlog.popleft()
+        if self._db_fault:
+            self._db_fault = False
+            log.warning("records database %s takes writes again: kept rows written",
+                        self.database_path)
+        return True
+
+    def _give_up_backlog(self, conn: sqlite3.Connection) -> None:
+        """At close: a last try; what still cannot be written is named in the log."""
+        if self._retry_backlog(conn):
+            return
+        parts = [item[1].part_id for item in self._backlog if item[0] == "part"]
+        self.lost_rows += len(parts)
+        log.critical("records database %s still refuses writes at close: %d row(s) not "
+                     "recorded (parts %s)", self.database_path, len(parts), ", ".join(parts))
+
     def _wants_images(self, row: PartRecord) -> bool:
+        if self.disk_budget_bytes <= 0:
+            return False
         if row.verdict != "PASS":
             return self.save_rejects
         if self.pass_sample_rate <= 0:
@@ -448,15 +678,12 @@ class Records:
         self._passes_seen += 1
         return int(self._passes_seen * self.pass_sample_rate) > before
 
-    def _write_part(self, conn: sqlite3.Connection, row: PartRecord,
-                    images: dict[str, np.ndarray]) -> None:
-        written: list[tuple[str, str, int]] = []
-        if images and self.disk_budget_bytes > 0 and self._wants_images(row):
-            written = self._write_images(row, images)
+    def _insert_row(self, conn: sqlite3.Connection, row: PartRecord) -> int:
+        """The part's row, committed on its own: nothing about images can hold it back."""
         values = asdict(row)
         values["time_iso"] = _iso(row.time_epoch)
         values["model_versions"] = json.dumps(row.model_versions, sort_keys=True)
-        pending = self._pending_reject.pop(row.part_id, None)
+        pending = self._pending_reject.get(row.part_id)
         if pending is not None:
             action, reason, timing_ms = pending
             values.update(reject_sent=int(action == "reject"), reject_action=action,
@@ -466,14 +693,52 @@ class Records:
         cur = conn.execute(
             f"INSERT INTO parts ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
             [values[c] for c in cols])
-        for kind, rel, size in written:
-            conn.execute(
-                "INSERT INTO images (part_row, kind, path, bytes, verdict, time_epoch) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (cur.lastrowid, kind, rel, size, row.verdict,
-                                              row.time_epoch))
         conn.execute("COMMIT")
+        self._pending_reject.pop(row.part_id, None)
+        return int(cur.lastrowid)
+
+    def _attach_images(self, conn: sqlite3.Connection, row_id: int, row: PartRecord,
+                       images: dict[str, np.ndarray]) -> None:
+        """Write the images and link them to the committed row; a failure costs images only."""
+        written = 0
+        for kind, path, size in self._write_images(row, images):
+            try:
+                conn.execute(
+                    "INSERT INTO images (part_row, kind, path, bytes, verdict, time_epoch) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (row_id, kind, path, size, row.verdict,
+                                                  row.time_epoch))
+                written += 1
+            except sqlite3.Error as exc:  # no row for it: do not leave an orphan file
+                self._rollback(conn)
+                self.image_failures += 1
+                (self.images_dir / path).unlink(missing_ok=True)
+                self._disk_alarm(f"cannot record image {path} of part {row.part_id}: {exc}")
         if written:
-            self._enforce_budget(conn)
+            try:
+                self._enforce_budget(conn)
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                log.error("image budget not enforced: %s", exc)
+
+    def _room_for(self, size: int) -> str | None:
+        """Why an image of ``size`` bytes must not be written now (free-space reserve), or None."""
+        folder = self.images_dir
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            free = shutil.disk_usage(folder).free
+        except OSError:
+            return None  # the write itself will say what is wrong
+        if free - size < self.min_free_bytes:
+            return (f"only {free / 1048576:.1f} MB free on the disk of {self.images_dir}, "
+                    f"{self.min_free_bytes / 1048576:.0f} MB are kept for the rows "
+                    "(records.min_free_mb)")
+        return None
+
+    def _disk_alarm(self, message: str) -> None:
+        if not self._disk_fault:
+            self._disk_fault = True
+            self._alarm("disk", f"{message}; parts are still recorded, without images")
 
     def _write_images(self, row: PartRecord, images: dict[str, np.ndarray]) -> list:
         day = datetime.fromtimestamp(row.time_epoch).strftime("%Y-%m-%d")
@@ -488,21 +753,23 @@ class Records:
                 ok, buf = cv2.imencode(".png", np.ascontiguousarray(image))
                 if not ok:
                     raise ValueError("cv2.imencode refused the image")
+                no_room = self._room_for(len(buf))
+                if no_room:
+                    self.image_failures += 1
+                    self._disk_alarm(f"record images paused: {no_room}")
+                    continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with open(tmp, "wb") as f:
                     f.write(buf.tobytes())
                 os.replace(tmp, target)
                 written.append((kind, rel, len(buf)))
-            except OSError as exc:  # ENOSPC, unwritable or vanished folder: keep the row
+            except OSError as exc:  # ENOSPC, EFBIG, unwritable or vanished folder: keep the row
                 self.image_failures += 1
                 try:
                     tmp.unlink(missing_ok=True)
                 except OSError:
                     pass
-                if not self._disk_fault:
-                    self._disk_fault = True
-                    self._alarm("disk", f"cannot write record images to {self.images_dir}: {exc}; "
-                                "parts are still recorded, without images")
+                self._disk_alarm(f"cannot write record images to {self.images_dir}: {exc}")
             except (ValueError, cv2.error) as exc:
                 self.image_failures += 1
                 log.error("part %s image %s not saved: %s", row.part_id, kind, exc)
@@ -563,21 +830,47 @@ class Records:
 
     def _sweep_temp_files(self) -> None:
         """Remove half-written images a killed process left behind."""
-        if self.images_dir.is_dir():
-            for tmp in self.images_dir.glob("*/*.png.tmp"):
-                try:
-                    tmp.unlink()
-                except OSError:
-                    pass
+        try:
+            leftovers = list(self.images_dir.glob("*/*.png.tmp")) if self.images_dir.is_dir() else []
+        except OSError as exc:  # an unreadable image folder: the first image write says so
+            log.warning("cannot look for half-written images in %s: %s", self.images_dir, exc)
+            return
+        for tmp in leftovers:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> object:
+    """A text cell a spreadsheet would run as a formula gets a leading ``'`` (OWASP rule).
+
+    Product names, reasons and errors come from recipes and models, so ``=HYPERLINK(...)``
+    must reach the spreadsheet as text. Numbers stay numbers (-0.5 is not a formula).
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def export_csv(database: str | Path, out: str | Path, since: str | float | None = None) -> int:
-    """Write the parts (optionally since a time) to CSV; returns the number of rows."""
+    """Write the parts (optionally since a time) to CSV; returns the number of rows.
+
+    Text cells that start like a formula are escaped (:func:`csv_safe`). Problems with the
+    database or the output file are one-line ``RecordsError``s naming the file."""
     db = Path(database)
+    if db.is_dir():
+        raise RecordsError(f"records database {db}: is a folder, not a database file")
     if not db.is_file():
         raise RecordsError(f"records database {db} does not exist")
     t0 = parse_since(since)
-    conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)  # as_uri escapes
+    try:  # read-only, so exporting works beside a running station
+        conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)  # as_uri escapes
+    except sqlite3.Error as exc:
+        raise RecordsError(f"records database {db}: cannot open: {exc}") from None
     try:
         sql = (f"SELECT id, {', '.join(PART_COLUMNS)}, (SELECT group_concat(path, ';') FROM images "
                "WHERE images.part_row = parts.id AND deleted_at IS NULL) AS images FROM parts")
@@ -589,16 +882,22 @@ def export_csv(database: str | Path, out: str | Path, since: str | float | None 
             cur = conn.execute(sql + " ORDER BY id", args)
         except sqlite3.DatabaseError as exc:
             raise RecordsError(f"{db} is not a station records database: {exc}") from exc
-        header = [d[0] for d in cur.description]
-        out = Path(out)
+        return _write_csv(cur, Path(out))
+    finally:
+        conn.close()
+
+
+def _write_csv(cur: sqlite3.Cursor, out: Path) -> int:
+    header = [d[0] for d in cur.description]
+    n = 0
+    try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        n = 0
         with open(out, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(header)
             for row in cur:
-                w.writerow(row)
+                w.writerow([csv_safe(v) for v in row])
                 n += 1
-        return n
-    finally:
-        conn.close()
+    except OSError as exc:
+        raise RecordsError(f"{out}: cannot write the CSV: {exc.strerror or exc}") from None
+    return n

@@ -1,4 +1,9 @@
-"""``station replay``: a folder or data set through the same engine as the line."""
+"""``station replay``: a folder or data set through the same engine as the line.
+
+An image that cannot be decoded is skipped, never retried: it is listed (file, label, reason)
+in the printout and under ``skipped`` in the JSON, counted in ``metrics.skipped``, and the
+replay goes on and ends after the last sample.
+"""
 
 from __future__ import annotations
 
@@ -46,9 +51,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from tqdm import tqdm
 
+    skipped: list = []
     with engine:
         bar = tqdm(total=len(samples), desc="replay", unit="part", file=sys.stderr)
         engine.add_listener(lambda kind, _: bar.update(1) if kind == "part" else None)
+        engine.acquisition.add_skip_listener(lambda skip: (skipped.append(skip), bar.update(1)))
         engine.start()
         engine.wait_finished()
         engine.stop()
@@ -65,8 +72,10 @@ def run(args: argparse.Namespace) -> int:
                      "latency_ms": round(r.latency_ms, 2), "error": r.error})
     tp, fn = summary["defects_rejected"], summary["defects_passed"]
     fp, tn = summary["good_rejected"], summary["good_passed"]
+    skipped_rows = [_skipped_row(skip) for skip in skipped]
     metrics = {
         "parts": len(rows), "errors": sum(r["verdict"] == "ERROR" for r in rows),
+        "skipped": len(skipped_rows),
         "recall": tp / (tp + fn) if tp + fn else None,
         "precision": tp / (tp + fp) if tp + fp else None,
         "false_reject_rate": fp / (fp + tn) if fp + tn else None,
@@ -78,8 +87,20 @@ def run(args: argparse.Namespace) -> int:
     errors = [r for r in rows if r["verdict"] == "ERROR"]
     for r in errors[:20]:
         print(f"ERROR {r['file']}: {r['error']}", file=sys.stderr)
+    for r in skipped_rows[:20]:
+        print(f"SKIPPED {r['file']}: {r['reason']}", file=sys.stderr)
+    if len(skipped_rows) > 20:
+        print(f"SKIPPED ... and {len(skipped_rows) - 20} more (all in --json)", file=sys.stderr)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"metrics": metrics, "parts": rows}, indent=1))
+        args.json.write_text(json.dumps({"metrics": metrics, "parts": rows,
+                                         "skipped": skipped_rows}, indent=1))
         print(f"wrote {args.json}")
     return 0
+
+
+def _skipped_row(skip) -> dict:
+    """A skipped image for the JSON: which sample, what it was labelled, why it was skipped."""
+    s = skip.truth
+    return {"file": str(skip.path), "label": getattr(s, "label", None),
+            "defect_type": getattr(s, "defect_type", ""), "reason": skip.reason}

@@ -7,11 +7,14 @@ from typing import Any
 from station.sources.acquisition import (
     CAMERA_LOST,
     CAMERA_RESTORED,
+    IMAGE_SKIPPED,
     SOURCE_ENDED,
     Acquisition,
     AcquisitionStats,
+    SkippedImage,
 )
 from station.sources.base import (
+    BadImage,
     EndOfStream,
     Frame,
     FrameSource,
@@ -31,9 +34,11 @@ from station.sources.video import VideoFileSource
 __all__ = [
     "CAMERA_LOST",
     "CAMERA_RESTORED",
+    "IMAGE_SKIPPED",
     "SOURCE_ENDED",
     "Acquisition",
     "AcquisitionStats",
+    "BadImage",
     "EndOfStream",
     "FolderSource",
     "Frame",
@@ -41,6 +46,7 @@ __all__ = [
     "GenICamSource",
     "OpenCVCameraSource",
     "SimulatedSource",
+    "SkippedImage",
     "SourceError",
     "SourceInfo",
     "VideoFileSource",

@@ -4,6 +4,10 @@ The preview takes the newest frame from a latest-value slot (it never waits on i
 inspection takes frames from a bounded queue where the oldest frame is dropped, and counted,
 when inspection falls behind. A recent-frames ring lets a serial trigger find the frame
 closest in time to its pulse.
+
+A stored image that cannot be decoded (a folder or data set source raises ``BadImage``) is
+skipped, counted and reported as ``image_skipped``; the source reads on from the next file.
+It is not a camera loss: reopening would only meet the same file again.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from station.sources.base import EndOfStream, Frame, FrameSource
+from station.sources.base import BadImage, EndOfStream, Frame, FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +31,20 @@ FrameListener = Callable[[Frame], None]
 CAMERA_LOST = "camera_lost"
 CAMERA_RESTORED = "camera_restored"
 SOURCE_ENDED = "source_ended"
+IMAGE_SKIPPED = "image_skipped"
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """A stored image the source could not use: which file, why, and what it was known to be."""
+
+    path: Path
+    reason: str
+    timestamp: float  # time.monotonic() when it was skipped
+    truth: object | None = None
+
+
+SkipListener = Callable[[SkippedImage], None]
 
 
 @dataclass(frozen=True)
@@ -38,6 +57,7 @@ class AcquisitionStats:
     connected: bool
     reconnects: int
     last_error: str
+    skipped: int = 0  # stored images that could not be decoded and were skipped
 
 
 class Acquisition:
@@ -78,6 +98,9 @@ class Acquisition:
         self._thread: threading.Thread | None = None
         self._alarm_listeners: list[AlarmListener] = []
         self._frame_listeners: list[FrameListener] = []
+        self._skip_listeners: list[SkipListener] = []
+        self._skipped: deque[SkippedImage] = deque(maxlen=1000)
+        self._skip_count = 0
         self._frames = 0
         self._dropped = 0
         self._reconnects = 0
@@ -98,8 +121,21 @@ class Acquisition:
         """
         self._frame_listeners.append(callback)
 
+    def add_skip_listener(self, callback: SkipListener) -> None:
+        """``callback(SkippedImage)`` for each stored image skipped, from the acquisition thread.
+
+        Listeners also hear it as the alarm ``image_skipped`` with the file and the reason.
+        """
+        self._skip_listeners.append(callback)
+
+    def skipped(self) -> list[SkippedImage]:
+        """The images skipped so far (the last 1000), oldest first."""
+        with self._cond:
+            return list(self._skipped)
+
     def _alarm(self, kind: str, message: str) -> None:
-        log.log(logging.WARNING if kind == CAMERA_LOST else logging.INFO, "%s: %s", kind, message)
+        level = logging.WARNING if kind in (CAMERA_LOST, IMAGE_SKIPPED) else logging.INFO
+        log.log(level, "%s: %s", kind, message)
         for callback in list(self._alarm_listeners):
             try:
                 callback(kind, message)
@@ -195,6 +231,7 @@ class Acquisition:
             connected=self._connected,
             reconnects=self._reconnects,
             last_error=self._last_error,
+            skipped=self._skip_count,
         )
 
     # -- the thread ---------------------------------------------------------------------
@@ -215,6 +252,18 @@ class Acquisition:
             self._frames += 1
             self._rate_times.append(frame.timestamp)
             self._cond.notify_all()
+
+    def _skip(self, exc: BadImage) -> None:
+        skip = SkippedImage(exc.path, exc.reason, time.monotonic(), exc.truth)
+        with self._cond:
+            self._skipped.append(skip)
+            self._skip_count += 1
+        for callback in list(self._skip_listeners):
+            try:
+                callback(skip)
+            except Exception:
+                log.exception("skip listener failed")
+        self._alarm(IMAGE_SKIPPED, f"{skip.path}: {skip.reason}; skipped")
 
     def _fault(self, message: str) -> None:
         self._last_error = message
@@ -255,6 +304,10 @@ class Acquisition:
                 except EndOfStream as exc:
                     self._alarm(SOURCE_ENDED, str(exc))
                     break
+                except BadImage as exc:  # the source moved past the file: read on
+                    self._skip(exc)
+                    last_frame = time.monotonic()
+                    continue
                 except Exception as exc:
                     opened = False
                     self._fault(str(exc) or type(exc).__name__)

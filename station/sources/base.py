@@ -29,6 +29,22 @@ class EndOfStream(Exception):
     """A finite, non-looping source (video file, image folder) has delivered its last frame."""
 
 
+class BadImage(Exception):
+    """One stored image (a file of a folder or data set) cannot be used.
+
+    Not a camera fault: the source has already moved past the file, so acquisition reports
+    it, counts it and reads on; reopening would only read the same file again. ``truth`` is
+    what the source knew about the image (a replayed sample and its label), so the part can
+    still be accounted for.
+    """
+
+    def __init__(self, path: Path | str, reason: str, truth: object | None = None) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        self.truth = truth
+        super().__init__(f"{path}: {reason}")
+
+
 @dataclass(frozen=True)
 class Frame:
     """One captured image; ``timestamp`` is ``time.monotonic()`` at capture."""

@@ -10,11 +10,16 @@ import time
 from collections.abc import Sequence
 
 from station.datasets import DatasetError, Sample, load_image
-from station.sources.base import EndOfStream, Frame, FrameSource, SourceError
+from station.sources.base import BadImage, EndOfStream, Frame, FrameSource, SourceError
 
 
 class SampleSource(FrameSource):
-    """The samples in order, as fast as the consumer takes them; ends after the last."""
+    """The samples in order, as fast as the consumer takes them; ends after the last.
+
+    A sample whose image cannot be decoded is a ``BadImage`` carrying the sample, so
+    acquisition skips and reports it and replay lists it; the next sample follows. Opening
+    again (after a fault) goes on where it was: a replay never starts over.
+    """
 
     def __init__(self, samples: Sequence[Sample], name: str = "replay") -> None:
         super().__init__(f"dataset:{name}")
@@ -24,7 +29,7 @@ class SampleSource(FrameSource):
         self._index = 0
 
     def open(self) -> None:
-        self._index = 0
+        """Nothing to acquire; the position is kept across reopening."""
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         if self._index >= len(self.samples):
@@ -34,7 +39,8 @@ class SampleSource(FrameSource):
         try:
             image = load_image(sample.path)
         except DatasetError as exc:
-            raise SourceError(str(exc)) from exc
+            reason = str(exc).removeprefix(f"{sample.path}: ")
+            raise BadImage(sample.path, reason, truth=sample) from None
         if not self._info.width:
             self._info.height, self._info.width = image.shape[:2]
         return Frame(image, self._next_seq(), time.monotonic(), self.name, truth=sample)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import cv2
-
+from station.datasets import DatasetError, load_image
 from station.sources.base import (
     IMAGE_EXTENSIONS,
+    BadImage,
     EndOfStream,
     Frame,
     FrameSource,
@@ -24,7 +24,12 @@ class FolderSource(FrameSource):
     """Images of a folder in natural sort order, ``fps`` per second (0 = flat out).
 
     The folder is listed again at each loop, so images added while running are picked up.
-    A folder or file that vanishes is a ``SourceError``, so acquisition reports the loss.
+    A folder that vanishes is a ``SourceError``, so acquisition reports the loss; reopening
+    resumes after the last image read, never from the first (a non-looping folder must end).
+    A file that cannot be decoded (empty, truncated, not an image, unsupported pixel type)
+    is a ``BadImage``: acquisition skips it and records why, and the folder reads on. A
+    looping folder reports a bad file once and leaves it out of later passes until it changes;
+    one none of whose images can be read is a ``SourceError``.
     """
 
     def __init__(
@@ -44,50 +49,82 @@ class FolderSource(FrameSource):
         self._pacer = Pacer(self._info.fps if paced else 0.0)
         self._files: list[Path] = []
         self._index = 0
+        self._last: Path | None = None  # the last file read in this pass: reopen resumes after it
+        self._bad: dict[Path, tuple[int, int]] = {}  # file -> (mtime_ns, size) when refused
         self._opened = False
 
     def _list(self) -> list[Path]:
         if not self.path.is_dir():
             raise SourceError(f"image folder {self.path} does not exist")
-        files = sorted(
-            (p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS),
-            key=natural_key,
-        )
+        try:
+            entries = list(self.path.iterdir())
+        except OSError as exc:
+            raise SourceError(f"image folder {self.path} cannot be listed: "
+                              f"{exc.strerror or exc}") from None
+        files = sorted((p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS),
+                       key=natural_key)
         if not files:
             raise SourceError(
                 f"image folder {self.path} holds no images ({', '.join(IMAGE_EXTENSIONS)})"
             )
-        return files
+        usable = [p for p in files if self._bad.get(p) != _stamp(p)]
+        if not usable:
+            raise SourceError(f"image folder {self.path}: none of its {len(files)} images "
+                              "can be read")
+        return usable
 
     def open(self) -> None:
-        self._files = self._list()
-        self._index = 0
-        first = cv2.imread(str(self._files[0]), cv2.IMREAD_UNCHANGED)
-        if first is None:
-            raise SourceError(f"image {self._files[0]} cannot be read")
-        self._info.height, self._info.width = first.shape[:2]
+        """List the folder; after a loss, go on after the last image read (no rewind)."""
+        files = self._list()
+        index = 0
+        if self._last is not None:
+            last = natural_key(self._last)
+            index = next((i for i, p in enumerate(files) if natural_key(p) > last), len(files))
+        self._files, self._index = files, index
+        if not self._info.width and index < len(files):
+            try:  # the size for the UI; a bad first file is skipped when it is read
+                self._info.height, self._info.width = load_image(files[index]).shape[:2]
+            except DatasetError:
+                pass
         self._pacer.reset()
         self._opened = True
+
+    def _next_pass(self) -> None:
+        """End of the folder: stop, or list it again for the next loop."""
+        if not self.loop:
+            raise EndOfStream(f"end of image folder {self.path}")
+        self._files, self._index, self._last = self._list(), 0, None
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         if not self._opened:
             raise SourceError(f"image folder {self.path} is not open")
         if self._index >= len(self._files):
-            if not self.loop:
-                raise EndOfStream(f"end of image folder {self.path}")
-            self._files = self._list()
-            self._index = 0
+            self._next_pass()
         if not self._pacer.wait(timeout):
             return None
         path = self._files[self._index]
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            if not path.exists():
-                raise SourceError(f"image {path} disappeared")
-            raise SourceError(f"image {path} cannot be decoded")
-        self._index += 1
+        try:
+            image = load_image(path)
+        except DatasetError as exc:
+            if not self.path.is_dir():  # the folder, not the file: reopening retries this file
+                raise SourceError(f"image folder {self.path} disappeared") from None
+            self._index, self._last = self._index + 1, path
+            self._bad[path] = _stamp(path)
+            raise BadImage(path, str(exc).removeprefix(f"{path}: ")) from None
+        self._index, self._last = self._index + 1, path
+        if not self._info.width:
+            self._info.height, self._info.width = image.shape[:2]
         t = time.monotonic()
         return Frame(to_output(image, self.output), self._next_seq(), t, self.name)
 
     def close(self) -> None:
         self._opened = False
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """What identifies a version of a file: a refused file that is rewritten is tried again."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_mtime_ns, st.st_size)

@@ -22,7 +22,9 @@ class VideoFileSource(FrameSource):
     """Frames from an MJPG ``.avi`` / mp4v ``.mp4`` (anything OpenCV's FFmpeg can decode).
 
     ``paced`` replays at the file's fps (``fps`` overrides it); otherwise as fast as decoding
-    goes. ``output`` ('mono8' / 'bgr8' / '') is the pixel format handed on. A file that vanishes mid-run is a ``SourceError`` so acquisition reports the loss.
+    goes. ``output`` ('mono8' / 'bgr8' / '') is the pixel format handed on. A file that
+    vanishes mid-run is a ``SourceError`` so acquisition reports the loss; reopening it goes
+    on from the frame after the last one read, never from the start.
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class VideoFileSource(FrameSource):
         self._fps_override = float(fps or 0.0)
         self._cap: cv2.VideoCapture | None = None
         self._pacer = Pacer(0.0)
+        self._pos = 0  # frames read in this pass: where a reopen resumes
 
     def open(self) -> None:
         self.close()
@@ -58,6 +61,16 @@ class VideoFileSource(FrameSource):
         self._info.height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self._info.fps = fps
         self._pacer = Pacer(fps if self.paced else 0.0)
+        if self._pos:
+            self._resume(cap)
+
+    def _resume(self, cap: cv2.VideoCapture) -> None:
+        """Seek to the frame after the last one read (decode and drop if seeking fails)."""
+        if cap.set(cv2.CAP_PROP_POS_FRAMES, self._pos):
+            return
+        for _ in range(self._pos):
+            if not cap.grab():
+                break
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         if self._cap is None:
@@ -71,9 +84,11 @@ class VideoFileSource(FrameSource):
             if not self.loop:
                 raise EndOfStream(f"end of video file {self.path}")
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            self._pos = 0
             ok, image = self._cap.read()
             if not ok:  # a rewind that fails means the file itself is broken
                 raise SourceError(f"video file {self.path} could not be rewound for looping")
+        self._pos += 1
         t = time.monotonic()
         return Frame(to_output(image, self.output), self._next_seq(), t, self.name)
 
