@@ -272,22 +272,44 @@ def test_engineer_mode_refuses_a_wrong_pin_and_applies_a_threshold(qtbot, assets
     assert not window.unlock_engineer("0000") and not window.engineer_unlocked
 
 
-def test_first_engineer_entry_sets_a_hashed_pin(qtbot, assets, tmp_path, make_window):
+def test_a_recipe_without_a_pin_keeps_engineer_mode_locked(qtbot, assets, tmp_path,
+                                                            make_window):
+    # was: the first person to press Ctrl+E chose the PIN (the shipped recipes have none)
     path = write_recipe(tmp_path, assets)
     window = make_window(path)
-    window.toggle_engineer()
+    qtbot.keyClick(window, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    qtbot.mouseClick(window.engineer_button, Qt.MouseButton.LeftButton)
+    assert window.pin_dialog is None and not window.engineer_unlocked
+    assert window.ask_pin(set_new=True) is None  # nobody chooses the first PIN here
+    assert f"station set-pin --recipe {path}" in window.message.text()
+    assert "No engineer PIN is set" in window.message.text()
+    assert load_recipe(path).engineer.pin_hash == ""
+
+
+def test_change_pin_in_engineer_mode_stores_only_a_hash(qtbot, assets, tmp_path, make_window):
+    path = write_recipe(tmp_path, assets, pin_hash=hash_pin("2468"))
+    window = make_window(path)
+    assert window.unlock_engineer("2468")
+    window.engineer.change_pin_requested.emit()
     dialog = window.pin_dialog
     assert dialog.set_new
     dialog.first.setText("9753")
     dialog.second.setText("9999")
     dialog.try_accept()
-    assert "differ" in dialog.error.text() and not window.engineer_unlocked
+    assert "differ" in dialog.error.text()
+    dialog.first.setText("975")
+    dialog.try_accept()
+    assert "at least 4" in dialog.error.text()
+    dialog.first.setText("9753")
     dialog.second.setText("9753")
     dialog.try_accept()
-    assert window.engineer_unlocked
     text = path.read_text()
     assert "9753" not in text
     assert check_pin("9753", load_recipe(path).engineer.pin_hash)
+    assert any(e["key"] == "engineer.pin_hash" and e["who"] == "engineer"
+               for e in window.engine.records.events())
+    window.lock_engineer()
+    assert not window.unlock_engineer("2468") and window.unlock_engineer("9753")
 
 
 def test_a_bad_recipe_leaves_the_running_line_alone_and_a_good_one_switches(
