@@ -283,6 +283,9 @@ def test_a_recipe_without_a_pin_keeps_engineer_mode_locked(qtbot, assets, tmp_pa
     assert window.ask_pin(set_new=True) is None  # nobody chooses the first PIN here
     assert f"station set-pin --recipe {path}" in window.message.text()
     assert "No engineer PIN is set" in window.message.text()
+    for pin in ("", "0000"):
+        assert not window.unlock_engineer(pin) and not window.engineer_unlocked
+    assert "station set-pin" in window.message.text()
     assert load_recipe(path).engineer.pin_hash == ""
 
 

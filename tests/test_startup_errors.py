@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -119,12 +120,16 @@ def test_a_recipe_whose_models_cannot_serve_it_is_one_line(case, assets, tmp_pat
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
                     reason="this onnxruntime has CUDA")
-@pytest.mark.parametrize("window", [False, True], ids=["headless", "window"])
-def test_cuda_provider_without_cuda_is_one_line(window, assets, tmp_path):
+@pytest.mark.parametrize("how", ["headless", "window", "replay"])
+def test_cuda_provider_without_cuda_is_one_line(how, assets, tmp_path):
     path = _recipe(tmp_path, assets, ('provider = "cpu"', 'provider = "cuda"'))
-    args = ["run", "--recipe", str(path), "--seconds", "1"] + (["--headless"] if not window
-                                                                else [])
-    line = _one_line(_station(*args))
+    if how == "replay":
+        shutil.copytree(assets / "frames", tmp_path / "data" / "good")
+        args = ["replay", "--recipe", str(path), "--data", str(tmp_path / "data")]
+    else:
+        args = ["run", "--recipe", str(path), "--seconds", "1"] + (
+            ["--headless"] if how == "headless" else [])
+    line = _one_line(_station(*args), args[0])
     assert f'{path}: models.provider = "cuda": ' in line
     assert "no CUDA" in line and "'cpu'" in line
 

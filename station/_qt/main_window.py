@@ -457,7 +457,10 @@ class MainWindow(QMainWindow):
 
     def verify_pin(self, pin: str) -> PinVerdict:
         """The PIN against the recipe's hash, through the lockout (each attempt recorded)."""
-        return self.pin_guard.attempt(pin, self.engine.recipe.engineer.pin_hash)
+        recipe = self.engine.recipe
+        if not recipe.engineer.pin_required:  # no PIN: locked, whatever is typed
+            return PinVerdict(False, NO_PIN_TEXT.format(recipe=recipe.path))
+        return self.pin_guard.attempt(pin, recipe.engineer.pin_hash)
 
     def _record_pin_event(self, key: str, text: str) -> None:
         if key == "engineer.pin_lockout":
