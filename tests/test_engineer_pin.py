@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QApplication, QComboBox
 
 from station._qt.engineer import LOOP_PORT, FieldEditor, PinGuard, serial_port_choices
 from station.recipe import hash_pin, load_recipe
-from tests.test_gui import assets, make_window, write_recipe  # noqa: F401 (fixtures)
+from tests.test_gui import activate, assets, make_window, write_recipe  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -181,8 +181,7 @@ def test_ctrl_e_from_the_rejects_browser_opens_the_pin_dialog(qtbot, locked_wind
     window, _clock = locked_window
     window.show_rejects()
     browser = window.rejects_dialog
-    browser.activateWindow()
-    qtbot.waitUntil(browser.isActiveWindow, timeout=3000)
+    activate(qtbot, browser)
     _ctrl_e(qtbot, browser)
     assert window.pin_dialog is not None and window.pin_dialog.isVisible()
 

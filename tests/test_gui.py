@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox
+from pytestqt.exceptions import TimeoutError  # noqa: A004 (pytest-qt's own)
 
 from station._qt.main_window import MainWindow, make_engine
 from station.recipe import check_pin, hash_pin, list_recipes, load_recipe
@@ -126,6 +128,22 @@ pin_hash = "{pin_hash}"
     return path
 
 
+def activate(qtbot, window) -> None:
+    """Make ``window`` the active window (shortcuts need one).
+
+    Once a test has run ``run_app`` (``app.exec()`` then ``quit()``), Qt no longer activates
+    a window on request in this process; ``setActiveWindow`` still does.
+    """
+    window.activateWindow()
+    try:
+        qtbot.waitUntil(window.isActiveWindow, timeout=1500)
+    except TimeoutError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            QApplication.setActiveWindow(window)
+        qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+
+
 @pytest.fixture()
 def make_window(qtbot):
     windows: list[MainWindow] = []
@@ -134,8 +152,7 @@ def make_window(qtbot):
         window = MainWindow(make_engine(load_recipe(recipe_path)))
         qtbot.addWidget(window)
         window.show()
-        window.activateWindow()
-        qtbot.waitUntil(window.isActiveWindow, timeout=3000)  # shortcuts need an active window
+        activate(qtbot, window)
         windows.append(window)
         return window
 

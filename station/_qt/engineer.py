@@ -320,7 +320,6 @@ SECTIONS: dict[str, list[tuple[str, str]]] = {
     ],
 }
 ROI_PARTS = ("x", "y", "width", "height")
-assert not NOT_EDITABLE & {k for keys in SECTIONS.values() for k, _ in keys}
 
 
 class EngineerPanel(QWidget):

@@ -99,6 +99,7 @@ class EngineerKey(QObject):
             self.target.toggle_engineer()  # the shortcut did not fire: do its work here
         return True  # a ShortcutOverride left un-accepted: no widget keeps the key
 
+
 def make_engine(recipe: Any, inspector: Any = None) -> Any:
     """The engine for ``recipe``; its models are loaded (and refused, if need be) first."""
     from station.engine import Engine
