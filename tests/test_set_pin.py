@@ -81,10 +81,21 @@ def test_an_unusable_pin_changes_nothing(recipe: Path, stdin: str, reason: str):
 
 def test_a_broken_recipe_is_refused_naming_file_and_line(tmp_path: Path):
     path = tmp_path / "broken.toml"
-    path.write_text('[product]\nname = "x"\n[engineer]\npin_hash = 5\n', encoding="utf-8")
+    text = '[product]\nname = "x"\n[reject]\npulse_ms = -5\n'
+    path.write_text(text, encoding="utf-8")
     proc = _set_pin(path, "2468\n")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "broken.toml:4" in proc.stderr and "engineer.pin_hash" in proc.stderr
+    assert "broken.toml:4" in proc.stderr and "reject.pulse_ms" in proc.stderr
+    assert path.read_text(encoding="utf-8") == text
+
+
+def test_a_malformed_pin_hash_is_repaired(recipe: Path):
+    recipe.write_text(RECIPE.replace('pin_hash = ""', 'pin_hash = "pbkdf2_sha256$1$00$ab"'),
+                      encoding="utf-8")
+    proc = _set_pin(recipe, "2468\n")
+    assert proc.returncode == 0, proc.stderr
+    assert check_pin("2468", load_recipe(recipe).engineer.pin_hash)
+    assert _events(recipe)[-1][2:] == ("set", "changed")
 
 
 def _at_terminal(recipe: Path, answers: list[str]) -> tuple[int, str]:

@@ -72,21 +72,35 @@ def record_pin_change(recipe, who: str, had_pin: bool) -> str:
     return ""
 
 
+def current_pin_hash(path: Path) -> str | None:
+    """The recipe's ``engineer.pin_hash`` ('' = none), or None when only that key is
+    refused (a malformed hash is what set-pin repairs); any other problem raises."""
+    from station.recipe import RecipeError, load_recipe
+
+    try:
+        return load_recipe(path, check_files=False).engineer.pin_hash
+    except RecipeError as exc:
+        if any(issue.key != "engineer.pin_hash" for issue in exc.issues):
+            raise
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     from station.recipe import RecipeError, hash_pin, load_recipe, update_recipe
 
     try:
-        recipe = load_recipe(args.recipe, check_files=False)
+        before = current_pin_hash(args.recipe)
         pin = read_pin(args.pin_stdin)
-        backup = update_recipe(recipe.path, {"engineer.pin_hash": hash_pin(pin)},
+        backup = update_recipe(args.recipe, {"engineer.pin_hash": hash_pin(pin)},
                                check_files=False)
+        recipe = load_recipe(args.recipe, check_files=False)
     except (RecipeError, PinInputError, OSError) as exc:
         for line in str(exc).splitlines():
             print(f"station set-pin: {line}", file=sys.stderr)
         return 2
     kept = f"; previous version kept as {backup.name}" if backup else ""
     print(f"station set-pin: engineer PIN set for {args.recipe} (stored as a salted hash{kept})")
-    problem = record_pin_change(recipe, f"set-pin ({_user()})", recipe.engineer.pin_required)
+    problem = record_pin_change(recipe, f"set-pin ({_user()})", before != "")
     if problem:
         print(f"station set-pin: warning: the change is not in the records: {problem}",
               file=sys.stderr)
