@@ -353,6 +353,12 @@ def test_a_bad_recipe_leaves_the_running_line_alone_and_a_good_one_switches(
     assert window.engine is engine and engine.running
     assert "garbage.onnx" in window.last_error
     window._error_box.close()
+    # one model for rule "either": refused with the key, not a TypeError
+    refused.write_text(path.read_text().replace('classifier = "classifier.onnx"\n', ""),
+                       encoding="utf-8")
+    assert not window.switch_recipe(refused)
+    assert 'refused.toml: decision.rule = "either": needs the classifier' in window.last_error
+    window._error_box.close()
     refused.unlink()
 
     other = write_recipe(tmp_path, assets, name="other", product="other-product")

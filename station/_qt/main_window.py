@@ -294,11 +294,12 @@ class MainWindow(QMainWindow):
         from station.inspect import Inspector
 
         old = self.engine
+        recipe = None
         try:
             recipe = load_recipe(path)
             inspector = Inspector.from_recipe(recipe)  # a refused model: the line runs on
         except Exception as exc:  # RecipeError, ModelRefused, ...
-            self._refused(path, exc, old.running)
+            self._refused(path, exc, old.running, recipe)
             self._fill_recipes(old.recipe.path)
             return False
         was_running = old.running
@@ -309,7 +310,7 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # a serial port or camera setting that will not open
             if was_running:
                 old.start()
-            self._refused(path, exc, was_running)
+            self._refused(path, exc, was_running, recipe)
             self._fill_recipes(old.recipe.path)
             return False
         old.close()
@@ -328,9 +329,12 @@ class MainWindow(QMainWindow):
             self._unlock()
         return ok
 
-    def _refused(self, path: Path, exc: Exception, running: bool) -> None:
+    def _refused(self, path: Path, exc: Exception, running: bool, recipe: Any = None) -> None:
+        from station.commands.run import describe_startup_error
+
         staying = "still running" if running else "staying on"
-        self.last_error = f"{path.name} refused, {staying} {self.engine.recipe.path.name}:\n{exc}"
+        why = describe_startup_error(path.name, recipe, exc)  # file: key = value: reason
+        self.last_error = f"{path.name} refused, {staying} {self.engine.recipe.path.name}:\n{why}"
         log.error("%s", self.last_error)
         self._say(self.last_error, ok=False)
         box = QMessageBox(QMessageBox.Icon.Critical, "Recipe refused", self.last_error,
