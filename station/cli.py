@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
 
 # name -> (module under station.commands, one-line help). Each module defines
 # ``add_arguments(parser)`` and ``run(args) -> int``.
@@ -31,6 +33,7 @@ register("evaluate", "evaluate", "measure a model folder on a data set: metrics 
 register("calibrate", "calibrate", "calibrate camera, ROI, pixel scale, thresholds and image quality")
 register("bench", "bench", "measure model latency, pipeline throughput and memory: JSON out")
 register("export-records", "export_records", "export the inspection records database to CSV")
+register("set-pin", "set_pin", "set the engineer PIN of a recipe (stored hashed in the recipe)")
 
 def _load(name: str):
     module, _ = COMMANDS[name]
@@ -58,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         parser.print_help()
         return 0
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(OneLineFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     name, rest = argv[0], argv[1:]
     _, help_text = COMMANDS[name]
     sub = argparse.ArgumentParser(prog=f"station {name}", description=help_text)
@@ -70,6 +75,54 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # the last line of defence: one line, never a traceback
+        return report_error(name, exc)
+
+
+DEBUG_ENV = "STATION_DEBUG"
+
+
+def debugging() -> bool:
+    """``STATION_DEBUG=1``: tracebacks are shown (for a bug report), else one line each."""
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log records with an exception as one line (``message: Type: text``); the traceback
+    only under ``STATION_DEBUG=1``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info and record.exc_info[1] is not None and not debugging():
+            exc = record.exc_info[1]
+            record = logging.makeLogRecord(record.__dict__)
+            record.msg = f"{record.getMessage()}: {type(exc).__name__}: {exc}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return super().format(record)
+
+
+def report_error(command: str, exc: Exception) -> int:
+    """Say what went wrong in one line (one per problem) on stderr; return the exit code.
+
+    A fault the user can fix (recipe, model, records, camera, serial port, a file) is exit
+    code 2. Anything else is a bug in the station: exit code 1, and its traceback only with
+    ``STATION_DEBUG=1``, for the report.
+    """
+    from station.commands.run import startup_errors
+
+    if debugging():
+        traceback.print_exception(exc)
+    if isinstance(exc, startup_errors()):
+        lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
+        for line in lines or [type(exc).__name__]:
+            print(f"station {command}: {line}", file=sys.stderr)
+        return 2
+    detail = " ".join(str(exc).split())[:300]
+    print(f"station {command}: internal error: {type(exc).__name__}"
+          f"{': ' + detail if detail else ''} (a bug; {DEBUG_ENV}=1 shows the traceback)",
+          file=sys.stderr)
+    return 1
 
 
 def require_torch(command: str) -> None:

@@ -4,6 +4,10 @@
 returns an :class:`AutoencoderModel` or a :class:`ClassifierModel`. Anything wrong with the
 file (missing, truncated, not ONNX, metadata the station cannot honour) raises
 :class:`~station.modelmeta.ModelRefused` naming the file and the reason, before the line runs.
+
+Every session in the station and in training is made by :func:`new_session`, which first
+turns onnxruntime's telemetry events off (:func:`disable_telemetry`): a station sends nothing
+about itself anywhere, not even to a local trace store.
 """
 
 from __future__ import annotations
@@ -18,10 +22,54 @@ from station.modelmeta import ModelMetadata, ModelRefused, from_session
 PROVIDERS = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
+_telemetry_disabled = False  # set once onnxruntime's telemetry events are off
 
 
 class ModelFileError(ModelRefused):
     """The file itself cannot be opened as an ONNX model (missing, truncated, corrupt)."""
+
+
+class ProviderUnavailable(RuntimeError):
+    """``models.provider`` asks for an execution provider this onnxruntime does not have."""
+
+    def __init__(self, provider: str, available: list[str]) -> None:
+        self.provider = provider
+        self.available = list(available)
+        super().__init__(f"this onnxruntime has no {provider.upper()} execution provider "
+                         f"(available: {', '.join(available)}); use 'auto' or 'cpu'")
+
+
+def disable_telemetry() -> bool:
+    """Turn onnxruntime's telemetry events off for this process; safe to call any number of
+    times (only the first call reaches onnxruntime). Returns whether this call did it."""
+    global _telemetry_disabled
+    if _telemetry_disabled:
+        return False
+    ort.disable_telemetry_events()
+    _telemetry_disabled = True
+    return True
+
+
+def session_options(threads: int = 0, spinning: bool = True) -> ort.SessionOptions:
+    """Quiet session options; ``threads`` > 0 caps the intra-op pool, ``spinning=False`` lets
+    its workers sleep between runs (two models on one thread, see ``load_line_model``)."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if threads > 0:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    return opts
+
+
+def new_session(path: Path | str, opts: ort.SessionOptions | None = None,
+                providers: list[str] | None = None) -> ort.InferenceSession:
+    """The one place sessions are made: telemetry off first, then the session."""
+    disable_telemetry()
+    return ort.InferenceSession(str(path), sess_options=opts or session_options(),
+                                providers=providers or [_CPU])
 
 
 def choose_providers(provider: str = "auto") -> list[str]:
@@ -33,8 +81,7 @@ def choose_providers(provider: str = "auto") -> list[str]:
         return [_CPU]
     if provider == "cuda":
         if _CUDA not in available:
-            raise RuntimeError(f"provider 'cuda' requested but this onnxruntime has no CUDA "
-                               f"(available: {', '.join(available)}); use provider 'auto' or 'cpu'")
+            raise ProviderUnavailable("cuda", available)
         return [_CUDA, _CPU]
     return [_CUDA, _CPU] if _CUDA in available else [_CPU]
 
@@ -44,14 +91,9 @@ def open_session(path: Path | str, provider: str = "auto", threads: int = 0) -> 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(path, "file not found" if not path.exists() else "not a file")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads > 0:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
     providers = choose_providers(provider)
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        return new_session(path, session_options(threads), providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph
         detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         size = path.stat().st_size

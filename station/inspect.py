@@ -16,7 +16,14 @@ import numpy as np
 
 from station.align import AlignedCrop, AlignParams, PartNotFound, align
 from station.decision import ERROR, decide
-from station.inference import AutoencoderModel, ClassifierModel, choose_providers, load_model
+from station.inference import (
+    AutoencoderModel,
+    ClassifierModel,
+    choose_providers,
+    load_model,
+    new_session,
+    session_options,
+)
 from station.localize import LocalizeParams, localize
 from station.modelmeta import ModelRefused, from_session
 from station.preprocess import PreprocessSpec, prepare
@@ -73,16 +80,20 @@ class Inspector:
         localize_params: LocalizeParams,
         align_params: AlignParams | None,
         decision: DecisionSettings,
+        source: Path | str = "",
     ) -> None:
+        """``source`` is the recipe the models come from, named when they are refused."""
         if autoencoder is None and classifier is None:
-            raise ModelRefused("no model: the recipe names neither an autoencoder nor a classifier")
+            raise ModelRefused(source, "no model: the recipe sets neither models.autoencoder "
+                                       "nor models.classifier", key="models")
         needs = {"autoencoder": ("autoencoder",), "classifier": ("classifier",),
                  "either": ("autoencoder", "classifier"), "both": ("autoencoder", "classifier")}
         have = {"autoencoder": autoencoder, "classifier": classifier}
         missing = [k for k in needs.get(decision.rule, ()) if have[k] is None]
         if missing:
-            raise ModelRefused(f"decision.rule = {decision.rule!r} needs the {' and '.join(missing)}"
-                               " model, which the recipe does not name")
+            unset = " and ".join(f"models.{k}" for k in missing)
+            raise ModelRefused(source, f"needs the {' and '.join(missing)} model, but the recipe "
+                                       f"does not set {unset}", key="decision.rule")
         self.autoencoder = autoencoder
         self.classifier = classifier
         self.localize_params = localize_params
@@ -105,7 +116,8 @@ class Inspector:
         clf = _load(m.classifier, "classifier", prov, nthreads)
         d = recipe.decision
         return cls(ae, clf, recipe.localize, recipe.align,
-                   DecisionSettings(d.rule, d.autoencoder_threshold, d.classifier_threshold))
+                   DecisionSettings(d.rule, d.autoencoder_threshold, d.classifier_threshold),
+                   source=getattr(recipe, "path", ""))
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -261,19 +273,10 @@ def load_line_model(path: Path | str, provider: str = "auto", threads: int = 0
     runs. Any failure to open falls back to ``load_model``, which raises the reasoned
     :class:`~station.modelmeta.ModelRefused`.
     """
-    import onnxruntime as ort
-
     path = Path(path)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    if threads > 0:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
+    providers = choose_providers(provider)  # no such provider: refused here, with its reason
     try:
-        session = ort.InferenceSession(str(path), sess_options=opts,
-                                       providers=choose_providers(provider))
+        session = new_session(path, session_options(threads, spinning=False), providers)
     except Exception:
         return load_model(path, provider=provider, threads=threads)
     meta = from_session(session, path)
@@ -286,6 +289,7 @@ def _load(path: Any, kind: str, provider: str, threads: int):
         return None
     model = load_line_model(Path(path), provider=provider, threads=threads)
     if model.kind != kind:
-        raise ModelRefused(f"{path}: the recipe names it as the {kind}, but its metadata says "
-                           f"kind = {model.kind!r}")
+        raise ModelRefused(path, f"it is set as models.{kind}, but its metadata says kind = "
+                                 f"{model.kind!r}: expected a{'n' if kind[0] in 'aeiou' else ''} "
+                                 f"{kind} model", key=f"models.{kind}")
     return model

@@ -36,11 +36,17 @@ _JSON_KEYS = ("preprocess", "localize", "align", "score_normalization", "metrics
 
 
 class ModelRefused(Exception):
-    """A model file the station will not use; ``path`` and ``reason`` say which and why."""
+    """A model file the station will not use; ``path`` and ``reason`` say which and why.
 
-    def __init__(self, path: Path | str, reason: str) -> None:
+    ``key`` names the recipe key at fault when the refusal is about the recipe's choice of
+    models rather than a file's content (``models.autoencoder``, ``decision.rule``, ...), so
+    the command line can say ``recipe.toml: decision.rule = "either": ...``.
+    """
+
+    def __init__(self, path: Path | str, reason: str, *, key: str = "") -> None:
         self.path = Path(path) if path else None
         self.reason = reason
+        self.key = key
         where = f"{path}: " if path else ""
         super().__init__(f"{where}model refused: {reason}")
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox
+from pytestqt.exceptions import TimeoutError  # noqa: A004 (pytest-qt's own)
 
 from station._qt.main_window import MainWindow, make_engine
 from station.recipe import check_pin, hash_pin, list_recipes, load_recipe
@@ -126,6 +128,22 @@ pin_hash = "{pin_hash}"
     return path
 
 
+def activate(qtbot, window) -> None:
+    """Make ``window`` the active window (shortcuts need one).
+
+    Once a test has run ``run_app`` (``app.exec()`` then ``quit()``), Qt no longer activates
+    a window on request in this process; ``setActiveWindow`` still does.
+    """
+    window.activateWindow()
+    try:
+        qtbot.waitUntil(window.isActiveWindow, timeout=1500)
+    except TimeoutError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            QApplication.setActiveWindow(window)
+        qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+
+
 @pytest.fixture()
 def make_window(qtbot):
     windows: list[MainWindow] = []
@@ -134,8 +152,7 @@ def make_window(qtbot):
         window = MainWindow(make_engine(load_recipe(recipe_path)))
         qtbot.addWidget(window)
         window.show()
-        window.activateWindow()
-        qtbot.waitUntil(window.isActiveWindow, timeout=3000)  # shortcuts need an active window
+        activate(qtbot, window)
         windows.append(window)
         return window
 
@@ -272,22 +289,47 @@ def test_engineer_mode_refuses_a_wrong_pin_and_applies_a_threshold(qtbot, assets
     assert not window.unlock_engineer("0000") and not window.engineer_unlocked
 
 
-def test_first_engineer_entry_sets_a_hashed_pin(qtbot, assets, tmp_path, make_window):
+def test_a_recipe_without_a_pin_keeps_engineer_mode_locked(qtbot, assets, tmp_path,
+                                                            make_window):
+    # was: the first person to press Ctrl+E chose the PIN (the shipped recipes have none)
     path = write_recipe(tmp_path, assets)
     window = make_window(path)
-    window.toggle_engineer()
+    qtbot.keyClick(window, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    qtbot.mouseClick(window.engineer_button, Qt.MouseButton.LeftButton)
+    assert window.pin_dialog is None and not window.engineer_unlocked
+    assert window.ask_pin(set_new=True) is None  # nobody chooses the first PIN here
+    assert f"station set-pin --recipe {path}" in window.message.text()
+    assert "No engineer PIN is set" in window.message.text()
+    for pin in ("", "0000"):
+        assert not window.unlock_engineer(pin) and not window.engineer_unlocked
+    assert "station set-pin" in window.message.text()
+    assert load_recipe(path).engineer.pin_hash == ""
+
+
+def test_change_pin_in_engineer_mode_stores_only_a_hash(qtbot, assets, tmp_path, make_window):
+    path = write_recipe(tmp_path, assets, pin_hash=hash_pin("2468"))
+    window = make_window(path)
+    assert window.unlock_engineer("2468")
+    window.engineer.change_pin_requested.emit()
     dialog = window.pin_dialog
     assert dialog.set_new
     dialog.first.setText("9753")
     dialog.second.setText("9999")
     dialog.try_accept()
-    assert "differ" in dialog.error.text() and not window.engineer_unlocked
+    assert "differ" in dialog.error.text()
+    dialog.first.setText("975")
+    dialog.try_accept()
+    assert "at least 4" in dialog.error.text()
+    dialog.first.setText("9753")
     dialog.second.setText("9753")
     dialog.try_accept()
-    assert window.engineer_unlocked
     text = path.read_text()
     assert "9753" not in text
     assert check_pin("9753", load_recipe(path).engineer.pin_hash)
+    assert any(e["key"] == "engineer.pin_hash" and e["who"] == "engineer"
+               for e in window.engine.records.events())
+    window.lock_engineer()
+    assert not window.unlock_engineer("2468") and window.unlock_engineer("9753")
 
 
 def test_a_bad_recipe_leaves_the_running_line_alone_and_a_good_one_switches(
@@ -310,6 +352,12 @@ def test_a_bad_recipe_leaves_the_running_line_alone_and_a_good_one_switches(
     assert not window.switch_recipe(refused)  # the model is refused before the line stops
     assert window.engine is engine and engine.running
     assert "garbage.onnx" in window.last_error
+    window._error_box.close()
+    # one model for rule "either": refused with the key, not a TypeError
+    refused.write_text(path.read_text().replace('classifier = "classifier.onnx"\n', ""),
+                       encoding="utf-8")
+    assert not window.switch_recipe(refused)
+    assert 'refused.toml: decision.rule = "either": needs the classifier' in window.last_error
     window._error_box.close()
     refused.unlink()
 

@@ -87,3 +87,56 @@ def test_provider_choice():
             choose_providers("cuda")
     with pytest.raises(ValueError, match="expected one of auto, cpu, cuda"):
         choose_providers("tpu")
+
+
+def test_telemetry_is_turned_off_once_before_the_first_session(models, monkeypatch):
+    # audit #10: onnxruntime's telemetry events were on
+    import station.inference as inference
+    from station.inspect import load_line_model
+
+    calls: list[int] = []
+    real = ort.disable_telemetry_events
+
+    def counted() -> None:
+        calls.append(1)
+        real()
+
+    monkeypatch.setattr(ort, "disable_telemetry_events", counted)
+    monkeypatch.setattr(inference, "_telemetry_disabled", False)  # a fresh process
+    sessions = [load_model(models["classifier"][1], "cpu"),
+                load_line_model(models["autoencoder"][1], "cpu", 1),
+                inference.open_session(models["classifier"][1], "cpu", 1)]
+    assert all(s is not None for s in sessions)
+    assert calls == [1]  # before the first session, and only once
+    assert not inference.disable_telemetry()  # idempotent: already off
+    assert calls == [1]
+
+
+def test_every_session_in_station_and_training_is_made_by_the_helper():
+    """No module makes an ``InferenceSession`` itself (it would skip the telemetry switch);
+    training's quantizer, whose calibration makes its own sessions, turns it off first."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    direct = []
+    for folder in ("station", "training", "calibration", "scripts"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute | ast.Name)
+                        and getattr(node.func, "attr", getattr(node.func, "id", None))
+                        == "InferenceSession"):
+                    direct.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert len(direct) == 1 and direct[0].startswith("station/inference.py:"), direct
+    quantize = (root / "training" / "quantize.py").read_text(encoding="utf-8")
+    body = quantize[quantize.index("def quantize_static("):]
+    assert body.index("disable_telemetry()") < body.index("_ort_quantize_static(")
+
+
+def test_a_missing_provider_names_itself():
+    from station.inference import ProviderUnavailable
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(ProviderUnavailable) as missing:
+        choose_providers("cuda")
+    assert missing.value.provider == "cuda" and "CPUExecutionProvider" in missing.value.available

@@ -33,6 +33,8 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization import quantize_static as _ort_quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from station.inference import disable_telemetry
+
 QUANTIZATION_TAG = "int8-static-qdq"
 # Ops whose int8 kernels pay on CPU; element-wise and scoring ops stay float.
 DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "MaxPool",
@@ -132,6 +134,7 @@ def quantize_static(
     head (residual, blur, normalization, max) stays float.
     """
     src, dst = Path(float_onnx), Path(out)
+    disable_telemetry()  # the quantizer's calibration makes its own onnxruntime sessions
     if not src.is_file():
         raise QuantizationError(f"{src}: no such ONNX model to quantize")
     try:

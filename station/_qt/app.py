@@ -11,30 +11,34 @@ log = logging.getLogger(__name__)
 
 
 def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = None,
-            screenshot: Path | None = None) -> int:
+            screenshot: Path | None = None, command: str = "run",
+            shown_path: Path | None = None) -> int:
     """Open the operator window on ``recipe_path`` and start inspecting.
 
     ``seconds`` quits after that long (demos, checks under Xvfb); ``screenshot`` saves the
     window as a PNG just before quitting. Returns the exit code: 2 when the recipe or its
-    models are refused (the reason is printed), else 0.
+    models are refused (one line on stderr, as ``station <command>: <file>: <key> = ...``,
+    the file named as ``shown_path`` when given), else 0.
     """
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from station._qt.main_window import MainWindow, make_engine
+    from station.commands.run import describe_startup_error, startup_errors
     from station.recipe import RecipeError, load_recipe
 
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("Inspection station")
     try:
         recipe = load_recipe(recipe_path)
     except RecipeError as exc:
-        print(f"station: bad recipe: {exc}", file=sys.stderr)
+        print(f"station {command}: {exc}", file=sys.stderr)
         return 2
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Inspection station")
     try:
         engine = make_engine(recipe)
-    except Exception as exc:  # ModelRefused, serial port, camera settings: one clear line
-        print(f"station: cannot start {recipe_path}: {exc}", file=sys.stderr)
+    except startup_errors() as exc:  # a refused model, serial port, camera, records: one line
+        where = shown_path if shown_path is not None else recipe_path
+        print(f"station {command}: {describe_startup_error(where, recipe, exc)}", file=sys.stderr)
         return 2
     window = MainWindow(engine)
     if kiosk:

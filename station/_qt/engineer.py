@@ -1,6 +1,11 @@
 """Engineer mode: behind a PIN (stored only as a PBKDF2 hash in the recipe), the settings an
 operator must not touch — thresholds and fusion rule, reject output and timing, camera, ROI.
 
+The PIN is set with ``station set-pin`` (a recipe without one keeps engineer mode locked).
+:class:`PinGuard` refuses guessing: after three wrong PINs a lockout of 30 s, doubling with
+each further wrong PIN up to 15 min, during which even the right PIN is refused; every wrong
+PIN, refusal and lockout is an event in the records.
+
 Every change is validated by :func:`station.recipe.update_recipe` before anything is written,
 written back to the recipe (comments kept, dated backup left beside it) and recorded as an
 event with who changed what from what to what. The decision applies live
@@ -11,8 +16,12 @@ does through the window.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Signal
@@ -33,36 +42,128 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.recipe import RecipeError, field_help, field_info, update_recipe
+from station.commands.set_pin import MIN_PIN_LENGTH, pin_problem
+from station.recipe import RecipeError, check_pin, field_help, field_info, update_recipe
 
 WHO = "engineer"
+PIN_ENTRY = "pin-entry"  # who an attempt at the PIN is recorded as: nobody is known yet
+NO_PIN_TEXT = ("No engineer PIN is set for this recipe: run `station set-pin --recipe {recipe}`"
+               " to set one.")
+# Keys the window must never edit: camera.cti is native code the station loads (trust rule
+# in docs/gui.md); it is set in the recipe file by whoever may install software.
+NOT_EDITABLE = frozenset({"camera.cti"})
+LOOP_PORT = "loop://"
 
 
 # -- the PIN ------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class PinVerdict:
+    """What :meth:`PinGuard.attempt` decided, and the line to show."""
+
+    ok: bool
+    message: str = ""
+
+
+_LOCK_RE = re.compile(r"locked for (\d+) s")
+
+
+class PinGuard:
+    """Wrong-PIN lockout for engineer mode; one per window, whatever recipe runs.
+
+    ``FREE_TRIES`` wrong PINs in a row lock the PIN for ``FIRST_LOCK_S``; after a lockout
+    each further wrong PIN locks it again for twice as long, up to ``MAX_LOCK_S``; the right
+    PIN (outside a lockout) clears it all. ``record(key, text)`` stores each wrong PIN,
+    refusal, lockout and unlock as an event. ``clock`` is monotonic seconds (tests pass
+    their own, so they need not wait out a lockout).
+    """
+
+    FREE_TRIES = 3
+    FIRST_LOCK_S = 30.0
+    MAX_LOCK_S = 900.0
+
+    def __init__(self, record: Callable[[str, str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.record = record or (lambda key, text: None)
+        self.clock = clock
+        self.failures = 0  # wrong PINs since the last lockout or success
+        self.lockouts = 0  # lockouts since the last success
+        self.locked_until = 0.0
+
+    def remaining(self) -> int:
+        """Whole seconds of lockout left (0 = not locked)."""
+        return max(0, math.ceil(self.locked_until - self.clock()))
+
+    def attempt(self, pin: str, stored: str) -> PinVerdict:
+        """Check ``pin`` against the recipe's ``stored`` hash, unless locked out."""
+        left = self.remaining()
+        if left:
+            self.record("engineer.pin_refused", f"PIN entered while locked for {left} s")
+            return PinVerdict(False, f"locked for {left} s after repeated wrong PINs")
+        try:
+            ok = check_pin(pin, stored)
+        except (ValueError, OverflowError):
+            return PinVerdict(False, "the recipe's engineer.pin_hash is malformed: set the PIN "
+                                     "again with station set-pin")
+        if ok:
+            self.failures = self.lockouts = 0
+            self.record("engineer.unlock", "engineer mode entered")
+            return PinVerdict(True)
+        self.failures += 1
+        self.record("engineer.pin_failed", f"wrong PIN ({self.failures} in a row)")
+        if self.failures < self.FREE_TRIES and not self.lockouts:
+            tries = self.FREE_TRIES - self.failures
+            return PinVerdict(False, f"wrong PIN ({tries} more tr{'y' if tries == 1 else 'ies'} "
+                                     "before a lockout)")
+        seconds = int(min(self.FIRST_LOCK_S * 2 ** self.lockouts, self.MAX_LOCK_S))
+        self.lockouts += 1
+        self.failures = 0
+        self.locked_until = self.clock() + seconds
+        self.record("engineer.pin_lockout", f"locked for {seconds} s")
+        return PinVerdict(False, f"wrong PIN: locked for {seconds} s")
+
+    def restore(self, events: Iterable[dict], now: float | None = None) -> None:
+        """Take up a lockout from the records' events (newest first), so that restarting
+        the station does not clear it."""
+        now = time.time() if now is None else now
+        newest: float | None = None
+        for event in events:
+            if event.get("key") == "engineer.unlock":
+                break
+            found = _LOCK_RE.search(str(event.get("new") or ""))
+            if event.get("key") == "engineer.pin_lockout" and found:
+                self.lockouts += 1
+                if newest is None:
+                    newest = float(event["time_epoch"]) + int(found.group(1)) - now
+        if newest is not None and newest > 0:
+            self.locked_until = self.clock() + newest
+
+
 class PinDialog(QDialog):
     """Ask for the engineer PIN, or (``set_new``) for a new one, typed twice.
 
-    ``verify(pin) -> bool`` decides; a wrong PIN keeps the dialog open with a red message.
-    ``pin`` holds the accepted (or new) PIN after ``accepted``; it is never written anywhere.
+    ``verify(pin) -> PinVerdict`` decides; a refused PIN keeps the dialog open with its
+    reason in red ("wrong PIN", "locked for N s"). ``pin`` holds the accepted (or new) PIN
+    after ``accepted``; it is never written anywhere.
     """
 
-    def __init__(self, verify: Callable[[str], bool] | None, set_new: bool = False,
-                 parent: QWidget | None = None) -> None:
+    def __init__(self, verify: Callable[[str], PinVerdict] | None, set_new: bool = False,
+                 parent: QWidget | None = None, notice: str = "") -> None:
         super().__init__(parent)
         self.verify = verify
         self.set_new = set_new
         self.pin = ""
         self.failures = 0
-        self.setWindowTitle("Set the engineer PIN" if set_new else "Engineer mode")
+        self.setWindowTitle("Change the engineer PIN" if set_new else "Engineer mode")
         self.first = QLineEdit()
         self.first.setEchoMode(QLineEdit.EchoMode.Password)
         self.second = QLineEdit()
         self.second.setEchoMode(QLineEdit.EchoMode.Password)
-        self.message = QLabel("No engineer PIN is set for this recipe yet: choose one (at least "
-                              "4 characters)." if set_new else "Enter the engineer PIN.")
+        self.message = QLabel(f"Choose a new engineer PIN (at least {MIN_PIN_LENGTH} "
+                              "characters)." if set_new else "Enter the engineer PIN.")
         self.message.setWordWrap(True)
-        self.error = QLabel("")
+        self.error = QLabel(notice)
+        self.error.setWordWrap(True)
         self.error.setStyleSheet("color: #ff5252; font-weight: bold;")
         form = QFormLayout()
         form.addRow("PIN" if not set_new else "new PIN", self.first)
@@ -84,18 +185,20 @@ class PinDialog(QDialog):
     def try_accept(self) -> None:
         pin = self.first.text()
         if self.set_new:
-            if len(pin) < 4:
-                self.error.setText("the PIN needs at least 4 characters")
+            problem = pin_problem(pin)
+            if problem:
+                self.error.setText(problem)
                 return
             if pin != self.second.text():
                 self.error.setText("the two entries differ")
                 return
-        elif self.verify is None or not self.verify(pin):
-            self.failures += 1
-            self.error.setText(f"wrong PIN ({self.failures} failed attempt"
-                               f"{'s' if self.failures > 1 else ''})")
-            self.first.clear()
-            return
+        else:
+            verdict = self.verify(pin) if self.verify is not None else PinVerdict(False, "")
+            if not verdict.ok:
+                self.failures += 1
+                self.error.setText(verdict.message or "wrong PIN")
+                self.first.clear()
+                return
         self.pin = pin
         self.first.clear()
         self.second.clear()
@@ -111,17 +214,35 @@ def recipe_value(recipe: Any, dotted: str) -> Any:
     return value
 
 
-class FieldEditor:
-    """One recipe key as a widget (combo for choices, spin box for numbers, ...)."""
+def serial_port_choices(current: str = "") -> list[str]:
+    """What ``reject.port`` may be set to here: the serial ports ``station devices`` lists,
+    ``loop://`` (no hardware), and the recipe's current value so that it is kept as it is."""
+    from serial.tools import list_ports
 
-    def __init__(self, dotted: str, label: str | None = None) -> None:
+    ports = sorted({p.device for p in list_ports.comports()}) + [LOOP_PORT]
+    if current and current not in ports:
+        ports.insert(0, current)
+    return ports
+
+
+class FieldEditor:
+    """One recipe key as a widget (combo for choices, spin box for numbers, ...).
+
+    ``choices`` makes it a fixed list whatever the key's type (``reject.port``: only the
+    ports this machine has), refilled with :meth:`set_choices`.
+    """
+
+    def __init__(self, dotted: str, label: str | None = None,
+                 choices: Iterable[str] | None = None) -> None:
+        if dotted in NOT_EDITABLE:
+            raise ValueError(f"{dotted} is not editable from the window")
         self.key = dotted
         tp, meta = field_info(dotted)
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         self.optional = len(args) == 1 and type(None) in typing.get_args(tp)
         self.tp = args[0] if self.optional else tp
         self.label = label or dotted.rsplit(".", 1)[-1].replace("_", " ")
-        choices = meta.get("choices")
+        choices = list(choices) if choices is not None else meta.get("choices")
         lo = meta.get("min", meta.get("gt", 0))
         hi = meta.get("max", 1e9)
         self.widget: Any
@@ -145,6 +266,12 @@ class FieldEditor:
             self.widget.setToolTip(field_help(dotted))
         except KeyError:
             pass
+
+    def set_choices(self, choices: Iterable[str]) -> None:
+        """Refill a choice list (ports come and go); the widget stays a fixed list."""
+        w = self.widget
+        w.clear()
+        w.addItems([str(c) for c in choices])
 
     def set(self, value: Any) -> None:
         w = self.widget
@@ -245,7 +372,8 @@ class EngineerPanel(QWidget):
                     self.roi.append(spin)
                     form.addRow(f"ROI {name} (px)", spin)
             for key, label in keys:
-                editor = FieldEditor(key, label)
+                editor = FieldEditor(key, label, choices=[LOOP_PORT] if key == "reject.port"
+                                     else None)
                 self.editors[key] = editor
                 self.forms[key] = form
                 form.addRow(editor.label, editor.widget)
@@ -277,6 +405,7 @@ class EngineerPanel(QWidget):
         self.ae_threshold.set(d.ae_threshold)
         self.cls_threshold.set(d.cls_threshold)
         simulated = self.recipe.camera.source == "simulated"
+        self.editors["reject.port"].set_choices(serial_port_choices(self.recipe.reject.port))
         for key, editor in self.editors.items():
             editor.set(recipe_value(self.recipe, key))
             if key.startswith("camera."):  # only the settings this camera source uses
@@ -321,6 +450,8 @@ class EngineerPanel(QWidget):
         """The keys whose widget differs from the recipe."""
         out: dict[str, Any] = {}
         for key, editor in self.editors.items():
+            if key in NOT_EDITABLE:
+                continue
             new, old = editor.get(), recipe_value(self.recipe, key)
             if new != old and not (new is None and old is None):
                 out[key] = new

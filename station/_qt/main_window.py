@@ -13,9 +13,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QFont, QKeySequence, QShortcut
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtGui import QFont, QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QDockWidget,
     QLabel,
@@ -33,8 +34,15 @@ from station._qt import theme
 from station._qt.alarms import AlarmBanner
 from station._qt.bridge import EngineBridge
 from station._qt.counters import CountsPanel
+from station._qt.engineer import (
+    NO_PIN_TEXT,
+    PIN_ENTRY,
+    EngineerPanel,
+    PinDialog,
+    PinGuard,
+    PinVerdict,
+)
 from station._qt.engineer import WHO as ENGINEER
-from station._qt.engineer import EngineerPanel, PinDialog
 from station._qt.live_view import LiveView
 from station._qt.part_view import PartView
 from station._qt.rejects_browser import RejectsBrowser
@@ -42,7 +50,6 @@ from station._qt.status_bar import StationStatusBar
 from station._qt.trends import TrendsPanel
 from station._qt.verdict import VerdictTile
 from station.recipe import (
-    check_pin,
     hash_pin,
     list_recipes,
     load_recipe,
@@ -50,6 +57,48 @@ from station.recipe import (
 )
 
 log = logging.getLogger(__name__)
+ENGINEER_KEY = QKeySequence("Ctrl+E")
+
+
+class EngineerKey(QObject):
+    """Ctrl+E toggles engineer mode whatever widget of the window has the focus.
+
+    An application-wide ``QShortcut`` alone is not enough: a focused text field claims
+    Ctrl+E for itself on X11 ("end of line", through ShortcutOverride), and with no active
+    window (or behind the window-modal PIN dialog) no shortcut fires at all. This filter on
+    the application keeps any widget from claiming the key, so the shortcut fires, and
+    when the shortcut machinery still did not take it, the key press itself toggles.
+    """
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.target = window
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)
+
+    def _ours(self, obj: QObject) -> bool:
+        if not isinstance(obj, QWidget):
+            return False
+        top: QWidget | None = obj.window()
+        while top is not None:
+            if top is self.target:
+                return True
+            top = top.parentWidget()
+        return False
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
+        kind = event.type()
+        if kind not in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress):
+            return False
+        if not isinstance(event, QKeyEvent) or not self._ours(obj):
+            return False
+        if QKeySequence(event.keyCombination()) != ENGINEER_KEY:
+            return False
+        if kind == QEvent.Type.KeyPress and not event.isAutoRepeat():
+            self.target.toggle_engineer()  # the shortcut did not fire: do its work here
+        return True  # a ShortcutOverride left un-accepted: no widget keeps the key
+
 
 def make_engine(recipe: Any, inspector: Any = None) -> Any:
     """The engine for ``recipe``; its models are loaded (and refused, if need be) first."""
@@ -67,6 +116,8 @@ class MainWindow(QMainWindow):
         self.engine: Any = None
         self.engineer_unlocked = False
         self.pin_dialog: PinDialog | None = None
+        # one guard per window: switching recipes does not clear a lockout
+        self.pin_guard = PinGuard(record=self._record_pin_event)
         self.rejects_dialog: RejectsBrowser | None = None
         self.last_error = ""
         self.setStyleSheet(theme.STYLE)
@@ -188,11 +239,12 @@ class MainWindow(QMainWindow):
 
         for key, slot in ((Qt.Key.Key_F5, self.toggle_running), (Qt.Key.Key_Space, self.trigger),
                           (Qt.Key.Key_F11, self.toggle_kiosk),
-                          (QKeySequence("Ctrl+E"), self.toggle_engineer)):
+                          (ENGINEER_KEY, self.toggle_engineer)):
             shortcut = QShortcut(QKeySequence(key), self)
             # also while the rejects browser has the focus: F5 must always stop the line
             shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
             shortcut.activated.connect(slot)
+        self.engineer_key = EngineerKey(self)  # Ctrl+E even where a text field wants it
 
         self._stats_timer = QTimer(self)
         self._stats_timer.timeout.connect(self.refresh_stats)
@@ -201,6 +253,8 @@ class MainWindow(QMainWindow):
         self._counts_timer.timeout.connect(self.refresh_counts)
         self._counts_timer.start(1000)
         self._set_engine(engine)
+        if engine.records is not None:  # a lockout survives a restart of the station
+            self.pin_guard.restore(engine.records.events(n=500))
 
     # -- engine ------------------------------------------------------------------------------
     def _set_engine(self, engine: Any) -> None:
@@ -240,11 +294,12 @@ class MainWindow(QMainWindow):
         from station.inspect import Inspector
 
         old = self.engine
+        recipe = None
         try:
             recipe = load_recipe(path)
             inspector = Inspector.from_recipe(recipe)  # a refused model: the line runs on
         except Exception as exc:  # RecipeError, ModelRefused, ...
-            self._refused(path, exc, old.running)
+            self._refused(path, exc, old.running, recipe)
             self._fill_recipes(old.recipe.path)
             return False
         was_running = old.running
@@ -255,7 +310,7 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # a serial port or camera setting that will not open
             if was_running:
                 old.start()
-            self._refused(path, exc, was_running)
+            self._refused(path, exc, was_running, recipe)
             self._fill_recipes(old.recipe.path)
             return False
         old.close()
@@ -274,9 +329,12 @@ class MainWindow(QMainWindow):
             self._unlock()
         return ok
 
-    def _refused(self, path: Path, exc: Exception, running: bool) -> None:
+    def _refused(self, path: Path, exc: Exception, running: bool, recipe: Any = None) -> None:
+        from station.commands.run import describe_startup_error
+
         staying = "still running" if running else "staying on"
-        self.last_error = f"{path.name} refused, {staying} {self.engine.recipe.path.name}:\n{exc}"
+        why = describe_startup_error(path.name, recipe, exc)  # file: key = value: reason
+        self.last_error = f"{path.name} refused, {staying} {self.engine.recipe.path.name}:\n{why}"
         log.error("%s", self.last_error)
         self._say(self.last_error, ok=False)
         box = QMessageBox(QMessageBox.Icon.Critical, "Recipe refused", self.last_error,
@@ -373,26 +431,54 @@ class MainWindow(QMainWindow):
 
     # -- engineer mode -------------------------------------------------------------------------
     def toggle_engineer(self) -> None:
+        """Ctrl+E and the Engineer button: lock, or ask for the PIN (never two dialogs)."""
+        if self.engine is None:  # closed
+            return
         if self.engineer_unlocked:
             self.lock_engineer()
+        elif self.pin_dialog is not None and self.pin_dialog.isVisible():
+            self.pin_dialog.raise_()
+            self.pin_dialog.activateWindow()
+        elif not self.engine.recipe.engineer.pin_required:
+            self._say(NO_PIN_TEXT.format(recipe=self.engine.recipe.path), ok=False)
         else:
-            self.ask_pin(set_new=not self.engine.recipe.engineer.pin_required)
+            self.ask_pin(set_new=False)
 
-    def ask_pin(self, set_new: bool) -> PinDialog:
-        """Open the PIN dialog (non-modal to the event loop: ``open``, not ``exec``)."""
-        dialog = PinDialog(self.check_pin, set_new=set_new, parent=self)
+    def ask_pin(self, set_new: bool) -> PinDialog | None:
+        """Open the PIN dialog (non-modal to the event loop: ``open``, not ``exec``).
+
+        ``set_new`` (changing the PIN) only from engineer mode: nobody chooses the first PIN
+        here, that is ``station set-pin``.
+        """
+        if set_new and not self.engineer_unlocked:
+            return None
+        left = self.pin_guard.remaining()
+        notice = f"locked for {left} s after repeated wrong PINs" if left and not set_new else ""
+        dialog = PinDialog(self.verify_pin, set_new=set_new, parent=self, notice=notice)
         dialog.accepted.connect(lambda: self._pin_accepted(dialog))
         self.pin_dialog = dialog
         dialog.open()
         return dialog
 
-    def check_pin(self, pin: str) -> bool:
-        return check_pin(pin, self.engine.recipe.engineer.pin_hash)
+    def verify_pin(self, pin: str) -> PinVerdict:
+        """The PIN against the recipe's hash, through the lockout (each attempt recorded)."""
+        recipe = self.engine.recipe
+        if not recipe.engineer.pin_required:  # no PIN: locked, whatever is typed
+            return PinVerdict(False, NO_PIN_TEXT.format(recipe=recipe.path))
+        return self.pin_guard.attempt(pin, recipe.engineer.pin_hash)
+
+    def _record_pin_event(self, key: str, text: str) -> None:
+        if key == "engineer.pin_lockout":
+            log.warning("engineer PIN: %s", text)
+        records = getattr(self.engine, "records", None)
+        if records is not None:
+            records.record_event(PIN_ENTRY, key, None, text)
 
     def unlock_engineer(self, pin: str) -> bool:
         """Unlock with ``pin``; a wrong PIN leaves every engineer setting out of reach."""
-        if not self.check_pin(pin):
-            self._say("wrong engineer PIN", ok=False)
+        verdict = self.verify_pin(pin)
+        if not verdict.ok:
+            self._say(verdict.message or "wrong engineer PIN", ok=False)
             return False
         self._unlock()
         return True
@@ -400,13 +486,18 @@ class MainWindow(QMainWindow):
     def _pin_accepted(self, dialog: PinDialog) -> None:
         if dialog.set_new:
             self.set_pin(dialog.pin)
+            return
         self._unlock()
 
     def set_pin(self, pin: str) -> None:
         """Store the PIN's hash (never the PIN) in the recipe, and record that it changed."""
         recipe = self.engine.recipe
         stored = hash_pin(pin)
-        update_recipe(recipe.path, {"engineer.pin_hash": stored})
+        try:
+            update_recipe(recipe.path, {"engineer.pin_hash": stored})
+        except (ValueError, OSError) as exc:  # RecipeError is a ValueError
+            self._say(f"engineer PIN not changed: {exc}", ok=False)
+            return
         engineer = dataclasses.replace(recipe.engineer, pin_hash=stored)
         self.engine.recipe = dataclasses.replace(recipe, engineer=engineer)
         if self.engine.records is not None:

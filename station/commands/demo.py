@@ -71,4 +71,4 @@ def run(args: argparse.Namespace) -> int:
     from station.commands.run import start_station
 
     return start_station(DEMO_RECIPE, headless=args.headless, seconds=args.seconds,
-                         kiosk=args.kiosk, quiet=args.quiet)
+                         kiosk=args.kiosk, quiet=args.quiet, command="demo")

@@ -26,10 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from station.commands.run import describe_startup_error, startup_errors
     from station.datasets import DatasetError, read_dataset
     from station.engine import Engine
     from station.headless import truth_summary
-    from station.modelmeta import ModelRefused
     from station.recipe import RecipeError, load_recipe
     from station.sources.dataset import SampleSource
 
@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         engine = Engine(recipe, source=SampleSource(samples, args.data.name),
                         trigger_mode="hardware", block_when_busy=True, records=args.records)
-    except (ModelRefused, OSError, ValueError) as exc:
-        print(f"station replay: cannot start: {exc}", file=sys.stderr)
+    except startup_errors() as exc:  # one line naming the recipe file and key
+        print(f"station replay: {describe_startup_error(args.recipe, recipe, exc)}",
+              file=sys.stderr)
         return 2
     from tqdm import tqdm
 
