@@ -34,7 +34,14 @@ from station.quality import QualityMonitor
 from station.records import PartRecord, Records
 from station.reject import RejectScheduler
 from station.serial_link import SerialLink
-from station.sources import CAMERA_LOST, CAMERA_RESTORED, SOURCE_ENDED, Acquisition, make_source
+from station.sources import (
+    CAMERA_LOST,
+    CAMERA_RESTORED,
+    SOURCE_ENDED,
+    Acquisition,
+    SkippedImage,
+    make_source,
+)
 from station.sources.base import Frame, FrameSource
 from station.triggers import PartCounter, SoftwareTrigger, Trigger, TriggerEvent, make_trigger
 from station.undistort import Undistorter
@@ -46,6 +53,7 @@ ALARM_CAMERA = "camera_lost"
 ALARM_SERIAL = "serial_lost"
 ALARM_STREAK = "reject_streak"
 ALARM_MODEL = "model_error"
+SKIP_REASON = "image skipped"  # an unreadable stored image: its own count, no model alarm
 ALARM_QUALITY = "image_quality"
 ALARM_RECORDS = "records"
 ALARM_OVERLOAD = "overload"
@@ -179,6 +187,7 @@ class Engine:
         # Parts, not frames, are what queue up for inspection.
         self.acquisition = Acquisition(self.source, queue_size=0)
         self.acquisition.add_alarm_listener(self._on_camera_alarm)
+        self.acquisition.add_skip_listener(self._on_skipped_image)
         start_id = self._next_part_number()
         self.counter = PartCounter(start_id)
         debounce_ms = self._debounce_ms(recipe, mode)
@@ -472,6 +481,17 @@ class Engine:
         except queue.Full:
             self._shed(event)
 
+    def _on_skipped_image(self, skip: SkippedImage) -> None:
+        """An image the source could not read is a part nobody inspected: it gets the
+        error verdict (``decision.on_error``, reject by default) and an ERROR row."""
+        part_id = str(self.counter.next())
+        self.scheduler.register(part_id, skip.timestamp)
+        with self._lock:
+            self._pending += 1
+        self._finish(PartResult(part_id=part_id, verdict=ERROR, t_trigger=skip.timestamp,
+                                error=f"{SKIP_REASON}: {skip.path}: {skip.reason}",
+                                truth=skip.truth, trigger="source"))
+
     def _shed(self, event: TriggerEvent) -> None:
         """The inspection cannot keep up: shed this part explicitly (see module docstring)."""
         part_id = str(event.part_id)
@@ -583,7 +603,7 @@ class Engine:
             if self._rows is not None:  # under the lock: rows go out in the results' order
                 self._rows.put(self._record_row(result), _images(result))
         if (result.verdict == ERROR and result.error and not shed
-                and not result.error.startswith("part ")):
+                and not result.error.startswith(("part ", SKIP_REASON))):
             self.raise_alarm(ALARM_MODEL, f"part {result.part_id}: {result.error}")
         if not shed and self.streak_alarm and streak == self.streak_alarm:
             self.raise_alarm(ALARM_STREAK, f"{streak} rejects in a row (last: part "

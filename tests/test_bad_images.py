@@ -329,5 +329,7 @@ def test_station_run_on_a_folder_with_a_bad_image_inspects_each_part_once_and_en
         rows = conn.execute("SELECT verdict, error FROM parts").fetchall()
     good = [r for r in rows if "001a.png" not in (r[1] or "")]
     assert len(good) == 4  # each readable image inspected once: no rewind
-    assert len(rows) - len(good) <= 1  # the bad file: at most its own ERROR row
+    bad = [r for r in rows if "001a.png" in (r[1] or "")]
+    assert [v for v, _ in bad] == ["ERROR"]  # the bad file: one ERROR row naming it
+    assert bad[0][1].startswith("image skipped: ")
     assert "001a.png" in proc.stderr + proc.stdout  # and it was reported
