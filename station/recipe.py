@@ -10,14 +10,15 @@ The validator is generic: each TOML table maps to a dataclass, the type of each 
 the field annotation and its range, choices, help and path handling from the field's
 ``metadata`` (``min``, ``max``, ``gt``, ``lt``, ``choices``, ``help``, ``path``,
 ``must_exist``, ``required``, ``nonempty``; ``file_only`` marks keys the GUI must never offer
-for editing: native code, test-only port URLs, the PIN hash).
+for editing: native code, test-only port URLs, the PIN hash). ``[localize]`` and ``[align]``
+are the parameter dataclasses of :mod:`station.localize` and :mod:`station.align`, validated
+the same way.
 
 Hostile files are refused the same way: a binary or non-UTF-8 file, nesting deeper than
 :data:`MAX_NESTING`, reject templates that would allocate without bound, pyserial URLs as ports
 (:func:`port_problem`), GenTL producers outside the trusted folders, singular intrinsics and
 out-of-bounds PIN hashes; tests/test_recipe_properties.py checks with hypothesis that any
-text gives a Recipe or ``file:line:`` lines, nothing else. ``[localize]`` and ``[align]`` are the parameter dataclasses of
-:mod:`station.localize` and :mod:`station.align`, validated the same way.
+text gives a Recipe or ``file:line:`` lines, nothing else.
 
 Path fields (``metadata["path"]``) are resolved relative to the recipe's folder and stored as
 absolute path strings ("" = not set). Write-back (:func:`update_recipe`) edits the TOML text
@@ -964,16 +965,17 @@ def _decode(raw: bytes, file: str) -> str:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         bad = exc.start if nul < 0 else min(nul, exc.start)
+        what = "NUL" if bad == nul else "not UTF-8; TOML files are UTF-8 text"
         line = raw.count(b"\n", 0, bad) + 1
         raise RecipeError([RecipeIssue(file, line, "", f"not a text TOML file (byte {bad}: "
-                                       "not UTF-8; TOML files are UTF-8 text)")]) from None
+                                       f"{what})")]) from None
     _check_text(text, file)
     return text
 
 
 def _check_text(text: str, file: str) -> None:
-    """Refuse what tomllib would report badly or not survive: NUL (a binary file), nesting
-    deep enough to exhaust the recursion limit."""
+    """Refuse a NUL character (a binary file), which tomllib would report as a mere syntax
+    error."""
     nul = text.find("\0")
     if nul >= 0:
         byte = len(text[:nul].encode("utf-8", "surrogatepass"))
@@ -1024,12 +1026,19 @@ def _parse_text(text: str, path: Path, check_files: bool) -> Recipe:
 def _read(path: Path) -> str:
     """A recipe file's text; a missing, unreadable, binary or non-UTF-8 file is refused."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_RECIPE_BYTES + 1)  # /dev/zero or a huge file: never read whole
     except FileNotFoundError:
         raise RecipeError([RecipeIssue(str(path), None, "", "recipe file not found")]) from None
     except OSError as exc:
         raise RecipeError([RecipeIssue(str(path), None, "", f"cannot read: {exc}")]) from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise RecipeError([RecipeIssue(_display_name(path), 1, "", "expected a recipe of at "
+                                       f"most {MAX_RECIPE_BYTES} bytes (a recipe is a few kB)")])
     return _decode(raw, _display_name(path))
+
+
+MAX_RECIPE_BYTES = 1 << 20  # a hostile multi-megabyte file is refused before it is parsed
 
 
 def load_recipe(path: Path | str, check_files: bool = True) -> Recipe:

@@ -395,3 +395,13 @@ def test_a_rule_left_out_follows_the_one_model_configured(tmp_path, present):
     (tmp_path / "m.onnx").write_bytes(b"onnx")
     recipe = load_recipe(write(tmp_path, BASE + f'[models]\n{present} = "m.onnx"\n'))
     assert recipe.decision.rule == present
+
+
+def test_a_huge_file_or_an_endless_device_is_refused_without_reading_it_all(tmp_path):
+    path = tmp_path / "huge.toml"
+    path.write_bytes(BASE.encode() + b"# " + b"x" * (2 << 20) + b"\n")
+    start = time.monotonic()
+    assert "expected a recipe of at most" in str(refused(path))
+    with pytest.raises(RecipeError, match="at most"):
+        load_recipe("/dev/zero")
+    assert time.monotonic() - start < 2.0
