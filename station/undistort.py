@@ -19,6 +19,39 @@ class UndistortError(ValueError):
     """Intrinsics that cannot be used, or a frame that does not fit them; says which."""
 
 
+DIST_COEFF_COUNTS = (4, 5, 8, 12, 14)  # what cv2.initUndistortRectifyMap accepts
+
+
+def intrinsics_problem(camera_matrix: Any, dist_coeffs: Any) -> str | None:
+    """Why intrinsics cannot undistort (``undistort.key: expected ...; got ...``), or None.
+
+    The recipe loader calls this too, so a singular or malformed matrix is refused at load
+    instead of failing on every part. An intrinsics matrix is [[fx, s, cx], [0, fy, cy],
+    [0, 0, 1]] with fx, fy > 0, everything finite, and so never singular.
+    """
+    try:
+        k = np.asarray(camera_matrix, dtype=np.float64)
+        d = np.asarray(dist_coeffs, dtype=np.float64).ravel()
+    except (TypeError, ValueError, OverflowError):
+        return "undistort.camera_matrix: expected numbers"
+    shown = k.tolist() if k.size <= 16 else f"an array of shape {k.shape}"
+    if k.shape != (3, 3) or not np.all(np.isfinite(k)):
+        return f"undistort.camera_matrix: expected a 3x3 matrix of finite numbers; got {shown}"
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        return f"undistort.camera_matrix: expected positive fx, fy; got {shown}"
+    if k[1, 0] != 0 or k[2].tolist() != [0.0, 0.0, 1.0]:
+        return ("undistort.camera_matrix: expected [[fx, s, cx], [0, fy, cy], [0, 0, 1]] "
+                f"(an intrinsics matrix); got {shown}")
+    with np.errstate(all="ignore"):
+        det = float(np.linalg.det(k))
+    if not np.isfinite(det) or det == 0.0 or not np.isfinite(np.linalg.cond(k)):
+        return f"undistort.camera_matrix: expected an invertible matrix; got {shown}"
+    if d.size not in DIST_COEFF_COUNTS or not np.all(np.isfinite(d)):
+        return (f"undistort.dist_coeffs: expected 4, 5, 8, 12 or 14 finite numbers; got "
+                f"{d.tolist() if d.size <= 16 else f'{d.size} numbers'}")
+    return None
+
+
 @dataclass
 class Undistorter:
     """Precomputed remap tables for one camera matrix, distortion and frame size."""
@@ -38,16 +71,11 @@ class Undistorter:
         new_camera_matrix: Any | None = None,
     ) -> Undistorter:
         """Build the maps; ``new_camera_matrix`` defaults to the camera matrix itself."""
+        problem = intrinsics_problem(camera_matrix, dist_coeffs)
+        if problem:
+            raise UndistortError(problem)
         k = np.asarray(camera_matrix, dtype=np.float64)
-        if k.shape != (3, 3) or not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
-            raise UndistortError(
-                f"undistort.camera_matrix: expected a 3x3 matrix with positive fx, fy; got {k.tolist()}"
-            )
         d = np.asarray(dist_coeffs, dtype=np.float64).ravel()
-        if d.size not in (4, 5, 8, 12, 14) or not np.all(np.isfinite(d)):
-            raise UndistortError(
-                f"undistort.dist_coeffs: expected 4, 5, 8, 12 or 14 numbers; got {d.tolist()}"
-            )
         try:
             w, h = (int(v) for v in image_size)
         except (TypeError, ValueError):

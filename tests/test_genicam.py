@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -95,3 +96,23 @@ def test_station_devices_command_json(capsys):
     assert main(["devices", "--no-genicam", "--max-index", "0"]) == 0
     text = capsys.readouterr().out
     assert "OpenCV cameras" in text and "Serial ports" in text
+
+
+def test_a_copied_producer_loads_only_from_a_trusted_folder(tmp_path, monkeypatch):
+    """The trust rule on the real producer: viky copied to a folder nobody listed is refused
+    (never handed to harvesters); once STATION_GENTL_PATH names that folder, it delivers frames
+    and is listed."""
+    monkeypatch.delenv("STATION_GENTL_PATH", raising=False)
+    monkeypatch.delenv("GENICAM_GENTL64_PATH", raising=False)
+    copy = tmp_path / "vendor" / "viky.cti"
+    copy.parent.mkdir()
+    shutil.copy(VIKY, copy)
+    with pytest.raises(SourceError, match="STATION_GENTL_PATH"):
+        GenICamSource(copy, "", width=96, height=64).open()
+    assert "refused" in list_devices(copy).error
+    assert copy not in find_producers()
+    monkeypatch.setenv("STATION_GENTL_PATH", str(copy.parent))
+    with GenICamSource(copy, "", width=160, height=120, pixel_format="Mono8") as source:
+        frames = read_frames(source, 2)
+    assert len(frames) == 2 and frames[0].image.shape == (120, 160)
+    assert copy in find_producers()

@@ -52,10 +52,57 @@ def bundled_producer() -> Path | None:
     return None
 
 
+GENTL_PATH_ENV = "STATION_GENTL_PATH"
+
+
+def trusted_producer_folders() -> list[Path]:
+    """Folders whose GenTL producers (.cti) the station may load.
+
+    A producer is native code run inside the station, so it is loaded only from where the
+    machine's administrator put it: the folders of GENICAM_GENTL64_PATH (set by camera
+    vendors' installers), the folders of STATION_GENTL_PATH (for producers installed
+    elsewhere), and the genicam wheel's own folder (its simulated 'viky' camera). A recipe
+    (or anyone who can edit one) cannot point at a .cti anywhere else.
+    """
+    folders: list[Path] = []
+    for env in ("GENICAM_GENTL64_PATH", GENTL_PATH_ENV):
+        folders.extend(Path(f) for f in os.environ.get(env, "").split(os.pathsep) if f.strip())
+    spec = importlib.util.find_spec("genicam")
+    if spec is not None and spec.submodule_search_locations:
+        folders.extend(Path(loc) for loc in spec.submodule_search_locations)
+    return folders
+
+
+def producer_problem(cti: str | Path) -> str | None:
+    """Why ``cti`` may not be loaded (one line), or None when it is a .cti file in a trusted
+    folder (:func:`trusted_producer_folders`). The file's own folder is compared after
+    resolving links, so ``trusted/../elsewhere/x.cti`` does not pass."""
+    if "\0" in os.fspath(cti):
+        return "camera.cti: expected a path without NUL characters"
+    path = Path(os.path.abspath(os.fspath(cti)))
+    if path.suffix.lower() != ".cti":
+        return f'camera.cti = "{cti}": expected a GenTL producer file ending in .cti'
+    try:
+        if not path.is_file():
+            return f'camera.cti = "{cti}": expected an existing file (not found: {path})'
+        folder = path.parent.resolve(strict=True)
+        trusted = {f.resolve() for f in trusted_producer_folders() if f.is_dir()}
+    except (OSError, RuntimeError, ValueError) as exc:
+        return f'camera.cti = "{cti}": cannot check its folder ({exc})'
+    if folder in trusted:
+        return None
+    return (f'camera.cti = "{cti}": refused: GenTL producers are native code and load '
+            f"only from a folder in GENICAM_GENTL64_PATH or {GENTL_PATH_ENV} (or the genicam "
+            f"wheel); add {folder} to {GENTL_PATH_ENV} if you trust it")
+
+
 def find_producers() -> list[Path]:
-    """GenTL producers (.cti) on ``GENICAM_GENTL64_PATH``, then the genicam wheel's viky."""
+    """GenTL producers (.cti) on ``GENICAM_GENTL64_PATH`` and ``STATION_GENTL_PATH``, then the
+    genicam wheel's viky: the trusted folders, nothing else."""
     found: list[Path] = []
-    for folder in os.environ.get("GENICAM_GENTL64_PATH", "").split(os.pathsep):
+    folders = [f for env in ("GENICAM_GENTL64_PATH", GENTL_PATH_ENV)
+               for f in os.environ.get(env, "").split(os.pathsep)]
+    for folder in folders:
         if folder and os.path.isdir(folder):
             found.extend(Path(p) for p in sorted(glob.glob(os.path.join(folder, "*.cti"))))
     viky = bundled_producer()
@@ -102,6 +149,10 @@ class ProducerReport:
 def list_devices(cti: str | Path) -> ProducerReport:
     """The devices behind one producer; errors are reported, not raised."""
     report = ProducerReport(producer=str(cti))
+    problem = producer_problem(cti)
+    if problem:
+        report.error = problem
+        return report
     try:
         harvester = _harvesters()()
     except SourceError as exc:
@@ -234,8 +285,9 @@ class GenICamSource(FrameSource):
         cti = self.cti or bundled_producer()
         if cti is None:
             raise SourceError("camera.cti is empty and no GenTL producer was found")
-        if not Path(cti).is_file():
-            raise SourceError(f"GenTL producer (camera.cti) {cti} does not exist")
+        problem = producer_problem(cti)
+        if problem:
+            raise SourceError(problem)
         harvester = _harvesters()()
         self._harvester = harvester
         try:
