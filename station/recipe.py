@@ -246,6 +246,8 @@ class RecordsSection:
     pass_sample_rate: float = _opt(0.01, "share of passes whose image is stored", min=0, max=1)
     disk_budget_mb: int = _opt(2000, "image store size limit (MB); oldest go first",
                                min=1, max=10_000_000)
+    min_free_mb: float = _opt(100.0, "free disk space (MB) record images never use: it is "
+                              "kept for the rows", min=0, max=1_000_000)
 
 
 @dataclass(frozen=True)
@@ -1198,10 +1200,30 @@ def _pin_parts(stored: object) -> tuple[int, bytes, str] | None:
     return iterations, bytes.fromhex(found.group(2)), found.group(3)
 
 
+MIN_PIN_LENGTH = 4
+
+
+def pin_problem(pin: str) -> str:
+    """Why ``pin`` cannot be the engineer PIN ('' when it can): the one rule for
+    ``station set-pin`` and the window's change-PIN dialog.
+
+    >>> pin_problem("12")
+    'the PIN needs at least 4 characters (got 2)'
+    """
+    if len(pin) < MIN_PIN_LENGTH:
+        return f"the PIN needs at least {MIN_PIN_LENGTH} characters (got {len(pin)})"
+    if pin.strip() != pin:
+        return "the PIN must not start or end with a space"
+    if any(not ch.isprintable() for ch in pin):
+        return "the PIN must be printable characters only"
+    return ""
+
+
 def hash_pin(pin: str, iterations: int = PIN_ITERATIONS) -> str:
     """``pbkdf2_sha256$iterations$salt_hex$hash_hex`` for the recipe's ``engineer.pin_hash``."""
-    if len(pin) < 4:
-        raise ValueError("engineer PIN: expected at least 4 characters")
+    problem = pin_problem(pin)
+    if problem:
+        raise ValueError(f"engineer PIN: {problem}")
     if not PIN_MIN_ITERATIONS <= iterations <= PIN_MAX_ITERATIONS:
         raise ValueError(f"engineer PIN: iterations {iterations}: expected between "
                          f"{PIN_MIN_ITERATIONS} and {PIN_MAX_ITERATIONS}")

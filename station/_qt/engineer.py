@@ -42,8 +42,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.commands.set_pin import MIN_PIN_LENGTH, pin_problem
-from station.recipe import RecipeError, check_pin, field_help, field_info, update_recipe
+from station.recipe import (
+    MIN_PIN_LENGTH,
+    RecipeError,
+    check_pin,
+    field_help,
+    field_info,
+    pin_problem,
+    update_recipe,
+)
 
 WHO = "engineer"
 PIN_ENTRY = "pin-entry"  # who an attempt at the PIN is recorded as: nobody is known yet

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-MIN_PIN_LENGTH = 4
+from station.recipe import pin_problem
 
 
 class PinInputError(ValueError):
@@ -26,17 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, type=Path, help="the recipe (TOML) to change")
     parser.add_argument("--pin-stdin", action="store_true",
                         help="read the PIN from the first line of stdin instead of asking twice")
-
-
-def pin_problem(pin: str) -> str:
-    """Why ``pin`` cannot be the engineer PIN ('' when it can)."""
-    if len(pin) < MIN_PIN_LENGTH:
-        return f"the PIN needs at least {MIN_PIN_LENGTH} characters (got {len(pin)})"
-    if pin.strip() != pin:
-        return "the PIN must not start or end with a space"
-    if any(not ch.isprintable() for ch in pin):
-        return "the PIN must be printable characters only"
-    return ""
 
 
 def read_pin(from_stdin: bool, stdin: TextIO | None = None) -> str:
@@ -86,13 +75,12 @@ def current_pin_hash(path: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from station.recipe import RecipeError, hash_pin, load_recipe, update_recipe
+    from station.recipe import RecipeError, load_recipe, set_pin
 
     try:
         before = current_pin_hash(args.recipe)
         pin = read_pin(args.pin_stdin)
-        backup = update_recipe(args.recipe, {"engineer.pin_hash": hash_pin(pin)},
-                               check_files=False)
+        backup = set_pin(args.recipe, pin)
         recipe = load_recipe(args.recipe, check_files=False)
     except (RecipeError, PinInputError, OSError) as exc:
         for line in str(exc).splitlines():
