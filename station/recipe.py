@@ -106,8 +106,8 @@ def _opt(default: Any, help: str, **meta: Any) -> Any:
 @dataclass(frozen=True)
 class ProductSection:
     name: str = _opt("", "product name shown to the operator and stored with every record",
-                     required=True, nonempty=True)
-    description: str = _opt("", "free text for the engineer")
+                     required=True, nonempty=True, max_len=120)
+    description: str = _opt("", "free text for the engineer", multiline=True)
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,8 @@ class TriggerSection:
     direction: str = _opt("left_to_right", "direction parts travel in the image",
                           choices=("left_to_right", "right_to_left",
                                    "top_to_bottom", "bottom_to_top"))
-    serial_message: str = _opt("TRIG\n", "bytes that mean 'part here' on the serial link")
+    serial_message: str = _opt("TRIG\n", "bytes that mean 'part here' on the serial link",
+                               wire=True)
     serial_line: str = _opt("", "modem input line used as trigger ('' = bytes)",
                             choices=("", "CTS", "DSR", "CD", "RI"))
     debounce_ms: float = _opt(20.0, "ignore triggers closer than this (ms)", min=0, max=10000)
@@ -219,8 +220,8 @@ class RejectSection:
                      choices=("line", "message"))
     line: str = _opt("DTR", "modem line pulsed in line mode", choices=("DTR", "RTS"))
     message: str = _opt("REJECT {part_id}\n",
-                        "message template; fields {part_id}, {verdict}, {seq}")
-    ack: str = _opt("", "expected acknowledgement ('' = none)")
+                        "message template; fields {part_id}, {verdict}, {seq}", wire=True)
+    ack: str = _opt("", "expected acknowledgement ('' = none)", wire=True)
     ack_timeout_ms: int = _opt(200, "how long to wait for the acknowledgement (ms)",
                                min=1, max=10000)
     delay_mode: str = _opt("time", "fire after a delay in ms, or after N further parts",
@@ -233,7 +234,7 @@ class RejectSection:
     fail_safe: str = _opt("reject", "action when no verdict is ready in time",
                           choices=("reject", "pass"))
     heartbeat_s: float = _opt(0.0, "heartbeat period (s); 0 = off", min=0, max=3600)
-    heartbeat_message: str = _opt("HB\n", "heartbeat bytes")
+    heartbeat_message: str = _opt("HB\n", "heartbeat bytes", wire=True)
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ class RecordsSection:
     database: str = _opt("records/records.sqlite", "SQLite database (created if missing)",
                          path=True, must_exist=False)
     images_dir: str = _opt("records/images", "folder for reject (and sampled pass) images",
-                           path=True, must_exist=False)
+                           path=True, must_exist=False, kind="dir")
     save_rejects: bool = _opt(True, "store the image of every reject")
     pass_sample_rate: float = _opt(0.01, "share of passes whose image is stored", min=0, max=1)
     disk_budget_mb: int = _opt(2000, "image store size limit (MB); oldest go first",
@@ -602,14 +603,28 @@ def _convert_str(value: Any, tp: Any, meta: dict, key: str, ctx: _Context) -> An
         raise _Invalid(_choices_text(choices))
     if meta.get("nonempty") and not value.strip():
         raise _Invalid("a non-empty string")
+    limit = meta.get("max_len", MAX_STRING_LENGTH)
+    if len(value) > limit:
+        raise _Invalid(f"a string of at most {limit} characters (this one has {len(value)})")
+    if not meta.get("wire"):
+        allowed = "\n\t" if meta.get("multiline") else ""
+        bad = next((ch for ch in value
+                    if (ord(ch) < 0x20 or ord(ch) == 0x7F) and ch not in allowed), None)
+        if bad is not None:
+            raise _Invalid(f"text without control characters (this one holds {bad!r})")
     if meta.get("path"):
         if not value:
             return Path() if tp is Path else ""
         resolved = _resolve(value, ctx.folder)
         if ctx.check_files and meta.get("must_exist", True):
             _check_exists(resolved, meta.get("kind", "any"))
+        elif ctx.check_files:
+            _check_kind_if_present(resolved, meta.get("kind", "any"))
         return resolved if tp is Path else str(resolved)
     return Path(value) if tp is Path else value
+
+
+MAX_STRING_LENGTH = 4096  # a recipe value longer than this is a mistake or an attack
 
 
 def _resolve(value: str, folder: Path) -> Path:
@@ -635,9 +650,34 @@ def _check_exists(path: Path, kind: str) -> None:
                        else f"a folder ({path} is a file)")
     if kind == "file" and not is_file:
         raise _Invalid(f"an existing file (not found: {path})" if not exists
-                       else f"a file ({path} is a folder)")
+                       else f"a regular file ({path} is {_what_is(path)})")
     if not exists:
         raise _Invalid(f"an existing path (not found: {path})")
+
+
+def _what_is(path: Path) -> str:
+    """'a folder', 'a device', ... for messages about a path of the wrong kind."""
+    if path.is_dir():
+        return "a folder"
+    if path.is_file():
+        return "a file"
+    if path.is_char_device() or path.is_block_device():
+        return "a device"
+    if path.is_fifo():
+        return "a named pipe"
+    if path.is_socket():
+        return "a socket"
+    return "not a regular file"
+
+
+def _check_kind_if_present(path: Path, kind: str) -> None:
+    """A path the station creates when missing must not already be something else."""
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):
+        return  # the component that creates it names the problem
+    if exists and kind == "dir" and not path.is_dir():
+        raise _Invalid(f"a folder ({path} is {_what_is(path)})")
 
 
 def _convert_sequence(value: Any, tp: Any, meta: dict, key: str, ctx: _Context) -> tuple:
@@ -1221,9 +1261,8 @@ def pin_problem(pin: str) -> str:
 
 def hash_pin(pin: str, iterations: int = PIN_ITERATIONS) -> str:
     """``pbkdf2_sha256$iterations$salt_hex$hash_hex`` for the recipe's ``engineer.pin_hash``."""
-    problem = pin_problem(pin)
-    if problem:
-        raise ValueError(f"engineer PIN: {problem}")
+    if len(pin) < MIN_PIN_LENGTH:  # the rest of pin_problem is for what a person types
+        raise ValueError(f"engineer PIN: expected at least {MIN_PIN_LENGTH} characters")
     if not PIN_MIN_ITERATIONS <= iterations <= PIN_MAX_ITERATIONS:
         raise ValueError(f"engineer PIN: iterations {iterations}: expected between "
                          f"{PIN_MIN_ITERATIONS} and {PIN_MAX_ITERATIONS}")

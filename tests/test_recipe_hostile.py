@@ -214,7 +214,8 @@ BAD_HASHES = [
 @pytest.mark.parametrize("stored", BAD_HASHES)
 def test_out_of_bounds_pin_hashes_are_refused_and_never_crash_or_stall_check_pin(tmp_path, stored):
     err = refused(write(tmp_path, BASE + f"[engineer]\npin_hash = {json.dumps(stored)}\n"))
-    assert err.key == "engineer.pin_hash" and "station set-pin" in str(err)
+    assert err.key == "engineer.pin_hash"
+    assert "station set-pin" in str(err) or "without control characters" in str(err)
     start = time.monotonic()
     assert check_pin("1234", stored) is False
     assert time.monotonic() - start < 1.0
@@ -405,3 +406,37 @@ def test_a_huge_file_or_an_endless_device_is_refused_without_reading_it_all(tmp_
     with pytest.raises(RecipeError, match="at most"):
         load_recipe("/dev/zero")
     assert time.monotonic() - start < 2.0
+
+
+@pytest.mark.parametrize("line, says", [
+    ('[product]\nname = "a\\u0000b"\n', "without control characters"),
+    ('[product]\nname = "line one\\nline two"\n', "without control characters"),
+    ('[product]\nname = "' + "x" * 121 + '"\n', "at most 120 characters"),
+    ('[product]\nname = "p"\ndescription = "' + "y" * 5000 + '"\n', "at most 4096 characters"),
+])
+def test_names_with_control_characters_or_absurd_lengths_are_refused(tmp_path, line, says):
+    """A product name reaches the operator's screen, every record and the CSV export: a NUL,
+    a line break or 100,000 characters there is a mistake (or worse), named at its line."""
+    err = refused(write(tmp_path, line))
+    assert says in str(err) and f":{line.count(chr(10))}: " in str(err)
+
+
+def test_a_multi_line_description_and_wire_bytes_keep_their_line_breaks(tmp_path):
+    path = write(tmp_path, '[product]\nname = "p"\ndescription = "two\\nlines"\n\n[reject]\n'
+                           'message = "REJECT {part_id}\\r\\n"\n')
+    recipe = load_recipe(path)
+    assert recipe.product.description == "two\nlines"
+    assert recipe.reject.message == "REJECT {part_id}\r\n"
+
+
+@pytest.mark.parametrize("value, says", [("/dev/zero", "is a device"), (".", "is a folder")])
+def test_a_model_path_that_is_no_regular_file_says_what_it_is(tmp_path, value, says):
+    err = refused(write(tmp_path, f'[product]\nname = "p"\n\n[models]\nautoencoder = "{value}"\n'
+                                  'classifier = ""\n\n[decision]\nrule = "autoencoder"\n'))
+    assert err.key == "models.autoencoder" and says in str(err)
+
+
+def test_an_images_folder_that_is_a_file_is_refused_at_load(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    err = refused(write(tmp_path, '[product]\nname = "p"\n\n[records]\nimages_dir = "taken"\n'))
+    assert err.key == "records.images_dir" and "is a file" in str(err)
