@@ -317,7 +317,9 @@ class SimulatedConveyor:
             for dx in (0, _BELT_PERIOD, -_BELT_PERIOD):  # wrap at the period
                 cv2.circle(belt, (int((x + dx) * 16), int(y * 16)), int(r * 16),
                            float(BELT_LEVEL * (1 - strength)), -1, cv2.LINE_AA, 4)
-        belt = np.concatenate([belt, belt[:, : w]], axis=1)
+        # one period plus a frame's width, so any window of the frame's width fits (a frame
+        # wider than the period repeats the texture)
+        belt = np.tile(belt, (1, 1 + math.ceil(w / _BELT_PERIOD)))[:, : _BELT_PERIOD + w]
         if self.color:
             belt = belt[..., None] * np.array([1.02, 1.0, 0.98], np.float32)
         else:

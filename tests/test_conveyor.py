@@ -208,3 +208,11 @@ def test_real_photo_mode_carries_labelled_parts(tmp_path):
     assert [(e.label, e.defect) for e in list_part_photos(plain)] == [(0, "good")]
     with pytest.raises(FileNotFoundError, match="no images"):
         list_part_photos(tmp_path / "ground_truth")
+
+
+def test_a_frame_wider_than_the_belt_texture_renders() -> None:
+    """A 4096 px wide simulated camera (the recipe allows up to 8192) once failed every frame:
+    the belt texture repeats every 1024 px and was not long enough for such a window."""
+    conveyor = SimulatedConveyor(width=4096, height=256, fps=30, speed_px_s=480, pitch_px=480)
+    for index in (0, 17, 95):
+        assert conveyor.frame(index).image.shape == (256, 4096)
