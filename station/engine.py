@@ -58,6 +58,8 @@ ALARM_QUALITY = "image_quality"
 ALARM_RECORDS = "records"
 ALARM_OVERLOAD = "overload"
 ALARM_TRIGGER = "trigger"
+# Alarms whose cause means the line is not being inspected (or not protected) while they last.
+NOT_INSPECTING_KINDS = frozenset({ALARM_CAMERA, ALARM_TRIGGER, ALARM_SERIAL})
 COUNTS_RESET_KEY = "counts.reset"
 _ENGINE_ALARMS = (ALARM_CAMERA, ALARM_SERIAL, ALARM_STREAK, ALARM_MODEL, ALARM_QUALITY,
                   ALARM_OVERLOAD, ALARM_TRIGGER)
@@ -413,6 +415,15 @@ class Engine:
         """Alarms not yet acknowledged, oldest first."""
         with self._lock:
             return sorted(self._alarms.values(), key=lambda a: a.time)
+
+    def not_inspecting(self) -> list[Alarm]:
+        """The conditions, still holding, under which parts pass unjudged or unprotected:
+        no frames, a trigger that cannot watch, a reject output that cannot act.
+        Acknowledging such an alarm does not end it; only its cause going away does."""
+        with self._lock:
+            return sorted((a for a in self._alarms.values()
+                           if a.active and a.kind in NOT_INSPECTING_KINDS),
+                          key=lambda a: a.time)
 
     def acknowledge(self, alarm_id: int, who: str = "operator") -> None:
         with self._lock:

@@ -160,6 +160,16 @@ def test_a_good_recipe_still_runs(assets, tmp_path):
     assert "Traceback" not in proc.stderr and "inspected" in proc.stdout
 
 
+def test_a_run_that_ends_with_the_reject_output_down_exits_3(assets, tmp_path):
+    """A headless line whose reject port never opened protected nothing: its supervisor
+    (systemd, a script) sees exit code 3 and the reason, not a clean 0."""
+    path = _recipe(tmp_path, assets, ('port = "loop://"', 'port = "/dev/ttyUSB_gone"'))
+    proc = _station("run", "--recipe", str(path), "--headless", "--seconds", "1", "--quiet")
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "ended while not inspecting: serial_lost" in proc.stderr
+
+
 def test_a_bug_is_one_line_and_its_traceback_only_on_request(capsys, monkeypatch):
     def bug() -> None:
         raise KeyError("an engine invariant")

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="headless: no line per part")
 
 
+NOT_INSPECTING_EXIT = 3  # the run ended with the camera lost, the trigger blind or the output down
+
+
 def run(args: argparse.Namespace) -> int:
     return start_station(args.recipe, headless=args.headless, seconds=args.seconds,
                          kiosk=args.kiosk, quiet=args.quiet)
@@ -174,6 +177,7 @@ def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
         stats = run_headless(engine, seconds, show_parts=not quiet)
         summary = truth_summary(engine)
         timing = stats.reject_timing
+        blocked = engine.not_inspecting()
     print(f"inspected {stats.parts} parts: {stats.passed} passed, {stats.rejected} rejected, "
           f"{stats.errors} errors; {stats.dropped_frames} frames dropped", flush=True)
     if summary["unknown"] < stats.parts:
@@ -182,4 +186,7 @@ def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
     if timing.get("count"):
         print(f"reject outputs: {timing['count']}, timing error p50 {timing['p50']:.2f} ms, "
               f"p99 {timing['p99']:.2f} ms, max {timing['max']:.2f} ms")
-    return 0
+    for alarm in blocked:  # a supervisor (systemd, a script) must see that the line was unsafe
+        print(f"station {command}: ended while not inspecting: {alarm.kind}: {alarm.message}",
+              file=sys.stderr)
+    return NOT_INSPECTING_EXIT if blocked else 0
