@@ -160,7 +160,8 @@ def test_a_serial_port_missing_at_start_raises_the_alarm(tiny_models: Path, tmp_
     port = tmp_path / "ttyUSB9"
     recipe = load_recipe(write_recipe(
         tmp_path, tiny_models, camera=f'source = "folder"\ndevice = "{frames}"',
-        reject=f'enabled = true\nport = "{port}"\nmode = "message"'))
+        reject=f'enabled = true\nport = "{port}"\nmode = "message"\n'
+                                        'allow_url_ports = true'))
     engine = Engine(recipe)
     peer = None
     try:

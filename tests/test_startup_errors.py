@@ -9,6 +9,7 @@ through the real command line in a subprocess, on real (tiny) ONNX models.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -22,7 +23,7 @@ import pytest
 from station.cli import OneLineFormatter, report_error
 from station.inspect import Inspector
 from station.modelmeta import ModelRefused
-from station.recipe import load_recipe
+from station.recipe import RecipeError, load_recipe
 from tests.test_gui import _tiny_models, write_recipe
 
 pytestmark = pytest.mark.timeout(300)
@@ -109,8 +110,16 @@ MODEL_CASES = {
 def test_a_recipe_whose_models_cannot_serve_it_is_one_line(case, assets, tmp_path):
     changes, expected = MODEL_CASES[case]
     path = _recipe(tmp_path, assets, *changes)
+    if case == "rule either with one model":  # the loader refuses it first, at its line
+        with pytest.raises(RecipeError, match=r'\.toml:\d+: decision\.rule = "either"'):
+            load_recipe(path)
+        recipe = load_recipe(_recipe(tmp_path / "both", assets))  # Inspector's own backstop
+        recipe = dataclasses.replace(recipe, models=dataclasses.replace(recipe.models,
+                                                                        classifier=""))
+    else:
+        recipe = load_recipe(path)
     with pytest.raises(ModelRefused) as refused:  # was TypeError
-        Inspector.from_recipe(load_recipe(path))
+        Inspector.from_recipe(recipe)
     assert refused.value.reason and refused.value.key
     line = _one_line(_station("run", "--recipe", str(path), "--headless", "--seconds", "1"))
     assert str(path) in line
