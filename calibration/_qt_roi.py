@@ -30,8 +30,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.align import AlignParams, PartNotFound, find_and_align
-from station.localize import LocalizeParams
+from station.vision.align import AlignParams, PartNotFound, find_and_align
+from station.vision.localize import LocalizeParams
 
 Roi = tuple[int, int, int, int]
 

@@ -2,7 +2,7 @@
 
 Taken from several good frames (median, so one odd frame does not set the reference) and
 stored as JSON beside the recipe; the station compares live frames against it
-(``station.quality.QualityMonitor``). The report also checks the reference frames against
+(``station.vision.quality.QualityMonitor``). The report also checks the reference frames against
 the limits themselves: if the frames given already disagree beyond the limits, the limits
 would fire on normal production and the engineer must know now, not on the line.
 """
@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from calibration.report import CalibrationError
-from station.quality import (
+from station.vision.quality import (
     QualityLimits,
     QualityMetrics,
     QualityMonitor,

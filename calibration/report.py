@@ -52,7 +52,7 @@ def list_images(directory: Path) -> list[Path]:
 
 def read_image(path: Path, mode: str = "keep") -> np.ndarray:
     """Read one image as 8-bit (``mode``: keep, gray, color) or fail naming the file."""
-    from station.datasets import DatasetError, load_image, to_uint8
+    from station.sources.datasets import DatasetError, load_image, to_uint8
 
     try:
         return to_uint8(load_image(path, mode))

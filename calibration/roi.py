@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 
 from calibration.report import CalibrationError
-from station.align import AlignParams, crop_side_px
-from station.localize import Localization, LocalizeParams, localize
+from station.vision.align import AlignParams, crop_side_px
+from station.vision.localize import Localization, LocalizeParams, localize
 
 Roi = tuple[int, int, int, int]
 

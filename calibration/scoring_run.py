@@ -1,8 +1,8 @@
 """Score folders of part images through the recipe's models, exactly as the station would.
 
 Same undistortion, same localize/align parameters (the recipe's), same crop and
-preprocessing (``station.preprocess.crop_for_model``) and the same onnxruntime sessions
-(``station.inference``); a threshold set on any other path would not hold on the line.
+preprocessing (``station.vision.preprocess.crop_for_model``) and the same onnxruntime sessions
+(``station.models.inference``); a threshold set on any other path would not hold on the line.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from calibration.report import CalibrationError, list_images, read_image
-from station.align import PartNotFound
-from station.inference import load_model
-from station.undistort import Undistorter
+from station.models.inference import load_model
+from station.vision.align import PartNotFound
+from station.vision.undistort import Undistorter
 
 BATCH = 16
 
@@ -50,7 +50,7 @@ def recipe_models(recipe, only: str = "both") -> dict[str, object]:
 
 def score_folder(folder: Path, recipe, models: dict[str, object]) -> ScoredFolder:
     """Raw scores of every image in ``folder`` for every model (images without a part skipped)."""
-    from station.preprocess import crop_for_model
+    from station.vision.preprocess import crop_for_model
 
     undistorter = Undistorter.from_recipe(recipe)
     paths = list_images(folder)

@@ -188,7 +188,7 @@ def part_region(tensors: np.ndarray, options: AutoencoderOptions) -> np.ndarray:
     The map is only meaningful on the part: the background carries dust and fabric texture
     that no model of *parts* should score. A pixel counts as part in one crop when it is
     clearly darker or brighter than that crop's background (its edge-ring median, the level
-    ``station.preprocess`` normalizes); the region is where that happens in at least
+    ``station.vision.preprocess`` normalizes); the region is where that happens in at least
     ``roi_min_share`` of the good crops, dilated by ``roi_dilate_frac`` of the side.
     """
     import cv2

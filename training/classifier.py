@@ -3,7 +3,7 @@
 Every batch is half good crops and half defects: real defective crops when the data set has
 them, and defects synthesized on the fly on good crops (:mod:`training.synth_defects`), so
 the classifier learns even from good parts alone. Crops go through the station's own
-preprocessing (``station.preprocess.prepare_batch``), never a copy of it, so the network sees
+preprocessing (``station.vision.preprocess.prepare_batch``), never a copy of it, so the network sees
 in training exactly what it sees on the line.
 
 Augmentation is what the aligned part really varies by: small shifts, rotations and scale
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from station.preprocess import PreprocessSpec, prepare_batch
+from station.vision.preprocess import PreprocessSpec, prepare_batch
 from training.synth_defects import synthesize
 from training.vgg import VGG16, VGGConfig, has_batch_norm, load_pretrained, read_state_dict
 
@@ -73,7 +73,7 @@ class ClassifierOptions:
         if self.size != spec.size:
             raise ValueError(
                 f"classifier size {self.size} differs from the preprocessing size {spec.size}; "
-                "the model input must be what station.preprocess makes"
+                "the model input must be what station.vision.preprocess makes"
             )
         if self.batch_size < 2:
             raise ValueError(f"classifier batch_size must be >= 2, got {self.batch_size}")

@@ -1,6 +1,6 @@
-"""Crops, tensors and the train/validation/evaluation split over ``station.datasets`` samples.
+"""Crops, tensors and the train/validation/evaluation split over ``station.sources.datasets`` samples.
 
-Crops are made by the station's own ``station.preprocess.crop_for_model`` path
+Crops are made by the station's own ``station.vision.preprocess.crop_for_model`` path
 (``find_and_align`` then ``prepare``), never a copy, and cached per data set, crop size and
 localize/align parameters so a cross-validation run crops each photo once.
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from station.align import AlignParams, PartNotFound, find_and_align
-from station.datasets import Sample, load_image
-from station.localize import LocalizeParams
+from station.sources.datasets import Sample, load_image
+from station.vision.align import AlignParams, PartNotFound, find_and_align
+from station.vision.localize import LocalizeParams
 
 CACHE_VERSION = 1
 

@@ -17,7 +17,7 @@ import onnx
 import torch
 from torch import nn
 
-from station.modelmeta import INPUT_NAME, OUTPUTS, ModelMetadata
+from station.models.metadata import INPUT_NAME, OUTPUTS, ModelMetadata
 
 OPSET = 17
 
@@ -77,7 +77,7 @@ def torch_outputs(model: nn.Module, batch: np.ndarray) -> list[np.ndarray]:
 
 def parity(model: nn.Module, onnx_path: Path | str, batch: np.ndarray) -> dict[str, float]:
     """Max abs difference torch vs onnxruntime (CPU), per output name."""
-    from station.inference import open_session
+    from station.models.inference import open_session
 
     session = open_session(onnx_path, "cpu", 0)
     ort_out = session.run(None, {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})

@@ -33,7 +33,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization import quantize_static as _ort_quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from station.inference import disable_telemetry
+from station.models.inference import disable_telemetry
 
 QUANTIZATION_TAG = "int8-static-qdq"
 # Ops whose int8 kernels pay on CPU; element-wise and scoring ops stay float.
@@ -126,7 +126,7 @@ def quantize_static(
     """Write a static int8 QDQ copy of ``float_onnx`` to ``out``; returns ``out``.
 
     ``calibration_tensors``: prepared crops, float32 [N, C, H, W] (or a list of such arrays),
-    exactly as ``station.preprocess.prepare_batch`` makes them; 32-128 real crops suffice.
+    exactly as ``station.vision.preprocess.prepare_batch`` makes them; 32-128 real crops suffice.
     ``preprocess`` runs onnxruntime's ``quant_pre_process`` (shape inference and graph
     optimization, which lets the quantizer fuse and place QDQ pairs well) before quantizing.
     ``include_prefix`` quantizes only nodes whose names start with it, e.g. ``"/net/"`` for

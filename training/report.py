@@ -20,13 +20,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from station.datasets import Sample, load_mask  # noqa: E402
+from station.sources.datasets import Sample, load_mask  # noqa: E402
 
 _NAMES = {"autoencoder": "autoencoder", "classifier": "classifier", "fused": "fused"}
 
 
 def _roc(scores, labels):
-    from training.evaluate import roc_auc, roc_curve
+    from training.metrics import roc_auc, roc_curve
 
     fpr, tpr, _ = roc_curve(scores, labels)
     return fpr, tpr, roc_auc(scores, labels)

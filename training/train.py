@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from station.align import AlignParams
-from station.datasets import dataset_fingerprint, read_dataset
 from station.decision import RULES, decide
-from station.inference import load_model
-from station.localize import LocalizeParams
-from station.modelmeta import ModelMetadata
-from station.preprocess import PreprocessSpec, prepare_batch
+from station.models.inference import load_model
+from station.models.metadata import ModelMetadata
+from station.sources.datasets import dataset_fingerprint, read_dataset
+from station.vision.align import AlignParams
+from station.vision.localize import LocalizeParams
+from station.vision.preprocess import PreprocessSpec, prepare_batch
 from training.autoencoder import AutoencoderOptions, score_batches, train_autoencoder
 from training.data import CropSet, Split, SplitOptions, compute_crops, make_split
 from training.export import export_onnx, now_iso, parity, write_metadata
@@ -133,7 +133,7 @@ def _ok(cs: CropSet) -> CropSet:
 
 
 def _val_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
-    from training.evaluate import binary_stats, roc_auc
+    from training.metrics import binary_stats, roc_auc
 
     out: dict[str, Any] = {"n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum())}
     if 0 < labels.sum() < len(labels):
@@ -240,7 +240,7 @@ def _fuse_thresholds(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: s
     y = labels > 0
     if not 0 < y.sum() < len(y):
         return ("either" if rule == "auto" else rule), 1.0, 1.0, {"tuned": False}
-    from training.evaluate import roc_auc
+    from training.metrics import roc_auc
 
     aurocs = {"autoencoder": roc_auc(ae, labels), "classifier": roc_auc(cl, labels)}
     grid = np.exp(np.linspace(np.log(0.5), np.log(2.0), 21))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from station.sim.source import SimulatedSource
 from station.sources.acquisition import (
     CAMERA_LOST,
     CAMERA_RESTORED,
@@ -28,7 +29,6 @@ from station.sources.base import (
 from station.sources.folder import FolderSource
 from station.sources.genicam import GenICamSource
 from station.sources.opencv_camera import OpenCVCameraSource
-from station.sources.simulated import SimulatedSource
 from station.sources.video import VideoFileSource
 
 __all__ = [

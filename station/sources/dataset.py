@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from station.datasets import DatasetError, Sample, load_image
 from station.sources.base import BadImage, EndOfStream, Frame, FrameSource, SourceError
+from station.sources.datasets import DatasetError, Sample, load_image
 
 
 class SampleSource(FrameSource):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from station.datasets import DatasetError, load_image
 from station.sources.base import (
     IMAGE_EXTENSIONS,
     BadImage,
@@ -18,6 +17,7 @@ from station.sources.base import (
     natural_key,
     to_output,
 )
+from station.sources.datasets import DatasetError, load_image
 
 
 class FolderSource(FrameSource):

@@ -1,0 +1,86 @@
+"""``station bench``: model latency, pipeline throughput and latency, memory; JSON out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=Path, default=None,
+                        help="folder with autoencoder.onnx, classifier.onnx (and *.int8.onnx); "
+                             "default: the demo models")
+    parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "demo.toml",
+                        help="recipe for the crop and decision settings (default: the demo's)")
+    parser.add_argument("--json", type=Path, required=True, help="write the results here")
+    parser.add_argument("--parts", type=int, default=120, help="parts through the pipeline")
+    parser.add_argument("--long-parts", type=int, default=0,
+                        help="endurance: also run this many parts through the engine with "
+                             "records on, paced as a line (memory, rows = parts, reject "
+                             "timing over the whole run, shed parts; 0 = skip)")
+    parser.add_argument("--long-fps", type=float, default=0.0,
+                        help="the long run's parts per second (0 = half the engine's "
+                             "measured rate)")
+    parser.add_argument("--repeats", type=int, default=30, help="latency runs per model (min)")
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = auto)")
+    parser.add_argument("--min-seconds", type=float, default=1.0,
+                        help="sample each latency figure at least this long (default 1 s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from station.cli.benchmarks import run_bench
+    from station.config.recipe import RecipeError, load_recipe
+
+    models = args.models
+    if models is None:
+        from station.cli.demo import ensure_demo_models
+
+        models = ensure_demo_models()
+    if not (models / "autoencoder.onnx").exists():
+        print(f"station bench: {models} holds no autoencoder.onnx", file=sys.stderr)
+        return 2
+    try:
+        recipe = load_recipe(args.recipe, check_files=False)
+    except RecipeError as exc:
+        print(f"station bench: {exc}", file=sys.stderr)
+        return 2
+    for flag, value in (("--parts", args.parts), ("--repeats", args.repeats)):
+        if value < 1:
+            print(f"station bench: {flag} = {value}: expected at least 1", file=sys.stderr)
+            return 2
+    if min(args.long_parts, args.threads, args.min_seconds, args.long_fps) < 0:
+        print("station bench: --long-parts, --long-fps, --threads and --min-seconds must not "
+              "be negative", file=sys.stderr)
+        return 2
+    result = run_bench(recipe, models, args.parts, args.repeats, args.threads, args.long_parts,
+                       args.min_seconds, args.long_fps)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    print(f"matmul peak {result['matmul_peak_gflops']} GFLOP/s")
+    for name, m in result["models"].items():
+        extra = f", {m['achieved_gflops']} GFLOP/s" if "achieved_gflops" in m else ""
+        print(f"{name:>24}: {m['latency_ms_p50']:8.2f} ms p50{extra}")
+    for key in ("pipeline", "pipeline_int8_classifier"):
+        if key not in result:
+            continue
+        p = result[key]
+        print(f"{key}: {p['engine_parts_per_s']} parts/s through the engine, models alone "
+              f"{p['models_parts_per_s']}/s (ratio {p['throughput_ratio']}), per part "
+              f"{p['per_part_ms_p50']} ms p50 (models {p['per_part_models_ms_p50']} ms), "
+              f"trigger->verdict p99 {p['trigger_to_verdict_ms_p99']} ms, trigger->reject p99 "
+              f"{p['trigger_to_reject_ms_p99']} ms")
+    if "long_run" in result:
+        lr = result["long_run"]
+        t = lr["reject_timing_error_ms"]
+        print(f"long run: {lr['parts']} parts at {lr['engine_parts_per_s']}/s, {lr['rows']} rows "
+              f"({'= parts' if lr['rows_match_parts'] else 'NOT = parts'}), {lr['shed']} shed; "
+              f"RSS {lr['rss_mb_warmup']} MB after {lr['warmup_parts']} parts -> "
+              f"{lr['rss_mb_end']} MB at the end ({lr['rss_growth_after_warmup_pct']} %), peak "
+              f"{lr.get('peak_rss_mb')} MB; reject timing error p99 {t['p99']} ms over "
+              f"{t['count']} outputs")
+    print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,74 @@
+"""``station demo``: the station on a simulated line, from the repository alone.
+
+Simulated conveyor (synthetic parts, a share defective), demo models trained on synthetic
+parts at first run (then cached in ``models/demo/``), and a loopback serial port standing in
+for the air-jet. Opens the operator window, or runs headless with ``--headless``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_RECIPE = REPO / "recipes" / "demo.toml"
+DEMO_MODELS = REPO / "models" / "demo"
+DEMO_DATA = REPO / ".station" / "demo" / "data"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--headless", action="store_true",
+                        help="no window: print each part and live statistics")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="stop after this many seconds (default: until closed)")
+    parser.add_argument("--retrain", action="store_true",
+                        help="train the demo models again from fresh synthetic parts")
+    parser.add_argument("--kiosk", action="store_true", help="full-screen operator window")
+    parser.add_argument("--quiet", action="store_true", help="headless: no line per part")
+
+
+def _models_ok(folder: Path) -> bool:
+    from station.models.inference import load_model
+    from station.models.metadata import ModelRefused
+
+    try:
+        for name in ("autoencoder.onnx", "classifier.onnx"):
+            load_model(folder / name, provider="cpu")
+    except (ModelRefused, OSError, ValueError):
+        return False
+    return True
+
+
+def ensure_demo_models(folder: Path = DEMO_MODELS, retrain: bool = False,
+                       seconds: float = 40.0) -> Path:
+    """The demo models, training them on synthetic parts first if they are missing or broken."""
+    if not retrain and _models_ok(folder):
+        return folder
+    from station.cli import require_torch
+
+    require_torch("demo (to train its models on first run)")
+    from station.sim.synthetic import write_mvtec_dataset
+    from training.autoencoder import AutoencoderOptions
+    from training.train import TrainOptions, train
+
+    t0 = time.monotonic()
+    print(f"station demo: first run — training the demo models on synthetic parts "
+          f"(about {seconds:.0f} s) into {folder}", flush=True)
+    write_mvtec_dataset(DEMO_DATA, n_train_good=80, n_test_good=16, n_test_per_defect=6,
+                        size=256, seed=1, overwrite=True)
+    train(TrainOptions(
+        data=DEMO_DATA, out=folder, size=96, cls_size=96, width=0.125, minutes=seconds / 60.0,
+        rule="either", int8=True, progress=sys.stderr.isatty(), cache=DEMO_DATA.parent / "cache",
+        ae=AutoencoderOptions(base_channels=12, max_channels=48, latent_channels=12)))
+    print(f"station demo: models ready in {time.monotonic() - t0:.0f} s", flush=True)
+    return folder
+
+
+def run(args: argparse.Namespace) -> int:
+    ensure_demo_models(retrain=args.retrain)
+    from station.cli.run import start_station
+
+    return start_station(DEMO_RECIPE, headless=args.headless, seconds=args.seconds,
+                         kiosk=args.kiosk, quiet=args.quiet, command="demo")

@@ -1,0 +1,73 @@
+"""``station evaluate``: metrics JSON (and optional report PNGs) for a model folder.
+
+The models run through ``station.models.inference``; needs the ``train`` extra for the evaluation
+code's home in ``training/`` (imported lazily).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", type=Path, required=True, help="model folder (station train --out)")
+    parser.add_argument("--data", type=Path, required=True, help="data set folder")
+    parser.add_argument("--json", type=Path, required=True, help="write the metrics here")
+    parser.add_argument("--report", type=Path, default=None, help="write report PNGs into this folder")
+    parser.add_argument("--folds", type=int, default=None,
+                        help="cross-validation folds (as given to station train)")
+    parser.add_argument("--fold", type=int, default=None, help="the held-out fold to evaluate")
+    parser.add_argument("--good-from-train", action="store_true",
+                        help="also score train good images the models never used (those split.json "
+                             "held aside; on another data set, all of its train good)")
+    parser.add_argument("--int8", action="store_true", help="evaluate the *.int8.onnx copies")
+    parser.add_argument("--rule", default=None,
+                        choices=("either", "both", "autoencoder", "classifier"),
+                        help="fusion rule (default: the model folder's recipe_fragment.toml)")
+    parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = auto)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder for cached crops (default: MODELDIR/cache)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from station.cli import require_torch
+
+    require_torch("evaluate")
+    from station.models.metadata import ModelRefused
+    from training.evaluate import EvaluationError, evaluate
+
+    if (args.folds is None) != (args.fold is None):
+        print("station evaluate: give --folds and --fold together", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate(args.models, args.data, folds=args.folds, fold=args.fold,
+                          good_from_train=args.good_from_train,
+                          variant="int8" if args.int8 else "float", rule=args.rule,
+                          provider=args.provider, threads=args.threads, cache_dir=args.cache,
+                          report_dir=args.report, progress=not args.quiet)
+    except (EvaluationError, ModelRefused, ValueError) as exc:
+        print(f"station evaluate: {exc}", file=sys.stderr)
+        return 2
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+    meta = result["meta"]
+    print(f"{meta['images']} images ({meta['n_good']} good, {meta['n_defect']} defective)")
+    for kind in ("autoencoder", "classifier", "fused"):
+        b = result[kind]
+        if b is None:
+            continue
+        extra = (f" pixel AUROC {_fmt(b.get('pixel_auroc'))} AUPRO {_fmt(b.get('aupro'))}"
+                 if "pixel_auroc" in b else "")
+        print(f"{kind:>12}: AUROC {_fmt(b['image_auroc'])} F1 {_fmt(b['f1'])} "
+              f"precision {_fmt(b['precision'])} recall {_fmt(b['recall'])}{extra}")
+    print(f"wrote {args.json}")
+    return 0

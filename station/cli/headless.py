@@ -1,0 +1,89 @@
+"""Headless running: live statistics on the terminal, and a summary at the end.
+
+``station run --headless`` and ``station demo --headless`` print what the GUI would show.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from station.pipeline.engine import Engine, EngineStats
+
+
+def format_stats(s: EngineStats) -> str:
+    """One status line: the numbers an operator would glance at."""
+    yield_pct = 100.0 * s.passed / s.parts if s.parts else 0.0
+    return (f"parts {s.parts:5d}  pass {s.passed:5d}  reject {s.rejected:4d}  error {s.errors:3d}"
+            f"  yield {yield_pct:5.1f}%  camera {s.camera_fps:5.1f} fps  inspect "
+            f"{s.inspect_fps:4.1f}/s  latency p50 {s.latency_p50_ms:5.1f} ms p99 "
+            f"{s.latency_p99_ms:5.1f} ms  dropped {s.dropped_frames}  serial {s.serial_state}"
+            + (f"  shed {s.shed}" if s.shed else "")
+            + (f"  debounced {s.debounced}" if s.debounced else "")
+            + (f"  rows lost {s.rows_lost}" if s.rows_lost else ""))
+
+
+def run_headless(engine: Engine, seconds: float | None, out: TextIO = sys.stdout,
+                 show_parts: bool = True, interval: float = 1.0) -> EngineStats:
+    """Run until ``seconds`` pass (or the source ends, or Ctrl-C); print as it goes."""
+    def on_event(kind: str, payload) -> None:
+        if kind == "part" and show_parts:
+            r = payload
+            truth = getattr(r.truth, "label", None)
+            known = "" if truth is None else f"  truth {'defect' if truth else 'good'}"
+            scores = []
+            if r.ae_score is not None:
+                scores.append(f"ae {r.ae_score:5.2f}")
+            if r.cls_score is not None:
+                scores.append(f"cls {r.cls_score:5.2f}")
+            why = f"  ({r.error})" if r.error else ""
+            print(f"part {r.part_id:>6}  {r.verdict:6}  {'  '.join(scores)}  "
+                  f"{r.latency_ms:6.1f} ms{known}{why}", file=out, flush=True)
+        elif kind == "alarm":
+            print(f"ALARM {payload.kind}: {payload.message}", file=out, flush=True)
+
+    engine.add_listener(on_event)
+    for alarm in engine.alarms():  # raised while the engine was built (a port missing at start)
+        print(f"ALARM {alarm.kind}: {alarm.message}", file=out, flush=True)
+    start = time.monotonic()
+    engine.start()
+    next_line = start + interval
+    try:
+        while True:
+            now = time.monotonic()
+            if seconds is not None and now - start >= seconds:
+                break
+            if engine.acquisition.finished:
+                break
+            if now >= next_line:
+                print(format_stats(engine.stats()), file=out, flush=True)
+                next_line += interval
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        print("stopping", file=out)
+    engine.stop()
+    stats = engine.stats()
+    print(format_stats(stats), file=out, flush=True)
+    return stats
+
+
+def truth_summary(engine: Engine) -> dict[str, int]:
+    """Verdicts against ground truth where the source knows it (simulator, replay)."""
+    tp = fp = tn = fn = unknown = 0
+    for r in engine.results():
+        label = getattr(r.truth, "label", None)
+        if label is None:
+            unknown += 1
+            continue
+        rejected = r.verdict != "PASS"
+        if label and rejected:
+            tp += 1
+        elif label:
+            fn += 1
+        elif rejected:
+            fp += 1
+        else:
+            tn += 1
+    return {"defects_rejected": tp, "defects_passed": fn, "good_rejected": fp,
+            "good_passed": tn, "unknown": unknown}

@@ -1,0 +1,78 @@
+"""``station train``: train the autoencoder and the classifier; write MODELDIR.
+
+Needs the ``train`` extra (torch); imported lazily so a station-only install says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True,
+                        help="data set folder (MVTec layout, plain good/ defect/ folders, or CSV)")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="model folder to write (autoencoder.onnx, classifier.onnx, ...)")
+    parser.add_argument("--only", choices=("autoencoder", "classifier"),
+                        help="train just this model")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs for each model (default: model defaults, cut by --minutes)")
+    parser.add_argument("--size", type=int, default=128, help="autoencoder crop size in px")
+    parser.add_argument("--cls-size", type=int, default=128, help="classifier crop size in px")
+    parser.add_argument("--minutes", type=float, default=24.0,
+                        help="time budget for the training loops of both models together")
+    parser.add_argument("--ae-share", type=float, default=None,
+                        help="share of --minutes the autoencoder gets when both models train "
+                             "(default: the training default)")
+    parser.add_argument("--width", type=float, default=None,
+                        help="classifier width multiplier (1.0 = VGG16 proper; default: the "
+                             "classifier's CPU-friendly default)")
+    parser.add_argument("--pretrained", type=Path, default=None,
+                        help="torchvision vgg16 state dict file to start the classifier from")
+    parser.add_argument("--folds", type=int, default=0,
+                        help="cross-validation folds over the data set's test images (0 = none)")
+    parser.add_argument("--fold", type=int, default=0,
+                        help="the fold held out for evaluation (never trained or thresholded on)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rule", default="auto",
+                        choices=("auto", "either", "both", "autoencoder", "classifier"),
+                        help="fusion rule written into the recipe fragment (auto = the best "
+                             "on validation images)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="torch device (auto = CUDA when present)")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder for cached crops (default: MODELDIR/cache)")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 copies")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from station.cli import require_torch
+
+    require_torch("train")
+    from station.sources.datasets import DatasetError
+    from training.train import TrainOptions, train
+
+    opts = TrainOptions(
+        data=args.data, out=args.out, only=args.only, size=args.size, cls_size=args.cls_size,
+        epochs=args.epochs, minutes=args.minutes, width=args.width, pretrained=args.pretrained,
+        folds=args.folds, fold=args.fold, seed=args.seed, rule=args.rule, device=args.device,
+        cache=args.cache, int8=not args.no_int8, progress=not args.quiet,
+    )
+    if args.ae_share is not None:
+        if not 0.0 < args.ae_share < 1.0:
+            print(f"station train: --ae-share {args.ae_share}: expected a share between 0 and 1",
+                  file=sys.stderr)
+            return 2
+        opts.ae_share = args.ae_share
+    try:
+        summary = train(opts)
+    except (DatasetError, ValueError, FileNotFoundError) as exc:
+        print(f"station train: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("decision", "seconds") if k in summary}))
+    print(f"wrote {args.out} (recipe fragment: {summary['recipe_fragment']})")
+    return 0

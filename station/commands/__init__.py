@@ -1,1 +1,0 @@
-"""One module per ``station`` subcommand: argument parsing and wiring only."""

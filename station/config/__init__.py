@@ -1,0 +1,1 @@
+"""The recipe: one schema per section, TOML reading and writing with file:line errors, the engineer PIN."""

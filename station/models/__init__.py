@@ -1,0 +1,1 @@
+"""The ONNX models: their metadata contract, onnxruntime sessions, score normalization."""

@@ -1,0 +1,176 @@
+"""onnxruntime sessions for the two model kinds: provider choice, threads, warm-up.
+
+``load_model`` opens a file, reads and validates its metadata (:mod:`station.models.metadata`) and
+returns an :class:`AutoencoderModel` or a :class:`ClassifierModel`. Anything wrong with the
+file (missing, truncated, not ONNX, metadata the station cannot honour) raises
+:class:`~station.models.metadata.ModelRefused` naming the file and the reason, before the line runs.
+
+Every session in the station and in training is made by :func:`new_session`, which first
+turns onnxruntime's telemetry events off (:func:`disable_telemetry`): a station sends nothing
+about itself anywhere, not even to a local trace store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from station.models.metadata import ModelMetadata, ModelRefused, from_session
+
+PROVIDERS = ("auto", "cpu", "cuda")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+_telemetry_disabled = False  # set once onnxruntime's telemetry events are off
+
+
+class ModelFileError(ModelRefused):
+    """The file itself cannot be opened as an ONNX model (missing, truncated, corrupt)."""
+
+
+class ProviderUnavailable(RuntimeError):
+    """``models.provider`` asks for an execution provider this onnxruntime does not have."""
+
+    def __init__(self, provider: str, available: list[str]) -> None:
+        self.provider = provider
+        self.available = list(available)
+        super().__init__(f"this onnxruntime has no {provider.upper()} execution provider "
+                         f"(available: {', '.join(available)}); use 'auto' or 'cpu'")
+
+
+def disable_telemetry() -> bool:
+    """Turn onnxruntime's telemetry events off for this process; safe to call any number of
+    times (only the first call reaches onnxruntime). Returns whether this call did it."""
+    global _telemetry_disabled
+    if _telemetry_disabled:
+        return False
+    ort.disable_telemetry_events()
+    _telemetry_disabled = True
+    return True
+
+
+def session_options(threads: int = 0, spinning: bool = True) -> ort.SessionOptions:
+    """Quiet session options; ``threads`` > 0 caps the intra-op pool, ``spinning=False`` lets
+    its workers sleep between runs (two models on one thread, see ``load_line_model``)."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if threads > 0:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    return opts
+
+
+def new_session(path: Path | str, opts: ort.SessionOptions | None = None,
+                providers: list[str] | None = None) -> ort.InferenceSession:
+    """The one place sessions are made: telemetry off first, then the session."""
+    disable_telemetry()
+    return ort.InferenceSession(str(path), sess_options=opts or session_options(),
+                                providers=providers or [_CPU])
+
+
+def choose_providers(provider: str = "auto") -> list[str]:
+    """onnxruntime providers for ``auto`` (CUDA when available, else CPU), ``cpu`` or ``cuda``."""
+    if provider not in PROVIDERS:
+        raise ValueError(f"provider = {provider!r}: expected one of {', '.join(PROVIDERS)}")
+    available = ort.get_available_providers()
+    if provider == "cpu":
+        return [_CPU]
+    if provider == "cuda":
+        if _CUDA not in available:
+            raise ProviderUnavailable("cuda", available)
+        return [_CUDA, _CPU]
+    return [_CUDA, _CPU] if _CUDA in available else [_CPU]
+
+
+def open_session(path: Path | str, provider: str = "auto", threads: int = 0) -> ort.InferenceSession:
+    """An inference session on ``path``; ``threads`` > 0 caps onnxruntime's intra-op threads."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(path, "file not found" if not path.exists() else "not a file")
+    providers = choose_providers(provider)
+    try:
+        return new_session(path, session_options(threads), providers)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/InvalidGraph
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        size = path.stat().st_size
+        raise ModelFileError(path, f"not a readable ONNX model ({size} bytes; corrupt or "
+                                   f"truncated?): {detail}") from None
+
+
+class _Model:
+    """Shared parts of the two model kinds."""
+
+    def __init__(self, session: ort.InferenceSession, meta: ModelMetadata, path: Path) -> None:
+        self.session = session
+        self.meta = meta
+        self.path = path
+        spec = meta.preprocess_spec()
+        self.input_shape = (int(spec.channels), int(spec.size), int(spec.size))
+        self._input = meta.input_name
+
+    @property
+    def kind(self) -> str:
+        return self.meta.kind
+
+    @property
+    def provider(self) -> str:
+        """The provider actually running the graph (``CUDAExecutionProvider`` or CPU)."""
+        return self.session.get_providers()[0]
+
+    def normalized(self, raw):
+        """Raw score(s) on the shown scale (1.0 = the model's threshold)."""
+        return self.meta.normalized(raw)
+
+    def _batch(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:
+            c, h, w = self.input_shape
+            raise ValueError(f"{self.path.name}: input batch has shape {tuple(batch.shape)}; "
+                             f"expected [N, {c}, {h}, {w}] (from preprocess.prepare)")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self._input: self._batch(batch)})
+
+    def warmup(self, runs: int = 2) -> None:
+        """Run a blank input so the first real part does not pay for lazy initialization."""
+        blank = np.zeros((1, *self.input_shape), np.float32)
+        for _ in range(max(1, runs)):
+            self._run(blank)
+
+
+class AutoencoderModel(_Model):
+    """``infer(batch) -> (anomaly_maps [N, H, W], raw_scores [N])`` at crop resolution."""
+
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        amap, score = self._run(batch)
+        return amap[:, 0], score.reshape(-1)
+
+
+class ClassifierModel(_Model):
+    """``infer(batch) -> p_defect [N]`` (raw score = probability of a defect)."""
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        (p,) = self._run(batch)
+        return p.reshape(-1)
+
+
+def load_model(path: Path | str, provider: str = "auto", threads: int = 0
+               ) -> AutoencoderModel | ClassifierModel:
+    """Open and validate a model file; the class follows the metadata's ``kind``."""
+    path = Path(path)
+    session = open_session(path, provider, threads)
+    meta = from_session(session, path)
+    cls = AutoencoderModel if meta.kind == "autoencoder" else ClassifierModel
+    return cls(session, meta, path)
+
+
+def read_metadata(path: Path | str) -> ModelMetadata:
+    """Open ``path`` on the CPU just to read and validate its metadata."""
+    return from_session(open_session(path, "cpu", 1), path)

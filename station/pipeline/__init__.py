@@ -1,0 +1,1 @@
+"""One part from frame to verdict (Inspector), and the threads that join the stages (Engine)."""

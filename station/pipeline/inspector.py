@@ -1,0 +1,295 @@
+"""One part, start to verdict: crop, both models, decision. No threads, no I/O.
+
+The engine's inspection thread, ``station replay`` and ``station bench`` all call
+:meth:`Inspector.inspect`, so what is measured is what runs on the line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from station.decision import ERROR, decide
+from station.models.inference import (
+    AutoencoderModel,
+    ClassifierModel,
+    choose_providers,
+    load_model,
+    new_session,
+    session_options,
+)
+from station.models.metadata import ModelRefused, from_session
+from station.vision.align import AlignedCrop, AlignParams, PartNotFound, align
+from station.vision.localize import LocalizeParams, localize
+from station.vision.preprocess import PreprocessSpec, prepare
+
+# How far around a trigger's box localization looks, as a share of the box's long side, so a
+# neighbouring part on the belt does not make the frame "several parts".
+WINDOW_MARGIN = 0.35
+
+
+@dataclass(frozen=True)
+class PartResult:
+    """Everything the records, the reject scheduler and the UI need about one part."""
+
+    part_id: str
+    verdict: str  # "PASS" | "REJECT" | "ERROR"
+    ae_score: float | None = None  # normalized: 1.0 = threshold
+    ae_raw: float | None = None
+    cls_score: float | None = None
+    cls_raw: float | None = None  # P(defect)
+    latency_ms: float = 0.0  # trigger (or call) to verdict
+    inference_ms: float = 0.0  # both models alone
+    inspect_ms: float = 0.0  # this part's own work: crop, models, decision (no queueing)
+    error: str = ""
+    crop: np.ndarray | None = None  # aligned crop, uint8, autoencoder size
+    heatmap: np.ndarray | None = None  # anomaly map over the crop, 1.0 = threshold level
+    crop_to_frame: np.ndarray | None = None  # 2x3 affine, crop pixel -> frame pixel
+    box: tuple[int, int, int, int] | None = None  # the part in the frame
+    frame_seq: int | None = None
+    t_trigger: float = 0.0
+    truth: Any = None  # ground truth when the source knows it (simulator, replay)
+    trigger: str = ""
+
+    @property
+    def rejected(self) -> bool:
+        return self.verdict != "PASS"
+
+
+@dataclass(frozen=True)
+class DecisionSettings:
+    """The live decision: rule and thresholds on normalized scores (1.0 = model threshold)."""
+
+    rule: str = "either"
+    ae_threshold: float = 1.0
+    cls_threshold: float = 1.0
+
+
+class Inspector:
+    """Holds both models and the crop parameters; ``inspect(frame)`` gives a PartResult."""
+
+    def __init__(
+        self,
+        autoencoder: AutoencoderModel | None,
+        classifier: ClassifierModel | None,
+        localize_params: LocalizeParams,
+        align_params: AlignParams | None,
+        decision: DecisionSettings,
+        source: Path | str = "",
+    ) -> None:
+        """``source`` is the recipe the models come from, named when they are refused."""
+        if autoencoder is None and classifier is None:
+            raise ModelRefused(source, "no model: the recipe sets neither models.autoencoder "
+                                       "nor models.classifier", key="models")
+        needs = {"autoencoder": ("autoencoder",), "classifier": ("classifier",),
+                 "either": ("autoencoder", "classifier"), "both": ("autoencoder", "classifier")}
+        have = {"autoencoder": autoencoder, "classifier": classifier}
+        missing = [k for k in needs.get(decision.rule, ()) if have[k] is None]
+        if missing:
+            unset = " and ".join(f"models.{k}" for k in missing)
+            raise ModelRefused(source, f"needs the {' and '.join(missing)} model, but the recipe "
+                                       f"does not set {unset}", key="decision.rule")
+        self.autoencoder = autoencoder
+        self.classifier = classifier
+        self.localize_params = localize_params
+        # The crop must be the one the models were trained on: their metadata wins.
+        model = autoencoder or classifier
+        trained = model.meta.align_params() if model is not None else None
+        self.align_params = trained or align_params
+        self.decision = decision
+        self.ae_spec: PreprocessSpec | None = autoencoder.meta.preprocess_spec() if autoencoder else None
+        self.cls_spec: PreprocessSpec | None = classifier.meta.preprocess_spec() if classifier else None
+
+    @classmethod
+    def from_recipe(cls, recipe: Any, provider: str | None = None, threads: int | None = None
+                    ) -> Inspector:
+        """Load the recipe's models (refusing any whose metadata cannot be honoured)."""
+        m = recipe.models
+        prov = provider or m.provider
+        nthreads = m.threads if threads is None else threads
+        ae = _load(m.autoencoder, "autoencoder", prov, nthreads)
+        clf = _load(m.classifier, "classifier", prov, nthreads)
+        d = recipe.decision
+        return cls(ae, clf, recipe.localize, recipe.align,
+                   DecisionSettings(d.rule, d.autoencoder_threshold, d.classifier_threshold),
+                   source=getattr(recipe, "path", ""))
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        out = {}
+        for name, model in (("autoencoder", self.autoencoder), ("classifier", self.classifier)):
+            if model is not None:
+                out[name] = f"{model.path.name}@{model.meta.version}"
+        return out
+
+    def warmup(self) -> None:
+        for model in (self.autoencoder, self.classifier):
+            if model is not None:
+                model.warmup()
+
+    def set_decision(self, decision: DecisionSettings) -> None:
+        self.decision = decision
+
+    def locate(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None):
+        """Find the part, looking only around ``box`` (a trigger's find) when given."""
+        params = self.localize_params
+        if box is not None:
+            x, y, w, h = box
+            m = int(round(max(w, h) * WINDOW_MARGIN))
+            height, width = image.shape[:2]
+            x0, y0 = max(0, x - m), max(0, y - m)
+            x1, y1 = min(width, x + w + m), min(height, y + h + m)
+            params = dataclasses.replace(params, roi=(x0, y0, x1 - x0, y1 - y0))
+        return localize(image, params)
+
+    def inspect(
+        self,
+        image: np.ndarray,
+        part_id: str = "",
+        *,
+        box: tuple[int, int, int, int] | None = None,
+        t_trigger: float | None = None,
+    ) -> PartResult:
+        """Crop, run both models, decide. Any failure is an ERROR verdict with its reason."""
+        return self.judge(self.crop(image, part_id, box=box, t_trigger=t_trigger))
+
+    def crop(
+        self,
+        image: np.ndarray,
+        part_id: str = "",
+        *,
+        box: tuple[int, int, int, int] | None = None,
+        t_trigger: float | None = None,
+    ) -> PreparedPart:
+        """The first half of :meth:`inspect`: find the part, align it, make the model tensors.
+
+        Split out so the engine can crop the next part while the models run on this one.
+        Never raises: a failure travels in ``PreparedPart.failure`` to :meth:`judge`.
+        """
+        t_start = time.monotonic()
+        t0 = t_start if t_trigger is None else t_trigger
+        try:
+            loc = self.locate(image, box)
+            if not loc.ok:
+                raise PartNotFound(loc)
+            crops: dict[int, AlignedCrop] = {}
+            for spec in (self.ae_spec, self.cls_spec):
+                if spec is not None and spec.size not in crops:
+                    crops[spec.size] = align(image, loc, self.align_params, spec.size)
+            ae_x = cls_x = None
+            if self.autoencoder is not None and self.ae_spec is not None:
+                ae_x = prepare(crops[self.ae_spec.size].crop, self.ae_spec)[None]
+            if self.classifier is not None and self.cls_spec is not None:
+                cls_x = prepare(crops[self.cls_spec.size].crop, self.cls_spec)[None]
+            main_spec = self.ae_spec if self.ae_spec is not None else self.cls_spec
+            assert main_spec is not None  # __init__ refuses an inspector with no model
+            main = crops[main_spec.size]
+            return PreparedPart(part_id, t0, (time.monotonic() - t_start) * 1000.0,
+                                main, loc.box, ae_x, cls_x)
+        except PartNotFound as exc:
+            loc = exc.localization if hasattr(exc, "localization") else None
+            why = getattr(loc, "message", "") or str(exc)
+            status = getattr(loc, "status", "none")
+            failure = PartResult(part_id=part_id, verdict=ERROR, error=f"part {status}: {why}",
+                                 box=getattr(loc, "box", None), t_trigger=t0)
+        except Exception as exc:  # a crop failure must not stop the line
+            failure = PartResult(part_id=part_id, verdict=ERROR,
+                                 error=f"{type(exc).__name__}: {exc}", t_trigger=t0)
+        return PreparedPart(part_id, t0, (time.monotonic() - t_start) * 1000.0,
+                            failure=failure)
+
+    def judge(self, part: PreparedPart) -> PartResult:
+        """The second half of :meth:`inspect`: both models and the decision on a cropped part.
+
+        ``inspect_ms`` adds this half's time to the crop's (the part's own work, without
+        any wait between the halves); ``latency_ms`` runs from the trigger to the verdict.
+        """
+        t_start = time.monotonic()
+        if part.failure is not None:
+            result = part.failure
+        else:
+            result = self._judge(part)
+        now = time.monotonic()
+        return dataclasses.replace(result, latency_ms=(now - part.t_trigger) * 1000.0,
+                                   inspect_ms=part.crop_ms + (now - t_start) * 1000.0)
+
+    def _judge(self, part: PreparedPart) -> PartResult:
+        try:
+            t_models = time.monotonic()
+            ae_raw = ae_norm = cls_raw = cls_norm = None
+            heatmap = None
+            if self.autoencoder is not None and part.ae_input is not None:
+                maps, scores = self.autoencoder.infer(part.ae_input)
+                ae_raw = float(scores[0])
+                ae_norm = float(self.autoencoder.normalized(ae_raw))
+                heatmap = np.asarray(self.autoencoder.normalized(maps[0]), np.float32)
+            if self.classifier is not None and part.cls_input is not None:
+                cls_raw = float(self.classifier.infer(part.cls_input)[0])
+                cls_norm = float(self.classifier.normalized(cls_raw))
+            inference_ms = (time.monotonic() - t_models) * 1000.0
+            d = self.decision
+            verdict = decide(ae_norm, cls_norm, d.rule, d.ae_threshold, d.cls_threshold)
+            main_crop = part.aligned
+            assert main_crop is not None
+            return PartResult(
+                part_id=part.part_id, verdict=verdict, ae_score=ae_norm, ae_raw=ae_raw,
+                cls_score=cls_norm, cls_raw=cls_raw, inference_ms=inference_ms,
+                error="" if verdict != ERROR else "a score the decision rule needs is not finite",
+                crop=main_crop.crop, heatmap=heatmap, crop_to_frame=main_crop.crop_to_frame,
+                box=part.box, t_trigger=part.t_trigger,
+            )
+        except Exception as exc:  # a model failure must not stop the line
+            return PartResult(part_id=part.part_id, verdict=ERROR,
+                              error=f"{type(exc).__name__}: {exc}", t_trigger=part.t_trigger)
+
+
+@dataclass(frozen=True)
+class PreparedPart:
+    """A part between :meth:`Inspector.crop` and :meth:`Inspector.judge`."""
+
+    part_id: str
+    t_trigger: float
+    crop_ms: float  # the crop half's own time
+    aligned: AlignedCrop | None = None  # the crop the records and the UI show
+    box: tuple[int, int, int, int] | None = None
+    ae_input: np.ndarray | None = None  # [1, C, H, W] for the autoencoder
+    cls_input: np.ndarray | None = None  # [1, C, H, W] for the classifier
+    failure: PartResult | None = None  # set when no crop could be made (ERROR verdict)
+
+
+def load_line_model(path: Path | str, provider: str = "auto", threads: int = 0
+                    ) -> AutoencoderModel | ClassifierModel:
+    """Open a model for the line: like :func:`station.models.inference.load_model`, thread pools quiet.
+
+    Why: both models run one after the other on the inspection thread, each session with its
+    own intra-op thread pool. onnxruntime's workers spin after every run by default, so the
+    autoencoder's pool burns the cores the classifier then needs (measured on 2 cores: the
+    pair took 23 ms spinning, 7 ms not). With spinning off a pool's workers sleep between
+    runs. Any failure to open falls back to ``load_model``, which raises the reasoned
+    :class:`~station.models.metadata.ModelRefused`.
+    """
+    path = Path(path)
+    providers = choose_providers(provider)  # no such provider: refused here, with its reason
+    try:
+        session = new_session(path, session_options(threads, spinning=False), providers)
+    except Exception:
+        return load_model(path, provider=provider, threads=threads)
+    meta = from_session(session, path)
+    cls = AutoencoderModel if meta.kind == "autoencoder" else ClassifierModel
+    return cls(session, meta, path)
+
+
+def _load(path: Any, kind: str, provider: str, threads: int):
+    if path in (None, ""):
+        return None
+    model = load_line_model(Path(path), provider=provider, threads=threads)
+    if model.kind != kind:
+        raise ModelRefused(path, f"it is set as models.{kind}, but its metadata says kind = "
+                                 f"{model.kind!r}: expected a{'n' if kind[0] in 'aeiou' else ''} "
+                                 f"{kind} model", key=f"models.{kind}")
+    return model

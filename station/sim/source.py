@@ -1,0 +1,53 @@
+"""The simulated conveyor as a camera, so the demo and the tests run the real station."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from station.sources.base import Frame, FrameSource, Pacer, SourceError, check_output, to_output
+
+
+class SimulatedSource(FrameSource):
+    """Frames of ``station.sim.conveyor.SimulatedConveyor`` paced to its fps in real time.
+
+    Each ``Frame.truth`` is the conveyor's ``ConveyorFrame`` (the parts in view, their ids,
+    labels and positions), so tests and the demo can check every verdict and trigger.
+    ``paced=False`` renders as fast as possible (tests, benchmarks). The conveyor is built
+    here, not in ``open``, so a bad setting is an error at start-up rather than an endless
+    "camera lost".
+    """
+
+    def __init__(self, *, paced: bool = True, output: str = "", **conveyor_kwargs: Any) -> None:
+        from station.sim.conveyor import SimulatedConveyor
+
+        super().__init__("simulated")
+        self.paced = paced
+        self.output = check_output(output)
+        try:
+            self.conveyor = SimulatedConveyor(**conveyor_kwargs)
+        except (ValueError, FileNotFoundError) as exc:
+            raise SourceError(f"camera.simulated: {exc}") from None
+        self._info.width, self._info.height = self.conveyor.width, self.conveyor.height
+        self._info.fps = float(self.conveyor.fps)
+        self._pacer = Pacer(self._info.fps if paced else 0.0)
+        self._index = 0
+        self._open = False
+
+    def open(self) -> None:
+        self._pacer.reset()
+        self._open = True
+
+    def read(self, timeout: float = 1.0) -> Frame | None:
+        if not self._open:
+            raise SourceError("simulated conveyor is not open")
+        if not self._pacer.wait(timeout):
+            return None
+        truth = self.conveyor.frame(self._index)
+        self._index += 1
+        t = time.monotonic()
+        image = to_output(truth.image, self.output)
+        return Frame(image, self._next_seq(), t, self.name, truth)
+
+    def close(self) -> None:
+        self._open = False

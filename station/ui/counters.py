@@ -1,0 +1,95 @@
+"""Counts since the shift started: inspected, passed, rejected, errors, yield, parts per minute.
+
+The numbers come from the records (``engine.counts``), so they survive a restart of the
+station within a shift; "Reset counts" starts a new shift after a confirmation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QMessageBox, QPushButton, QWidget
+
+from station.ui import theme
+
+
+def yield_percent(counts: dict[str, int]) -> float | None:
+    n = counts.get("inspected", 0)
+    return 100.0 * counts.get("passed", 0) / n if n else None
+
+
+class CountsPanel(QGroupBox):
+    """The shift's numbers; ``refresh(engine)`` reads them without blocking the GUI."""
+
+    reset_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("This shift", parent)
+        self.values: dict[str, QLabel] = {}
+        grid = QGridLayout(self)
+        big = QFont()
+        big.setPointSize(20)
+        big.setBold(True)
+        names = [("inspected", "Inspected", theme.TEXT), ("passed", "Passed", "#66bb6a"),
+                 ("rejected", "Rejected", "#ef5350"), ("errors", "Errors", theme.ERROR_BG),
+                 ("yield", "Yield", theme.TEXT), ("ppm", "Parts / min", theme.TEXT)]
+        for i, (key, title, colour) in enumerate(names):
+            row, col = divmod(i, 3)
+            caption = QLabel(title)
+            caption.setStyleSheet(f"color: {theme.MUTED};")
+            value = QLabel("0")
+            value.setFont(big)
+            value.setStyleSheet(f"color: {colour};")
+            grid.addWidget(caption, row * 2, col)
+            grid.addWidget(value, row * 2 + 1, col)
+            self.values[key] = value
+        self.reset_button = QPushButton("Reset counts…")
+        self.reset_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.reset_button.clicked.connect(self.confirm_reset)
+        grid.addWidget(self.reset_button, 4, 0, 1, 3)
+        self.counts: dict[str, int] = {"inspected": 0, "passed": 0, "rejected": 0, "errors": 0}
+        self._part_times: deque[float] = deque(maxlen=2000)
+
+    def note_part(self) -> None:
+        """A part was inspected now (for parts per minute)."""
+        self._part_times.append(time.monotonic())
+
+    def parts_per_minute(self) -> float:
+        """Parts in the last minute (scaled up while the first minute is still running)."""
+        if not self._part_times:
+            return 0.0
+        now = time.monotonic()
+        window = min(60.0, max(10.0, now - self._part_times[0]))
+        return 60.0 * sum(1 for t in self._part_times if now - t <= window) / window
+
+    def refresh(self, engine: Any) -> None:
+        if engine is None:
+            return
+        self.show_counts(engine.counts(wait=False))
+
+    def show_counts(self, counts: dict[str, int]) -> None:
+        self.counts = dict(counts)
+        for key in ("inspected", "passed", "rejected", "errors"):
+            self.values[key].setText(str(counts.get(key, 0)))
+        y = yield_percent(counts)
+        self.values["yield"].setText("—" if y is None else f"{y:.1f} %")
+        self.values["ppm"].setText(f"{self.parts_per_minute():.0f}")
+
+    def confirm_reset(self) -> None:
+        box = QMessageBox(QMessageBox.Icon.Question, "Reset counts",
+                          "Start a new shift? The counts go back to zero (the records keep "
+                          "every part).", QMessageBox.StandardButton.Yes
+                          | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        self._confirm = box  # tests reach the open box here
+        box.finished.connect(lambda code: self._on_confirm(box, code))
+        box.open()
+
+    def _on_confirm(self, box: QMessageBox, code: int) -> None:
+        if box.standardButton(box.clickedButton()) == QMessageBox.StandardButton.Yes:
+            self._part_times.clear()
+            self.reset_requested.emit()

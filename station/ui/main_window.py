@@ -1,0 +1,545 @@
+"""The station's main window: live view, last part, verdict, counts, trends, alarms, controls,
+engineer mode and status bar, over one :class:`station.pipeline.engine.Engine`.
+
+The window holds no inspection state of its own: it reads the engine (polling and events
+re-posted by :class:`EngineBridge`) and calls its methods. Switching recipes builds a new
+engine and only then lets the old one go, so a bad recipe never stops a running line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtGui import QFont, QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QDockWidget,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QSizePolicy,
+    QSplitter,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from station.config.recipe import (
+    hash_pin,
+    list_recipes,
+    load_recipe,
+    update_recipe,
+)
+from station.ui import theme
+from station.ui.alarms import AlarmBanner
+from station.ui.bridge import EngineBridge
+from station.ui.counters import CountsPanel
+from station.ui.engineer import (
+    NO_PIN_TEXT,
+    PIN_ENTRY,
+    EngineerPanel,
+    PinDialog,
+    PinGuard,
+    PinVerdict,
+)
+from station.ui.engineer import WHO as ENGINEER
+from station.ui.live_view import LiveView
+from station.ui.part_view import PartView
+from station.ui.rejects_browser import RejectsBrowser
+from station.ui.status_bar import StationStatusBar
+from station.ui.trends import TrendsPanel
+from station.ui.verdict import VerdictTile
+
+log = logging.getLogger(__name__)
+ENGINEER_KEY = QKeySequence("Ctrl+E")
+
+
+class EngineerKey(QObject):
+    """Ctrl+E toggles engineer mode whatever widget of the window has the focus.
+
+    An application-wide ``QShortcut`` alone is not enough: a focused text field claims
+    Ctrl+E for itself on X11 ("end of line", through ShortcutOverride), and with no active
+    window (or behind the window-modal PIN dialog) no shortcut fires at all. This filter on
+    the application keeps any widget from claiming the key, so the shortcut fires, and
+    when the shortcut machinery still did not take it, the key press itself toggles.
+    """
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.target = window
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)
+
+    def _ours(self, obj: QObject) -> bool:
+        if not isinstance(obj, QWidget):
+            return False
+        top: QWidget | None = obj.window()
+        while top is not None:
+            if top is self.target:
+                return True
+            top = top.parentWidget()
+        return False
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
+        kind = event.type()
+        if kind not in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress):
+            return False
+        if not isinstance(event, QKeyEvent) or not self._ours(obj):
+            return False
+        if QKeySequence(event.keyCombination()) != ENGINEER_KEY:
+            return False
+        if kind == QEvent.Type.KeyPress and not event.isAutoRepeat():
+            self.target.toggle_engineer()  # the shortcut did not fire: do its work here
+        return True  # a ShortcutOverride left un-accepted: no widget keeps the key
+
+
+def make_engine(recipe: Any, inspector: Any = None) -> Any:
+    """The engine for ``recipe``; its models are loaded (and refused, if need be) first."""
+    from station.pipeline.engine import Engine
+    from station.pipeline.inspector import Inspector
+
+    return Engine(recipe, inspector=inspector or Inspector.from_recipe(recipe))
+
+
+class MainWindow(QMainWindow):
+    """``MainWindow(engine)``; the engine may be running or not. ``close`` closes it."""
+
+    def __init__(self, engine: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.engine: Any = None
+        self.engineer_unlocked = False
+        self.pin_dialog: PinDialog | None = None
+        # one guard per window: switching recipes does not clear a lockout
+        self.pin_guard = PinGuard(record=self._record_pin_event)
+        self.rejects_dialog: RejectsBrowser | None = None
+        self.last_error = ""
+        self.setStyleSheet(theme.STYLE)
+        base = self.font()
+        base.setPointSize(theme.BASE_POINT_SIZE)
+        self.setFont(base)
+        self.resize(1280, 800)
+
+        self.bridge = EngineBridge(self)
+        self.bridge.part.connect(self.on_part)
+        self.bridge.alarm.connect(lambda _a: self.refresh_alarms())
+        self.bridge.alarm_cleared.connect(lambda _a: self.refresh_alarms())
+        self.bridge.state.connect(self.on_state)
+
+        # -- top bar: what the operator presses
+        self.product = QLabel("")
+        pfont = QFont()
+        pfont.setPointSize(20)
+        pfont.setBold(True)
+        self.product.setFont(pfont)
+        self.product.setContentsMargins(16, 0, 8, 0)
+        self.start_button = QPushButton("START")
+        self.start_button.setMinimumSize(170, 56)
+        self.start_button.setToolTip("start / stop inspecting (F5)")
+        self.start_button.clicked.connect(self.toggle_running)
+        self.trigger_button = QPushButton("Trigger")
+        self.trigger_button.setMinimumHeight(56)
+        self.trigger_button.setToolTip("inspect the current picture now (Space)")
+        self.trigger_button.clicked.connect(self.trigger)
+        self.recipes = QComboBox()
+        self.recipes.setMinimumWidth(200)
+        self.recipes.setToolTip("product recipe: switching restarts the station on it")
+        self.recipes.activated.connect(self._on_recipe_chosen)
+        self.rejects_button = QPushButton("Rejects…")
+        self.rejects_button.setMinimumHeight(56)
+        self.rejects_button.clicked.connect(self.show_rejects)
+        self.engineer_button = QPushButton("Engineer…")
+        self.engineer_button.setMinimumHeight(56)
+        self.engineer_button.setToolTip("engineer mode, behind a PIN (Ctrl+E)")
+        self.engineer_button.clicked.connect(self.toggle_engineer)
+        self.kiosk_button = QPushButton("Full screen")
+        self.kiosk_button.setMinimumHeight(56)
+        self.kiosk_button.setToolTip("kiosk mode (F11)")
+        self.kiosk_button.clicked.connect(self.toggle_kiosk)
+        for b in (self.start_button, self.trigger_button, self.rejects_button,
+                  self.engineer_button, self.kiosk_button):
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.message = QLabel("")  # one line under the buttons: what just happened
+        self.message.setWordWrap(True)
+        self.message.hide()
+        # a tool bar spans the whole width, above the engineer dock too
+        top = QToolBar("controls")
+        top.setMovable(False)
+        top.setFloatable(False)
+        top.toggleViewAction().setEnabled(False)
+        spacer = QWidget()
+        spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        for widget in (self.start_button, self.trigger_button, self.product, QLabel(" recipe "),
+                       self.recipes, spacer, self.rejects_button, self.engineer_button,
+                       self.kiosk_button):
+            top.addWidget(widget)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, top)
+        self.toolbar = top
+
+        self.alarms = AlarmBanner()
+        self.alarms.acknowledge_requested.connect(self.acknowledge)
+
+        # -- the picture, the verdict, the part and the counts
+        self.live = LiveView()
+        self.verdict = VerdictTile()
+        self.part_view = PartView()
+        self.counts = CountsPanel()
+        self.counts.reset_requested.connect(self.reset_counts)
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        rl.addWidget(self.verdict, 3)
+        rl.addWidget(self.part_view, 4)
+        rl.addWidget(self.counts, 2)
+        upper = QSplitter(Qt.Orientation.Horizontal)
+        upper.addWidget(self.live)
+        upper.addWidget(right)
+        upper.setStretchFactor(0, 3)
+        upper.setStretchFactor(1, 2)
+        upper.setSizes([760, 500])
+        self.trends = TrendsPanel()
+        body = QSplitter(Qt.Orientation.Vertical)
+        body.addWidget(upper)
+        body.addWidget(self.trends)
+        body.setStretchFactor(0, 4)
+        body.setStretchFactor(1, 1)
+        body.setSizes([560, 200])
+
+        central = QWidget()
+        cl = QVBoxLayout(central)
+        cl.setContentsMargins(6, 6, 6, 0)
+        cl.addWidget(self.message)
+        cl.addWidget(self.alarms)
+        cl.addWidget(body, 1)
+        self.setCentralWidget(central)
+
+        # -- engineer mode: a dock that exists only while unlocked
+        self.engineer = EngineerPanel()
+        self.engineer.lock_requested.connect(self.lock_engineer)
+        self.engineer.restart_requested.connect(self.reload_recipe)
+        self.engineer.change_pin_requested.connect(lambda: self.ask_pin(set_new=True))
+        self.engineer.decision_applied.connect(self._on_decision_applied)
+        self.engineer.roi_edited.connect(self._show_pending_roi)
+        self.engineer_dock = QDockWidget("ENGINEER MODE", self)
+        self.engineer_dock.setWidget(self.engineer)
+        self.engineer_dock.setMaximumWidth(380)
+        self.engineer_dock.setFeatures(QDockWidget.DockWidgetFeature.NoDockWidgetFeatures)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.engineer_dock)
+        self.engineer_dock.hide()
+        self.engineer.setEnabled(False)
+
+        self.status = StationStatusBar(self)
+        self.setStatusBar(self.status)
+
+        for key, slot in ((Qt.Key.Key_F5, self.toggle_running), (Qt.Key.Key_Space, self.trigger),
+                          (Qt.Key.Key_F11, self.toggle_kiosk),
+                          (ENGINEER_KEY, self.toggle_engineer)):
+            shortcut = QShortcut(QKeySequence(key), self)
+            # also while the rejects browser has the focus: F5 must always stop the line
+            shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
+            shortcut.activated.connect(slot)
+        self.engineer_key = EngineerKey(self)  # Ctrl+E even where a text field wants it
+
+        self._stats_timer = QTimer(self)
+        self._stats_timer.timeout.connect(self.refresh_stats)
+        self._stats_timer.start(500)
+        self._counts_timer = QTimer(self)
+        self._counts_timer.timeout.connect(self.refresh_counts)
+        self._counts_timer.start(1000)
+        self._set_engine(engine)
+        if engine.records is not None:  # a lockout survives a restart of the station
+            self.pin_guard.restore(engine.records.events(n=500))
+
+    # -- engine ------------------------------------------------------------------------------
+    def _set_engine(self, engine: Any) -> None:
+        self.engine = engine
+        self.bridge.attach(engine)
+        self.live.set_engine(engine)
+        recipe = engine.recipe
+        self.product.setText(recipe.product.name)
+        self.setWindowTitle(f"Inspection station — {recipe.product.name} ({recipe.path.name})")
+        self._fill_recipes(recipe.path)
+        self.verdict.clear()
+        self.trends.clear()
+        self._on_decision_applied()
+        self.refresh_counts()
+        self.refresh_alarms()
+        self.on_state("running" if engine.running else "stopped")
+
+    def _fill_recipes(self, current: Path) -> None:
+        self.recipes.blockSignals(True)
+        self.recipes.clear()
+        paths = list_recipes(current.parent)
+        if current.resolve() not in [p.resolve() for p in paths]:
+            paths.insert(0, current)
+        for p in paths:
+            self.recipes.addItem(p.stem, str(p.resolve()))
+        self.recipes.setCurrentIndex(self.recipes.findData(str(current.resolve())))
+        self.recipes.blockSignals(False)
+
+    def _on_recipe_chosen(self, index: int) -> None:
+        path = Path(self.recipes.itemData(index))
+        if path.resolve() != self.engine.recipe.path.resolve():
+            self.switch_recipe(path)
+
+    def switch_recipe(self, path: Path, *, same: bool = False) -> bool:
+        """Run the line on ``path``. A recipe or model that is refused leaves the running
+        engine untouched and says why; returns whether the switch happened."""
+        from station.pipeline.inspector import Inspector
+
+        old = self.engine
+        recipe = None
+        try:
+            recipe = load_recipe(path)
+            inspector = Inspector.from_recipe(recipe)  # a refused model: the line runs on
+        except Exception as exc:  # RecipeError, ModelRefused, ...
+            self._refused(path, exc, old.running, recipe)
+            self._fill_recipes(old.recipe.path)
+            return False
+        was_running = old.running
+        # Parts in flight finish first, so the new engine continues the part numbers.
+        old.stop()
+        try:
+            new = make_engine(recipe, inspector)
+        except Exception as exc:  # a serial port or camera setting that will not open
+            if was_running:
+                old.start()
+            self._refused(path, exc, was_running, recipe)
+            self._fill_recipes(old.recipe.path)
+            return False
+        old.close()
+        self.lock_engineer()
+        self._set_engine(new)
+        if was_running or not same:
+            new.start()
+        self._say(("restarted on " if same else "switched to ") + path.name, ok=True)
+        return True
+
+    def reload_recipe(self) -> bool:
+        """Rebuild the engine from its (just edited) recipe file."""
+        unlocked = self.engineer_unlocked
+        ok = self.switch_recipe(self.engine.recipe.path, same=True)
+        if ok and unlocked:
+            self._unlock()
+        return ok
+
+    def _refused(self, path: Path, exc: Exception, running: bool, recipe: Any = None) -> None:
+        from station.pipeline.startup import describe_startup_error
+
+        staying = "still running" if running else "staying on"
+        why = describe_startup_error(path.name, recipe, exc)  # file: key = value: reason
+        self.last_error = f"{path.name} refused, {staying} {self.engine.recipe.path.name}:\n{why}"
+        log.error("%s", self.last_error)
+        self._say(self.last_error, ok=False)
+        box = QMessageBox(QMessageBox.Icon.Critical, "Recipe refused", self.last_error,
+                          QMessageBox.StandardButton.Ok, self)
+        self._error_box = box
+        box.open()
+
+    def _say(self, text: str, ok: bool) -> None:
+        colour = "#a5d6a7" if ok else "#ff8a80"
+        self.message.setStyleSheet(f"color: {colour}; font-weight: bold;")
+        self.message.setText(text.splitlines()[0] if ok else text)
+        self.message.setVisible(bool(text))
+
+    # -- operator actions ----------------------------------------------------------------------
+    def toggle_running(self) -> None:
+        if self.engine is None:  # closed
+            return
+        if self.engine.running:
+            self.engine.stop()
+        else:
+            self.engine.start()
+        self.on_state("running" if self.engine.running else "stopped")
+
+    def on_state(self, state: str) -> None:
+        if self.engine is None:  # closed
+            return
+        running = self.engine.running
+        self.start_button.setText("STOP" if running else "START")
+        self.start_button.setStyleSheet(theme.STOP_STYLE if running else theme.START_STYLE)
+        self.trigger_button.setEnabled(running)
+        if state == "ended":
+            self._say("the camera source ended (end of file or folder)", ok=False)
+        self.live.update()
+
+    def trigger(self) -> None:
+        if self.engine is None:  # closed
+            return
+        if not self.engine.running:
+            self._say("start the station first (F5)", ok=False)
+            return
+        event = self.engine.software_trigger()
+        self._say(f"triggered part #{event.part_id}", ok=True)
+
+    def on_part(self, result: Any) -> None:
+        if self.engine is None:  # closed
+            return
+        self.verdict.show_result(result)
+        self.part_view.show_result(result, self.engine.inspector.decision)
+        self.live.show_part(result)
+        self.trends.add_result(result)
+        self.counts.note_part()
+        QTimer.singleShot(200, self.refresh_counts)
+
+    def refresh_counts(self) -> None:
+        self.counts.refresh(self.engine)
+
+    def reset_counts(self) -> None:
+        self.engine.reset_counts(ENGINEER if self.engineer_unlocked else "operator")
+        self.trends.clear()
+        self.refresh_counts()
+
+    def refresh_alarms(self) -> None:
+        if self.engine is None:  # closed
+            return
+        self.alarms.set_alarms(self.engine.alarms())
+
+    def acknowledge(self, alarm_id: int) -> None:
+        who = ENGINEER if self.engineer_unlocked else "operator"
+        try:
+            self.engine.acknowledge(alarm_id, who)
+        except ValueError as exc:  # already acknowledged elsewhere
+            log.warning("%s", exc)
+        self.refresh_alarms()
+
+    def refresh_stats(self) -> None:
+        if self.engine is None:  # closed
+            return
+        self.status.update_stats(self.engine.stats(), self.live.shown_fps)
+        self.trends.redraw()
+
+    def show_rejects(self) -> None:
+        if self.engine.records is None:
+            self._say("this station keeps no records", ok=False)
+            return
+        self.rejects_dialog = RejectsBrowser(self.engine.records, self)
+        self.rejects_dialog.show()
+
+    def toggle_kiosk(self) -> None:
+        if self.isFullScreen():
+            self.showNormal()
+        else:
+            self.showFullScreen()
+        self.kiosk_button.setText("Leave full screen" if self.isFullScreen() else "Full screen")
+
+    # -- engineer mode -------------------------------------------------------------------------
+    def toggle_engineer(self) -> None:
+        """Ctrl+E and the Engineer button: lock, or ask for the PIN (never two dialogs)."""
+        if self.engine is None:  # closed
+            return
+        if self.engineer_unlocked:
+            self.lock_engineer()
+        elif self.pin_dialog is not None and self.pin_dialog.isVisible():
+            self.pin_dialog.raise_()
+            self.pin_dialog.activateWindow()
+        elif not self.engine.recipe.engineer.pin_required:
+            self._say(NO_PIN_TEXT.format(recipe=self.engine.recipe.path), ok=False)
+        else:
+            self.ask_pin(set_new=False)
+
+    def ask_pin(self, set_new: bool) -> PinDialog | None:
+        """Open the PIN dialog (non-modal to the event loop: ``open``, not ``exec``).
+
+        ``set_new`` (changing the PIN) only from engineer mode: nobody chooses the first PIN
+        here, that is ``station set-pin``.
+        """
+        if set_new and not self.engineer_unlocked:
+            return None
+        left = self.pin_guard.remaining()
+        notice = f"locked for {left} s after repeated wrong PINs" if left and not set_new else ""
+        dialog = PinDialog(self.verify_pin, set_new=set_new, parent=self, notice=notice)
+        dialog.accepted.connect(lambda: self._pin_accepted(dialog))
+        self.pin_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def verify_pin(self, pin: str) -> PinVerdict:
+        """The PIN against the recipe's hash, through the lockout (each attempt recorded)."""
+        recipe = self.engine.recipe
+        if not recipe.engineer.pin_required:  # no PIN: locked, whatever is typed
+            return PinVerdict(False, NO_PIN_TEXT.format(recipe=recipe.path))
+        return self.pin_guard.attempt(pin, recipe.engineer.pin_hash)
+
+    def _record_pin_event(self, key: str, text: str) -> None:
+        if key == "engineer.pin_lockout":
+            log.warning("engineer PIN: %s", text)
+        records = getattr(self.engine, "records", None)
+        if records is not None:
+            records.record_event(PIN_ENTRY, key, None, text)
+
+    def unlock_engineer(self, pin: str) -> bool:
+        """Unlock with ``pin``; a wrong PIN leaves every engineer setting out of reach."""
+        verdict = self.verify_pin(pin)
+        if not verdict.ok:
+            self._say(verdict.message or "wrong engineer PIN", ok=False)
+            return False
+        self._unlock()
+        return True
+
+    def _pin_accepted(self, dialog: PinDialog) -> None:
+        if dialog.set_new:
+            self.set_pin(dialog.pin)
+            return
+        self._unlock()
+
+    def set_pin(self, pin: str) -> None:
+        """Store the PIN's hash (never the PIN) in the recipe, and record that it changed."""
+        recipe = self.engine.recipe
+        stored = hash_pin(pin)
+        try:
+            update_recipe(recipe.path, {"engineer.pin_hash": stored})
+        except (ValueError, OSError) as exc:  # RecipeError is a ValueError
+            self._say(f"engineer PIN not changed: {exc}", ok=False)
+            return
+        engineer = dataclasses.replace(recipe.engineer, pin_hash=stored)
+        self.engine.recipe = dataclasses.replace(recipe, engineer=engineer)
+        if self.engine.records is not None:
+            self.engine.records.record_event(
+                ENGINEER, "engineer.pin_hash", "set" if recipe.engineer.pin_hash else "",
+                "changed")
+        self._say("engineer PIN saved (hashed) in " + recipe.path.name, ok=True)
+
+    def _unlock(self) -> None:
+        self.engineer_unlocked = True
+        self.engineer.load(self.engine)
+        self.engineer.setEnabled(True)
+        self.engineer_dock.show()
+        self.engineer_button.setText("Lock engineer")
+
+    def _show_pending_roi(self, roi: list[int]) -> None:
+        current = list(self.engine.recipe.localize.roi) if self.engine is not None else roi
+        self.live.pending_roi = tuple(roi) if self.engineer_unlocked and roi != current else None
+        self.live.update()
+
+    def lock_engineer(self) -> None:
+        self.engineer_unlocked = False
+        self.live.pending_roi = None
+        self.engineer.setEnabled(False)
+        self.engineer_dock.hide()
+        self.engineer_button.setText("Engineer…")
+
+    def _on_decision_applied(self) -> None:
+        d = self.engine.inspector.decision
+        self.trends.set_thresholds(d.ae_threshold, d.cls_threshold)
+
+    # -- closing -------------------------------------------------------------------------------
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop the line and close the engine (port, records); safe to call twice."""
+        for timer in (self._stats_timer, self._counts_timer):
+            timer.stop()
+        self.bridge.detach()
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            self.live.set_engine(None)
+            engine.close()

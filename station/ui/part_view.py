@@ -1,0 +1,131 @@
+"""The last inspected part: its aligned crop with the autoencoder heatmap over it, and the two
+normalized scores (1.0 = threshold) next to the thresholds in force."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont, QPixmap
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from station.pipeline.engine import heatmap_overlay
+from station.ui import theme
+from station.ui.imaging import to_qimage
+
+
+def _score_text(score: float | None) -> str:
+    """Two decimals, rounded down: 0.998 must not read "1.00" (= at the limit) on a PASS."""
+    if score is None:
+        return "—"
+    if not np.isfinite(score):
+        return "n/a"
+    return f"{math.floor(score * 100.0) / 100.0:.2f}"
+
+
+class ScaledImage(QLabel):
+    """A QLabel that keeps its picture scaled to its size, aspect kept."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self._pixmap: QPixmap | None = None
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setWordWrap(True)
+        self.setMinimumSize(100, 90)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setStyleSheet("background: #101417; border-radius: 4px;")
+
+    def set_image(self, image: np.ndarray | None) -> None:
+        if image is None:
+            self._pixmap = None
+            self.clear()
+            return
+        self._pixmap = QPixmap.fromImage(to_qimage(image))
+        self._rescale()
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        super().resizeEvent(event)
+        self._rescale()
+
+    def _rescale(self) -> None:
+        if self._pixmap is not None:
+            self.setPixmap(self._pixmap.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio,
+                                               Qt.TransformationMode.SmoothTransformation))
+
+
+class PartView(QGroupBox):
+    """Crop + heatmap (opacity slider) and the scores of the last part."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Last part: where it differs from good parts", parent)
+        self.image = ScaledImage("no part yet")
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(50)
+        self.opacity.setToolTip("heatmap opacity: 0 = the crop alone")
+        self.opacity.valueChanged.connect(self._redraw)
+        big = QFont()
+        big.setPointSize(26)
+        big.setBold(True)
+        self.ae_value = QLabel("—")
+        self.cls_value = QLabel("—")
+        for label in (self.ae_value, self.cls_value):
+            label.setFont(big)
+            label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.ae_limit = QLabel("")
+        self.cls_limit = QLabel("")
+        scores = QGridLayout()
+        scores.addWidget(QLabel("Anomaly\n(autoencoder)"), 0, 0)
+        scores.addWidget(self.ae_value, 0, 1)
+        scores.addWidget(self.ae_limit, 0, 2)
+        scores.addWidget(QLabel("Defect\n(classifier)"), 1, 0)
+        scores.addWidget(self.cls_value, 1, 1)
+        scores.addWidget(self.cls_limit, 1, 2)
+        note = QLabel("scores: 1.00 = reject threshold")
+        note.setStyleSheet(f"color: {theme.MUTED}; font-size: 13px;")
+        scores.addWidget(note, 2, 0, 1, 3)
+        slider_row = QHBoxLayout()
+        slider_row.addWidget(QLabel("heatmap"))
+        slider_row.addWidget(self.opacity)
+        right = QVBoxLayout()
+        right.addLayout(scores)
+        right.addStretch(1)
+        right.addLayout(slider_row)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.image, 3)
+        layout.addLayout(right, 2)
+        self._result: Any = None
+
+    def show_result(self, result: Any, decision: Any) -> None:
+        self._result = result
+        for value, limit, score, threshold in (
+                (self.ae_value, self.ae_limit, result.ae_score, decision.ae_threshold),
+                (self.cls_value, self.cls_limit, result.cls_score, decision.cls_threshold)):
+            value.setText(_score_text(score))
+            over = score is not None and (not np.isfinite(score) or score >= threshold)
+            colour = theme.REJECT_BG if over else ("#66bb6a" if score is not None else theme.MUTED)
+            value.setStyleSheet(f"color: {colour};")
+            limit.setText(f"limit {threshold:.2f}")
+        self._redraw()
+
+    def _redraw(self) -> None:
+        r = self._result
+        if r is None or r.crop is None:
+            self.image.set_image(None)
+            self.image.setText("no crop: " + (r.error if r is not None and r.error else "—"))
+            return
+        if r.heatmap is None:
+            self.image.set_image(r.crop)
+            return
+        self.image.set_image(heatmap_overlay(r.crop, r.heatmap, self.opacity.value() / 100.0))

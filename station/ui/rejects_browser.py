@@ -1,0 +1,127 @@
+"""Browse recent rejects from the records: the crop, its heatmap, the scores and the reason,
+so a shift lead can see *why* parts were thrown off without opening the database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QDialog,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from station.ui.part_view import ScaledImage
+
+COLUMNS = ("time", "part", "verdict", "anomaly", "defect", "reason")
+
+
+def _fmt(score: Any) -> str:
+    return "—" if score is None else f"{float(score):.2f}"
+
+
+class RejectsBrowser(QDialog):
+    """Recent REJECT (and optionally ERROR) rows of ``records``, newest first."""
+
+    def __init__(self, records: Any, parent: QWidget | None = None, n: int = 200) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Recent rejects")
+        self.resize(1100, 650)
+        self.records = records
+        self.n = n
+        self.rows: list[dict] = []
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels([c.capitalize() for c in COLUMNS])
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.itemSelectionChanged.connect(self._show_selected)
+        self.with_errors = QCheckBox("include errors")
+        self.with_errors.toggled.connect(self.reload)
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.reload)
+        self.crop = ScaledImage("crop")
+        self.heat = ScaledImage("heatmap")
+        self.detail = QLabel("select a part")
+        self.detail.setWordWrap(True)
+        self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        images = QWidget()
+        il = QVBoxLayout(images)
+        pics = QHBoxLayout()
+        pics.addWidget(self.crop)
+        pics.addWidget(self.heat)
+        il.addLayout(pics, 1)
+        il.addWidget(self.detail)
+        split = QSplitter()
+        split.addWidget(self.table)
+        split.addWidget(images)
+        split.setSizes([550, 550])
+        top = QHBoxLayout()
+        top.addWidget(self.with_errors)
+        top.addStretch(1)
+        top.addWidget(refresh)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(split, 1)
+        self.reload()
+
+    def reload(self) -> None:
+        rows = self.records.recent(self.n, "REJECT")
+        if self.with_errors.isChecked():
+            rows += self.records.recent(self.n, "ERROR")
+            rows.sort(key=lambda r: r.get("time_epoch") or 0.0, reverse=True)
+        self.rows = rows[: self.n]
+        self.table.setRowCount(len(self.rows))
+        for i, r in enumerate(self.rows):
+            reason = r.get("reasons") or r.get("error") or ""
+            values = (str(r.get("time_iso", ""))[11:19], str(r.get("part_id", "")),
+                      str(r.get("verdict", "")), _fmt(r.get("ae_score")),
+                      _fmt(r.get("cls_score")), reason)
+            for j, v in enumerate(values):
+                self.table.setItem(i, j, QTableWidgetItem(v))
+        self.table.resizeColumnsToContents()
+        if self.rows:
+            self.table.selectRow(0)
+        else:
+            self.detail.setText("no rejects recorded yet")
+
+    def _show_selected(self) -> None:
+        sel = self.table.selectionModel().selectedRows()
+        if not sel:
+            return
+        r = self.rows[sel[0].row()]
+        shown = {"crop": self.crop, "heatmap": self.heat}
+        for widget in shown.values():
+            widget.set_image(None)
+            widget.setText("no image stored")
+        for image in r.get("images", []):
+            widget = shown.get(image["kind"])
+            if widget is None:
+                continue
+            if image.get("deleted"):
+                widget.setText("image deleted (disk budget)")
+                continue
+            picture = cv2.imread(str(Path(image["path"])), cv2.IMREAD_UNCHANGED)
+            if picture is None:
+                widget.setText(f"cannot read {image['path']}")
+            else:
+                widget.set_image(picture)
+        self.detail.setText(
+            f"<b>part #{r.get('part_id')}</b> — {r.get('verdict')} at {r.get('time_iso')}<br>"
+            f"anomaly {_fmt(r.get('ae_score'))} (raw {_fmt(r.get('ae_score_raw'))}), "
+            f"defect {_fmt(r.get('cls_score'))} (raw {_fmt(r.get('cls_score_raw'))})<br>"
+            f"reason: {r.get('reasons') or r.get('error') or '—'}<br>"
+            f"reject sent: {r.get('reject_sent')}  recipe: {r.get('recipe')}  "
+            f"latency {_fmt(r.get('latency_ms'))} ms")

@@ -1,0 +1,120 @@
+"""Trend plots (pyqtgraph): score per part against the threshold, inspection latency, and a
+histogram of recent scores, so drift is seen before it turns into rejects."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QHBoxLayout, QWidget
+
+from station.ui import theme
+
+HISTORY = 300
+
+
+def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
+    w = pg.PlotWidget(background="#1c262b")
+    w.setTitle(title, color=theme.TEXT, size="12pt")
+    w.setLabel("left", left, color=theme.MUTED)
+    w.setLabel("bottom", bottom, color=theme.MUTED)
+    w.showGrid(x=True, y=True, alpha=0.25)
+    w.setMouseEnabled(x=False, y=False)
+    w.setMenuEnabled(False)
+    w.setMinimumHeight(100)
+    return w
+
+
+class TrendsPanel(QWidget):
+    """Three plots fed by ``add_result``; ``set_thresholds`` moves the red lines."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ids: deque[int] = deque(maxlen=HISTORY)
+        self.ae: deque[float] = deque(maxlen=HISTORY)
+        self.cls: deque[float] = deque(maxlen=HISTORY)
+        self.latency: deque[float] = deque(maxlen=HISTORY)
+        self._n = 0
+
+        self.score_plot = _plot(
+            f"Scores: <span style='color:{theme.AE_PEN}'>anomaly</span>, "
+            f"<span style='color:{theme.CLS_PEN}'>defect</span>, "
+            f"<span style='color:{theme.THRESHOLD_PEN}'>threshold</span>", "score", "part")
+        self.ae_curve = self.score_plot.plot(
+            pen=pg.mkPen(theme.AE_PEN, width=1), symbol="o", symbolSize=5,
+            symbolBrush=theme.AE_PEN, symbolPen=None, name="anomaly")
+        self.cls_curve = self.score_plot.plot(
+            pen=pg.mkPen(theme.CLS_PEN, width=1), symbol="t", symbolSize=5,
+            symbolBrush=theme.CLS_PEN, symbolPen=None, name="defect")
+        self.ae_line = pg.InfiniteLine(1.0, angle=0, pen=pg.mkPen(theme.THRESHOLD_PEN, width=2),
+                                       label="reject above", labelOpts={"color": theme.THRESHOLD_PEN,
+                                                                         "position": 0.9})
+        self.cls_line = pg.InfiniteLine(1.0, angle=0, pen=pg.mkPen(
+            theme.THRESHOLD_PEN, width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
+        self.score_plot.addItem(self.ae_line)
+        self.score_plot.addItem(self.cls_line)
+
+        self.latency_plot = _plot("Inspection latency", "ms", "part")
+        self.latency_curve = self.latency_plot.plot(pen=pg.mkPen(theme.LATENCY_PEN, width=1.5))
+
+        self.hist_plot = _plot("Recent anomaly scores", "parts", "score")
+        self.hist_bars = pg.BarGraphItem(x=[], height=[], width=0.05, brush=theme.AE_PEN)
+        self.hist_plot.addItem(self.hist_bars)
+        self.hist_line = pg.InfiniteLine(1.0, angle=90, pen=pg.mkPen(theme.THRESHOLD_PEN, width=2))
+        self.hist_plot.addItem(self.hist_line)
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.score_plot, 3)
+        layout.addWidget(self.latency_plot, 2)
+        layout.addWidget(self.hist_plot, 2)
+        self._dirty = False
+
+    def set_thresholds(self, ae: float, cls: float) -> None:
+        self.ae_line.setValue(ae)
+        self.cls_line.setValue(cls)
+        self.hist_line.setValue(ae)
+
+    def clear(self) -> None:
+        for d in (self.ids, self.ae, self.cls, self.latency):
+            d.clear()
+        self._dirty = True
+        self.redraw()
+
+    def add_result(self, result: Any) -> None:
+        """Remember one part; the plots redraw on ``redraw`` (a timer), not per part."""
+        self._n += 1
+        try:
+            pid = int(result.part_id)
+        except (TypeError, ValueError):
+            pid = self._n
+        self.ids.append(pid)
+        self.ae.append(np.nan if result.ae_score is None else float(result.ae_score))
+        self.cls.append(np.nan if result.cls_score is None else float(result.cls_score))
+        self.latency.append(float(result.latency_ms))
+        self._dirty = True
+
+    def redraw(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        x = np.asarray(self.ids, dtype=float)
+        ae = np.asarray(self.ae, dtype=float)
+        cls = np.asarray(self.cls, dtype=float)
+        ok_ae, ok_cls = np.isfinite(ae), np.isfinite(cls)  # ERROR parts have no score
+        self.ae_curve.setData(x[ok_ae], ae[ok_ae])
+        self.cls_curve.setData(x[ok_cls], cls[ok_cls])
+        self.latency_curve.setData(x, np.asarray(self.latency, dtype=float))
+        finite = ae[np.isfinite(ae)]
+        if finite.size:
+            top = max(2.0, float(np.percentile(finite, 99)) * 1.1, self.hist_line.value() * 1.2)
+            counts, edges = np.histogram(np.clip(finite, 0, top), bins=30, range=(0.0, top))
+            centres = (edges[:-1] + edges[1:]) / 2
+            over = centres >= self.hist_line.value()
+            brushes = [pg.mkBrush(theme.THRESHOLD_PEN if o else theme.AE_PEN) for o in over]
+            self.hist_bars.setOpts(x=centres, height=counts, width=(edges[1] - edges[0]) * 0.9,
+                                   brushes=brushes)
+        else:
+            self.hist_bars.setOpts(x=[], height=[])

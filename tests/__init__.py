@@ -1,0 +1,1 @@
+"""The suite mirrors the packages; tests/e2e holds the line tests."""

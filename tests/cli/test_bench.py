@@ -1,0 +1,119 @@
+"""``station bench`` end to end on tiny models: the JSON the README quotes has sane numbers.
+
+Behaviour, not speed: the keys exist, the values are positive and the ratio plausible. The
+models are exported here (tiny VGG16 and autoencoder at 32 px, plus a static int8 copy).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from station.cli import main  # noqa: E402
+from station.models.metadata import ModelMetadata  # noqa: E402
+from station.vision.align import AlignParams  # noqa: E402
+from station.vision.localize import LocalizeParams  # noqa: E402
+from station.vision.preprocess import PreprocessSpec  # noqa: E402
+from training.autoencoder import AutoencoderOptions, ConvAutoencoder, ScoringHead  # noqa: E402
+from training.export import export_onnx  # noqa: E402
+from training.vgg import VGG16, VGGConfig  # noqa: E402
+
+SIZE = 32
+
+
+def _meta(kind: str, threshold: float, architecture: dict) -> ModelMetadata:
+    return ModelMetadata(kind=kind, threshold=threshold,
+                         preprocess=PreprocessSpec(size=SIZE).to_metadata(),
+                         localize=LocalizeParams().to_dict(), align=AlignParams().to_dict(),
+                         version=f"{kind}-bench-test", architecture=architecture)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    from station.sim.synthetic import render_part
+    from station.vision.preprocess import crop_for_model
+    from training.quantize import quantize_static
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("bench-models")
+    cfg = VGGConfig(size=SIZE, in_channels=1, width=0.05)
+    vgg = VGG16(cfg).eval()
+    opts = AutoencoderOptions(depth=2, base_channels=4, max_channels=8, latent_channels=4)
+    head = ScoringHead(ConvAutoencoder(1, opts), SIZE, opts).eval()
+    x = torch.rand(1, 1, SIZE, SIZE)
+    export_onnx(vgg, folder / "classifier.onnx", _meta("classifier", 0.5, cfg.to_dict()), x)
+    export_onnx(head, folder / "autoencoder.onnx", _meta("autoencoder", 2.0, opts.to_dict()), x)
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    calib = np.stack([crop_for_model(render_part(rng, size=(256, 256)).image, LocalizeParams(),
+                                     AlignParams(), PreprocessSpec(size=SIZE))[1]
+                      for _ in range(4)])
+    quantize_static(folder / "classifier.onnx", folder / "classifier.int8.onnx", calib)
+    return folder
+
+
+def test_bench_writes_pipeline_and_model_numbers(model_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--models", str(model_dir), "--json", str(out), "--parts", "12",
+               "--repeats", "3", "--threads", "1", "--min-seconds", "0.1",
+               "--long-parts", "300"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "ratio" in printed and str(out) in printed
+    result = json.loads(out.read_text())
+
+    assert result["matmul_peak_gflops"] > 0
+    models = result["models"]
+    assert set(models) == {"autoencoder", "classifier", "classifier.int8"}
+    for m in models.values():
+        assert m["latency_ms_p50"] > 0 and m["runs"] >= 3
+        assert m["achieved_gflops"] > 0 and 0 < m["share_of_matmul_peak"]
+    assert models["classifier.int8"]["quantization"] == "int8-static-qdq"
+    assert models["classifier.int8"]["speedup_vs_float32"] > 0
+
+    torch_eager = result["pytorch_eager"]
+    for name in ("autoencoder", "classifier"):
+        assert torch_eager[name]["latency_ms_p50"] > 0, torch_eager
+
+    for key in ("pipeline", "pipeline_int8_classifier"):
+        p = result[key]
+        assert p["parts"] == 12 and p["errors"] == 0
+        assert p["engine_parts_per_s"] > 0 and p["models_parts_per_s"] > 0
+        assert 0 < p["throughput_ratio"] < 1.5
+        assert p["throughput_ratio"] == pytest.approx(
+            p["engine_parts_per_s"] / p["models_parts_per_s"], rel=0.02)
+        assert 0 < p["per_part_ms_p50"] <= p["per_part_ms_p99"]
+        assert 0 < p["trigger_to_verdict_ms_p50"] <= p["trigger_to_verdict_ms_p99"]
+        # every part's reject point fired, REJECT_DELAY_MS after its trigger
+        assert p["trigger_to_reject_ms_p50"] >= p["reject_delay_ms"]
+    # endurance, records on: every part has its row and its reject outcome, whatever the
+    # machine's load made the engine shed; memory is measured after the warm-up and at the end
+    long = result["long_run"]
+    assert long["parts"] == 300 and long["classifier"] == "classifier.int8.onnx"
+    assert long["rows"] == 300 and long["rows_match_parts"] and long["rows_lost"] == 0
+    assert long["rows_without_reject_outcome"] == 0
+    assert 0 <= long["shed"] < 300 and long["warmup_parts"] == 30
+    assert long["paced_parts_per_s"] == pytest.approx(
+        result["pipeline_int8_classifier"]["engine_parts_per_s"] / 2, rel=0.01)
+    assert 0 < long["rss_mb_warmup"] and 0 < long["rss_mb_end"]
+    assert long["rss_growth_after_warmup_pct"] == pytest.approx(
+        100 * (long["rss_mb_end"] - long["rss_mb_warmup"]) / long["rss_mb_warmup"], abs=0.1)
+    timing = long["reject_timing_error_ms"]
+    assert timing["count"] >= long["shed"]
+    if timing["count"]:
+        assert 0 <= timing["p50"] <= timing["p99"] <= timing["max"]
+    assert long.get("peak_rss_mb", 1.0) > 0
+    assert result["peak_rss_mb"] > 0
+    assert "long run: 300 parts" in printed and "300 rows (= parts)" in printed
+
+
+def test_bench_refuses_a_folder_without_models(tmp_path: Path, capsys):
+    rc = main(["bench", "--models", str(tmp_path), "--json", str(tmp_path / "x.json")])
+    assert rc == 2
+    assert "no autoencoder.onnx" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

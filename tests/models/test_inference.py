@@ -1,0 +1,142 @@
+"""onnxruntime sessions for both model kinds, as the station uses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from station.models.inference import AutoencoderModel, ClassifierModel, choose_providers, load_model
+from station.models.metadata import ModelMetadata
+from station.vision.align import AlignParams
+from station.vision.localize import LocalizeParams
+from station.vision.preprocess import PreprocessSpec
+from training.autoencoder import AutoencoderOptions, ConvAutoencoder, ScoringHead
+from training.export import export_onnx, parity
+from training.vgg import VGG16, VGGConfig
+
+SIZE = 32
+
+
+def _meta(kind: str, threshold: float) -> ModelMetadata:
+    return ModelMetadata(kind=kind, threshold=threshold,
+                         preprocess=PreprocessSpec(size=SIZE).to_metadata(),
+                         localize=LocalizeParams().to_dict(), align=AlignParams().to_dict(),
+                         version=f"{kind}-test")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, tuple[torch.nn.Module, Path]]:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("inference")
+    vgg = VGG16(VGGConfig(size=SIZE, in_channels=1, width=0.05)).eval()
+    opts = AutoencoderOptions(depth=2, base_channels=4, latent_channels=4)
+    head = ScoringHead(ConvAutoencoder(1, opts), SIZE, opts).eval()
+    x = torch.rand(2, 1, SIZE, SIZE)
+    return {
+        "classifier": (vgg, export_onnx(vgg, folder / "classifier.onnx", _meta("classifier", 0.4), x)),
+        "autoencoder": (head, export_onnx(head, folder / "autoencoder.onnx", _meta("autoencoder", 2.0), x)),
+    }
+
+
+def test_classifier_model_infers_probabilities_like_torch(models):
+    net, path = models["classifier"]
+    model = load_model(path, provider="cpu", threads=1)
+    assert isinstance(model, ClassifierModel) and model.kind == "classifier"
+    assert model.provider == "CPUExecutionProvider"
+    x = np.random.default_rng(0).random((6, 1, SIZE, SIZE), dtype=np.float32)
+    p = model.infer(x)
+    assert p.shape == (6,) and np.all((p >= 0) & (p <= 1))
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    assert np.max(np.abs(p - ref)) <= 1e-4
+    assert parity(net, path, x)["p_defect"] <= 1e-4
+    np.testing.assert_allclose(model.normalized(p), p / 0.4)
+    assert model.infer(x[0]).shape == (1,)  # a single (C, H, W) crop is a batch of one
+
+
+def test_autoencoder_model_returns_maps_and_raw_scores(models):
+    _, path = models["autoencoder"]
+    model = load_model(path)
+    assert isinstance(model, AutoencoderModel)
+    model.warmup()
+    maps, raw = model.infer(np.zeros((3, 1, SIZE, SIZE), np.float32))
+    assert maps.shape == (3, SIZE, SIZE) and raw.shape == (3,)
+    assert model.normalized(4.0) == pytest.approx(2.0)
+    assert model.meta.version == "autoencoder-test"
+
+
+def test_wrong_batch_shape_says_what_was_expected(models):
+    model = load_model(models["autoencoder"][1], "cpu")
+    with pytest.raises(ValueError, match=r"expected \[N, 1, 32, 32\]"):
+        model.infer(np.zeros((2, 3, SIZE, SIZE), np.float32))
+
+
+def test_provider_choice():
+    assert choose_providers("cpu") == ["CPUExecutionProvider"]
+    auto = choose_providers("auto")
+    assert auto[-1] == "CPUExecutionProvider"
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert auto[0] == "CUDAExecutionProvider"
+    else:
+        assert auto == ["CPUExecutionProvider"]
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            choose_providers("cuda")
+    with pytest.raises(ValueError, match="expected one of auto, cpu, cuda"):
+        choose_providers("tpu")
+
+
+def test_telemetry_is_turned_off_once_before_the_first_session(models, monkeypatch):
+    # audit #10: onnxruntime's telemetry events were on
+    import station.models.inference as inference
+    from station.pipeline.inspector import load_line_model
+
+    calls: list[int] = []
+    real = ort.disable_telemetry_events
+
+    def counted() -> None:
+        calls.append(1)
+        real()
+
+    monkeypatch.setattr(ort, "disable_telemetry_events", counted)
+    monkeypatch.setattr(inference, "_telemetry_disabled", False)  # a fresh process
+    sessions = [load_model(models["classifier"][1], "cpu"),
+                load_line_model(models["autoencoder"][1], "cpu", 1),
+                inference.open_session(models["classifier"][1], "cpu", 1)]
+    assert all(s is not None for s in sessions)
+    assert calls == [1]  # before the first session, and only once
+    assert not inference.disable_telemetry()  # idempotent: already off
+    assert calls == [1]
+
+
+def test_every_session_in_station_and_training_is_made_by_the_helper():
+    """No module makes an ``InferenceSession`` itself (it would skip the telemetry switch);
+    training's quantizer, whose calibration makes its own sessions, turns it off first."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2]
+    direct = []
+    for folder in ("station", "training", "calibration", "scripts"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute | ast.Name)
+                        and getattr(node.func, "attr", getattr(node.func, "id", None))
+                        == "InferenceSession"):
+                    direct.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert len(direct) == 1 and direct[0].startswith("station/models/inference.py:"), direct
+    quantize = (root / "training" / "quantize.py").read_text(encoding="utf-8")
+    body = quantize[quantize.index("def quantize_static("):]
+    assert body.index("disable_telemetry()") < body.index("_ort_quantize_static(")
+
+
+def test_a_missing_provider_names_itself():
+    from station.models.inference import ProviderUnavailable
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(ProviderUnavailable) as missing:
+        choose_providers("cuda")
+    assert missing.value.provider == "cuda" and "CPUExecutionProvider" in missing.value.available

@@ -1,0 +1,121 @@
+"""The autoencoder learns good synthetic parts, separates defects, and exports faithfully."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from station.models.inference import load_model
+from station.models.metadata import ModelMetadata
+from station.sim.synthetic import write_mvtec_dataset
+from station.sources.datasets import read_dataset
+from station.vision.align import AlignParams
+from station.vision.localize import LocalizeParams
+from station.vision.preprocess import PreprocessSpec, prepare_batch
+from training.autoencoder import (
+    AutoencoderOptions,
+    ConvAutoencoder,
+    ScoringHead,
+    part_region,
+    score_batches,
+    train_autoencoder,
+)
+from training.data import SplitOptions, compute_crops, make_split
+from training.export import export_onnx, parity
+from training.metrics import roc_auc
+
+SIZE = 64
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory):
+    root = write_mvtec_dataset(tmp_path_factory.mktemp("ae") / "synth", n_train_good=48,
+                               n_test_good=12, n_test_per_defect=3, size=160, seed=3)
+    samples = read_dataset(root)
+    cs = compute_crops(samples, LocalizeParams(), AlignParams(), SIZE, None, progress=False)
+    assert cs.ok.all()
+    return samples, cs
+
+
+@pytest.fixture(scope="module")
+def trained(crops):
+    samples, cs = crops
+    spec = PreprocessSpec(size=SIZE)
+    split = make_split(samples, SplitOptions(seed=0, train_on_test=False))
+    train = prepare_batch(cs.select(split.roles["train_good"]).good_crops(), spec)
+    val = prepare_batch(cs.select(split.roles["val_good"]).good_crops(), spec)
+    opts = AutoencoderOptions(epochs=15, base_channels=8, depth=3, latent_channels=8,
+                              batch_size=8, lr=3e-3, seed=0)
+    res = train_autoencoder(train, val, opts, progress=False)
+    test = cs.select(split.roles["eval"])
+    return res, prepare_batch(list(test.crops), spec), np.array([s.label for s in test.samples])
+
+
+def test_autoencoder_separates_synthetic_defects(trained):
+    res, x, y = trained
+    assert res.history[-1]["loss"] < res.history[0]["loss"]
+    maps, scores = score_batches(res.head, x)
+    assert maps.shape == (len(x), SIZE, SIZE)
+    auc = roc_auc(scores, y)
+    assert auc > 0.75, auc
+
+
+def test_scoring_head_is_zero_outside_the_part_region(trained):
+    res, x, _ = trained
+    roi = res.head.roi[0, 0].numpy()
+    assert 0.05 < roi.mean() < 0.9
+    maps, _ = score_batches(res.head, x[:4])
+    assert np.all(maps[:, roi == 0] == 0)
+
+
+def test_autoencoder_export_parity(trained, tmp_path):
+    res, x, _ = trained
+    meta = ModelMetadata(kind="autoencoder", threshold=1.0,
+                         preprocess=PreprocessSpec(size=SIZE).to_metadata(),
+                         localize=LocalizeParams().to_dict(), align=AlignParams().to_dict())
+    path = export_onnx(res.head, tmp_path / "ae.onnx", meta, torch.from_numpy(x[:2]))
+    diffs = parity(res.head, path, x)
+    assert set(diffs) == {"anomaly_map", "score"}
+    assert max(diffs.values()) <= 1e-4, diffs
+    model = load_model(path, "cpu", threads=1)
+    maps, raw = model.infer(x[:3])
+    t_maps, t_raw = score_batches(res.head, x[:3])
+    np.testing.assert_allclose(raw, t_raw, atol=1e-4)
+    np.testing.assert_allclose(maps, t_maps, atol=1e-4)
+
+
+def test_part_region_follows_the_part(crops):
+    _, cs = crops
+    x = prepare_batch(list(cs.crops[:20]), PreprocessSpec(size=SIZE))
+    roi = part_region(x, AutoencoderOptions())
+    dark = x.mean(axis=(0, 1)) < 0.6  # where the part is on average
+    assert roi[dark].mean() > 0.95
+    assert roi[0, :].sum() == 0 and roi[-1, :].sum() == 0  # background rows stay out
+
+
+def test_architecture_shapes_and_errors():
+    opts = AutoencoderOptions(depth=3, base_channels=4, latent_channels=2)
+    net = ConvAutoencoder(3, opts)
+    assert net(torch.zeros(2, 3, 48, 48)).shape == (2, 3, 48, 48)
+    head = ScoringHead(net, 48, opts)
+    amap, score = head(torch.zeros(2, 3, 48, 48))
+    assert amap.shape == (2, 1, 48, 48) and score.shape == (2,)
+    with pytest.raises(ValueError, match="divisible"):
+        train_autoencoder(np.zeros((4, 1, 36, 36), np.float32), np.zeros((2, 1, 36, 36), np.float32),
+                          AutoencoderOptions(depth=4, epochs=1), progress=False)
+
+
+def test_crop_cache_round_trips(crops, tmp_path: Path):
+    samples, cs = crops
+    a = compute_crops(samples[:5], LocalizeParams(), AlignParams(), SIZE, tmp_path, progress=False)
+    assert len(list(tmp_path.glob("crops-*.npz"))) == 1
+    b = compute_crops(samples[:5], LocalizeParams(), AlignParams(), SIZE, tmp_path, progress=False)
+    np.testing.assert_array_equal(a.crops, b.crops)
+    np.testing.assert_array_equal(a.crop_to_frame, b.crop_to_frame)
+    np.testing.assert_array_equal(a.crops, cs.crops[:5])

@@ -1,0 +1,148 @@
+"""The VGG16 classifier trains on synthetic parts in seconds and separates their defects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from station.sim.synthetic import DEFECT_TYPES, render_part
+from station.vision.align import find_and_align
+from station.vision.preprocess import PreprocessSpec, prepare_batch
+from training.classifier import (
+    ClassifierOptions,
+    ClassifierResult,
+    auroc,
+    calibration_tensors,
+    train_classifier,
+)
+from training.synth_defects import synthesize
+from training.vgg import PretrainedMismatch
+
+SIZE = 64
+SPEC = PreprocessSpec(size=SIZE)
+
+
+def _crops(seed: int, n: int, defect_every: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Aligned crops of rendered parts; every ``defect_every``-th one has a real defect."""
+    rng = np.random.default_rng(seed)
+    crops, labels = [], []
+    for i in range(n):
+        defect = None
+        if defect_every and i % defect_every == 0:
+            defect = DEFECT_TYPES[(i // defect_every) % len(DEFECT_TYPES)]
+        part = render_part(rng, (2 * SIZE, 2 * SIZE), defect=defect)
+        crops.append(find_and_align(part.image, None, None, SIZE).crop)
+        labels.append(int(defect is not None))
+    return crops, np.asarray(labels)
+
+
+def _options(**kw) -> ClassifierOptions:
+    base = dict(size=SIZE, width=0.125, dropout=0.0, epochs=13, minutes=5.0, batch_size=16,
+                lr=1e-3, seed=0, threads=1, device="cpu")
+    base.update(kw)
+    return ClassifierOptions(**base)
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[ClassifierResult, list[np.ndarray], np.ndarray]:
+    good, _ = _crops(1, 96, 0)
+    real, real_y = _crops(2, 48, 1)
+    val, val_y = _crops(3, 40, 2)
+    threads = torch.get_num_threads()
+    try:
+        result = train_classifier(good + real, np.r_[np.zeros(len(good)), real_y], val, val_y,
+                                  SPEC, _options(), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return result, val, val_y
+
+
+def test_separates_held_out_defects_clearly_above_chance(trained) -> None:
+    result, val, val_y = trained
+    assert result.val_p.shape == (len(val),)
+    assert ((result.val_p >= 0) & (result.val_p <= 1)).all()
+    # held-out parts with real (rendered) defects of every type vs held-out good parts
+    assert auroc(val_y, result.val_p) >= 0.7, result.history[-1]
+    assert result.history[-1]["val_auroc"] == pytest.approx(auroc(val_y, result.val_p))
+    assert result.history[-1]["stopped_by"] == "epochs" and len(result.history) == 13
+    # synthesized defects on held-out good parts score above those parts
+    assert result.history[-1]["val_synth_auroc"] > 0.5
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_exports_to_one_onnx_file_outputting_p_defect(trained, tmp_path: Path) -> None:
+    result, val, _ = trained
+    model = result.model
+    assert not model.training and next(model.parameters()).device.type == "cpu"
+    path = tmp_path / "classifier.onnx"
+    torch.onnx.export(model, torch.zeros(1, 1, SIZE, SIZE), str(path), dynamo=False,
+                      input_names=["image"], output_names=["p_defect"],
+                      dynamic_axes={"image": {0: "n"}, "p_defect": {0: "n"}})
+    assert [p.name for p in tmp_path.iterdir()] == ["classifier.onnx"]  # self-contained
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (p,) = sess.run(["p_defect"], {"image": prepare_batch(val, SPEC)})
+    assert p.shape == (len(val),)
+    np.testing.assert_allclose(p, result.val_p, atol=1e-4)
+
+
+def test_seeded_and_stops_at_the_time_budget() -> None:
+    good, _ = _crops(4, 8, 0)
+    opts = _options(width=0.0625, epochs=2, batch_size=4)
+    a = train_classifier(good, np.zeros(8), good[:4], np.zeros(4), SPEC, opts, progress=False)
+    b = train_classifier(good, np.zeros(8), good[:4], np.zeros(4), SPEC, opts, progress=False)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+    np.testing.assert_array_equal(a.val_p, b.val_p)
+    c = train_classifier(good, np.zeros(8), [], [], SPEC, _options(
+        width=0.0625, epochs=1000, minutes=0.02, batch_size=4), progress=False)
+    assert c.history[-1]["stopped_by"] == "time" and len(c.history) < 1000
+    assert c.val_p.shape == (0,)
+
+
+def test_bad_input_is_refused_with_a_reason() -> None:
+    good, _ = _crops(5, 3, 0)
+    with pytest.raises(ValueError, match="differs from the preprocessing size"):
+        train_classifier(good, np.zeros(3), [], [], SPEC, _options(size=96), progress=False)
+    with pytest.raises(ValueError, match="3 training crops but 2 labels"):
+        train_classifier(good, np.zeros(2), [], [], SPEC, _options(), progress=False)
+    with pytest.raises(ValueError, match="at least 2 good crops"):
+        train_classifier(good, np.ones(3), [], [], SPEC, _options(), progress=False)
+    with pytest.raises(ValueError, match="0 .good. or 1 .defect."):
+        train_classifier(good, [0, 2, 0], [], [], SPEC, _options(), progress=False)
+
+
+def test_pretrained_weights_need_full_width(tmp_path: Path) -> None:
+    good, _ = _crops(5, 3, 0)
+    weights = tmp_path / "vgg16.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, weights)
+    with pytest.raises(PretrainedMismatch, match="full width"):
+        train_classifier(good, np.zeros(3), [], [], SPEC, _options(pretrained=weights),
+                         progress=False)
+
+
+def test_synthesized_defects_train_without_any_real_defect() -> None:
+    """An engineer with good parts only still gets batches of defects (synthesized)."""
+    good, _ = _crops(6, 6, 0)
+    d = synthesize(good[0], np.random.default_rng(0))
+    assert d.mask.any()
+    result = train_classifier(good, np.zeros(6), good[:2] + [d.image], [0, 0, 1], SPEC,
+                              _options(width=0.0625, epochs=1, batch_size=4), progress=False)
+    assert result.val_p.shape == (3,) and "val_auroc" in result.history[-1]
+
+
+def test_calibration_tensors_hold_good_and_defective_crops() -> None:
+    """int8 ranges must cover defects: half the calibration set is (synthesized) defects."""
+    good, _ = _crops(7, 6, 0)
+    x = calibration_tensors(good, SPEC, n=8, seed=1)
+    assert x.shape == (8, 1, SIZE, SIZE) and x.dtype == np.float32
+    np.testing.assert_array_equal(x, calibration_tensors(good, SPEC, n=8, seed=1))
+    goods = prepare_batch(good, SPEC)
+    matches = [any(np.array_equal(t, g) for g in goods) for t in x]
+    assert sum(matches) == 4  # 4 good crops as they are, 4 with synthesized defects
+    real, _ = _crops(8, 4, 1)
+    y = calibration_tensors(good, SPEC, defect_crops=real, n=8)
+    reals = prepare_batch(real, SPEC)
+    assert sum(any(np.array_equal(t, r) for r in reals) for t in y) == 2

@@ -1,0 +1,142 @@
+"""Threshold rules, score normalization and the fusion rule: what the line's verdicts rest on."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from station.decision import ERROR, PASS, REJECT, decide, fused_score
+from station.models.scoring import denormalize, normalize
+from training.thresholds import choose_threshold, f1_optimal, good_quantile
+
+
+def test_all_good_validation_never_rejects_everything():
+    rng = np.random.default_rng(0)
+    for scores in (rng.normal(5.0, 1.0, 200), rng.exponential(1.0, 30), np.full(25, 3.0),
+                   np.array([0.0, 0.0, 0.0]), np.array([0.02, 0.01, 0.03, 0.015])):
+        choice = choose_threshold(scores)
+        assert choice.rule == "good_quantile"
+        assert choice.value > 0
+        rejected = (scores >= choice.value).mean()
+        assert rejected < 0.05, (scores[:5], choice)
+        assert choice.value > np.median(scores)
+
+
+def test_good_quantile_has_a_margin_above_the_quantile():
+    scores = np.linspace(0.0, 10.0, 1001)
+    choice = good_quantile(scores, quantile=0.99, margin=0.5)
+    q = np.quantile(scores, 0.99)
+    assert choice.value == pytest.approx(q + 0.5 * (q - np.median(scores)))
+    assert choice.details["good_rejected"] == 0
+
+
+def test_f1_optimal_separable_sets_cut_between_classes():
+    good = np.array([1.0, 1.5, 2.0, 2.2])
+    bad = np.array([3.0, 4.0, 5.0])
+    choice = choose_threshold(np.r_[good, bad], np.r_[np.zeros(4), np.ones(3)])
+    assert choice.rule == "f1_optimal"
+    assert 2.2 < choice.value < 3.0
+    assert choice.value == pytest.approx(2.6)
+    assert choice.details["f_beta"] == pytest.approx(1.0)
+
+
+def test_f1_optimal_on_overlapping_mixed_set_maximizes_f1():
+    rng = np.random.default_rng(1)
+    good, bad = rng.normal(0.0, 1.0, 300), rng.normal(2.0, 1.0, 60)
+    s = np.r_[good, bad] + 10.0
+    y = np.r_[np.zeros(300), np.ones(60)]
+    choice = f1_optimal(s, y)
+
+    def f1(t):
+        p = s >= t
+        tp, fp, fn = (p & (y == 1)).sum(), (p & (y == 0)).sum(), (~p & (y == 1)).sum()
+        return 2 * tp / (2 * tp + fp + fn)
+
+    best = max(f1(t) for t in np.unique(s))
+    assert f1(choice.value) == pytest.approx(best)
+    assert choice.details["f_beta"] == pytest.approx(best)
+    # a mixed set must not yield a reject-everything threshold
+    assert (s[y == 0] >= choice.value).mean() < 0.5
+
+
+def test_threshold_input_errors_are_clear():
+    with pytest.raises(ValueError, match="no validation scores"):
+        choose_threshold([])
+    with pytest.raises(ValueError, match="only defective"):
+        choose_threshold([1.0, 2.0], [1, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        choose_threshold([1.0, float("nan")])
+    with pytest.raises(ValueError, match="2 scores but 3 labels"):
+        choose_threshold([1.0, 2.0], [0, 1, 1])
+
+
+def test_normalize_puts_threshold_at_one():
+    assert normalize(4.0, 4.0) == 1.0
+    assert normalize(2.0, 4.0) == 0.5
+    np.testing.assert_allclose(normalize(np.array([1.0, 8.0]), 4.0), [0.25, 2.0])
+    assert denormalize(normalize(3.3, 1.7), 1.7) == pytest.approx(3.3)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="positive"):
+            normalize(1.0, bad)
+
+
+def test_decide_rules_and_errors():
+    assert decide(1.2, 0.1, "either") == REJECT
+    assert decide(0.5, 0.1, "either") == PASS
+    assert decide(1.0, 0.1, "either") == REJECT  # at the threshold = defective
+    assert decide(1.2, 0.1, "both") == PASS
+    assert decide(1.2, 1.1, "both") == REJECT
+    assert decide(1.2, None, "autoencoder") == REJECT
+    assert decide(None, 0.3, "classifier") == PASS
+    assert decide(None, 0.3, "either") == ERROR
+    assert decide(float("nan"), 0.3, "both") == ERROR
+    assert decide(0.3, None, "classifier") == ERROR
+    # recipe thresholds on the normalized scale
+    assert decide(1.2, 0.1, "either", ae_threshold=1.5) == PASS
+    assert decide(0.9, 0.1, "autoencoder", ae_threshold=0.8) == REJECT
+    with pytest.raises(ValueError, match="unknown decision rule"):
+        decide(1.0, 1.0, "majority")
+
+
+def test_fused_score_agrees_with_decide():
+    rng = np.random.default_rng(2)
+    for rule in ("either", "both", "autoencoder", "classifier"):
+        for _ in range(200):
+            a, c = rng.uniform(0, 2, 2)
+            at, ct = rng.uniform(0.5, 1.5, 2)
+            f = fused_score(a, c, rule, at, ct)
+            assert (f >= 1.0) == (decide(a, c, rule, at, ct) == REJECT)
+    assert math.isnan(fused_score(None, 0.5, "autoencoder"))
+
+
+def test_weak_scores_with_many_defects_do_not_reject_every_good_part():
+    rng = np.random.default_rng(3)
+    good, bad = rng.normal(0.0, 1.0, 40), rng.normal(0.2, 1.0, 120)  # nearly useless score
+    s, y = np.r_[good, bad] + 5.0, np.r_[np.zeros(40), np.ones(120)]
+    unconstrained = f1_optimal(s, y)
+    assert (s[y == 0] >= unconstrained.value).mean() > 0.5  # F1 alone says "reject almost all"
+    choice = choose_threshold(s, y)
+    assert choice.rule == "f1_optimal"
+    assert (s[y == 0] >= choice.value).mean() <= 0.2
+
+
+def test_auto_rule_leaves_a_chance_level_model_out_of_the_verdict():
+    """The fusion rule is picked on a few dozen validation images; a model that ranks them no
+    better than chance must not take part through a lucky F1 on that small set."""
+    from training.train import _fuse_thresholds
+
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(30), np.ones(30)].astype(int)
+    classifier = np.r_[rng.uniform(0.2, 0.9, 30), rng.uniform(0.8, 2.0, 30)]  # good, not perfect
+    autoencoder = rng.uniform(0.5, 1.5, 60)  # noise
+    rule, _, cls_t, info = _fuse_thresholds(autoencoder, classifier, labels, "auto")
+    assert rule == "classifier" and cls_t == 1.0
+    assert info["val_auroc"]["autoencoder"] < 0.75 < info["val_auroc"]["classifier"]
+    # both useful: every rule competes, and the pair is tuned jointly
+    ae_good = np.r_[rng.uniform(0.2, 0.95, 30), rng.uniform(0.9, 2.0, 30)]
+    rule, *_, info = _fuse_thresholds(ae_good, classifier, labels, "auto")
+    assert set(info["candidates"]) == {"either", "both", "autoencoder", "classifier"}
+    # a rule asked for is honoured whatever the validation says
+    assert _fuse_thresholds(autoencoder, classifier, labels, "either")[0] == "either"

@@ -1,0 +1,258 @@
+"""``station train`` and ``station evaluate`` end to end on a tiny synthetic data set, and the
+numpy metrics evaluation reports."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+
+import numpy as np
+import pytest
+
+from station.cli import main
+from station.models.inference import load_model
+from station.sim.synthetic import write_mvtec_dataset
+from training.metrics import aupro, average_precision, binary_stats, roc_auc, roc_curve
+
+KEYS = ("image_auroc", "aupr", "f1", "f2", "precision", "recall", "accuracy")
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+def test_roc_auc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    s = np.round(rng.normal(size=60), 1)  # ties on purpose
+    y = rng.integers(0, 2, 60)
+    pos, neg = s[y == 1], s[y == 0]
+    pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert roc_auc(s, y) == pytest.approx(pairs)
+    fpr, tpr, thr = roc_curve(s, y)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(pairs)
+    assert np.isnan(roc_auc([1.0, 2.0], [0, 0]))
+    assert roc_auc([np.nan, 0.1, 0.2], [1, 0, 0]) == 1.0  # no score ranks as most defective
+
+
+def test_average_precision_and_binary_stats():
+    assert average_precision([0.9, 0.8, 0.1], [1, 1, 0]) == pytest.approx(1.0)
+    assert average_precision([0.9, 0.8, 0.1], [0, 1, 1]) == pytest.approx((0.5 + 2 / 3) / 2)
+    st = binary_stats([True, True, False, False, True], [1, 0, 1, 0, 1])
+    assert (st["tp"], st["fp"], st["fn"], st["tn"]) == (2, 1, 1, 1)
+    assert st["precision"] == pytest.approx(2 / 3) and st["recall"] == pytest.approx(2 / 3)
+    assert st["f1"] == pytest.approx(2 / 3)
+    assert st["f2"] == pytest.approx(5 * 2 / (5 * 2 + 4 * 1 + 1))
+    assert st["accuracy"] == pytest.approx(0.6)
+
+
+def test_aupro_perfect_and_useless_maps():
+    gt = np.zeros((40, 40), bool)
+    gt[5:10, 5:10] = True
+    gt[20:30, 25:28] = True
+    perfect = gt.astype(np.float32)
+    rng = np.random.default_rng(1)
+    assert aupro([perfect + rng.random(gt.shape) * 0.1], [gt]) == pytest.approx(1.0, abs=0.01)
+    noise = [rng.random(gt.shape) for _ in range(5)]
+    val = aupro(noise, [gt] * 5)
+    assert 0.05 < val < 0.3  # random maps: PRO ~ FPR, so the normalized area is ~0.15
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("e2e")
+    data = write_mvtec_dataset(base / "data", n_train_good=30, n_test_good=8,
+                               n_test_per_defect=2, size=128, seed=5)
+    out = base / "models"
+    rc = main(["train", "--data", str(data), "--out", str(out), "--size", "64",
+               "--cls-size", "64", "--epochs", "2", "--minutes", "0.5", "--folds", "2",
+               "--fold", "0", "--width", "0.05", "--quiet"])
+    assert rc == 0
+    return data, out
+
+
+def test_train_writes_the_model_folder(trained):
+    data, out = trained
+    for name in ("autoencoder.onnx", "classifier.onnx", "train_log.jsonl",
+                 "recipe_fragment.toml", "split.json"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    for kind in ("autoencoder", "classifier"):  # an int8 copy, or the measured reason it is not
+        events = [r for r in rows if r.get("model") == kind and r.get("event", "").startswith("int8")]
+        assert len(events) == 1, events
+        if events[0]["event"] == "int8":
+            assert events[0]["max_abs_change_normalized"] <= 0.25
+            assert events[0]["verdicts_changed"] == 0
+            assert load_model(out / f"{kind}.int8.onnx").meta.quantization["mode"] == \
+                "int8-static-qdq"
+        else:
+            assert events[0]["event"] == "int8_rejected", events[0]
+            assert (events[0]["max_abs_change_normalized"] > 0.25
+                    or events[0]["verdicts_changed"] > 0)
+            assert not (out / f"{kind}.int8.onnx").exists()
+    assert rows[0]["event"] == "start" and rows[-1]["event"] == "done"
+    assert any(r.get("model") == "autoencoder" and "loss" in r for r in rows)
+    parities = [r for r in rows if r.get("event") == "export_parity"]
+    assert len(parities) == 2 and all(max(r["max_abs_diff"].values()) <= 1e-4 for r in parities)
+    fragment = tomllib.loads((out / "recipe_fragment.toml").read_text())
+    assert fragment["models"] == {"autoencoder": "autoencoder.onnx", "classifier": "classifier.onnx"}
+    assert fragment["decision"]["rule"] in ("either", "both", "autoencoder", "classifier")
+    assert fragment["decision"]["autoencoder_threshold"] > 0
+    split = json.loads((out / "split.json").read_text())
+    roles = split["roles"]
+    used = set().union(*(roles[r] for r in ("train_good", "val_good", "thr_good", "train_defect",
+                                            "val_labeled")))
+    assert roles["eval"] and not set(roles["eval"]) & used
+    assert roles["holdout_good"] and not set(roles["holdout_good"]) & used
+    for kind in ("autoencoder", "classifier"):
+        meta = load_model(out / f"{kind}.onnx").meta
+        assert meta.kind == kind and meta.threshold > 0
+        assert meta.data_fingerprint == split["data_fingerprint"]
+        assert meta.preprocess["size"] == 64
+
+
+def test_an_int8_copy_that_moves_scores_is_dropped(trained, tmp_path, monkeypatch):
+    """Quantization is kept only when it pays: a copy that would change verdicts is removed,
+    and the log says by how much it moved the scores."""
+    import shutil
+
+    import training.train as tt
+    from station.vision.preprocess import PreprocessSpec
+    from training.classifier import calibration_tensors
+
+    _, out = trained
+    model = tmp_path / "classifier.onnx"
+    shutil.copy(out / "classifier.onnx", model)
+    meta = load_model(model).meta
+    rng = np.random.default_rng(0)
+    goods = [rng.integers(90, 170, (64, 64), dtype=np.uint8) for _ in range(8)]
+    x = calibration_tensors(goods, PreprocessSpec(size=64), n=8)
+    rows = []
+    monkeypatch.setattr(tt, "INT8_MAX_CHANGE", -1.0)  # no change is small enough
+    info = tt._quantize("classifier", model, meta, x, x, [], rows.append)
+    assert info["kept"] is False and not (tmp_path / "classifier.int8.onnx").exists()
+    assert rows[-1]["event"] == "int8_rejected" and "max_abs_change_normalized" in rows[-1]
+
+
+def test_evaluate_writes_metrics_and_report(trained, tmp_path):
+    data, out = trained
+    js = tmp_path / "eval.json"
+    rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json", str(js),
+               "--report", str(tmp_path / "report"), "--folds", "2", "--fold", "0",
+               "--good-from-train", "--quiet"])
+    assert rc == 0
+    result = json.loads(js.read_text())
+    for kind in ("autoencoder", "classifier", "fused"):
+        for key in KEYS:
+            assert key in result[kind], (kind, key)
+        assert 0.0 <= result[kind]["image_auroc"] <= 1.0
+        assert "per_defect_type" in result[kind]
+    assert 0.0 <= result["autoencoder"]["pixel_auroc"] <= 1.0
+    assert 0.0 <= result["autoencoder"]["aupro"] <= 1.0
+    split = json.loads((out / "split.json").read_text())
+    assert result["meta"]["by_role"] == {"eval": len(split["roles"]["eval"]),
+                                         "holdout_good": len(split["roles"]["holdout_good"])}
+    fragment = tomllib.loads((out / "recipe_fragment.toml").read_text())
+    assert result["fused"]["rule"] == fragment["decision"]["rule"]
+    for png in ("roc.png", "histograms.png", "worst_misses.png", "defect_gallery.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 1000, png
+
+
+def test_evaluate_refuses_images_the_models_trained_on(trained, tmp_path, capsys):
+    data, out = trained
+    rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json",
+               str(tmp_path / "x.json"), "--folds", "2", "--fold", "1", "--quiet"])
+    assert rc == 2
+    assert "used in training or thresholding" in capsys.readouterr().err
+    # without --folds, the training run's own held-out fold is evaluated
+    rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json",
+               str(tmp_path / "y.json"), "--quiet", "--int8"])
+    assert rc == 0
+    result = json.loads((tmp_path / "y.json").read_text())
+    assert (result["meta"]["folds"], result["meta"]["fold"]) == (2, 0)
+    assert result["meta"]["variant"] == "int8"
+
+
+def test_models_for_the_line_learn_from_every_labeled_image(tiny_models, tmp_path, capsys):
+    """Without --folds, training puts the data set's real defects to work (the classifier
+    learns from some, thresholds are chosen on the rest); those models are then judged on
+    another data set, never on the images they saw."""
+    split = json.loads((tiny_models / "split.json").read_text())
+    roles = split["roles"]
+    assert roles["eval"] == []
+    labeled = roles["train_defect"] + roles["val_labeled"]
+    assert any("/good/" not in p for p in roles["train_defect"])
+    assert any("/good/" not in p for p in roles["val_labeled"])
+    data = tiny_models.parent / "data"
+    n_test = len(list((data / "test").glob("*/*.png")))
+    assert len(set(labeled)) == n_test
+
+    rc = main(["evaluate", "--models", str(tiny_models), "--data", str(data), "--json",
+               str(tmp_path / "same.json"), "--quiet"])
+    assert rc == 2
+    assert "trained without --folds, on every labeled image" in capsys.readouterr().err
+
+    other = write_mvtec_dataset(tmp_path / "other", n_train_good=2, n_test_good=3,
+                                n_test_per_defect=1, size=160, seed=77)
+    rc = main(["evaluate", "--models", str(tiny_models), "--data", str(other), "--json",
+               str(tmp_path / "other.json"), "--good-from-train", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "other.json").read_text())
+    # every test image, and its train good photos as more good parts
+    assert result["meta"]["by_role"] == {"eval": len(list((other / "test").glob("*/*.png"))),
+                                         "holdout_good": 2}
+
+
+def test_train_without_torch_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(SystemExit, match=r"'train' extra"):
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
+
+
+def test_train_bad_data_set_is_a_clear_error(tmp_path, capsys):
+    rc = main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m"),
+               "--quiet"])
+    assert rc == 2
+    assert "nowhere: data set folder not found" in capsys.readouterr().err
+
+
+def test_int8_classifier_keeps_the_verdicts_of_a_trained_model(line_models, line_defects,
+                                                                tmp_path):
+    """The int8 copy is calibrated on good parts and defects, so a defect's p_defect is not
+    clipped: on a classifier that separates its defects, every verdict survives quantization
+    (calibrated on good crops alone, every defect of the real screws read p = 0.5)."""
+    import shutil
+
+    import training.train as tt
+    from station.sources.datasets import read_dataset
+    from station.vision.align import AlignParams
+    from station.vision.localize import LocalizeParams
+    from station.vision.preprocess import PreprocessSpec, prepare_batch
+    from training.data import compute_crops
+
+    model = tmp_path / "classifier.onnx"
+    shutil.copy(line_models / "classifier.onnx", model)
+    f32 = load_model(model)
+    samples = read_dataset(line_models.parent / "data")
+    crops = compute_crops(samples, LocalizeParams(), AlignParams(), 64, None, progress=False)
+    calib_from = crops.select([s for s in samples if s.split != "test" or s.label])
+    check_from = crops.select([s for s in samples if s.split == "test"])
+    spec = PreprocessSpec(size=64)
+    calib, check = tt._int8_sets(calib_from, check_from, spec, seed=0)
+    info = tt._quantize("classifier", model, f32.meta, calib, check, [], [].append)
+    assert info.get("kept", True), {k: info[k] for k in ("max_abs_change_normalized", "speedup")}
+
+    test = crops.select([s for s in samples if s.split == "test"])
+    x = prepare_batch(list(test.crops), spec)
+    labels = np.array([s.label for s in test.samples])
+    assert {s.defect_type for s in test.samples if s.label} == set(line_defects)
+    p32 = f32.infer(x)
+    p8 = load_model(tmp_path / "classifier.int8.onnx").infer(x)
+    t = f32.meta.threshold
+    assert (p32[labels == 1] >= t).mean() >= 0.5, "the float model rejects these defects"
+    assert ((p8 >= t) == (p32 >= t)).all(), "int8 changed a verdict"
+    assert np.abs(f32.meta.normalized(p8) - f32.meta.normalized(p32)).max() <= 0.25
