@@ -33,7 +33,7 @@ def tiny_models(tmp_path_factory) -> Path:
     The real training code (``training.train``) on a tiny synthetic MVTec-layout set, so
     the runtime and GUI tests drive real onnxruntime sessions on real exported models.
     """
-    from station.sim.synthetic import write_mvtec_dataset
+    from station.sim import write_mvtec_dataset
     from training.autoencoder import AutoencoderOptions
     from training.train import TrainOptions, train
 
@@ -68,7 +68,7 @@ def line_models(tmp_path_factory) -> Path:
     ground truth with it. Its threshold comes from the training run's own validation
     images, never from the line test.
     """
-    from station.sim.synthetic import write_mvtec_dataset
+    from station.sim import write_mvtec_dataset
     from training.train import TrainOptions, train
 
     root = tmp_path_factory.mktemp("line_models")

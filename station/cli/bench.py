@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from station.cli.benchmarks import run_bench
-    from station.config.recipe import RecipeError, load_recipe
+    from station.config import RecipeError, load_recipe
 
     models = args.models
     if models is None:

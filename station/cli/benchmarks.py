@@ -230,7 +230,7 @@ def _bench_engine(recipe: Any, inspector: Inspector, frames: list[np.ndarray], f
     """The station's engine on ``frames`` (every frame one part), reject messages on
     ``loop://``, records on in ``records_dir``. ``block``: the camera waits for the
     inspection (throughput); else parts the engine cannot take are shed, as on a line."""
-    from station.pipeline.engine import Engine
+    from station.pipeline import Engine
 
     reject = dataclasses.replace(recipe.reject, enabled=True, port="loop://", mode="message",
                                  ack="", delay_mode="time", delay_ms=delay_ms)
@@ -407,14 +407,14 @@ def _records_summary(database: Path) -> tuple[int, dict[str, float], int]:
 
 
 def _q(values: list[float], q: float) -> float:
-    from station.pipeline.engine import percentile
+    from station.pipeline import percentile
 
     return percentile(values, q, empty=float("nan"))
 
 
 def bench_frames(n: int, size: int = 512, seed: int = 0) -> list[np.ndarray]:
     """Synthetic frames, one part each, a share of them defective."""
-    from station.sim.synthetic import DEFECT_TYPES, render_part
+    from station.sim import DEFECT_TYPES, render_part
 
     rng = np.random.default_rng(seed)
     frames = []

@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from calibration.report import CalibrationError
-    from station.config.recipe import RecipeError
+    from station.config import RecipeError
     from station.models.metadata import ModelRefused
     from station.sources.datasets import DatasetError
     from station.vision.quality import QualityError
@@ -86,14 +86,14 @@ def run(args: argparse.Namespace) -> int:
 # --- shared ---------------------------------------------------------------------------------
 
 def _load(args, check_files: bool = False):
-    from station.config.recipe import load_recipe
+    from station.config import load_recipe
 
     return load_recipe(args.recipe, check_files=check_files)
 
 
 def _write(args, changes: dict, lines: list[str]) -> None:
     """Write ``changes`` into the recipe (unless --dry-run) and note it in the report lines."""
-    from station.config.recipe import update_recipe
+    from station.config import update_recipe
 
     if args.dry_run:
         lines.append("dry run: recipe not changed; would set " + ", ".join(sorted(changes)))

@@ -83,7 +83,7 @@ def _montage(thumbs: list[np.ndarray]) -> np.ndarray:
 def _params(recipe_path: Path | None) -> tuple[LocalizeParams, AlignParams]:
     if recipe_path is None:
         return LocalizeParams(), AlignParams()
-    from station.config.recipe import load_recipe
+    from station.config import load_recipe
 
     recipe = load_recipe(recipe_path, check_files=False)
     return recipe.localize, recipe.align
@@ -98,7 +98,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from station.config.recipe import RecipeError
+    from station.config import RecipeError
     from station.sources.datasets import DatasetError, load_image, read_dataset
 
     if args.size < 8:

@@ -49,7 +49,7 @@ def ensure_demo_models(folder: Path = DEMO_MODELS, retrain: bool = False,
     from station.cli import require_torch
 
     require_torch("demo (to train its models on first run)")
-    from station.sim.synthetic import write_mvtec_dataset
+    from station.sim import write_mvtec_dataset
     from training.autoencoder import AutoencoderOptions
     from training.train import TrainOptions, train
 

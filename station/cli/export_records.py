@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from station.records.store import RecordsError, export_csv
+from station.records import RecordsError, export_csv
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ import sys
 import time
 from typing import TextIO
 
-from station.pipeline.engine import Engine, EngineStats
+from station.pipeline import Engine, EngineStats
 
 
 def format_stats(s: EngineStats) -> str:

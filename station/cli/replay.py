@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from station.cli.headless import truth_summary
-    from station.config.recipe import RecipeError, load_recipe
-    from station.pipeline.engine import Engine
+    from station.config import RecipeError, load_recipe
+    from station.pipeline import Engine
     from station.pipeline.startup import describe_startup_error, startup_errors
     from station.sources.dataset import SampleSource
     from station.sources.datasets import DatasetError, read_dataset

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
                   kiosk: bool = False, quiet: bool = False, command: str = "run") -> int:
     """Open the recipe and run it; every startup fault is one clear line and exit code 2."""
-    from station.config.recipe import RecipeError, load_recipe
+    from station.config import RecipeError, load_recipe
 
     try:
         recipe = load_recipe(recipe_path)
@@ -48,7 +48,7 @@ def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
         return run_app(recipe.path, kiosk=kiosk, seconds=seconds, command=command,
                        shown_path=recipe_path)
     from station.cli.headless import run_headless, truth_summary
-    from station.pipeline.engine import Engine
+    from station.pipeline import Engine
 
     try:
         engine = Engine(recipe)

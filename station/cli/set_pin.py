@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from station.config.recipe import pin_problem
+from station.config import pin_problem
 
 
 class PinInputError(ValueError):
@@ -51,7 +51,7 @@ def read_pin(from_stdin: bool, stdin: TextIO | None = None) -> str:
 
 def record_pin_change(recipe, who: str, had_pin: bool) -> str:
     """Record the change in the recipe's records; '' or why it could not be recorded."""
-    from station.records.store import Records, RecordsError
+    from station.records import Records, RecordsError
 
     try:
         with Records.from_recipe(recipe) as records:
@@ -64,7 +64,7 @@ def record_pin_change(recipe, who: str, had_pin: bool) -> str:
 def current_pin_hash(path: Path) -> str | None:
     """The recipe's ``engineer.pin_hash`` ('' = none), or None when only that key is
     refused (a malformed hash is what set-pin repairs); any other problem raises."""
-    from station.config.recipe import RecipeError, load_recipe
+    from station.config import RecipeError, load_recipe
 
     try:
         return load_recipe(path, check_files=False).engineer.pin_hash
@@ -75,7 +75,7 @@ def current_pin_hash(path: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from station.config.recipe import RecipeError, load_recipe, set_pin
+    from station.config import RecipeError, load_recipe, set_pin
 
     try:
         before = current_pin_hash(args.recipe)

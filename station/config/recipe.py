@@ -48,9 +48,18 @@ from typing import Any
 
 import tomlkit
 
-from station.sim.synthetic import DEFECT_TYPES
 from station.vision.align import AlignParams
 from station.vision.localize import LocalizeParams
+
+# The defect kinds the simulated camera renders (station.sim draws them; the recipe names them).
+SIMULATED_DEFECTS: tuple[str, ...] = (
+    "scratch",
+    "chipped_edge",
+    "contamination",
+    "damaged_thread",
+    "bent_tip",
+    "broken_tip",
+)
 
 
 class RecipeError(ValueError):
@@ -123,7 +132,7 @@ class SimulatedCamera:
     images: str = _opt("", "optional folder of real part photos to carry across the belt",
                        path=True, kind="dir")
     defects: tuple[str, ...] = _opt((), "defect kinds rendered on defective parts (empty = all)",
-                                    choices=DEFECT_TYPES)
+                                    choices=SIMULATED_DEFECTS)
 
 
 @dataclass(frozen=True)

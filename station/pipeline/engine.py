@@ -30,8 +30,8 @@ import numpy as np
 
 from station.decision import ERROR, REJECT
 from station.pipeline.inspector import DecisionSettings, Inspector, PartResult, PreparedPart
-from station.records.store import PartRecord, Records
-from station.reject.scheduler import RejectScheduler
+from station.records import PartRecord, Records
+from station.reject import RejectScheduler
 from station.reject.serial_link import SerialLink
 from station.sources import (
     CAMERA_LOST,
@@ -42,7 +42,7 @@ from station.sources import (
     make_source,
 )
 from station.sources.base import Frame, FrameSource
-from station.trigger.triggers import (
+from station.trigger import (
     PartCounter,
     SoftwareTrigger,
     Trigger,

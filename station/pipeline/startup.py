@@ -12,11 +12,11 @@ from typing import Any
 
 def startup_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean "the recipe or this machine is wrong", not a bug."""
-    from station.config.recipe import RecipeError
+    from station.config import RecipeError
     from station.models.inference import ProviderUnavailable
     from station.models.metadata import ModelRefused
-    from station.records.store import RecordsError
-    from station.reject.scheduler import RejectConfigError
+    from station.records import RecordsError
+    from station.reject import RejectConfigError
     from station.reject.serial_link import SerialLinkError
     from station.sources.base import SourceError
     from station.sources.datasets import DatasetError
@@ -100,10 +100,10 @@ def _records_line(file: str, recipe: Any, exc: BaseException) -> str:
 def describe_startup_error(recipe_path: Path | str, recipe: Any, exc: BaseException) -> str:
     """``<recipe file>: <key> = <value>: <reason>`` for a start-up fault (or, when no one key
     is at fault, ``<recipe file>: <reason>``). One line per problem, never a traceback."""
-    from station.config.recipe import RecipeError
+    from station.config import RecipeError
     from station.models.inference import ProviderUnavailable
     from station.models.metadata import ModelRefused
-    from station.records.store import RecordsError
+    from station.records import RecordsError
 
     file = str(recipe_path)
     folder = getattr(recipe, "folder", None)

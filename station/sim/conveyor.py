@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from station.sim.synthetic import (
+from station.sim import (
     BELT_LEVEL,
     DEFECT_TYPES,
     PartSprite,

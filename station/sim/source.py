@@ -5,7 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from station.sources.base import Frame, FrameSource, Pacer, SourceError, check_output, to_output
+from station.sources.base import (
+    Frame,
+    FrameSource,
+    Pacer,
+    SourceError,
+    check_output,
+    config_value,
+    to_output,
+)
 
 
 class SimulatedSource(FrameSource):
@@ -51,3 +59,29 @@ class SimulatedSource(FrameSource):
 
     def close(self) -> None:
         self._open = False
+
+
+def simulated_source(camera: Any, trigger: Any = None, *, paced: bool = True,
+                     output: str = "") -> SimulatedSource:
+    """The ``camera.source = "simulated"`` plugin (entry point ``station.sources``): the
+    recipe's ``[camera.simulated]`` table and the trigger's travel direction."""
+    sim = config_value(camera, "simulated", None)
+    kwargs: dict[str, Any] = {}
+    for key in ("width", "height", "fps", "speed_px_s", "pitch_px", "defect_rate", "seed",
+                "color"):
+        value = config_value(sim, key, None)
+        if value is not None:
+            kwargs[key] = value
+    defects = config_value(sim, "defects", None)
+    if defects:
+        kwargs["defects"] = tuple(defects)
+    images = config_value(sim, "images", None)
+    if images:
+        kwargs["part_images"] = images
+    direction = config_value(trigger, "direction", None)
+    if direction:
+        if direction not in ("left_to_right", "right_to_left"):
+            raise SourceError(f"trigger.direction {direction!r}: the simulated conveyor runs "
+                              "left_to_right or right_to_left")
+        kwargs["direction"] = direction
+    return SimulatedSource(paced=paced, output=output, **kwargs)

@@ -31,14 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-DEFECT_TYPES: tuple[str, ...] = (
-    "scratch",
-    "chipped_edge",
-    "contamination",
-    "damaged_thread",
-    "bent_tip",
-    "broken_tip",
-)
+from station.config import SIMULATED_DEFECTS as DEFECT_TYPES  # the recipe names them
 
 MASK_LEVEL = 2.0
 """Grey levels (0-255 scale) a noise-free pixel must change by to count as defective."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import Any
 
-from station.sim.source import SimulatedSource
 from station.sources.acquisition import (
     CAMERA_LOST,
     CAMERA_RESTORED,
@@ -45,15 +46,34 @@ __all__ = [
     "FrameSource",
     "GenICamSource",
     "OpenCVCameraSource",
-    "SimulatedSource",
     "SkippedImage",
     "SourceError",
     "SourceInfo",
     "VideoFileSource",
     "make_source",
+    "register_source",
 ]
 
 SOURCE_KINDS = ("simulated", "opencv", "video", "folder", "genicam")
+
+# A source the runtime does not carry itself (the simulated conveyor lives in station.sim, which
+# the runtime never imports) is a plugin: a callable (camera, trigger, *, paced, output) ->
+# FrameSource, registered under the entry-point group "station.sources" or with register_source.
+PluginSource = Callable[..., FrameSource]
+_PLUGINS: dict[str, PluginSource] = {}
+
+
+def register_source(kind: str, factory: PluginSource) -> None:
+    """Make ``camera.source = kind`` build its frames with ``factory``."""
+    _PLUGINS[kind] = factory
+
+
+def _plugin_source(kind: str) -> PluginSource | None:
+    if kind not in _PLUGINS:
+        for point in entry_points(group="station.sources", name=kind):
+            _PLUGINS[kind] = point.load()
+            break
+    return _PLUGINS.get(kind)
 
 
 def make_source(camera: Any, trigger: Any = None, *, paced: bool = True) -> FrameSource:
@@ -68,29 +88,9 @@ def make_source(camera: Any, trigger: Any = None, *, paced: bool = True) -> Fram
     fps = float(_get(camera, "fps", 0.0) or 0.0)
     loop = bool(_get(camera, "loop", False))
     output = check_output(str(_get(camera, "pixel_format", "")))
-    if kind == "simulated":
-        sim = _get(camera, "simulated", None)
-        kwargs: dict[str, Any] = {}
-        for key in ("width", "height", "fps", "speed_px_s", "pitch_px", "defect_rate", "seed",
-                    "color"):
-            value = _get(sim, key, None)
-            if value is not None:
-                kwargs[key] = value
-        defects = _get(sim, "defects", None)
-        if defects:
-            kwargs["defects"] = tuple(defects)
-        images = _get(sim, "images", None)
-        if images:
-            kwargs["part_images"] = images
-        direction = _get(trigger, "direction", None)
-        if direction:
-            if direction not in ("left_to_right", "right_to_left"):
-                raise SourceError(
-                    f"trigger.direction {direction!r}: the simulated conveyor runs "
-                    "left_to_right or right_to_left"
-                )
-            kwargs["direction"] = direction
-        return SimulatedSource(paced=paced, output=output, **kwargs)
+    plugin = _plugin_source(kind)
+    if plugin is not None:
+        return plugin(camera, trigger, paced=paced, output=output)
     if kind == "opencv":
         return OpenCVCameraSource(device, backend=str(_get(camera, "backend", "any") or "any"),
                                   **_camera_settings(camera, fps, output))

@@ -23,7 +23,7 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from station.config.recipe import RecipeError, load_recipe
+    from station.config import RecipeError, load_recipe
     from station.pipeline.startup import describe_startup_error, startup_errors
     from station.ui.main_window import MainWindow, make_engine
 

@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.config.recipe import (
+from station.config import (
     MIN_PIN_LENGTH,
     RecipeError,
     check_pin,

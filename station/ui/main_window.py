@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.config.recipe import (
+from station.config import (
     hash_pin,
     list_recipes,
     load_recipe,
@@ -102,7 +102,7 @@ class EngineerKey(QObject):
 
 def make_engine(recipe: Any, inspector: Any = None) -> Any:
     """The engine for ``recipe``; its models are loaded (and refused, if need be) first."""
-    from station.pipeline.engine import Engine
+    from station.pipeline import Engine
     from station.pipeline.inspector import Inspector
 
     return Engine(recipe, inspector=inspector or Inspector.from_recipe(recipe))

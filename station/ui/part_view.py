@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.pipeline.engine import heatmap_overlay
+from station.pipeline import heatmap_overlay
 from station.ui import theme
 from station.ui.imaging import to_qimage
 

@@ -17,7 +17,7 @@ import pytest
 from calibration.camera import calibrate_camera, parse_pattern
 from calibration.report import CalibrationError
 from station.cli import main
-from station.config.recipe import load_recipe
+from station.config import load_recipe
 from station.vision.undistort import Undistorter, UndistortError
 
 W, H = 640, 480

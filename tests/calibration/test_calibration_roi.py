@@ -11,8 +11,8 @@ import pytest
 from calibration.report import CalibrationError
 from calibration.roi import parse_roi, propose_roi
 from station.cli import main
-from station.config.recipe import load_recipe
-from station.sim.synthetic import PartPose, render_part
+from station.config import load_recipe
+from station.sim import PartPose, render_part
 
 FRAME = (240, 360)  # h, w
 

@@ -16,7 +16,7 @@ import pytest
 from calibration.report import CalibrationError
 from calibration.scale import scale_from_checkerboard, scale_from_circle
 from station.cli import main
-from station.config.recipe import load_recipe
+from station.config import load_recipe
 
 SS = 8
 H, W = 300, 400

@@ -26,7 +26,7 @@ from calibration.threshold import (
     propose_threshold,
 )
 from station.cli import main
-from station.config.recipe import load_recipe
+from station.config import load_recipe
 
 
 def normal_sf(x: float) -> float:
@@ -147,7 +147,7 @@ def tiny_model(path: Path, kind: str, threshold: float) -> Path:
 
 
 def write_parts(folder: Path, n: int, seed: int, defect: str | None = None) -> None:
-    from station.sim.synthetic import render_part
+    from station.sim import render_part
 
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -157,7 +157,7 @@ def write_parts(folder: Path, n: int, seed: int, defect: str | None = None) -> N
 
 
 def test_threshold_step_end_to_end_with_a_real_onnx_model(tmp_path: Path, capsys):
-    from station.sim.synthetic import DEFECT_TYPES
+    from station.sim import DEFECT_TYPES
 
     ae_threshold, cls_threshold = 0.5, 0.8
     tiny_model(tmp_path / "ae.onnx", "autoencoder", ae_threshold)

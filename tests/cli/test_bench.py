@@ -34,7 +34,7 @@ def _meta(kind: str, threshold: float, architecture: dict) -> ModelMetadata:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    from station.sim.synthetic import render_part
+    from station.sim import render_part
     from station.vision.preprocess import crop_for_model
     from training.quantize import quantize_static
 

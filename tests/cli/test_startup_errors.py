@@ -21,7 +21,7 @@ import onnxruntime as ort
 import pytest
 
 from station.cli import OneLineFormatter, report_error
-from station.config.recipe import RecipeError, load_recipe
+from station.config import RecipeError, load_recipe
 from station.models.metadata import ModelRefused
 from station.pipeline.inspector import Inspector
 from tests.ui.test_gui import _tiny_models, write_recipe
@@ -37,7 +37,7 @@ def assets(tmp_path_factory) -> Path:
     import cv2
     import numpy as np
 
-    from station.sim.synthetic import render_part
+    from station.sim import render_part
 
     folder = tmp_path_factory.mktemp("startup_assets")
     _tiny_models(folder)

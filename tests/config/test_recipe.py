@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tomlkit
 
-from station.config.recipe import (
+from station.config import (
     Recipe,
     RecipeError,
     check_pin,

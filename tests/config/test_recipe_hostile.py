@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from station.config.recipe import (
+from station.config import (
     PIN_ITERATIONS,
     PIN_MAX_ITERATIONS,
     PIN_MIN_ITERATIONS,
@@ -28,7 +28,7 @@ from station.config.recipe import (
 )
 from station.sources.base import SourceError
 from station.sources.genicam import GenICamSource, bundled_producer, producer_problem
-from station.trigger.triggers import make_trigger
+from station.trigger import make_trigger
 from station.vision.undistort import Undistorter, UndistortError
 
 REPO = Path(__file__).resolve().parents[2]

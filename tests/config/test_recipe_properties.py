@@ -25,7 +25,7 @@ import tomlkit  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from station.config.recipe import (  # noqa: E402
+from station.config import (  # noqa: E402
     Recipe,
     RecipeError,
     field_info,

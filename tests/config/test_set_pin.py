@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from station.config.recipe import check_pin, load_recipe
+from station.config import check_pin, load_recipe
 
 pytestmark = pytest.mark.timeout(120)
 

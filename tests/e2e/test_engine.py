@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 import pytest
 
-from station.config.recipe import load_recipe
+from station.config import load_recipe
 from station.models.metadata import ModelRefused
-from station.pipeline.engine import ALARM_CAMERA, ALARM_SERIAL, Engine
-from station.sim.synthetic import render_part
+from station.pipeline import ALARM_CAMERA, ALARM_SERIAL, Engine
+from station.sim import render_part
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -347,7 +347,7 @@ def test_killed_process_leaves_complete_records(tiny_models: Path, tmp_path: Pat
 
 
 def test_replay_reports_verdicts_against_labels(tiny_models: Path, tmp_path: Path) -> None:
-    from station.sim.synthetic import write_mvtec_dataset
+    from station.sim import write_mvtec_dataset
 
     data = write_mvtec_dataset(tmp_path / "set", n_train_good=2, n_test_good=4,
                                n_test_per_defect=1, size=160, seed=5)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from station.config.recipe import load_recipe
-from station.pipeline.engine import ALARM_OVERLOAD, ALARM_SERIAL, ALARM_TRIGGER, Engine, _RowFeeder
-from station.records.store import PartRecord, Records
+from station.config import load_recipe
+from station.pipeline import ALARM_OVERLOAD, ALARM_SERIAL, ALARM_TRIGGER, Engine, _RowFeeder
+from station.records import PartRecord, Records
 from tests.e2e.test_engine import PlcPeer, part_frames, wait_for, write_recipe
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from station.cli import main as station_main
-from station.records.store import PartRecord, Records, RecordsError
+from station.records import PartRecord, Records, RecordsError
 
 
 def noise(seed: int, size: int = 48) -> np.ndarray:
@@ -145,7 +145,7 @@ def test_a_full_disk_loses_no_row_and_raises_one_alarm(tmp_path: Path):
 WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np
-    from station.records.store import PartRecord, Records
+    from station.records import PartRecord, Records
     rec = Records(sys.argv[1], sys.argv[2], 50, pass_sample_rate=1.0)
     img = np.full((24, 24), 128, np.uint8)
     i = 0
@@ -234,7 +234,7 @@ def test_bad_settings_are_refused(tmp_path: Path):
 
 
 def test_built_from_a_recipe_file(tmp_path: Path):
-    from station.config.recipe import load_recipe
+    from station.config import load_recipe
 
     recipe_path = tmp_path / "screw.toml"
     recipe_path.write_text('[product]\nname = "screw"\n\n[records]\ndatabase = "rec/db.sqlite"\n'

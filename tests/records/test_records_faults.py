@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from station.cli import main as station_main
-from station.records.store import PartRecord, Records, RecordsError
+from station.records import PartRecord, Records, RecordsError
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -39,7 +39,7 @@ def run_child(script: str, *args: str, timeout: float = 60) -> dict:
 DISK_REFUSES = """
     import json, resource, signal, sys
     import numpy as np
-    from station.records.store import PartRecord, Records
+    from station.records import PartRecord, Records
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
     root = sys.argv[1]
     heard = []
@@ -96,7 +96,7 @@ def test_a_disk_that_refuses_writes_loses_no_row(tmp_path: Path):
 TINY_DISK = """
     import json, sys
     import numpy as np
-    from station.records.store import PartRecord, Records
+    from station.records import PartRecord, Records
     root = sys.argv[1]
     heard = []
     rec = Records(f"{root}/station.sqlite", f"{root}/images", 50, pass_sample_rate=1.0,
@@ -155,7 +155,7 @@ def test_the_free_space_reserve_comes_before_images(tmp_path: Path):
 
 SECOND_STATION = """
     import json, sys
-    from station.records.store import Records, RecordsError
+    from station.records import Records, RecordsError
     try:
         Records(sys.argv[1], sys.argv[2], 10)
         print(json.dumps({"opened": True}))

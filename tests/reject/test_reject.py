@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from station.reject.scheduler import RejectConfigError, RejectScheduler, RejectSettings
+from station.reject import RejectConfigError, RejectScheduler, RejectSettings
 from station.reject.serial_link import SerialLink, SerialLinkError
 from tests.reject.test_serial_link import PlcPeer, wait_for
 
@@ -225,7 +225,7 @@ def test_close_lets_parts_on_the_belt_get_their_action(loop_link):
 
 
 def test_built_from_a_recipe_file(tmp_path):
-    from station.config.recipe import load_recipe
+    from station.config import load_recipe
 
     peer = PlcPeer(ack_template="OK {part_id}\n")
     recipe_path = tmp_path / "screw.toml"

@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+from station.sim import PartPose, render_part
 from station.sim.conveyor import (
     SimulatedConveyor,
     list_part_photos,
     segment_part_photo,
 )
-from station.sim.synthetic import PartPose, render_part
 
 W, H, FPS, SPEED, PITCH = 320, 240, 30.0, 240.0, 200.0
 

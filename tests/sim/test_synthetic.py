@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from station.sim.synthetic import (
+from station.sim import (
     DEFECT_TYPES,
     PartPose,
     render_part,

@@ -268,7 +268,7 @@ def test_bad_image_names_the_file_and_the_reason(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_station_replay_lists_a_bad_image_and_finishes(tiny_models: Path, tmp_path: Path):
-    from station.sim.synthetic import write_mvtec_dataset
+    from station.sim import write_mvtec_dataset
 
     data = write_mvtec_dataset(tmp_path / "set", n_train_good=2, n_test_good=3,
                                n_test_per_defect=1, size=160, seed=5)
@@ -302,7 +302,7 @@ def test_station_run_on_a_folder_with_a_bad_image_inspects_each_part_once_and_en
     'inspect' thousands of parts and never end."""
     import sqlite3
 
-    from station.sim.synthetic import render_part
+    from station.sim import render_part
 
     frames = tmp_path / "frames"
     frames.mkdir()

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from station.sim.source import SimulatedSource
 from station.sources import (
     CAMERA_LOST,
     CAMERA_RESTORED,
@@ -18,7 +19,6 @@ from station.sources import (
     EndOfStream,
     FolderSource,
     OpenCVCameraSource,
-    SimulatedSource,
     SourceError,
     VideoFileSource,
     make_source,
@@ -153,7 +153,7 @@ def test_opencv_camera_reports_settings_the_driver_refused(tmp_path):
 
 
 def test_make_source_from_recipe_section(tmp_path):
-    from station.config.recipe import CameraSection
+    from station.config import CameraSection
 
     path = write_video(tmp_path / "v.avi", n=3)
     source = make_source(CameraSection(source="video", device=str(path), loop=False,

@@ -10,7 +10,7 @@ import torch
 
 from station.models.inference import load_model
 from station.models.metadata import ModelMetadata
-from station.sim.synthetic import write_mvtec_dataset
+from station.sim import write_mvtec_dataset
 from station.sources.datasets import read_dataset
 from station.vision.align import AlignParams
 from station.vision.localize import LocalizeParams

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from station.sim.synthetic import DEFECT_TYPES, render_part
+from station.sim import DEFECT_TYPES, render_part
 from station.vision.align import find_and_align
 from station.vision.preprocess import PreprocessSpec, prepare_batch
 from training.classifier import (

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from station.sim.synthetic import DEFECT_TYPES, render_part
+from station.sim import DEFECT_TYPES, render_part
 from station.vision.align import find_and_align
 from station.vision.preprocess import PreprocessSpec, prepare_batch
 from training.quantize import QUANTIZATION_TAG, QuantizationError, quantize_static

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from station.sim.synthetic import render_part
+from station.sim import render_part
 from station.vision.align import find_and_align
 from training.synth_defects import KINDS, part_mask, synthesize
 

@@ -12,7 +12,7 @@ import pytest
 
 from station.cli import main
 from station.models.inference import load_model
-from station.sim.synthetic import write_mvtec_dataset
+from station.sim import write_mvtec_dataset
 from training.metrics import aupro, average_precision, binary_stats, roc_auc, roc_curve
 
 KEYS = ("image_auroc", "aupr", "f1", "f2", "precision", "recall", "accuracy")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from station.sources import Acquisition, FolderSource, Frame
-from station.trigger.triggers import (
+from station.trigger import (
     FreeRunTrigger,
     HardwareTrigger,
     PartCounter,
@@ -37,8 +37,8 @@ def write_folder(folder: Path, n: int) -> Path:
 def run_conveyor(direction: str, length_fraction_per_frame: float, parts: int, color: bool):
     """Feed ``parts`` parts' worth of conveyor frames to a free-run trigger; return the
     source, the events, the frame count and the line position (frame x)."""
-    from station.config.recipe import TriggerSection
-    from station.sources import SimulatedSource
+    from station.config import TriggerSection
+    from station.sim.source import SimulatedSource
     from station.vision.localize import LocalizeParams
 
     fps, length, pitch = 30.0, 90.0, 140.0
@@ -208,7 +208,7 @@ def test_serial_trigger_takes_the_frame_closest_to_the_pulse(tmp_path):
 
 
 def test_make_trigger_from_recipe_sections():
-    from station.config.recipe import TriggerSection
+    from station.config import TriggerSection
     from station.vision.localize import LocalizeParams
 
     trigger = make_trigger(

@@ -14,7 +14,7 @@ from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtGui import QKeyEvent
 from PySide6.QtWidgets import QApplication, QComboBox
 
-from station.config.recipe import hash_pin, load_recipe
+from station.config import hash_pin, load_recipe
 from station.ui.engineer import LOOP_PORT, FieldEditor, PinGuard, serial_port_choices
 from tests.ui.test_gui import activate, assets, make_window, write_recipe  # noqa: F401
 

@@ -19,7 +19,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 from pytestqt.exceptions import TimeoutError  # noqa: A004 (pytest-qt's own)
 
-from station.config.recipe import check_pin, hash_pin, list_recipes, load_recipe
+from station.config import check_pin, hash_pin, list_recipes, load_recipe
 from station.ui.main_window import MainWindow, make_engine
 
 pytestmark = pytest.mark.timeout(60)
@@ -72,7 +72,7 @@ def _tiny_models(folder: Path) -> None:
 @pytest.fixture(scope="session")
 def assets(tmp_path_factory) -> Path:
     """Models and a folder of rendered parts, made once for the module."""
-    from station.sim.synthetic import render_part
+    from station.sim import render_part
 
     root = tmp_path_factory.mktemp("gui_assets")
     _tiny_models(root)

@@ -11,7 +11,7 @@ import pytest
 
 from calibration.check import build_reference
 from station.cli import main
-from station.config.recipe import load_recipe
+from station.config import load_recipe
 from station.vision.quality import (
     QualityError,
     QualityLimits,
