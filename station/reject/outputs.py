@@ -21,7 +21,7 @@ import serial
 from station.reject.messages import AckBook, LinkStats, OutputJob, SendResult, as_bytes, finish
 from station.reject.modem import NO_MODEM_LINES, check_pulse, lacks_modem_lines
 
-log = logging.getLogger("station.reject.serial_link")
+log = logging.getLogger(__name__)
 
 
 class LinkOutputs:

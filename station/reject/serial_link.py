@@ -265,7 +265,8 @@ class SerialLink(LinkOutputs):
             port = self._port
         self._set_state("disconnected", f"serial link lost on {self.port}: {reason}")
         try:
-            port.cancel_read()
+            if port is not None:
+                port.cancel_read()
         except Exception:  # the port may already be half-gone; the reader notices anyway
             pass
 

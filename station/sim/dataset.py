@@ -53,8 +53,8 @@ def write_mvtec_dataset(
                 f"write_mvtec_dataset: {existing[0]} already exists; "
                 "pass overwrite=True to replace the data set"
             )
-        for d in existing:
-            shutil.rmtree(d)
+        for folder in existing:
+            shutil.rmtree(folder)
     shape = (int(size), int(size))
 
     def write(rel: str, defect: str | None) -> None:

@@ -62,7 +62,7 @@ def _axis_band(
 
 def _silhouette(
     app: Appearance, length: float, u: np.ndarray, v: np.ndarray, defect: _DefectParams | None,
-) -> tuple[np.ndarray, ...]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Coverage of the threaded body, and what the shading needs of the thread.
 
     Returns ``alpha, r_body, tw, phase, ridge, dmg`` (``dmg`` None unless the thread is damaged).
@@ -87,7 +87,8 @@ def _silhouette(
 
 def _shading(
     app: Appearance, length: float, angle_deg: float, un: np.ndarray, v: np.ndarray,
-    thread: tuple[np.ndarray, ...], grain: np.ndarray,
+    thread: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None],
+    grain: np.ndarray,
 ) -> np.ndarray:
     """A metal cylinder with a highlight band, thread bands and a brighter conical head."""
     r_body, tw, phase, ridge, dmg = thread
@@ -147,8 +148,9 @@ def _layers(
     p = defect.values if defect else {}
     sel, u, v = _axis_band(app, length, angle_deg, (cx, cy), grid, defect)
     un = u * np.float32(1.0 / length)
-    alpha, r_body, *thread = _silhouette(app, length, u, v, defect)
-    shade = _shading(app, length, angle_deg, un, v, (r_body, *thread), grain.ravel()[sel])
+    alpha, r_body, tw, phase, ridge, dmg = _silhouette(app, length, u, v, defect)
+    shade = _shading(app, length, angle_deg, un, v, (r_body, tw, phase, ridge, dmg),
+                     grain.ravel()[sel])
     if kind == "scratch":
         scratch(shade, un, v, r_body, p, length)
     if kind == "chipped_edge":

@@ -203,7 +203,7 @@ def _lookup(table: np.ndarray, un: np.ndarray) -> np.ndarray:
 
 def _radius_at(app: Appearance, row: int, un: float) -> float:
     """One table value (0 core, 1 crest, 2 body) at a normalized position, as a fraction."""
-    return float(_lookup(_profile(app), np.float32([un]))[row, 0])
+    return float(_lookup(_profile(app), np.array([un], dtype=np.float32))[row, 0])
 
 
 def part_extent(app: Appearance, length: float, angle_deg: float) -> tuple[float, float]:

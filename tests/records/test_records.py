@@ -276,3 +276,15 @@ def test_submit_never_waits_on_a_stalled_disk(tmp_path: Path):
         assert rec.dropped == 6 - n and len(heard) == 1 and "writer behind" in heard[0]
         assert rec.counts()["inspected"] == n  # every accepted part was written after all
         assert rec.submit(part(9))  # caught up: accepted again
+
+
+def test_the_recipe_section_is_the_one_schema_of_records(tmp_path: Path, monkeypatch):
+    from station.config import RecordsSection
+
+    monkeypatch.chdir(tmp_path)
+    with Records.from_section(RecordsSection()) as rec:  # the recipe's defaults, nothing else
+        assert rec.database_path == Path("records/records.sqlite")
+        assert rec.images_dir == Path("records/images")
+        assert rec.disk_budget_bytes == 2000 * 1024 * 1024
+        assert rec.min_free_bytes == 100 * 1024 * 1024
+    assert (tmp_path / "records" / "records.sqlite").is_file()

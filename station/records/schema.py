@@ -1,0 +1,136 @@
+"""The records database: its tables, and opening it (WAL, checked path) with one-line errors."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from station.records.rows import RecordsError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS parts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    part_id TEXT NOT NULL,
+    time_iso TEXT NOT NULL,
+    time_epoch REAL NOT NULL,
+    recipe TEXT NOT NULL DEFAULT '',
+    model_versions TEXT NOT NULL DEFAULT '{}',
+    ae_score_raw REAL,
+    ae_score REAL,
+    cls_score_raw REAL,
+    cls_score REAL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('PASS', 'REJECT', 'ERROR')),
+    reasons TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    latency_ms REAL,
+    reject_sent INTEGER,
+    reject_action TEXT,
+    reject_reason TEXT,
+    reject_timing_ms REAL
+);
+CREATE INDEX IF NOT EXISTS parts_part_id ON parts (part_id);
+CREATE INDEX IF NOT EXISTS parts_time ON parts (time_epoch);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    part_row INTEGER NOT NULL REFERENCES parts (id),
+    kind TEXT NOT NULL,
+    path TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    verdict TEXT NOT NULL,
+    time_epoch REAL NOT NULL,
+    deleted_at REAL
+);
+CREATE INDEX IF NOT EXISTS images_live ON images (deleted_at, verdict, id);
+CREATE TABLE IF NOT EXISTS alarms (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_iso TEXT NOT NULL,
+    time_epoch REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    acknowledged_at TEXT,
+    acknowledged_by TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_iso TEXT NOT NULL,
+    time_epoch REAL NOT NULL,
+    who TEXT NOT NULL,
+    key TEXT NOT NULL,
+    old TEXT,
+    new TEXT
+);
+"""
+
+PART_COLUMNS = (
+    "part_id", "time_iso", "time_epoch", "recipe", "model_versions", "ae_score_raw", "ae_score",
+    "cls_score_raw", "cls_score", "verdict", "reasons", "error", "latency_ms", "reject_sent",
+    "reject_action", "reject_reason", "reject_timing_ms",
+)
+
+
+_PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+
+
+def check_database_path(database: str | Path) -> Path:
+    """Make sure the database's folder exists and can hold it; RecordsError saying why not.
+
+    SQLite itself only says "unable to open database file"; this names the path and the
+    reason (a folder, a pseudo-filesystem, a folder that cannot be created or written).
+    """
+    path = Path(database)
+    where = f"records database {path}"
+    try:
+        is_dir, resolved = path.is_dir(), path.resolve()
+    except OSError as exc:  # e.g. a folder on the way that this user may not enter
+        raise RecordsError(f"{where}: {exc.strerror or exc}") from None
+    if is_dir:
+        raise RecordsError(f"{where}: is a folder; expected a file such as "
+                           f"{path / 'station.sqlite'}")
+    for root in _PSEUDO_FILESYSTEMS:
+        if resolved.is_relative_to(root):
+            raise RecordsError(f"{where}: {root} is a system pseudo-filesystem, not a disk; "
+                               "expected a path on a disk")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RecordsError(f"{where}: cannot create its folder {path.parent}: "
+                           f"{exc.strerror or exc}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise RecordsError(f"{where}: folder {path.parent} is not writable")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise RecordsError(f"{where}: file is not readable and writable")
+    return path
+
+
+def connect(database: str | Path, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """Open (creating if needed) a records database in WAL mode with the schema."""
+    path = check_database_path(database)
+    try:
+        conn = sqlite3.connect(str(path), timeout=10.0, check_same_thread=False,
+                               isolation_level=None)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(SCHEMA)
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise RecordsError(f"records database {path}: cannot open: {exc}") from exc
+    if str(mode).lower() != "wal":
+        raise RecordsError(f"records database {path}: WAL mode refused (journal_mode={mode})")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """End a failed transaction, if one is open; a rollback that fails leaves nothing to undo."""
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the WAL into the database and truncate it, giving its disk space back."""
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
