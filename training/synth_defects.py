@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from station.vision.gray import to_gray
+
 KINDS: tuple[str, ...] = ("cutpaste", "scratch", "blob", "dent")
 MIN_CHANGE = 12.0  # mean |change| (gray levels) inside the mask for a defect to count as visible
 
@@ -35,16 +37,6 @@ class SynthDefect:
     image: np.ndarray
     mask: np.ndarray
     kind: str
-
-
-def _gray(crop: np.ndarray) -> np.ndarray:
-    if crop.ndim == 2:
-        return crop
-    if crop.ndim == 3 and crop.shape[2] == 1:
-        return crop[:, :, 0]
-    if crop.ndim == 3 and crop.shape[2] == 3:
-        return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    raise ValueError(f"expected a gray (H, W) or colour (H, W, 3) crop, got shape {crop.shape}")
 
 
 def _check_crop(crop: np.ndarray) -> None:
@@ -60,7 +52,7 @@ def part_mask(crop: np.ndarray) -> np.ndarray:
     Falls back to a central ellipse when no plausible part is found (a blank crop), so the
     generators always have somewhere to put a defect.
     """
-    gray = cv2.GaussianBlur(_gray(crop), (5, 5), 0)
+    gray = cv2.GaussianBlur(to_gray(crop), (5, 5), 0)
     h, w = gray.shape
     thr, _ = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]]).astype(np.float64)
@@ -165,7 +157,7 @@ def _scratch(rng, crop, part, donor):
                   cv2.LINE_AA, shift=4)
     alpha = cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (0, 0), 0.5)
     alpha *= cv2.dilate(part.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
-    gray = _gray(crop).astype(np.float32)
+    gray = to_gray(crop).astype(np.float32)
     level = float(np.median(gray[part])) if part.any() else float(gray.mean())
     target = np.clip(level + rng.choice([-1.0, 1.0]) * rng.uniform(60, 120), 0, 255)
     layer = np.full((h, w), target, np.float32)
@@ -180,7 +172,7 @@ def _blob(rng, crop, part, donor):
     cx, cy = _pick(rng, part, int(max(rx, ry)) + 1)
     alpha = _soft_shape(rng, (h, w), cx, cy, rx, ry)
     alpha *= cv2.GaussianBlur(part.astype(np.float32), (0, 0), 1.0)
-    gray = _gray(crop).astype(np.float32)
+    gray = to_gray(crop).astype(np.float32)
     grain = rng.uniform(0.5, 3.0)
     noise = cv2.GaussianBlur(rng.normal(size=(h, w)).astype(np.float32), (0, 0), grain)
     noise /= noise.std() + 1e-6
@@ -195,7 +187,7 @@ def _dent(rng, crop, part, donor):
     r = rng.uniform(0.02, 0.06) * side
     cx, cy = _pick(rng, _edge(part), int(r) + 1)
     region = _soft_shape(rng, (h, w), cx, cy, r, r * rng.uniform(0.6, 1.4))
-    gray = _gray(crop).astype(np.float32)
+    gray = to_gray(crop).astype(np.float32)
     bg = float(np.median(gray[~part])) if (~part).any() else 255.0
     fg = float(np.median(gray[part])) if part.any() else 0.0
     mode = rng.choice(["dent", "bulge", "smear"])

@@ -12,12 +12,14 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from station.vision.align import AlignParams, align
-from station.vision.localize import LocalizeParams, localize
+from station.vision.gray import to_gray, to_uint8
+from station.vision.localize import Localization, LocalizeParams, localize
 
 THUMB = 96
 
@@ -55,10 +57,6 @@ class _Spread:
         return float(np.sqrt(var).mean())
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-
-
 def _thumb(image: np.ndarray, label: str, failed: bool) -> np.ndarray:
     t = cv2.resize(image, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
     t = cv2.cvtColor(t, cv2.COLOR_GRAY2BGR) if t.ndim == 2 else t.copy()
@@ -89,103 +87,125 @@ def _params(recipe_path: Path | None) -> tuple[LocalizeParams, AlignParams]:
     return recipe.localize, recipe.align
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    from station.vision.align import to_uint8
+class _Tally:
+    """What ``station crops`` learns over the data set, for the montage and the summary."""
 
-    return to_uint8(image)
+    def __init__(self) -> None:
+        self.aligned, self.unaligned = _Spread(), _Spread()
+        self.thumbs: list[np.ndarray] = []
+        self.failures: list[str] = []
+        self.statuses: dict[str, int] = {}
+        self.lengths: list[float] = []
+
+    def count(self, status: str) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+def _location(loc: Localization) -> dict[str, Any]:
+    """The crops.jsonl fields of one localization (rounded for a readable log)."""
+    return {
+        "found": loc.ok,
+        "status": loc.status,
+        "angle": None if loc.angle_deg is None else round(loc.angle_deg, 3),
+        "box": None if loc.box is None else list(loc.box),
+        "center": None if loc.center is None else [round(v, 2) for v in loc.center],
+        "length": None if loc.length_px is None else round(loc.length_px, 2),
+        "width": None if loc.width_px is None else round(loc.width_px, 2),
+        "head_ratio": None if loc.head_ratio is None else round(loc.head_ratio, 3),
+        "message": loc.message,
+    }
+
+
+def _one(sample: Any, rel: Path, out: Path, size: int, params: tuple[LocalizeParams, AlignParams],
+         tally: _Tally) -> dict[str, Any] | None:
+    """Localize, align and write one sample's crop; its log record (None = cannot write)."""
+    from station.sources.datasets import DatasetError, load_image
+
+    record: dict[str, Any] = {"file": rel.as_posix(), "label": sample.label,
+                              "defect_type": sample.defect_type}
+    try:
+        image = load_image(sample.path)
+    except DatasetError as exc:
+        record.update(found=False, status="unreadable", message=str(exc))
+        tally.failures.append(f"{sample.path}: {exc}")
+        tally.count("unreadable")
+        return record
+    loc = localize(image, params[0])
+    tally.count(loc.status)
+    record.update(_location(loc))
+    if not loc.ok:
+        tally.failures.append(f"{sample.path}: {loc.status}: {loc.message}")
+        tally.thumbs.append(_thumb(to_uint8(image), f"{loc.status}", failed=True))
+        return record
+    crop = align(image, loc, params[1], size).crop
+    dest = (out / rel).with_suffix(".png")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(dest), crop):
+        print(f"station crops: cannot write {dest}", file=sys.stderr)
+        return None
+    record["crop"] = dest.relative_to(out).as_posix()
+    tally.lengths.append(float(loc.length_px or 0.0))
+    tally.thumbs.append(_thumb(crop, sample.defect_type, failed=False))
+    if sample.label == 0:
+        tally.aligned.add(to_gray(crop))
+        tally.unaligned.add(cv2.resize(to_gray(image), (size, size), interpolation=cv2.INTER_AREA))
+    return record
+
+
+def _summary(args: argparse.Namespace, samples: Any, out: Path, tally: _Tally) -> int:
+    """Print what was found; 1 when some image gave no crop."""
+    total = len(samples)
+    print(f"{total} images from {args.data} ({samples.layout} layout) -> {out}")
+    print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.statuses.items())))
+    if tally.lengths:
+        q = np.percentile(tally.lengths, [0, 50, 100])
+        print(f"part length (px): min {q[0]:.0f}, median {q[1]:.0f}, max {q[2]:.0f}")
+    a, u = tally.aligned.value(), tally.unaligned.value()
+    if a is not None and u is not None:
+        print(
+            f"per-pixel spread over {tally.aligned.n} good images (mean std, 8-bit gray): "
+            f"aligned crops {a:.1f}, unaligned (whole image resized) {u:.1f}"
+        )
+    print(f"montage: {out / 'montage.png'}; log: {out / 'crops.jsonl'}")
+    if tally.failures:
+        print(f"no part found in {len(tally.failures)} of {total} images:", file=sys.stderr)
+        for line in tally.failures:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from station.config import RecipeError
-    from station.sources.datasets import DatasetError, load_image, read_dataset
+    from station.sources.datasets import DatasetError, read_dataset
 
     if args.size < 8:
         print(f"station crops: --size {args.size}: expected at least 8 px", file=sys.stderr)
         return 2
     try:
-        lparams, aparams = _params(args.recipe)
+        params = _params(args.recipe)
         samples = read_dataset(args.data, strict=False)
     except (RecipeError, DatasetError) as exc:
         print(f"station crops: {exc}", file=sys.stderr)
         return 2
     for warning in samples.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    root = samples.root
+    root = samples.root.resolve()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    size = int(args.size)
-    aligned_spread, unaligned_spread = _Spread(), _Spread()
-    thumbs: list[np.ndarray] = []
-    failures: list[str] = []
-    statuses: dict[str, int] = {}
-    lengths: list[float] = []
+    tally = _Tally()
     with open(out / "crops.jsonl", "w", encoding="utf-8") as log:
         for sample in tqdm(samples, desc="crops", unit="img", file=sys.stderr, disable=args.no_progress):
             try:
-                rel = sample.path.resolve().relative_to(root.resolve())
+                rel = sample.path.resolve().relative_to(root)
             except ValueError:
                 rel = Path(sample.path.name)
-            record: dict = {"file": rel.as_posix(), "label": sample.label, "defect_type": sample.defect_type}
-            try:
-                image = load_image(sample.path)
-            except DatasetError as exc:
-                record.update(found=False, status="unreadable", message=str(exc))
-                failures.append(f"{sample.path}: {exc}")
-                statuses["unreadable"] = statuses.get("unreadable", 0) + 1
-                log.write(json.dumps(record) + "\n")
-                continue
-            loc = localize(image, lparams)
-            statuses[loc.status] = statuses.get(loc.status, 0) + 1
-            record.update(
-                found=loc.ok,
-                status=loc.status,
-                angle=None if loc.angle_deg is None else round(loc.angle_deg, 3),
-                box=None if loc.box is None else list(loc.box),
-                center=None if loc.center is None else [round(v, 2) for v in loc.center],
-                length=None if loc.length_px is None else round(loc.length_px, 2),
-                width=None if loc.width_px is None else round(loc.width_px, 2),
-                head_ratio=None if loc.head_ratio is None else round(loc.head_ratio, 3),
-                message=loc.message,
-            )
-            if loc.ok:
-                crop = align(image, loc, aparams, size).crop
-                dest = (out / rel).with_suffix(".png")
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                if not cv2.imwrite(str(dest), crop):
-                    print(f"station crops: cannot write {dest}", file=sys.stderr)
-                    return 1
-                record["crop"] = dest.relative_to(out).as_posix()
-                lengths.append(float(loc.length_px or 0.0))
-                thumbs.append(_thumb(crop, sample.defect_type, failed=False))
-                if sample.label == 0:
-                    aligned_spread.add(_gray(crop))
-                    whole = cv2.resize(_gray(_to_uint8(image)), (size, size), interpolation=cv2.INTER_AREA)
-                    unaligned_spread.add(whole)
-            else:
-                failures.append(f"{sample.path}: {loc.status}: {loc.message}")
-                thumbs.append(_thumb(_to_uint8(image), f"{loc.status}", failed=True))
+            record = _one(sample, rel, out, int(args.size), params, tally)
+            if record is None:
+                return 1
             log.write(json.dumps(record) + "\n")
-    if thumbs:
-        cv2.imwrite(str(out / "montage.png"), _montage(thumbs))
-
-    total = len(samples)
-    print(f"{total} images from {args.data} ({samples.layout} layout) -> {out}")
-    print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
-    if lengths:
-        q = np.percentile(lengths, [0, 50, 100])
-        print(f"part length (px): min {q[0]:.0f}, median {q[1]:.0f}, max {q[2]:.0f}")
-    a, u = aligned_spread.value(), unaligned_spread.value()
-    if a is not None and u is not None:
-        print(
-            f"per-pixel spread over {aligned_spread.n} good images (mean std, 8-bit gray): "
-            f"aligned crops {a:.1f}, unaligned (whole image resized) {u:.1f}"
-        )
-    print(f"montage: {out / 'montage.png'}; log: {out / 'crops.jsonl'}")
-    if failures:
-        print(f"no part found in {len(failures)} of {total} images:", file=sys.stderr)
-        for line in failures:
-            print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+    if tally.thumbs:
+        cv2.imwrite(str(out / "montage.png"), _montage(tally.thumbs))
+    return _summary(args, samples, out, tally)

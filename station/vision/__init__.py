@@ -1,1 +1,1 @@
-"""From frame to model input: undistort, find the part, align it, preprocess; image quality."""
+"""From frame to model input: undistort, grey (``gray``), segment, find the part, align it, preprocess; image quality."""

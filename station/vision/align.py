@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from station.vision.gray import to_uint8
 from station.vision.localize import Localization, LocalizeParams, _from_dict, localize
 
 
@@ -125,21 +126,6 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
     """Exact inverse of a 2x3 affine."""
     a = np.vstack([np.asarray(m, dtype=np.float64), [0.0, 0.0, 1.0]])
     return np.linalg.inv(a)[:2].copy()
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """8-bit copy; 16-bit data is shifted down by the frame's own bit depth (12-bit -> >> 4)."""
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        top = int(image.max()) if image.size else 0
-        shift = max(0, top.bit_length() - 8)
-        return (image >> shift).astype(np.uint8)
-    if np.issubdtype(image.dtype, np.floating):
-        top = float(np.nanmax(image)) if image.size else 1.0
-        scale = 255.0 if top <= 1.0 else 1.0
-        return np.clip(image * scale + 0.5, 0, 255).astype(np.uint8)
-    raise ValueError(f"align: unsupported image dtype {image.dtype}")
 
 
 def _prepare_frame(image: np.ndarray) -> np.ndarray:

@@ -1,9 +1,9 @@
 """Find the part in a frame: status, box, centre, orientation (tip -> head), length, width.
 
-Detection runs on a downscaled copy of the frame (fast), after dividing by a background
-estimate: a plain Otsu threshold on the raw image catches shadows, vignetting and dark corners,
-while the ratio to a smooth background segments the part cleanly under lighting gradients.
-Centre and angle are then refined on the full-resolution pixels of the part.
+Detection runs on a downscaled copy of the frame (fast) with the station's one segmentation
+(``station.vision.segment``: contrast relative to a smooth background, so lighting gradients
+do not look like parts); the largest blob and its nearby pieces are the part. Centre and angle
+are then refined on the full-resolution pixels of the part.
 
 Coordinates are frame pixels with pixel centres at integer positions (OpenCV's convention),
 x to the right, y down; angles are degrees in those image coordinates.
@@ -18,8 +18,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from station.vision.gray import to_gray
+from station.vision.segment import Blobs, contrast_scale, segment
+
 STATUSES = ("ok", "none", "border", "several")
-HYSTERESIS = 0.75  # a part extends over pixels above this fraction of the threshold
 
 
 @dataclass(frozen=True)
@@ -125,26 +127,8 @@ def _fail(status: str, message: str, box: tuple[int, int, int, int] | None = Non
     return Localization(status, box, None, None, None, None, message)
 
 
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """Gray copy of a gray/BGR/BGRA frame, keeping its dtype (uint8, uint16 or float32)."""
-    if not isinstance(image, np.ndarray) or image.size == 0:
-        raise ValueError("localize: expected a non-empty numpy image")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.dtype not in (np.uint8, np.uint16, np.float32):
-        image = image.astype(np.float32)
-    if image.ndim == 3:
-        if image.shape[2] not in (3, 4):
-            raise ValueError(f"localize: expected 1, 3 or 4 channels, got shape {image.shape}")
-        code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
-        image = cv2.cvtColor(image, code)
-    elif image.ndim != 2:
-        raise ValueError(f"localize: expected a 2-D or 3-D image, got shape {image.shape}")
-    return image
-
-
-def _roi(params: LocalizeParams, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-    h, w = shape
+def _roi(params: LocalizeParams, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    h, w = shape[:2]
     x, y, rw, rh = (int(v) for v in params.roi)
     if rw == 0 and rh == 0 and x == 0 and y == 0:
         return 0, 0, w, h
@@ -155,175 +139,167 @@ def _roi(params: LocalizeParams, shape: tuple[int, int]) -> tuple[int, int, int,
     return x, y, rw, rh
 
 
-def background(gray: np.ndarray, params: LocalizeParams, polarity: str) -> np.ndarray:
-    """Smooth background estimate: the part removed by a grey closing (dark part) or opening
-    (light part) wider than the part, then blurred; computed at 64 px for speed."""
-    h, w = gray.shape
-    small_side = 64
-    f = small_side / max(h, w)
-    sw, sh = max(1, round(w * f)), max(1, round(h * f))
-    small = cv2.resize(gray, (sw, sh), interpolation=cv2.INTER_AREA)
-    k = max(3, int(round(params.background_sigma_frac * small_side)) | 1)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    op = cv2.MORPH_CLOSE if polarity == "dark_on_light" else cv2.MORPH_OPEN
-    padded = cv2.copyMakeBorder(small, k, k, k, k, cv2.BORDER_REFLECT)
-    bg = cv2.morphologyEx(padded, op, kernel)
-    bg = cv2.GaussianBlur(bg, (0, 0), k / 4.0)[k : k + sh, k : k + sw]
-    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+@dataclass
+class _Detection:
+    """The search region shrunk to ``detect_size`` and segmented (see ``station.vision.segment``)."""
 
+    roi: tuple[int, int, int, int]  # the search region in frame pixels
+    small: np.ndarray  # float32 grey, the region at detection scale (dw x dh)
+    polarity: str
+    bg: np.ndarray  # background estimate at detection scale
+    thr: float  # contrast threshold
+    blobs: Blobs
+    areas: np.ndarray  # area per blob label; 0 for the background and blobs that are never strong
+    min_area: float  # detection px
 
-def _contrast_scale(gray: np.ndarray, bg: np.ndarray) -> np.ndarray:
-    """Per-pixel divisor: the background, floored so a dark background cannot blow up noise."""
-    sample = gray.ravel()[:: max(1, gray.size // 16384)]  # a robust level needs no full sort
-    floor = max(float(np.percentile(sample, 99.0)) * 0.25, 1e-6)
-    return np.maximum(bg, floor)
+    @property
+    def shrunk(self) -> bool:
+        return self.small.shape[:2] != (self.roi[3], self.roi[2])
 
+    @property
+    def scale(self) -> tuple[float, float]:
+        """Frame px per detection px, along x and y."""
+        dh, dw = self.small.shape[:2]
+        return self.roi[2] / dw, self.roi[3] / dh
 
-def contrast_map(gray: np.ndarray, params: LocalizeParams, polarity: str) -> tuple[np.ndarray, np.ndarray]:
-    """Relative contrast of every pixel to the background (0 = background, 1 = full).
+    @property
+    def region_area(self) -> float:
+        return float(self.small.size)
 
-    Returns (contrast, background), both float32 at the size of ``gray``.
-    """
-    gray = gray.astype(np.float32, copy=False)
-    bg = background(gray, params, polarity)
-    scale = _contrast_scale(gray, bg)
-    diff = bg - gray if polarity == "dark_on_light" else gray - bg
-    return np.clip(diff / scale, 0.0, 1.0).astype(np.float32), bg
-
-
-def _threshold(contrast: np.ndarray, params: LocalizeParams) -> float:
-    if params.threshold > 0:
-        return float(params.threshold)
-    c8 = np.clip(contrast * 255.0, 0, 255).astype(np.uint8)
-    otsu, _ = cv2.threshold(c8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return max(float(otsu) / 255.0, params.min_contrast)
-
-
-def _choose_polarity(gray: np.ndarray, params: LocalizeParams) -> str:
-    """For ``auto``: the polarity whose above-threshold contrast mass is larger."""
-    best, best_mass = "dark_on_light", -1.0
-    for pol in ("dark_on_light", "light_on_dark"):
-        c, _ = contrast_map(gray, params, pol)
-        mass = float(c[c > params.min_contrast].sum())
-        if mass > best_mass:
-            best, best_mass = pol, mass
-    return best
-
-
-def localize(image: np.ndarray, params: LocalizeParams | None = None) -> Localization:
-    """Find the one part in ``image`` (gray or BGR, uint8 or uint16) inside the ROI."""
-    params = params or LocalizeParams()
-    full = to_gray(image)
-    rx, ry, rw, rh = _roi(params, full.shape)
-    region = full[ry : ry + rh, rx : rx + rw]
-
-    # --- detection on a downscaled copy
-    f = min(1.0, params.detect_size / max(rw, rh))
-    dw, dh = max(1, round(rw * f)), max(1, round(rh * f))
-    small = cv2.resize(region, (dw, dh), interpolation=cv2.INTER_AREA) if f < 1.0 else region
-    small = small.astype(np.float32)
-    polarity = params.polarity
-    if polarity == "auto":
-        polarity = _choose_polarity(small, params)
-    contrast, bg_small = contrast_map(small, params, polarity)
-    thr = _threshold(contrast, params)
-    # hysteresis: a blob counts when it reaches the threshold somewhere, and it extends over
-    # the pixels above HYSTERESIS x threshold (highlights on a metal part are only faintly darker)
-    low = max(params.min_contrast, HYSTERESIS * thr)
-    weak = (contrast > low).astype(np.uint8)
-    ck = max(3, int(round(0.012 * max(dw, dh))) | 1)
-    weak = cv2.morphologyEx(weak, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (ck, ck)))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(weak, connectivity=8)
-    areas = stats[:, cv2.CC_STAT_AREA].astype(np.float64)
-    reached = np.zeros(n, bool)
-    reached[np.unique(labels[contrast > thr])] = True
-    areas[~reached] = 0.0
-    areas[0] = 0.0
-    region_area = float(dw * dh)
-    min_area = max(params.min_area_frac * region_area, 4.0)
-    if n <= 1 or areas.max() < min_area:
-        biggest = areas.max() / region_area if n > 1 else 0.0
-        return _fail(
-            "none",
-            f"no part: largest blob covers {biggest:.2%} of the search region, "
-            f"below min_area_frac {params.min_area_frac:.2%}",
-        )
-    sx, sy = rw / dw, rh / dh
-
-    def box_of(x: int, y: int, w: int, h: int) -> tuple[int, int, int, int]:
+    def box_of(self, x: int, y: int, w: int, h: int) -> tuple[int, int, int, int]:
+        """A detection-scale box in frame pixels (grown outwards to whole pixels)."""
+        rx, ry, rw, rh = self.roi
+        sx, sy = self.scale
         x0, y0 = rx + int(math.floor(x * sx)), ry + int(math.floor(y * sy))
         x1, y1 = rx + int(math.ceil((x + w) * sx)), ry + int(math.ceil((y + h) * sy))
         return x0, y0, min(x1, rx + rw) - x0, min(y1, ry + rh) - y0
 
+
+def _detect(region: np.ndarray, roi: tuple[int, int, int, int], params: LocalizeParams) -> _Detection:
+    """Segment the region on a copy shrunk to ``detect_size`` (fast)."""
+    rw, rh = roi[2], roi[3]
+    f = min(1.0, params.detect_size / max(rw, rh))
+    dw, dh = max(1, round(rw * f)), max(1, round(rh * f))
+    small = cv2.resize(region, (dw, dh), interpolation=cv2.INTER_AREA) if f < 1.0 else region
+    small = small.astype(np.float32)
+    seg = segment(small, params.polarity, params.background_sigma_frac, params.threshold,
+                  params.min_contrast)
+    blobs = seg.blobs
+    areas = blobs.stats[:, cv2.CC_STAT_AREA].astype(np.float64)
+    areas[~blobs.strong] = 0.0
+    min_area = max(params.min_area_frac * float(dw * dh), 4.0)
+    return _Detection(roi, small, seg.polarity, seg.bg, seg.level, blobs, areas, min_area)
+
+
+def _merge(det: _Detection, params: LocalizeParams) -> tuple[np.ndarray, set[int]]:
+    """The largest blob with the pieces of the same part (split by a defect or a glint)
+    that lie within ``merge_gap_frac`` of it: (uint8 mask, blob labels)."""
+    labels, areas = det.blobs.labels, det.areas
     top = int(np.argmax(areas))
-    # pieces of one part split by a defect or a glint lie within merge_gap of each other
     part = (labels == top).astype(np.uint8)
-    gap = max(1, int(round(params.merge_gap_frac * max(dw, dh))))
+    gap = max(1, int(round(params.merge_gap_frac * max(det.small.shape[:2]))))
     grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
     merged = {top}
     for _ in range(3):
         near = np.unique(labels[cv2.dilate(part, grow) > 0])
-        new = [int(i) for i in near if i not in merged and areas[i] >= min_area]
+        new = [int(i) for i in near if i not in merged and areas[i] >= det.min_area]
         if not new:
             break
         merged.update(new)
         part = np.isin(labels, list(merged)).astype(np.uint8)
+    return part, merged
+
+
+def _judge(det: _Detection, params: LocalizeParams, merged: set[int],
+           bbox: tuple[int, int, int, int]) -> Localization | None:
+    """Why the part found cannot be cropped (too large, several parts, cut off); None = fine."""
+    areas, region_area = det.areas, det.region_area
     part_area = float(sum(areas[i] for i in merged))
-    ys, xs = np.nonzero(part)
-    x, y = int(xs.min()), int(ys.min())
-    w, h = int(xs.max()) - x + 1, int(ys.max()) - y + 1
     if part_area > params.max_area_frac * region_area:
         return _fail(
             "none",
             f"no part: the foreground covers {part_area / region_area:.0%} of the search region, "
             f"above max_area_frac {params.max_area_frac:.0%} (lighting or background changed?)",
         )
-    others = sorted((areas[i] for i in range(1, n) if i not in merged), reverse=True)
-    others = [a for a in others if a >= max(min_area, 0.25 * part_area)]
+    others = sorted((areas[i] for i in range(1, det.blobs.n) if i not in merged), reverse=True)
+    others = [a for a in others if a >= max(det.min_area, 0.25 * part_area)]
     if others:
         return _fail(
             "several",
             f"{len(others) + 1} part-sized blobs in the search region (largest {part_area / region_area:.1%}, "
             f"next {others[0] / region_area:.1%}); expected one part",
-            box_of(x, y, w, h),
+            det.box_of(*bbox),
         )
-    margin = params.border_margin_px / max(sx, sy)
+    x, y, w, h = bbox
+    dh, dw = det.small.shape[:2]
+    margin = params.border_margin_px / max(det.scale)
     if x <= margin or y <= margin or x + w >= dw - margin or y + h >= dh - margin:
-        return _fail(
-            "border", "the part touches the edge of the search region (cut off)", box_of(x, y, w, h)
-        )
+        return _fail("border", "the part touches the edge of the search region (cut off)", det.box_of(*bbox))
+    return None
 
-    # --- refinement at full resolution inside the part's box
+
+def _refine(region: np.ndarray, det: _Detection, part: np.ndarray, bbox: tuple[int, int, int, int],
+            part_area: float) -> tuple[list[np.ndarray], float, float]:
+    """The part's outlines in full-resolution pixels inside its box, and their frame offset.
+
+    The threshold level per pixel is interpolated from the smooth detection-scale background;
+    when the frame was not shrunk (or refinement loses the part) the detection mask is used.
+    """
+    x, y, w, h = bbox
+    dh, dw = det.small.shape[:2]
+    rx, ry, rw, rh = det.roi
+    sx, sy = det.scale
     pad = 2
     x0, y0 = max(0, x - pad), max(0, y - pad)
     x1, y1 = min(dw, x + w + pad), min(dh, y + h + pad)
-    if f < 1.0:
+    if det.shrunk:
         fx0, fy0 = int(round(x0 * sx)), int(round(y0 * sy))
         fx1, fy1 = min(rw, int(round(x1 * sx))), min(rh, int(round(y1 * sy)))
         pw, ph = fx1 - fx0, fy1 - fy0
         patch = region[fy0:fy1, fx0:fx1].astype(np.float32)
-        # threshold level per pixel, interpolated from the smooth detection-scale background
-        scale = _contrast_scale(small, bg_small)
-        sign = -1.0 if polarity == "dark_on_light" else 1.0
-        limit = (bg_small + sign * thr * scale)[y0:y1, x0:x1]
+        scale = contrast_scale(det.small, det.bg)
+        sign = -1.0 if det.polarity == "dark_on_light" else 1.0
+        limit: np.ndarray = (det.bg + sign * det.thr * scale)[y0:y1, x0:x1]
         limit = cv2.resize(limit, (pw, ph), interpolation=cv2.INTER_LINEAR)
         grown = cv2.dilate(part[y0:y1, x0:x1], np.ones((5, 5), np.uint8))
         support = cv2.resize(grown, (pw, ph), interpolation=cv2.INTER_NEAREST)
-        cmp = cv2.CMP_LT if polarity == "dark_on_light" else cv2.CMP_GT
-        fine = cv2.compare(patch, limit, cmp) & (support * 255)
+        cmp = cv2.CMP_LT if det.polarity == "dark_on_light" else cv2.CMP_GT
+        fine = cv2.bitwise_and(cv2.compare(patch, limit, cmp), support * 255)
         k = max(3, int(round(max(sx, sy))) | 1)
         fine = cv2.morphologyEx(fine, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
-        ox, oy = rx + fx0, ry + fy0
         contours = _pieces(fine)
-        if sum(cv2.contourArea(c) for c in contours) < 0.5 * part_area * sx * sy:
-            contours = []  # refinement lost the part (should not happen): use the detection mask
-    else:
-        contours = []
-    if not contours:
-        contours = _pieces(part[y0:y1, x0:x1] * 255)
-        contours = [(c.astype(np.float64) + 0.5) * np.array([sx, sy]) - 0.5 for c in contours]
-        ox, oy = rx + x0 * sx, ry + y0 * sy
-    return _measure(contours, ox, oy, box_of(x, y, w, h))
+        if sum(cv2.contourArea(c) for c in contours) >= 0.5 * part_area * sx * sy:
+            return contours, float(rx + fx0), float(ry + fy0)
+    contours = _pieces(part[y0:y1, x0:x1] * 255)
+    contours = [(c.astype(np.float64) + 0.5) * np.array([sx, sy]) - 0.5 for c in contours]
+    return contours, rx + x0 * sx, ry + y0 * sy
+
+
+def localize(image: np.ndarray, params: LocalizeParams | None = None) -> Localization:
+    """Find the one part in ``image`` (gray or colour, 8-bit, 16-bit or float) inside the ROI."""
+    params = params or LocalizeParams()
+    full = to_gray(image)
+    roi = _roi(params, full.shape)
+    rx, ry, rw, rh = roi
+    region = full[ry : ry + rh, rx : rx + rw]
+    det = _detect(region, roi, params)
+    if det.blobs.n <= 1 or det.areas.max() < det.min_area:
+        biggest = det.areas.max() / det.region_area if det.blobs.n > 1 else 0.0
+        return _fail(
+            "none",
+            f"no part: largest blob covers {biggest:.2%} of the search region, "
+            f"below min_area_frac {params.min_area_frac:.2%}",
+        )
+    part, merged = _merge(det, params)
+    ys, xs = np.nonzero(part)
+    x, y = int(xs.min()), int(ys.min())
+    bbox = (x, y, int(xs.max()) - x + 1, int(ys.max()) - y + 1)
+    failed = _judge(det, params, merged, bbox)
+    if failed is not None:
+        return failed
+    part_area = float(sum(det.areas[i] for i in merged))
+    contours, ox, oy = _refine(region, det, part, bbox, part_area)
+    return _measure(contours, ox, oy, det.box_of(*bbox))
 
 
 def _pieces(mask: np.ndarray) -> list[np.ndarray]:

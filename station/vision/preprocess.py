@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from station.vision.align import AlignedCrop, AlignParams, find_and_align
+from station.vision.gray import to_uint8
 from station.vision.localize import LocalizeParams
 
 PREPROCESS_VERSION = 1
@@ -143,7 +144,7 @@ def prepare(crop: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         raise ValueError("prepare: expected a non-empty numpy crop")
     img = crop
     if img.dtype == np.uint16:
-        img = (img >> max(0, int(img.max()).bit_length() - 8)).astype(np.uint8)
+        img = to_uint8(img)
     elif img.dtype != np.uint8:
         raise ValueError(f"prepare: expected a uint8 crop, got {img.dtype}")
     if img.shape[0] != spec.size or img.shape[1] != spec.size:

@@ -20,6 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from station.vision.gray import to_gray
+
 REFERENCE_FORMAT = 1
 SATURATION_LEVEL = 250  # grey level (of 255) from which a pixel counts as glare
 
@@ -146,22 +148,6 @@ class QualityReference:
         )
 
 
-def to_gray(frame: np.ndarray) -> np.ndarray:
-    """Grey uint8 view of a frame (BGR, BGRA or grey; 16-bit frames are scaled down)."""
-    if frame is None or not isinstance(frame, np.ndarray) or frame.ndim not in (2, 3):
-        raise QualityError(f"expected an image array (H, W) or (H, W, C), got {type(frame).__name__}")
-    if frame.dtype == np.uint16:
-        frame = (frame >> 8).astype(np.uint8)
-    elif frame.dtype != np.uint8:
-        frame = np.clip(frame, 0, 255).astype(np.uint8)
-    if frame.ndim == 3:
-        if frame.shape[2] == 1:
-            return frame[:, :, 0]
-        code = cv2.COLOR_BGRA2GRAY if frame.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        return cv2.cvtColor(frame, code)
-    return frame
-
-
 def clip_roi(roi: tuple[int, int, int, int] | None, width: int, height: int) -> tuple[int, int, int, int]:
     """The part of ``roi`` inside the frame; no ROI (or all zeros) means the whole frame."""
     if roi is None or tuple(roi) == (0, 0, 0, 0):
@@ -174,9 +160,19 @@ def clip_roi(roi: tuple[int, int, int, int] | None, width: int, height: int) -> 
     return x0, y0, x1 - x0, y1 - y0
 
 
+def _gray(frame: np.ndarray) -> np.ndarray:
+    """``to_gray``, with a bad frame reported as a ``QualityError``."""
+    if frame is None or not isinstance(frame, np.ndarray) or frame.ndim not in (2, 3):
+        raise QualityError(f"expected an image array (H, W) or (H, W, C), got {type(frame).__name__}")
+    try:
+        return to_gray(frame)
+    except ValueError as exc:
+        raise QualityError(str(exc)) from None
+
+
 def measure(frame: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> QualityMetrics:
     """Measure focus, brightness, contrast and glare of ``frame`` inside ``roi`` (x, y, w, h)."""
-    gray = to_gray(frame)
+    gray = _gray(frame)
     x, y, w, h = clip_roi(roi, gray.shape[1], gray.shape[0])
     region = gray[y : y + h, x : x + w]
     lap = cv2.Laplacian(region, cv2.CV_64F, ksize=3)
@@ -226,7 +222,7 @@ class QualityMonitor:
                    float(getattr(params, "interval_s", 0.0) or 0.0))
 
     def check(self, frame: np.ndarray) -> list[QualityIssue]:
-        gray = to_gray(frame)
+        gray = _gray(frame)
         size = (gray.shape[1], gray.shape[0])
         if tuple(self.reference.image_size) != size:
             w, h = self.reference.image_size
