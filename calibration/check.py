@@ -14,13 +14,13 @@ import time
 import numpy as np
 
 from calibration.report import CalibrationError
+from station.vision.gray import to_gray
 from station.vision.quality import (
     QualityLimits,
     QualityMetrics,
     QualityMonitor,
     QualityReference,
     measure,
-    to_gray,
 )
 
 
