@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
+from typing import TypeGuard
 
 
 class Verdict(StrEnum):
@@ -37,7 +38,7 @@ VERDICTS = tuple(Verdict)
 RULES = tuple(Rule)
 
 
-def _usable(score: float | None) -> bool:
+def _usable(score: float | None) -> TypeGuard[float]:
     return score is not None and math.isfinite(float(score))
 
 

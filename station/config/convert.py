@@ -151,7 +151,7 @@ def _sequence_text(tp: Any, meta: dict) -> str:
     return text
 
 
-def build(cls: type, data: dict, prefix: str, ctx: Context) -> Any:
+def build(cls: Any, data: dict, prefix: str, ctx: Context) -> Any:
     """Build dataclass ``cls`` from a TOML table, recording every problem in ``ctx``."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in fields(cls) if f.init and not f.metadata.get("internal")}
@@ -169,7 +169,7 @@ def build(cls: type, data: dict, prefix: str, ctx: Context) -> Any:
             if f.metadata.get("required"):
                 table = is_dataclass(hints[name])
                 ctx.error(key, f"{key}: missing; expected "
-                          + (f"a table [{key}]" if table else _expected(hints[name], f.metadata)),
+                          + (f"a table [{key}]" if table else _expected(hints[name], dict(f.metadata))),
                           line=ctx.line_of(prefix) or 1)
             elif is_dataclass(hints[name]):
                 kwargs[name] = build(hints[name], {}, key, ctx)  # defaults, paths resolved

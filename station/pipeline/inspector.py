@@ -10,7 +10,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -78,9 +78,9 @@ class Inspector:
         if autoencoder is None and classifier is None:
             raise ModelRefused(source, "no model: the recipe sets neither models.autoencoder "
                                        "nor models.classifier", key="models")
-        needs = {Rule.AUTOENCODER: ("autoencoder",), Rule.CLASSIFIER: ("classifier",),
-                 Rule.EITHER: ("autoencoder", "classifier"),
-                 Rule.BOTH: ("autoencoder", "classifier")}
+        needs: dict[str, tuple[str, ...]] = {
+            Rule.AUTOENCODER: ("autoencoder",), Rule.CLASSIFIER: ("classifier",),
+            Rule.EITHER: ("autoencoder", "classifier"), Rule.BOTH: ("autoencoder", "classifier")}
         have = {"autoencoder": autoencoder, "classifier": classifier}
         missing = [k for k in needs.get(decision.rule, ()) if have[k] is None]
         if missing:
@@ -105,8 +105,8 @@ class Inspector:
         m = recipe.models
         prov = provider or m.provider
         nthreads = m.threads if threads is None else threads
-        ae = _load(m.autoencoder, "autoencoder", prov, nthreads)
-        clf = _load(m.classifier, "classifier", prov, nthreads)
+        ae = _load(m.autoencoder, AutoencoderModel, prov, nthreads)
+        clf = _load(m.classifier, ClassifierModel, prov, nthreads)
         return cls(ae, clf, recipe.localize, recipe.align, recipe.decision, source=recipe.path)
 
     @property
@@ -274,13 +274,16 @@ def load_line_model(path: Path | str, provider: str = "auto", threads: int = 0
     return cls(session, meta, path)
 
 
-def _load(path: str, kind: str, provider: str, threads: int
-          ) -> AutoencoderModel | ClassifierModel | None:
+_Model = TypeVar("_Model", AutoencoderModel, ClassifierModel)
+
+
+def _load(path: str, expected: type[_Model], provider: str, threads: int) -> _Model | None:
     """The recipe's ``models.<kind>`` file ("" = none), refused when it is another kind."""
     if not path:
         return None
+    kind = "autoencoder" if expected is AutoencoderModel else "classifier"
     model = load_line_model(Path(path), provider=provider, threads=threads)
-    if model.kind != kind:
+    if model.kind != kind or not isinstance(model, expected):
         raise ModelRefused(path, f"it is set as models.{kind}, but its metadata says kind = "
                                  f"{model.kind!r}: expected a{'n' if kind[0] in 'aeiou' else ''} "
                                  f"{kind} model", key=f"models.{kind}")
