@@ -8,18 +8,37 @@ evaluation measures is what the line does. A score is defective when it is at or
 from __future__ import annotations
 
 import math
-
-PASS = "PASS"
-REJECT = "REJECT"
-ERROR = "ERROR"
-VERDICTS = (PASS, REJECT, ERROR)
-
-#: either = reject when any model says defective; both = only when both do;
-#: autoencoder / classifier = that model alone decides.
-RULES = ("either", "both", "autoencoder", "classifier")
+from enum import StrEnum
+from typing import TypeGuard
 
 
-def _usable(score: float | None) -> bool:
+class Verdict(StrEnum):
+    """What the station says about one part. A StrEnum, so records, JSON and the serial
+    message template see the plain text ("PASS") and comparisons with strings still hold."""
+
+    PASS = "PASS"
+    REJECT = "REJECT"
+    ERROR = "ERROR"  # the part could not be inspected; decision.on_error says what happens
+
+
+class Rule(StrEnum):
+    """How the two models' verdicts are fused (the recipe's ``decision.rule``)."""
+
+    EITHER = "either"  # reject when any model says defective
+    BOTH = "both"  # reject only when both do
+    AUTOENCODER = "autoencoder"  # that model alone decides
+    CLASSIFIER = "classifier"
+
+
+# the module-level names other code has always used
+PASS = Verdict.PASS
+REJECT = Verdict.REJECT
+ERROR = Verdict.ERROR
+VERDICTS = tuple(Verdict)
+RULES = tuple(Rule)
+
+
+def _usable(score: float | None) -> TypeGuard[float]:
     return score is not None and math.isfinite(float(score))
 
 
@@ -29,7 +48,7 @@ def decide(
     rule: str,
     ae_threshold: float = 1.0,
     cls_threshold: float = 1.0,
-) -> str:
+) -> Verdict:
     """Verdict for one part; ``ERROR`` when a score the rule needs is missing or not finite.
 
     ``ae_threshold``/``cls_threshold`` are on the normalized scale (1.0 = the model's own
@@ -39,17 +58,17 @@ def decide(
         raise ValueError(f"unknown decision rule {rule!r}; expected one of {', '.join(RULES)}")
     ae_bad = _usable(ae_norm) and float(ae_norm) >= ae_threshold
     cls_bad = _usable(cls_norm) and float(cls_norm) >= cls_threshold
-    if rule == "autoencoder":
+    if rule == Rule.AUTOENCODER:
         if not _usable(ae_norm):
             return ERROR
         return REJECT if ae_bad else PASS
-    if rule == "classifier":
+    if rule == Rule.CLASSIFIER:
         if not _usable(cls_norm):
             return ERROR
         return REJECT if cls_bad else PASS
     if not (_usable(ae_norm) and _usable(cls_norm)):
         return ERROR
-    if rule == "either":
+    if rule == Rule.EITHER:
         return REJECT if (ae_bad or cls_bad) else PASS
     return REJECT if (ae_bad and cls_bad) else PASS
 
@@ -69,8 +88,8 @@ def fused_score(
         raise ValueError(f"unknown decision rule {rule!r}; expected one of {', '.join(RULES)}")
     a = float(ae_norm) / ae_threshold if ae_norm is not None else math.nan
     c = float(cls_norm) / cls_threshold if cls_norm is not None else math.nan
-    if rule == "autoencoder":
+    if rule == Rule.AUTOENCODER:
         return a
-    if rule == "classifier":
+    if rule == Rule.CLASSIFIER:
         return c
-    return max(a, c) if rule == "either" else min(a, c)
+    return max(a, c) if rule == Rule.EITHER else min(a, c)

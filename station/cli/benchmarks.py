@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from station.models.inference import AutoencoderModel, ClassifierModel
-from station.pipeline.inspector import DecisionSettings, Inspector, load_line_model
+from station.pipeline.inspector import Inspector, load_line_model
 from station.sources.base import EndOfStream, Frame, FrameSource
 
 
@@ -304,7 +304,8 @@ def bench_pipeline(recipe: Any, inspector: Inspector, frames: list[np.ndarray],
     # 300 ms, or three times the slowest part's own time for slow models.
     delay_ms = max(REJECT_DELAY_MS, 100.0 * math.ceil(3.0 * _q(inspect_ms, 0.99) / 100.0))
     decision = inspector.decision
-    inspector.set_decision(dataclasses.replace(decision, ae_threshold=0.0, cls_threshold=0.0))
+    inspector.set_decision(dataclasses.replace(decision, autoencoder_threshold=0.0,
+                                               classifier_threshold=0.0))
     try:
         p_results, _, fired, timing, _ = _engine_run(recipe, inspector, paced, engine_pps / 2.0,
                                                   records_dir / "paced", delay_ms)
@@ -480,8 +481,7 @@ def run_bench(recipe: Any, model_dir: Path, parts: int, repeats: int, threads: i
         return Inspector(ae_m if isinstance(ae_m, AutoencoderModel) else None,
                          clf_m if isinstance(clf_m, ClassifierModel) else None,
                          recipe.localize, recipe.align,
-                         DecisionSettings(rule, recipe.decision.autoencoder_threshold,
-                                          recipe.decision.classifier_threshold))
+                         dataclasses.replace(recipe.decision, rule=rule))
 
     int8 = (model_dir / "classifier.int8.onnx").exists()
     frames = bench_frames(parts)

@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from station.config import DecisionSection
 from station.decision import ERROR, REJECT
-from station.pipeline.inspector import DecisionSettings, Inspector, PartResult, PreparedPart
+from station.pipeline.inspector import Inspector, PartResult, PreparedPart
 from station.records import PartRecord, Records
 from station.reject import RejectScheduler
 from station.reject.serial_link import SerialLink
@@ -329,9 +330,11 @@ class Engine:
                      cls_threshold: float | None = None, who: str = "engineer") -> None:
         """Change the live decision (engineer mode); recorded as an event."""
         old = self.inspector.decision
-        new = DecisionSettings(rule or old.rule,
-                               old.ae_threshold if ae_threshold is None else float(ae_threshold),
-                               old.cls_threshold if cls_threshold is None else float(cls_threshold))
+        new = replace(old, rule=rule or old.rule,
+                      autoencoder_threshold=old.ae_threshold if ae_threshold is None
+                      else float(ae_threshold),
+                      classifier_threshold=old.cls_threshold if cls_threshold is None
+                      else float(cls_threshold))
         if new.rule in ("either", "both") and (self.inspector.autoencoder is None
                                                or self.inspector.classifier is None):
             raise ValueError(f"decision.rule = {new.rule!r} needs both models loaded")
@@ -804,7 +807,7 @@ def _truth_for(frame: Frame, result: PartResult) -> Any:
     return min(parts, key=lambda p: (p.center_xy[0] - cx) ** 2 + (p.center_xy[1] - cy) ** 2)
 
 
-def _reasons(r: PartResult, d: DecisionSettings) -> str:
+def _reasons(r: PartResult, d: DecisionSection) -> str:
     out = []
     if r.ae_score is not None and r.ae_score >= d.ae_threshold:
         out.append(f"autoencoder {r.ae_score:.2f} >= {d.ae_threshold:.2f}")

@@ -10,11 +10,12 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from station.decision import ERROR, decide
+from station.config import DecisionSection, Recipe
+from station.decision import ERROR, Rule, Verdict, decide
 from station.models.inference import (
     AutoencoderModel,
     ClassifierModel,
@@ -38,7 +39,7 @@ class PartResult:
     """Everything the records, the reject scheduler and the UI need about one part."""
 
     part_id: str
-    verdict: str  # "PASS" | "REJECT" | "ERROR"
+    verdict: Verdict
     ae_score: float | None = None  # normalized: 1.0 = threshold
     ae_raw: float | None = None
     cls_score: float | None = None
@@ -58,16 +59,7 @@ class PartResult:
 
     @property
     def rejected(self) -> bool:
-        return self.verdict != "PASS"
-
-
-@dataclass(frozen=True)
-class DecisionSettings:
-    """The live decision: rule and thresholds on normalized scores (1.0 = model threshold)."""
-
-    rule: str = "either"
-    ae_threshold: float = 1.0
-    cls_threshold: float = 1.0
+        return self.verdict != Verdict.PASS
 
 
 class Inspector:
@@ -79,15 +71,16 @@ class Inspector:
         classifier: ClassifierModel | None,
         localize_params: LocalizeParams,
         align_params: AlignParams | None,
-        decision: DecisionSettings,
+        decision: DecisionSection,
         source: Path | str = "",
     ) -> None:
         """``source`` is the recipe the models come from, named when they are refused."""
         if autoencoder is None and classifier is None:
             raise ModelRefused(source, "no model: the recipe sets neither models.autoencoder "
                                        "nor models.classifier", key="models")
-        needs = {"autoencoder": ("autoencoder",), "classifier": ("classifier",),
-                 "either": ("autoencoder", "classifier"), "both": ("autoencoder", "classifier")}
+        needs: dict[str, tuple[str, ...]] = {
+            Rule.AUTOENCODER: ("autoencoder",), Rule.CLASSIFIER: ("classifier",),
+            Rule.EITHER: ("autoencoder", "classifier"), Rule.BOTH: ("autoencoder", "classifier")}
         have = {"autoencoder": autoencoder, "classifier": classifier}
         missing = [k for k in needs.get(decision.rule, ()) if have[k] is None]
         if missing:
@@ -106,18 +99,15 @@ class Inspector:
         self.cls_spec: PreprocessSpec | None = classifier.meta.preprocess_spec() if classifier else None
 
     @classmethod
-    def from_recipe(cls, recipe: Any, provider: str | None = None, threads: int | None = None
-                    ) -> Inspector:
+    def from_recipe(cls, recipe: Recipe, provider: str | None = None,
+                    threads: int | None = None) -> Inspector:
         """Load the recipe's models (refusing any whose metadata cannot be honoured)."""
         m = recipe.models
         prov = provider or m.provider
         nthreads = m.threads if threads is None else threads
-        ae = _load(m.autoencoder, "autoencoder", prov, nthreads)
-        clf = _load(m.classifier, "classifier", prov, nthreads)
-        d = recipe.decision
-        return cls(ae, clf, recipe.localize, recipe.align,
-                   DecisionSettings(d.rule, d.autoencoder_threshold, d.classifier_threshold),
-                   source=getattr(recipe, "path", ""))
+        ae = _load(m.autoencoder, AutoencoderModel, prov, nthreads)
+        clf = _load(m.classifier, ClassifierModel, prov, nthreads)
+        return cls(ae, clf, recipe.localize, recipe.align, recipe.decision, source=recipe.path)
 
     @property
     def model_versions(self) -> dict[str, str]:
@@ -132,7 +122,7 @@ class Inspector:
             if model is not None:
                 model.warmup()
 
-    def set_decision(self, decision: DecisionSettings) -> None:
+    def set_decision(self, decision: DecisionSection) -> None:
         self.decision = decision
 
     def locate(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None):
@@ -284,11 +274,16 @@ def load_line_model(path: Path | str, provider: str = "auto", threads: int = 0
     return cls(session, meta, path)
 
 
-def _load(path: Any, kind: str, provider: str, threads: int):
-    if path in (None, ""):
+_Model = TypeVar("_Model", AutoencoderModel, ClassifierModel)
+
+
+def _load(path: str, expected: type[_Model], provider: str, threads: int) -> _Model | None:
+    """The recipe's ``models.<kind>`` file ("" = none), refused when it is another kind."""
+    if not path:
         return None
+    kind = "autoencoder" if expected is AutoencoderModel else "classifier"
     model = load_line_model(Path(path), provider=provider, threads=threads)
-    if model.kind != kind:
+    if model.kind != kind or not isinstance(model, expected):
         raise ModelRefused(path, f"it is set as models.{kind}, but its metadata says kind = "
                                  f"{model.kind!r}: expected a{'n' if kind[0] in 'aeiou' else ''} "
                                  f"{kind} model", key=f"models.{kind}")

@@ -26,78 +26,23 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from station.reject.serial_link import OUTPUT_LINES, SendResult, SerialLink
+from station.config import Recipe, RejectSection
+from station.decision import VERDICTS, Verdict
+from station.reject.serial_link import SendResult, SerialLink
 
 log = logging.getLogger(__name__)
 
-VERDICTS = ("PASS", "REJECT", "ERROR")
 #: on_fired(part_id, action, scheduled, actual, reason); action is "reject" (output sent),
 #: "reject_failed" (attempted, not delivered or not acknowledged) or "pass" (no output).
 FiredCallback = Callable[[str, str, float, float | None, str], None]
 
 
 class RejectConfigError(ValueError):
-    """A reject setting that cannot work; the message names the key and what is expected."""
+    """A reject set-up that cannot work (enabled without a link); names the key at fault.
 
-
-@dataclass(frozen=True)
-class RejectSettings:
-    """The recipe's ``[reject]`` section, as the scheduler needs it."""
-
-    enabled: bool = True
-    mode: str = "line"  # "line" | "message"
-    line: str = "DTR"  # "DTR" | "RTS"
-    message: str = "REJECT {part_id}\n"  # fields: {part_id}, {verdict}, {seq}
-    ack: str = ""  # expected acknowledgement (same fields), "" = none
-    ack_timeout_ms: float = 100.0
-    delay_mode: str = "time"  # "time" | "count"
-    delay_ms: float = 500.0
-    delay_parts: int = 3
-    pulse_ms: float = 50.0
-    fail_safe: str = "reject"  # "reject" | "pass"
-    reject_on_error: bool = True
-
-    def __post_init__(self) -> None:
-        def bad(key: str, expected: str, value) -> RejectConfigError:
-            return RejectConfigError(f"reject.{key}: expected {expected}, got {value!r}")
-
-        if self.mode not in ("line", "message"):
-            raise bad("mode", "'line' or 'message'", self.mode)
-        if self.mode == "line" and self.line not in OUTPUT_LINES:
-            raise bad("line", "'DTR' or 'RTS'", self.line)
-        if self.delay_mode not in ("time", "count"):
-            raise bad("delay_mode", "'time' or 'count'", self.delay_mode)
-        if self.delay_ms < 0:
-            raise bad("delay_ms", "a delay >= 0 ms", self.delay_ms)
-        if self.delay_mode == "count" and (int(self.delay_parts) != self.delay_parts
-                                            or self.delay_parts < 1):
-            raise bad("delay_parts", "an integer >= 1 (parts between camera and reject point)",
-                      self.delay_parts)
-        if self.pulse_ms <= 0:
-            raise bad("pulse_ms", "a pulse width > 0 ms", self.pulse_ms)
-        if self.ack and self.ack_timeout_ms <= 0:
-            raise bad("ack_timeout_ms", "a time-out > 0 ms when an ack is expected",
-                      self.ack_timeout_ms)
-        if self.fail_safe not in ("reject", "pass"):
-            raise bad("fail_safe", "'reject' or 'pass'", self.fail_safe)
-        if self.mode == "message":
-            for key in ("message", "ack"):
-                try:
-                    getattr(self, key).format(part_id="1", verdict="REJECT", seq=1)
-                except (KeyError, IndexError, ValueError) as exc:
-                    raise bad(key, "a template using only {part_id}, {verdict}, {seq}",
-                              getattr(self, key)) from exc
-            if not self.message:
-                raise bad("message", "a non-empty message template in mode 'message'", "")
-
-    @classmethod
-    def from_recipe(cls, recipe, reject_on_error: bool | None = None) -> RejectSettings:
-        """From a recipe (or its ``reject`` section)."""
-        r = getattr(recipe, "reject", recipe)
-        kwargs = {f: getattr(r, f) for f in cls.__dataclass_fields__ if hasattr(r, f)}
-        if reject_on_error is not None:
-            kwargs["reject_on_error"] = reject_on_error
-        return cls(**kwargs)
+    The section's own values are checked where every recipe key is, by the recipe loader
+    (:func:`station.config.load_recipe`): a scheduler trusts the section it is given.
+    """
 
 
 @dataclass(frozen=True)
@@ -132,18 +77,22 @@ class RejectScheduler:
     def __init__(
         self,
         link: SerialLink | None,
-        settings: RejectSettings,
+        settings: RejectSection,
         on_fired: FiredCallback | None = None,
         *,
+        reject_on_error: bool = True,
         spin_margin_ms: float = 2.0,
         history: int = 10000,
     ) -> None:
+        """``reject_on_error``: an ERROR verdict fires the output (the recipe's
+        ``decision.on_error = "reject"``); otherwise it passes."""
         if settings.enabled and link is None:
             raise RejectConfigError("reject.enabled is true but no serial link was given")
         if settings.enabled and settings.mode == "line" and link is not None:
             link.check_modem_lines()  # refuse a pty / bare adapter now, not at the first reject
         self.link = link
         self.settings = settings
+        self.reject_on_error = reject_on_error
         self._callbacks: list[FiredCallback] = [on_fired] if on_fired else []
         self._margin = spin_margin_ms / 1000.0
         self._lock = threading.Condition()
@@ -162,9 +111,14 @@ class RejectScheduler:
         self._thread.start()
 
     @classmethod
-    def from_recipe(cls, recipe, link: SerialLink | None, on_fired: FiredCallback | None = None,
+    def from_recipe(cls, recipe: Recipe, link: SerialLink | None,
+                    on_fired: FiredCallback | None = None,
                     reject_on_error: bool | None = None) -> RejectScheduler:
-        return cls(link, RejectSettings.from_recipe(recipe, reject_on_error), on_fired)
+        """The recipe's ``[reject]`` section; errors reject as ``decision.on_error`` says
+        unless ``reject_on_error`` is given."""
+        if reject_on_error is None:
+            reject_on_error = recipe.decision.on_error == "reject"
+        return cls(link, recipe.reject, on_fired, reject_on_error=reject_on_error)
 
     def add_fired_listener(self, cb: FiredCallback) -> None:
         with self._lock:
@@ -301,13 +255,14 @@ class RejectScheduler:
             reject = s.fail_safe == "reject"
             why = part.shed or "no verdict when the part reached the reject point"
             reason = f"fail-safe {s.fail_safe}: {why}"
-        elif verdict == "REJECT":
-            reject, reason = True, "verdict REJECT"
-        elif verdict == "ERROR":
-            reject = s.reject_on_error
-            reason = "verdict ERROR (" + ("rejected" if reject else "passed, per settings") + ")"
+        elif verdict == Verdict.REJECT:
+            reject, reason = True, f"verdict {Verdict.REJECT}"
+        elif verdict == Verdict.ERROR:
+            reject = self.reject_on_error
+            reason = (f"verdict {Verdict.ERROR} ("
+                      + ("rejected" if reject else "passed, per settings") + ")")
         else:
-            reject, reason = False, "verdict PASS"
+            reject, reason = False, f"verdict {Verdict.PASS}"
         if reject and not s.enabled:
             reject, reason = False, reason + "; reject output disabled in the recipe"
         if not reject:
@@ -322,7 +277,9 @@ class RejectScheduler:
             if s.mode == "line":
                 future = link.pulse_async(s.line, s.pulse_ms, direct=True)
             else:
-                fields = {"part_id": part_id, "verdict": verdict or "FAILSAFE", "seq": part.seq}
+                # plain text: a template's {verdict!r} must read 'REJECT', not the enum's repr
+                fields = {"part_id": part_id, "verdict": str(verdict) if verdict else "FAILSAFE",
+                          "seq": part.seq}
                 ack = s.ack.format(**fields) if s.ack else None
                 future = link.send_async(s.message.format(**fields), ack, s.ack_timeout_ms,
                                          direct=True)

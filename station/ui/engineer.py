@@ -6,7 +6,7 @@ The PIN is set with ``station set-pin`` (a recipe without one keeps engineer mod
 each further wrong PIN up to 15 min, during which even the right PIN is refused; every wrong
 PIN, refusal and lockout is an event in the records.
 
-Every change is validated by :func:`station.config.recipe.update_recipe` before anything is written,
+Every change is validated by :func:`station.config.update_recipe` before anything is written,
 written back to the recipe (comments kept, dated backup left beside it) and recorded as an
 event with who changed what from what to what. The decision applies live
 (``engine.set_decision``); the other sections need the engine rebuilt, which "Save and restart"

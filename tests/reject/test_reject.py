@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 
 import pytest
 
-from station.reject import RejectConfigError, RejectScheduler, RejectSettings
+from station.config import RecipeError, RejectSection, load_recipe
+from station.decision import ERROR, PASS, REJECT
+from station.reject import RejectScheduler
 from station.reject.serial_link import SerialLink, SerialLinkError
 from tests.reject.test_serial_link import PlcPeer, wait_for
+
+
+def settings(**kw) -> RejectSection:
+    """The recipe's [reject] section with the output enabled (the scheduler's own defaults
+    are the recipe's)."""
+    return RejectSection(enabled=True, **kw)
 
 
 class Fired:
@@ -43,14 +52,14 @@ def test_time_mode_fires_rejects_at_trigger_plus_delay(loop_link):
     fired = Fired()
     edges: list[float] = []
     loop_link.add_trigger_listener(edges.append)
-    settings = RejectSettings(mode="line", line="RTS", delay_ms=40, pulse_ms=5)
-    sched = RejectScheduler(loop_link, settings, fired)
+    sched = RejectScheduler(loop_link, settings(mode="line", line="RTS", delay_ms=40, pulse_ms=5),
+                            fired)
     triggers = {}
     for i in range(12):
         pid = f"P{i}"
         triggers[pid] = time.monotonic()
         sched.register(pid, triggers[pid])
-        assert sched.set_verdict(pid, "REJECT" if i % 3 == 0 else "PASS") == "scheduled"
+        assert sched.set_verdict(pid, REJECT if i % 3 == 0 else PASS) == "scheduled"
         time.sleep(0.015)
     assert wait_for(lambda: len(fired.calls) == 12)
     time.sleep(0.05)
@@ -77,14 +86,14 @@ def test_message_mode_reaches_the_plc_on_time_with_acks():
     peer = PlcPeer(ack_template="ACK {part_id}\n")
     link = SerialLink(peer.slave_path, 115200)
     fired = Fired()
-    settings = RejectSettings(mode="message", message="REJECT {part_id}\n", ack="ACK {part_id}\n",
-                              ack_timeout_ms=200, delay_ms=30)
-    sched = RejectScheduler(link, settings, fired)
+    section = settings(mode="message", message="REJECT {part_id}\n", ack="ACK {part_id}\n",
+                       ack_timeout_ms=200, delay_ms=30)
+    sched = RejectScheduler(link, section, fired)
     try:
         t0 = time.monotonic()
         for i in range(3):
             sched.register(f"m{i}", t0 + 0.01 * i)
-            sched.set_verdict(f"m{i}", "REJECT")
+            sched.set_verdict(f"m{i}", REJECT)
         lines = peer.wait_lines(3)
         assert wait_for(lambda: len(fired.calls) == 3)
     finally:
@@ -99,12 +108,12 @@ def test_message_mode_reaches_the_plc_on_time_with_acks():
 
 def test_count_mode_fires_after_exactly_n_further_parts(loop_link):
     fired = Fired()
-    sched = RejectScheduler(loop_link, RejectSettings(mode="line", line="DTR",
+    sched = RejectScheduler(loop_link, settings(mode="line", line="DTR",
                                                       delay_mode="count", delay_parts=3), fired)
     sched.register("a")
-    sched.set_verdict("a", "REJECT")
+    sched.set_verdict("a", REJECT)
     sched.register("b")
-    sched.set_verdict("b", "PASS")
+    sched.set_verdict("b", PASS)
     t_c = time.monotonic()
     sched.register("c", t_c)
     time.sleep(0.05)
@@ -124,12 +133,12 @@ def test_count_mode_fires_after_exactly_n_further_parts(loop_link):
 
 def test_fail_safe_rejects_a_part_without_verdict_once_and_logs_the_late_verdict(loop_link, caplog):
     fired = Fired()
-    sched = RejectScheduler(loop_link, RejectSettings(mode="line", line="RTS", delay_ms=20,
+    sched = RejectScheduler(loop_link, settings(mode="line", line="RTS", delay_ms=20,
                                                       pulse_ms=5), fired)
     sched.register("slow")
     assert wait_for(lambda: len(fired.calls) == 1)
     with caplog.at_level(logging.WARNING, logger="station.reject.scheduler"):
-        assert sched.set_verdict("slow", "PASS") == "late"
+        assert sched.set_verdict("slow", PASS) == "late"
     time.sleep(0.05)
     sched.close()
     assert len(fired.calls) == 1  # exactly one action, never two
@@ -144,12 +153,11 @@ def test_fail_safe_rejects_a_part_without_verdict_once_and_logs_the_late_verdict
 
 def test_fail_safe_pass_and_errors_that_pass(loop_link):
     fired = Fired()
-    settings = RejectSettings(mode="line", line="RTS", delay_ms=10, fail_safe="pass",
-                              reject_on_error=False)
-    sched = RejectScheduler(loop_link, settings, fired)
+    section = settings(mode="line", line="RTS", delay_ms=10, fail_safe="pass")
+    sched = RejectScheduler(loop_link, section, fired, reject_on_error=False)
     sched.register("nov")
     sched.register("err")
-    sched.set_verdict("err", "ERROR")
+    sched.set_verdict("err", ERROR)
     assert wait_for(lambda: len(fired.calls) == 2)
     sched.close()
     got = {c[0]: c for c in fired.calls}
@@ -160,12 +168,12 @@ def test_fail_safe_pass_and_errors_that_pass(loop_link):
 
 def test_error_verdicts_reject_by_default_and_duplicates_are_ignored(loop_link):
     fired = Fired()
-    sched = RejectScheduler(loop_link, RejectSettings(mode="line", line="RTS", delay_ms=10),
+    sched = RejectScheduler(loop_link, settings(mode="line", line="RTS", delay_ms=10),
                             fired)
     sched.register("e1")
-    assert sched.set_verdict("e1", "ERROR") == "scheduled"
-    assert sched.set_verdict("e1", "PASS") == "duplicate"
-    assert sched.set_verdict("nobody", "PASS") == "unknown"
+    assert sched.set_verdict("e1", ERROR) == "scheduled"
+    assert sched.set_verdict("e1", PASS) == "duplicate"
+    assert sched.set_verdict("nobody", PASS) == "unknown"
     with pytest.raises(ValueError, match="registered twice"):
         sched.register("e1")
     with pytest.raises(ValueError, match="verdict 'OK'"):
@@ -178,10 +186,10 @@ def test_error_verdicts_reject_by_default_and_duplicates_are_ignored(loop_link):
 def test_a_reject_while_the_link_is_down_is_reported_as_failed(tmp_path):
     link = SerialLink(str(tmp_path / "ttyUSB0"), 9600, reconnect_min_s=1.0)
     fired = Fired()
-    sched = RejectScheduler(link, RejectSettings(mode="message", delay_ms=5), fired)
+    sched = RejectScheduler(link, settings(mode="message", delay_ms=5), fired)
     try:
         sched.register("x")
-        sched.set_verdict("x", "REJECT")
+        sched.set_verdict("x", REJECT)
         assert wait_for(lambda: len(fired.calls) == 1)
     finally:
         sched.close()
@@ -197,36 +205,43 @@ def test_line_mode_on_a_port_without_modem_lines_is_refused_at_start():
     link = SerialLink(peer.slave_path, 115200)
     try:
         with pytest.raises(SerialLinkError, match="use mode=message"):
-            RejectScheduler(link, RejectSettings(mode="line", line="DTR"))
+            RejectScheduler(link, settings(mode="line", line="DTR"))
     finally:
         link.close()
         peer.close()
 
 
-def test_settings_are_validated_with_the_key_named():
-    with pytest.raises(RejectConfigError, match=r"reject.mode: expected 'line' or 'message'"):
-        RejectSettings(mode="pulse")
-    with pytest.raises(RejectConfigError, match=r"reject.delay_parts: expected an integer >= 1"):
-        RejectSettings(delay_mode="count", delay_parts=0)
-    with pytest.raises(RejectConfigError, match=r"reject.message: .*\{part_id\}"):
-        RejectSettings(mode="message", message="REJECT {part}\n")
-    with pytest.raises(RejectConfigError, match="reject.line"):
-        RejectSettings(mode="line", line="CTS")
+def test_settings_are_validated_with_the_key_named(tmp_path):
+    """The section's rules are the recipe loader's: each refused with its key named."""
+
+    def refused(reject_table: str) -> str:
+        path = tmp_path / "r.toml"
+        path.write_text(f'[product]\nname = "p"\n\n[reject]\n{reject_table}\n')
+        with pytest.raises(RecipeError) as err:
+            load_recipe(path, check_files=False)
+        return str(err.value)
+
+    assert re.search(r'reject.mode = "pulse": expected one of "line", "message"',
+                     refused('mode = "pulse"'))
+    assert re.search(r"reject.delay_parts = 0: expected an integer between 1 and",
+                     refused('delay_mode = "count"\ndelay_parts = 0'))
+    assert re.search(r"reject.message = .*\{part_id\}",
+                     refused('mode = "message"\nmessage = "REJECT {part}\\n"'))
+    assert re.search(r'reject.line = "CTS": expected one of "DTR", "RTS"',
+                     refused('mode = "line"\nline = "CTS"'))
 
 
 def test_close_lets_parts_on_the_belt_get_their_action(loop_link):
     fired = Fired()
-    sched = RejectScheduler(loop_link, RejectSettings(mode="line", line="RTS", delay_ms=60),
+    sched = RejectScheduler(loop_link, settings(mode="line", line="RTS", delay_ms=60),
                             fired)
     sched.register("last")
-    sched.set_verdict("last", "REJECT")
+    sched.set_verdict("last", REJECT)
     assert sched.close() == 0  # it waited for the part to reach the reject point
     assert [c[:2] for c in fired.calls] == [("last", "reject")]
 
 
 def test_built_from_a_recipe_file(tmp_path):
-    from station.config import load_recipe
-
     peer = PlcPeer(ack_template="OK {part_id}\n")
     recipe_path = tmp_path / "screw.toml"
     recipe_path.write_text(
@@ -245,7 +260,7 @@ def test_built_from_a_recipe_file(tmp_path):
         peer.write(b"GO\n")
         assert wait_for(lambda: len(triggers) == 1)
         sched.register("s1", triggers[0])
-        sched.set_verdict("s1", "REJECT")
+        sched.set_verdict("s1", REJECT)
         sched.register("s2")  # one further part: s1 is at the reject point
         assert wait_for(lambda: len(fired.calls) == 1)
     finally:
@@ -260,7 +275,7 @@ def test_a_shed_part_gets_the_fail_safe_with_its_reason(loop_link):
     """Under overload the station sheds a part (no verdict will come): at its reject point
     the fail-safe acts, not the ERROR rule, and the record says why."""
     fired = Fired()
-    sched = RejectScheduler(loop_link, RejectSettings(mode="line", line="RTS", delay_ms=10,
+    sched = RejectScheduler(loop_link, settings(mode="line", line="RTS", delay_ms=10,
                                                       pulse_ms=5), fired)
     sched.register("shed")
     assert sched.shed("shed", "overload: shed (inspection queue full)")
@@ -275,11 +290,30 @@ def test_a_shed_part_gets_the_fail_safe_with_its_reason(loop_link):
 
     # fail_safe = pass passes a shed part even where errors are rejected
     fired = Fired()
-    sched = RejectScheduler(loop_link, RejectSettings(mode="line", line="RTS", delay_ms=10,
-                                                      fail_safe="pass", reject_on_error=True),
-                            fired)
+    sched = RejectScheduler(loop_link, settings(mode="line", line="RTS", delay_ms=10,
+                                                fail_safe="pass"), fired, reject_on_error=True)
     sched.register("shed2")
     sched.shed("shed2", "overload: shed")
     assert wait_for(lambda: len(fired.calls) == 1)
     sched.close()
     assert fired.calls[0][1] == "pass" and fired.calls[0][4] == "fail-safe pass: overload: shed"
+
+
+def test_the_message_carries_the_verdict_as_plain_text():
+    """Verdicts are an enum inside the station; on the wire a template sees the text, even
+    through a ``!r`` conversion."""
+    peer = PlcPeer()
+    link = SerialLink(peer.slave_path, 115200)
+    fired = Fired()
+    sched = RejectScheduler(link, settings(mode="message", message="{verdict!r} {part_id}\n",
+                                           delay_ms=5), fired)
+    try:
+        sched.register("v1")
+        sched.set_verdict("v1", REJECT)
+        lines = peer.wait_lines(1)
+        assert wait_for(lambda: len(fired.calls) == 1)
+    finally:
+        sched.close()
+        link.close()
+        peer.close()
+    assert lines[0][1] == b"'REJECT' v1"
