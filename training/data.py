@@ -189,56 +189,13 @@ def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
     fifth good image.
     """
     o = options
-    if o.folds < 0 or (o.folds and not 0 <= o.fold < o.folds) or o.folds == 1:
-        raise ValueError(f"--folds {o.folds} --fold {o.fold}: expected folds >= 2 and "
-                         f"0 <= fold < folds (or folds 0 for no cross-validation)")
-    for name in ("holdout_good", "val_good", "thr_good", "defect_train_share"):
-        if not 0.0 <= getattr(o, name) < 1.0:
-            raise ValueError(f"{name} = {getattr(o, name)}: expected a share in [0, 1)")
-    samples = list(samples)
-    test = [s for s in samples if s.split == "test"]
-    train = [s for s in samples if s.split != "test"]
-    extra_defects: list[Sample] = []
-    if not test:
-        goods = _shuffled([s for s in train if s.label == 0], o.seed, "pseudo-test")
-        test = [s for s in train if s.label == 1] + goods[: len(goods) // 5]
-        train = goods[len(goods) // 5:]
-    else:
-        extra_defects = [s for s in train if s.label == 1]
-        train = [s for s in train if s.label == 0]
-
-    by_type: dict[str, list[Sample]] = defaultdict(list)
-    for s in test:
-        by_type[s.defect_type].append(s)
-    evaluation, pool = [], []
-    for dtype in sorted(by_type):
-        group = _shuffled(by_type[dtype], o.seed, f"fold:{dtype}")
-        for i, s in enumerate(group):
-            held = i % o.folds == o.fold if o.folds else not o.train_on_test
-            (evaluation if held else pool).append(s)
-
+    _check_split_options(o)
+    test, train, extra_defects = _test_and_train(list(samples), o.seed)
+    evaluation, pool = _fold(test, o)
     pool_good = [s for s in pool if s.label == 0]
-    train_defect, val_defect = [], []
-    pool_def: dict[str, list[Sample]] = defaultdict(list)
-    for s in pool:
-        if s.label == 1:
-            pool_def[s.defect_type].append(s)
-    for dtype in sorted(pool_def):
-        group = _shuffled(pool_def[dtype], o.seed, f"cls:{dtype}")
-        n = int(round(o.defect_train_share * len(group)))
-        train_defect += group[:n]
-        val_defect += group[n:]
+    train_defect, val_defect = _defect_roles(pool, o)
     train_defect += extra_defects
-
-    goods = _shuffled(train, o.seed, "train-good")
-    n_hold = int(round(o.holdout_good * len(goods)))
-    start = (o.fold * n_hold) % max(1, len(goods)) if o.folds else 0
-    rotated = goods[start:] + goods[:start]
-    holdout, rest = rotated[:n_hold], rotated[n_hold:]
-    n_val = max(2, int(round(o.val_good * len(rest)))) if len(rest) >= 6 else 0
-    n_thr = max(2, int(round(o.thr_good * len(rest)))) if len(rest) >= 6 else 0
-    val_good, thr_good = rest[:n_val], rest[n_val:n_val + n_thr]
-    train_good = rest[n_val + n_thr:]
+    holdout, val_good, thr_good, train_good = _good_roles(train, o)
 
     def srt(items: list[Sample]) -> list[Sample]:
         return sorted(items, key=lambda s: str(s.path))
@@ -250,3 +207,68 @@ def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
         "eval": srt(evaluation),
     }
     return Split(o.folds, o.fold, o.seed, roles)
+
+
+def _check_split_options(o: SplitOptions) -> None:
+    if o.folds < 0 or (o.folds and not 0 <= o.fold < o.folds) or o.folds == 1:
+        raise ValueError(f"--folds {o.folds} --fold {o.fold}: expected folds >= 2 and "
+                         f"0 <= fold < folds (or folds 0 for no cross-validation)")
+    for name in ("holdout_good", "val_good", "thr_good", "defect_train_share"):
+        if not 0.0 <= getattr(o, name) < 1.0:
+            raise ValueError(f"{name} = {getattr(o, name)}: expected a share in [0, 1)")
+
+
+def _test_and_train(samples: list[Sample], seed: int
+                    ) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """(test images, train good images, train defects): a data set without a ``test``
+    split gets one from its defects and every fifth good image."""
+    test = [s for s in samples if s.split == "test"]
+    train = [s for s in samples if s.split != "test"]
+    if not test:
+        goods = _shuffled([s for s in train if s.label == 0], seed, "pseudo-test")
+        test = [s for s in train if s.label == 1] + goods[: len(goods) // 5]
+        return test, goods[len(goods) // 5:], []
+    return test, [s for s in train if s.label == 0], [s for s in train if s.label == 1]
+
+
+def _fold(test: list[Sample], o: SplitOptions) -> tuple[list[Sample], list[Sample]]:
+    """(held-out evaluation images, the rest), stratified by defect type."""
+    by_type: dict[str, list[Sample]] = defaultdict(list)
+    for s in test:
+        by_type[s.defect_type].append(s)
+    evaluation, pool = [], []
+    for dtype in sorted(by_type):
+        group = _shuffled(by_type[dtype], o.seed, f"fold:{dtype}")
+        for i, s in enumerate(group):
+            held = i % o.folds == o.fold if o.folds else not o.train_on_test
+            (evaluation if held else pool).append(s)
+    return evaluation, pool
+
+
+def _defect_roles(pool: list[Sample], o: SplitOptions) -> tuple[list[Sample], list[Sample]]:
+    """The pool's defects, per type: (those the classifier trains on, those for thresholds)."""
+    train_defect, val_defect = [], []
+    pool_def: dict[str, list[Sample]] = defaultdict(list)
+    for s in pool:
+        if s.label == 1:
+            pool_def[s.defect_type].append(s)
+    for dtype in sorted(pool_def):
+        group = _shuffled(pool_def[dtype], o.seed, f"cls:{dtype}")
+        n = int(round(o.defect_train_share * len(group)))
+        train_defect += group[:n]
+        val_defect += group[n:]
+    return train_defect, val_defect
+
+
+def _good_roles(train: list[Sample], o: SplitOptions
+                ) -> tuple[list[Sample], list[Sample], list[Sample], list[Sample]]:
+    """Train good images: (holdout, val_good, thr_good, train_good); the holdout rotates
+    with the fold."""
+    goods = _shuffled(train, o.seed, "train-good")
+    n_hold = int(round(o.holdout_good * len(goods)))
+    start = (o.fold * n_hold) % max(1, len(goods)) if o.folds else 0
+    rotated = goods[start:] + goods[:start]
+    holdout, rest = rotated[:n_hold], rotated[n_hold:]
+    n_val = max(2, int(round(o.val_good * len(rest)))) if len(rest) >= 6 else 0
+    n_thr = max(2, int(round(o.thr_good * len(rest)))) if len(rest) >= 6 else 0
+    return holdout, rest[:n_val], rest[n_val:n_val + n_thr], rest[n_val + n_thr:]

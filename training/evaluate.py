@@ -39,15 +39,7 @@ from station.sources.datasets import (
 from station.vision.align import AlignedCrop, warp_map_to_frame
 from station.vision.preprocess import prepare_batch
 from training.data import CropSet, SplitOptions, compute_crops, make_split
-from training.metrics import (  # noqa: F401  (evaluate's public names, as before)
-    PRO_FPR,
-    aupro,
-    average_precision,
-    binary_stats,
-    image_metrics,
-    roc_auc,
-    roc_curve,
-)
+from training.metrics import aupro, image_metrics, roc_auc
 
 PIXEL_SIDE = 256  # long side (px) the full-image masks and maps are compared at
 
@@ -239,19 +231,9 @@ def per_type(labels: np.ndarray, types: list[str], scores: np.ndarray, predicted
     return out
 
 
-def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
-             fold: int | None = None, good_from_train: bool = False, variant: str = "float",
-             rule: str | None = None, provider: str = "auto", threads: int = 0,
-             cache_dir: Path | None = None, report_dir: Path | None = None,
-             progress: bool = True) -> dict:
-    """Evaluate the model folder's ONNX models on a data set; returns the JSON-ready dict."""
-    models_dir, data = Path(models_dir), Path(data)
-    if not models_dir.is_dir():
-        raise EvaluationError(f"{models_dir}: model folder not found")
-    try:
-        samples = read_dataset(data)
-    except DatasetError as exc:
-        raise EvaluationError(str(exc)) from None
+def _load_models(models_dir: Path, variant: str, provider: str,
+                 threads: int) -> dict[str, AutoencoderModel | ClassifierModel]:
+    """The folder's models of the variant asked for, each checked to be the kind it is named."""
     suffix = ".int8.onnx" if variant == "int8" else ".onnx"
     models: dict[str, AutoencoderModel | ClassifierModel] = {}
     for kind in ("autoencoder", "classifier"):
@@ -265,58 +247,108 @@ def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
                                       f"expected {kind!r} from the file name")
     if not models:
         raise EvaluationError(f"{models_dir}: no autoencoder{suffix} or classifier{suffix}")
+    return models
+
+
+@dataclass
+class _Decision:
+    """The fusion the recipe fragment (or the caller) asks for."""
+
+    rule: str
+    ae_t: float
+    cls_t: float
+    on_error: str
+
+    @classmethod
+    def read(cls, models_dir: Path, rule: str | None, kinds: list[str]) -> _Decision:
+        decision = _read_fragment(models_dir).get("decision", {})
+        rule = rule or decision.get("rule") or ("either" if len(kinds) == 2 else kinds[0])
+        if rule not in RULES:
+            raise EvaluationError(f"decision rule {rule!r}: expected one of {', '.join(RULES)}")
+        return cls(rule, float(decision.get("autoencoder_threshold", 1.0)),
+                   float(decision.get("classifier_threshold", 1.0)),
+                   decision.get("on_error", "reject"))
+
+
+def _model_block(kind: str, model: AutoencoderModel | ClassifierModel, sc: ModelScores,
+                 chosen: list[Sample], labels: np.ndarray, types: list[str], on_error: str,
+                 progress: bool) -> dict[str, Any]:
+    """One model's metrics at its stored threshold (and its pixel metrics, autoencoder)."""
+    pred = np.where(np.isnan(sc.normalized), on_error == "reject", sc.normalized >= 1.0)
+    block = image_metrics(sc.normalized, labels, pred)
+    block["threshold_raw"] = model.meta.threshold
+    block["not_found"] = int((~sc.crops.ok).sum())
+    if kind == "autoencoder":
+        block.update(pixel_metrics(sc, chosen, progress))
+    block["per_defect_type"] = per_type(labels, types, sc.normalized, pred)
+    return block
+
+
+def _fuse(scores: dict[str, ModelScores], n: int, d: _Decision
+          ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The station's verdicts on each image, their fused scores, and which were rejected."""
+    ae, cl = scores.get("autoencoder"), scores.get("classifier")
+    verdicts, fused = [], []
+    for i in range(n):
+        a = float(ae.normalized[i]) if ae is not None else None
+        c = float(cl.normalized[i]) if cl is not None else None
+        verdicts.append(decide(a, c, d.rule, d.ae_t, d.cls_t))
+        fused.append(fused_score(a, c, d.rule, d.ae_t, d.cls_t))
+    fpred = np.array([v == REJECT or (v == ERROR and d.on_error == "reject") for v in verdicts])
+    return verdicts, np.asarray(fused, np.float64), fpred
+
+
+def _per_image(chosen: list[Sample], roles: list[str], root: Path | None,
+               scores: dict[str, ModelScores], fused: np.ndarray,
+               verdicts: list[str]) -> list[dict[str, Any]]:
+    ae, cl = scores.get("autoencoder"), scores.get("classifier")
+    return [
+        {"path": _rel(s.path, root), "label": int(s.label),
+         "defect_type": s.defect_type, "role": role,
+         "autoencoder": float(ae.normalized[i]) if ae is not None else None,
+         "classifier": float(cl.normalized[i]) if cl is not None else None,
+         "fused": float(fused[i]), "verdict": verdicts[i]}
+        for i, (s, role) in enumerate(zip(chosen, roles, strict=True))
+    ]
+
+
+def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
+             fold: int | None = None, good_from_train: bool = False, variant: str = "float",
+             rule: str | None = None, provider: str = "auto", threads: int = 0,
+             cache_dir: Path | None = None, report_dir: Path | None = None,
+             progress: bool = True) -> dict:
+    """Evaluate the model folder's ONNX models on a data set; returns the JSON-ready dict."""
+    models_dir, data = Path(models_dir), Path(data)
+    if not models_dir.is_dir():
+        raise EvaluationError(f"{models_dir}: model folder not found")
+    try:
+        samples = read_dataset(data)
+    except DatasetError as exc:
+        raise EvaluationError(str(exc)) from None
+    models = _load_models(models_dir, variant, provider, threads)
     chosen, roles, note = select_samples(models_dir, samples, folds, fold, good_from_train)
     labels = np.array([s.label for s in chosen])
     if len(chosen) == 0:
         raise EvaluationError(f"{data}: no evaluation images")
     types = [s.defect_type for s in chosen]
-    decision = _read_fragment(models_dir).get("decision", {})
-    rule = rule or decision.get("rule") or ("either" if len(models) == 2 else next(iter(models)))
-    if rule not in RULES:
-        raise EvaluationError(f"decision rule {rule!r}: expected one of {', '.join(RULES)}")
-    ae_t = float(decision.get("autoencoder_threshold", 1.0))
-    cls_t = float(decision.get("classifier_threshold", 1.0))
-    on_error = decision.get("on_error", "reject")
+    d = _Decision.read(models_dir, rule, list(models))
     cache_dir = cache_dir or models_dir / "cache"
 
     result: dict[str, Any] = {"autoencoder": None, "classifier": None, "fused": None}
     scores: dict[str, ModelScores] = {}
     for kind, model in models.items():
-        sc = run_model(model, chosen, cache_dir, progress=progress)
-        scores[kind] = sc
-        pred = np.where(np.isnan(sc.normalized), on_error == "reject", sc.normalized >= 1.0)
-        block = image_metrics(sc.normalized, labels, pred)
-        block["threshold_raw"] = model.meta.threshold
-        block["not_found"] = int((~sc.crops.ok).sum())
-        if kind == "autoencoder":
-            block.update(pixel_metrics(sc, chosen, progress))
-        block["per_defect_type"] = per_type(labels, types, sc.normalized, pred)
-        result[kind] = block
-    ae = scores.get("autoencoder")
-    cl = scores.get("classifier")
-    verdicts, fused = [], []
-    for i in range(len(chosen)):
-        a = float(ae.normalized[i]) if ae is not None else None
-        c = float(cl.normalized[i]) if cl is not None else None
-        v = decide(a, c, rule, ae_t, cls_t)
-        verdicts.append(v)
-        fused.append(fused_score(a, c, rule, ae_t, cls_t))
-    fused_arr = np.asarray(fused, np.float64)
-    fpred = np.array([v == REJECT or (v == ERROR and on_error == "reject") for v in verdicts])
-    fblock = image_metrics(fused_arr, labels, fpred)
-    fblock["rule"] = rule
-    fblock["autoencoder_threshold"], fblock["classifier_threshold"] = ae_t, cls_t
+        scores[kind] = run_model(model, chosen, cache_dir, progress=progress)
+        result[kind] = _model_block(kind, model, scores[kind], chosen, labels, types,
+                                    d.on_error, progress)
+    verdicts, fused, fpred = _fuse(scores, len(chosen), d)
+    fblock = image_metrics(fused, labels, fpred)
+    fblock["rule"] = d.rule
+    fblock["autoencoder_threshold"], fblock["classifier_threshold"] = d.ae_t, d.cls_t
     fblock["errors"] = int(sum(v == ERROR for v in verdicts))
-    fblock["per_defect_type"] = per_type(labels, types, fused_arr, fpred)
+    fblock["per_defect_type"] = per_type(labels, types, fused, fpred)
     result["fused"] = fblock
-    result["per_image"] = [
-        {"path": _rel(s.path, getattr(samples, "root", None)), "label": int(s.label),
-         "defect_type": s.defect_type, "role": role,
-         "autoencoder": float(ae.normalized[i]) if ae is not None else None,
-         "classifier": float(cl.normalized[i]) if cl is not None else None,
-         "fused": float(fused_arr[i]), "verdict": verdicts[i]}
-        for i, (s, role) in enumerate(zip(chosen, roles, strict=True))
-    ]
+    result["per_image"] = _per_image(chosen, roles, getattr(samples, "root", None), scores,
+                                     fused, verdicts)
     counts = {r: int(sum(1 for x in roles if x == r)) for r in sorted(set(roles))}
     result["meta"] = {
         "models": str(models_dir), "data": str(data), "variant": variant,
@@ -328,5 +360,5 @@ def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
         from training.report import write_report
 
         result["meta"]["report"] = [str(p) for p in write_report(
-            Path(report_dir), chosen, labels, scores, fused_arr, fpred, rule)]
+            Path(report_dir), chosen, labels, scores, fused, fpred, d.rule)]
     return _clean(result)

@@ -21,13 +21,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from station.sources.datasets import Sample, load_mask  # noqa: E402
+from training.metrics import roc_auc, roc_curve  # noqa: E402
 
 _NAMES = {"autoencoder": "autoencoder", "classifier": "classifier", "fused": "fused"}
 
 
 def _roc(scores, labels):
-    from training.metrics import roc_auc, roc_curve
-
     fpr, tpr, _ = roc_curve(scores, labels)
     return fpr, tpr, roc_auc(scores, labels)
 
@@ -80,31 +79,24 @@ def _gallery(path: Path, items: list[tuple[int, str]], samples, scores, heat) ->
     return path
 
 
-def write_report(out: Path, samples: list[Sample], labels: np.ndarray, scores: dict,
-                 fused: np.ndarray, fused_pred: np.ndarray, rule: str, max_items: int = 8
-                 ) -> list[Path]:
-    """Write the report PNGs into ``out``; returns their paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    curves = {k: v.normalized for k, v in scores.items()}
-    curves["fused"] = fused
-    both = labels.min() == 0 and labels.max() == 1
+def _roc_png(path: Path, curves: dict[str, np.ndarray], labels: np.ndarray) -> Path:
+    fig, ax = plt.subplots(figsize=(4.5, 4.2))
+    for name, s in curves.items():
+        fpr, tpr, auc = _roc(s, labels)
+        ax.plot(fpr, tpr, label=f"{_NAMES[name]} (AUROC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("image-level ROC")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
-    if both:
-        fig, ax = plt.subplots(figsize=(4.5, 4.2))
-        for name, s in curves.items():
-            fpr, tpr, auc = _roc(s, labels)
-            ax.plot(fpr, tpr, label=f"{_NAMES[name]} (AUROC {auc:.3f})")
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.6, ls=":")
-        ax.set_xlabel("false positive rate")
-        ax.set_ylabel("true positive rate")
-        ax.set_title("image-level ROC")
-        ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
-        written.append(out / "roc.png")
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
 
+def _histograms_png(path: Path, curves: dict[str, np.ndarray], labels: np.ndarray,
+                    rule: str) -> Path:
     fig, axes = plt.subplots(1, len(curves), figsize=(4.0 * len(curves), 3.2), squeeze=False)
     for ax, (name, s) in zip(axes[0], curves.items(), strict=True):
         s = np.asarray(s, float)
@@ -118,12 +110,15 @@ def write_report(out: Path, samples: list[Sample], labels: np.ndarray, scores: d
         ax.set_xlabel("normalized score")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    written.append(out / "histograms.png")
-    fig.savefig(written[-1], dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
 
-    heat = scores.get("autoencoder")
-    base = heat or next(iter(scores.values()))
+
+def _worst_items(samples: list[Sample], labels: np.ndarray, fused: np.ndarray,
+                 fused_pred: np.ndarray, max_items: int) -> list[tuple[int, str]]:
+    """The missed defects with the lowest and the false rejects with the highest fused
+    score; without any, the closest calls."""
     order = np.argsort(np.where(np.isfinite(fused), fused, np.inf))
     missed = [i for i in order if labels[i] == 1 and not fused_pred[i]][:max_items]
     false_rej = [i for i in order[::-1] if labels[i] == 0 and fused_pred[i]][:max_items]
@@ -135,22 +130,43 @@ def write_report(out: Path, samples: list[Sample], labels: np.ndarray, scores: d
         margin = np.abs(np.where(np.isfinite(fused), fused, 1e9) - 1.0)
         items = [(int(i), f"closest call {samples[i].defect_type} {samples[i].path.name} "
                           f"fused {fused[i]:.2f}") for i in np.argsort(margin)[:4]]
+    return items
+
+
+def _gallery_items(samples: list[Sample], s: np.ndarray) -> list[tuple[int, str]]:
+    """Per defect type, the highest- and lowest-scored image (by the autoencoder)."""
+    items = []
+    for t in sorted({x.defect_type for x in samples} - {"good"}):
+        idx = [i for i, x in enumerate(samples) if x.defect_type == t and np.isfinite(s[i])]
+        if not idx:
+            continue
+        hi = max(idx, key=lambda i: s[i])
+        lo = min(idx, key=lambda i: s[i])
+        items.append((hi, f"{t} highest: ae {s[hi]:.2f}"))
+        if lo != hi:
+            items.append((lo, f"{t} lowest: ae {s[lo]:.2f}"))
+    return items
+
+
+def write_report(out: Path, samples: list[Sample], labels: np.ndarray, scores: dict,
+                 fused: np.ndarray, fused_pred: np.ndarray, rule: str, max_items: int = 8
+                 ) -> list[Path]:
+    """Write the report PNGs into ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    curves = {k: v.normalized for k, v in scores.items()}
+    curves["fused"] = fused
+    if labels.min() == 0 and labels.max() == 1:
+        written.append(_roc_png(out / "roc.png", curves, labels))
+    written.append(_histograms_png(out / "histograms.png", curves, labels, rule))
+    heat = scores.get("autoencoder")
+    base = heat or next(iter(scores.values()))
+    items = _worst_items(samples, labels, fused, fused_pred, max_items)
     path = _gallery(out / "worst_misses.png", items, samples, base, heat)
     if path:
         written.append(path)
-
     if heat is not None:
-        items = []
-        s = heat.normalized
-        for t in sorted({x.defect_type for x in samples} - {"good"}):
-            idx = [i for i, x in enumerate(samples) if x.defect_type == t and np.isfinite(s[i])]
-            if not idx:
-                continue
-            hi = max(idx, key=lambda i: s[i])
-            lo = min(idx, key=lambda i: s[i])
-            items.append((hi, f"{t} highest: ae {s[hi]:.2f}"))
-            if lo != hi:
-                items.append((lo, f"{t} lowest: ae {s[lo]:.2f}"))
+        items = _gallery_items(samples, heat.normalized)
         path = _gallery(out / "defect_gallery.png", items, samples, heat, heat)
         if path:
             written.append(path)

@@ -30,6 +30,7 @@ from station.vision.localize import LocalizeParams
 from station.vision.preprocess import PreprocessSpec, prepare_batch
 from training.autoencoder import AutoencoderOptions, score_batches, train_autoencoder
 from training.data import CropSet, Split, SplitOptions, compute_crops, make_split
+from training.device import pick_device
 from training.export import export_onnx, now_iso, parity, write_metadata
 from training.thresholds import ThresholdChoice, choose_threshold
 
@@ -85,14 +86,6 @@ class TrainLog:
 
     def close(self) -> None:
         self.fh.close()
-
-
-def _device(requested: str) -> str:
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: CUDA is not available to torch here; use auto or cpu")
-    return requested
 
 
 def _version(kind: str, fingerprint: str, seed: int) -> str:
@@ -322,7 +315,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     t0 = time.monotonic()
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = _device(opts.device)
+    device = str(pick_device(opts.device))
     torch.manual_seed(opts.seed)
     log = TrainLog(out / "train_log.jsonl")
     try:
@@ -381,7 +374,8 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
                                                     fuse_samples)
         else:
             info, model, fuse_val[kind] = _train_cls(opts, crops, roles, spec, loc, align,
-                                                     fingerprint, minutes, path, log, fuse_samples)
+                                                     fingerprint, minutes, device, path, log,
+                                                     fuse_samples)
         files[kind] = path.name
         summary["models"][kind] = info
         print(f"{kind}: threshold {info['threshold']:.4g} ({info['threshold_rule']}), "
@@ -448,7 +442,7 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     return info, res.head, _fuse_scores(norm, thr_set.samples, fuse_samples)
 
 
-def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minutes,
+def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minutes, device,
                path: Path, log: TrainLog, fuse_samples):
     from training.classifier import ClassifierOptions, train_classifier
 
@@ -456,7 +450,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     val_set = _ok(crops.select(roles["val_good"] + roles["thr_good"] + roles["val_labeled"]))
     copts = ClassifierOptions(size=spec.size, minutes=minutes, seed=opts.seed,
                               pretrained=opts.pretrained,
-                              device=None if opts.device == "auto" else opts.device)
+                              device=device)
     if opts.width is not None:
         copts.width = opts.width
     if opts.epochs:

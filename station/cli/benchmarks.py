@@ -120,7 +120,7 @@ def bench_torch(model_dir: Path, repeats: int, threads: int = 0,
     """The same networks in PyTorch eager mode, when torch (the train extra) is installed.
 
     The networks are rebuilt from each ONNX file's ``architecture`` metadata at its input
-    size (``training.vgg`` for the classifier, ``training.autoencoder`` for the autoencoder)
+    size (``training.classifier`` for the classifier, ``training.autoencoder`` for the autoencoder)
     with fresh weights: latency does not depend on the weight values.
     """
     try:
@@ -174,7 +174,7 @@ def _torch_network(path: Path) -> tuple[Any, tuple[int, int, int]]:
     shape = (spec.channels, spec.size, spec.size)
     arch = dict(meta.architecture)
     if meta.kind == "classifier":
-        from training.vgg import VGG16, VGGConfig
+        from training.classifier import VGG16, VGGConfig
 
         known = {f.name for f in dc.fields(VGGConfig)}
         if "width" not in arch:

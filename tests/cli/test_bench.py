@@ -19,8 +19,8 @@ from station.vision.align import AlignParams  # noqa: E402
 from station.vision.localize import LocalizeParams  # noqa: E402
 from station.vision.preprocess import PreprocessSpec  # noqa: E402
 from training.autoencoder import AutoencoderOptions, ConvAutoencoder, ScoringHead  # noqa: E402
+from training.classifier import VGG16, VGGConfig  # noqa: E402
 from training.export import export_onnx  # noqa: E402
-from training.vgg import VGG16, VGGConfig  # noqa: E402
 
 SIZE = 32
 

@@ -15,8 +15,8 @@ from station.vision.align import AlignParams
 from station.vision.localize import LocalizeParams
 from station.vision.preprocess import PreprocessSpec
 from training.autoencoder import AutoencoderOptions, ConvAutoencoder, ScoringHead
+from training.classifier import VGG16, VGGConfig
 from training.export import export_onnx, parity
-from training.vgg import VGG16, VGGConfig
 
 SIZE = 32
 

@@ -15,12 +15,12 @@ from station.vision.preprocess import PreprocessSpec, prepare_batch
 from training.classifier import (
     ClassifierOptions,
     ClassifierResult,
-    auroc,
+    PretrainedMismatch,
     calibration_tensors,
     train_classifier,
 )
+from training.metrics import roc_auc
 from training.synth_defects import synthesize
-from training.vgg import PretrainedMismatch
 
 SIZE = 64
 SPEC = PreprocessSpec(size=SIZE)
@@ -66,8 +66,8 @@ def test_separates_held_out_defects_clearly_above_chance(trained) -> None:
     assert result.val_p.shape == (len(val),)
     assert ((result.val_p >= 0) & (result.val_p <= 1)).all()
     # held-out parts with real (rendered) defects of every type vs held-out good parts
-    assert auroc(val_y, result.val_p) >= 0.7, result.history[-1]
-    assert result.history[-1]["val_auroc"] == pytest.approx(auroc(val_y, result.val_p))
+    assert roc_auc(result.val_p, val_y) >= 0.7, result.history[-1]
+    assert result.history[-1]["val_auroc"] == pytest.approx(roc_auc(result.val_p, val_y))
     assert result.history[-1]["stopped_by"] == "epochs" and len(result.history) == 13
     # synthesized defects on held-out good parts score above those parts
     assert result.history[-1]["val_synth_auroc"] > 0.5

@@ -14,8 +14,8 @@ import torch
 from station.sim import DEFECT_TYPES, render_part
 from station.vision.align import find_and_align
 from station.vision.preprocess import PreprocessSpec, prepare_batch
+from training.classifier import VGG16, VGGConfig
 from training.quantize import QUANTIZATION_TAG, QuantizationError, quantize_static
-from training.vgg import VGG16, VGGConfig
 
 SIZE = 64
 # Largest allowed |p_defect(int8) - p_defect(float)| on a model whose outputs spread over

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from training.vgg import VGG16, PretrainedMismatch, VGGConfig, load_pretrained
+from training.classifier import VGG16, PretrainedMismatch, VGGConfig, load_pretrained
 
 # torchvision.models.vgg16().state_dict(): parameter names and shapes, in order.
 TORCHVISION_VGG16 = [

@@ -1,0 +1,39 @@
+"""The autoencoder's knobs: architecture, training and scoring, all stored in the exported
+model's ``architecture`` metadata so a model says how it was made."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class AutoencoderOptions:
+    """Architecture, training and scoring knobs (all land in the model's ``architecture``)."""
+
+    base_channels: int = 16  # channels after the first stage; doubled per stage (capped)
+    max_channels: int = 64
+    depth: int = 3  # number of stride-2 stages: the bottleneck is size / 2**depth
+    latent_channels: int = 32  # channels at the bottleneck (the information squeeze)
+    epochs: int = 150
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    shift_px: int = 2  # random translation augmentation (crop pixels), absorbs alignment jitter
+    blur_sigma: float = 2.0  # Gaussian smoothing of the residual (crop pixels)
+    sd_floor: float = 0.1  # sd floor as a fraction of the mean sd: no division by ~0
+    sd_blur_sigma: float = 2.0  # smoothing of the per-pixel statistics (few validation crops)
+    roi_dilate_frac: float = 0.02  # part region grown by this share of the crop side
+    roi_border_frac: float = 0.025  # crop edge band never scored (padding artefacts)
+    roi_min_share: float = 0.2  # a pixel is part region when this share of good crops has part there
+    background_weight: float = 0.1  # loss weight outside the part region (inside: 1)
+    corrupt_prob: float = 0.5  # share of training crops given a pasted anomaly to repair
+    corrupt_size: tuple[float, float] = (0.03, 0.15)  # patch side range, share of the crop
+    score: str = "max"  # "max" | "topk"
+    topk_frac: float = 0.001  # share of pixels averaged when score == "topk"
+    seed: int = 0
+    minutes: float | None = None  # wall-clock budget for the training loop
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,70 @@
+"""What the classifier trains and checks on: augmented half-good, half-defect batches.
+
+Augmentation is what the aligned part really varies by: small shifts, rotations and scale
+changes (alignment jitter) and brightness/contrast changes (lighting drift). No flips: a
+vertical flip mirrors a screw's thread handedness and the side its shadow falls on, and a
+horizontal flip puts the head on the wrong side of an aligned crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from station.vision.preprocess import PreprocessSpec, prepare_batch
+from training.synth_defects import synthesize
+
+
+def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Alignment jitter (shift ±3 %, rotation ±3°, scale ±3 %) and lighting jitter; no flips."""
+    h, w = crop.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-3, 3), rng.uniform(0.97, 1.03))
+    m[:, 2] += rng.uniform(-0.03, 0.03, size=2) * (w, h)
+    out = cv2.warpAffine(crop, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-15, 15)
+    return np.clip(out.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class BatchMaker:
+    """Training batches: ``half`` good crops, ``n_real`` real defects, the rest synthesized
+    defects on good crops; all augmented and prepared as the station prepares them."""
+
+    good: list[np.ndarray]
+    real: list[np.ndarray]
+    spec: PreprocessSpec
+    rng: np.random.Generator
+    batch_size: int
+    n_real: int
+
+    @property
+    def half(self) -> int:
+        return self.batch_size // 2
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        rng, good, half = self.rng, self.good, self.half
+        imgs: list[np.ndarray] = []
+        for i in rng.integers(0, len(good), size=half):
+            imgs.append(augment(good[i], rng))
+        for i in rng.integers(0, len(self.real), size=self.n_real) if self.n_real else []:
+            imgs.append(augment(self.real[i], rng))
+        for _ in range(self.batch_size - half - self.n_real):
+            base, donor = rng.integers(0, len(good), size=2)
+            imgs.append(augment(synthesize(good[base], rng, donor=good[donor]).image, rng))
+        y = np.r_[np.zeros(half), np.ones(len(imgs) - half)].astype(np.float32)
+        x = prepare_batch(imgs, self.spec)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def synthetic_validation(crops: list[np.ndarray], labels: np.ndarray, limit: int,
+                         seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A fixed check set that needs no real defects: up to ``limit`` good validation crops
+    and a synthesized defect on each (its own seeded stream, apart from the batches')."""
+    vgood = [c for c, y in zip(crops, labels, strict=True) if y == 0][:limit]
+    vrng = np.random.default_rng(seed + 7919)
+    vsynth = [synthesize(c, vrng, donor=vgood[(i + 1) % len(vgood)]).image
+              for i, c in enumerate(vgood)]
+    return vgood, vsynth

@@ -1,0 +1,201 @@
+"""Train the VGG16 defect classifier on good crops, real defects and synthesized defects.
+
+Every batch is half good crops and half defects: real defective crops when the data set has
+them, and defects synthesized on the fly on good crops (:mod:`training.synth_defects`), so
+the classifier learns even from good parts alone (:mod:`training.classifier.batches`).
+Crops go through the station's own preprocessing (``station.vision.preprocess.prepare_batch``),
+never a copy of it, so the network sees in training exactly what it sees on the line.
+
+The learning rate follows a cosine from ``lr`` to zero over the planned run, where progress
+is the larger of the step fraction and the time fraction, so a run cut by the time budget
+still ends annealed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from station.vision.preprocess import PreprocessSpec
+from training.classifier.batches import BatchMaker, synthetic_validation
+from training.classifier.options import ClassifierOptions, ClassifierResult
+from training.classifier.predict import predict
+from training.classifier.vgg import VGG16, has_batch_norm, load_pretrained, read_state_dict
+from training.device import pick_device
+from training.metrics import roc_auc
+
+
+def _as_list(crops: Any) -> list[np.ndarray]:
+    return [np.asarray(c) for c in crops] if crops is not None else []
+
+
+def _check_inputs(train_crops: Any, train_labels: Any, val_crops: Any, val_labels: Any
+                  ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """(good training crops, real defect crops, validation crops, validation labels)."""
+    crops = _as_list(train_crops)
+    labels = np.asarray(train_labels, dtype=np.int64).reshape(-1)
+    if len(crops) != len(labels):
+        raise ValueError(f"{len(crops)} training crops but {len(labels)} labels")
+    if not set(np.unique(labels).tolist()) <= {0, 1}:
+        raise ValueError(f"training labels must be 0 (good) or 1 (defect), got {np.unique(labels)}")
+    good = [c for c, y in zip(crops, labels, strict=True) if y == 0]
+    real = [c for c, y in zip(crops, labels, strict=True) if y == 1]
+    if len(good) < 2:
+        raise ValueError(f"classifier training needs at least 2 good crops, got {len(good)}")
+    vcrops = _as_list(val_crops)
+    vlabels = np.asarray(val_labels if val_labels is not None else [], dtype=np.int64).reshape(-1)
+    if len(vcrops) != len(vlabels):
+        raise ValueError(f"{len(vcrops)} validation crops but {len(vlabels)} labels")
+    return good, real, vcrops, vlabels
+
+
+def _build_model(opts: ClassifierOptions, spec: PreprocessSpec) -> tuple[VGG16, bool]:
+    """A fresh VGG16, or one started from the ``pretrained`` file; and whether it has batch
+    norm (from the file when not set)."""
+    state = read_state_dict(opts.pretrained) if opts.pretrained is not None else None
+    batch_norm = opts.batch_norm
+    if batch_norm is None:
+        batch_norm = has_batch_norm(state) if state is not None else True
+    model = VGG16(opts.vgg_config(spec.channels, batch_norm))
+    if state is not None:
+        load_pretrained(model, opts.pretrained, state)
+    return model, batch_norm
+
+
+@dataclass
+class _Run:
+    """One training run: model, optimizer, batches, step count, clock and schedule."""
+
+    model: VGG16
+    device: torch.device
+    make_batch: BatchMaker
+    base_lr: float
+    weight_decay: float
+    total_steps: int
+    budget_s: float
+    bar: Any
+    step: int = 0
+    start: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.optim = torch.optim.AdamW(self.model.parameters(), lr=self.base_lr,
+                                       weight_decay=self.weight_decay)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.warmup = min(20, self.total_steps // 10)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def lr(self) -> float | None:
+        """This step's learning rate; ``None`` once the time budget is spent."""
+        elapsed = self.elapsed()
+        if elapsed >= self.budget_s:
+            return None
+        frac = max(self.step / self.total_steps, elapsed / self.budget_s)
+        base_lr, step, warmup = self.base_lr, self.step, self.warmup
+        return base_lr * (step + 1) / warmup if step < warmup else \
+            base_lr * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+
+    def epoch(self, epoch: int, steps: int) -> tuple[list[float], bool]:
+        """One epoch of ``steps`` batches: (the losses, stopped by the time budget)."""
+        self.model.train()
+        losses: list[float] = []
+        for _ in range(steps):
+            lr = self.lr()
+            if lr is None:
+                return losses, True
+            for g in self.optim.param_groups:
+                g["lr"] = lr
+            x, y = self.make_batch()
+            loss = self.loss_fn(self.model.logits(x.to(self.device)), y.to(self.device))
+            self.optim.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optim.step()
+            losses.append(float(loss.detach()))
+            self.step += 1
+            self.bar.update(1)
+            self.bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.3f}",
+                                 lr=f"{lr:.1e}")
+        return losses, False
+
+
+def _fit(run: _Run, opts: ClassifierOptions, steps_per_epoch: int, spec: PreprocessSpec,
+         vgood: list[np.ndarray], vsynth: list[np.ndarray]) -> tuple[list[dict[str, Any]], bool]:
+    """The epochs: (per-epoch history, stopped by the time budget)."""
+    history: list[dict[str, Any]] = []
+    stopped_by_time = False
+    for epoch in range(opts.epochs):
+        losses, stopped_by_time = run.epoch(epoch, steps_per_epoch)
+        if not losses:
+            break
+        entry: dict[str, Any] = {
+            "epoch": epoch + 1, "steps": run.step, "loss": float(np.mean(losses)),
+            "lr": float(run.optim.param_groups[0]["lr"]), "seconds": round(run.elapsed(), 1),
+        }
+        stopped_by_time = stopped_by_time or run.elapsed() >= run.budget_s
+        last = stopped_by_time or epoch == opts.epochs - 1
+        if vgood and (last or epoch % 20 == 19):
+            p_good = predict(run.model, vgood, spec, device=run.device)
+            p_syn = predict(run.model, vsynth, spec, device=run.device)
+            entry["val_synth_auroc"] = roc_auc(np.r_[p_good, p_syn],
+                                               np.r_[np.zeros(len(p_good)), np.ones(len(p_syn))])
+        history.append(entry)
+        if stopped_by_time:
+            break
+    return history, stopped_by_time
+
+
+def train_classifier(
+    train_crops: list[np.ndarray],
+    train_labels: list[int] | np.ndarray,
+    val_crops: list[np.ndarray] | None,
+    val_labels: list[int] | np.ndarray | None,
+    spec: PreprocessSpec,
+    options: ClassifierOptions | None = None,
+    progress: bool = True,
+) -> ClassifierResult:
+    """Train the classifier; stops after ``options.epochs`` or ``options.minutes``, first.
+
+    ``train_labels``: 0 good, 1 defective (real defects). Good crops are required; defects
+    are optional. Returns the model on CPU in eval mode, p_defect on ``val_crops`` and a
+    per-epoch history (loss, learning rate, seconds, and the validation AUROC of good vs
+    real defects where there are any, and of good vs synthesized defects on validation good
+    crops, a health check that works without defects).
+    """
+    opts = options or ClassifierOptions()
+    opts.validate(spec)
+    good, real, vcrops, vlabels = _check_inputs(train_crops, train_labels, val_crops, val_labels)
+    rng = np.random.default_rng(opts.seed)
+    torch.manual_seed(opts.seed)
+    device = pick_device(opts.device)
+    if opts.threads is not None:
+        torch.set_num_threads(opts.threads)
+    model, batch_norm = _build_model(opts, spec)
+    model.to(device)
+    vgood, vsynth = synthetic_validation(vcrops, vlabels, opts.max_val_synth, opts.seed)
+
+    half = opts.batch_size // 2
+    steps_per_epoch = max(1, math.ceil(len(good) / half))
+    n_real = int(round(half * (1.0 - opts.synth_ratio))) if real else 0
+    bar = tqdm(total=steps_per_epoch * opts.epochs, desc="classifier", unit="step",
+               disable=not progress, dynamic_ncols=True)
+    run = _Run(model, device, BatchMaker(good, real, spec, rng, opts.batch_size, n_real),
+               opts.resolved_lr(batch_norm), opts.weight_decay, steps_per_epoch * opts.epochs,
+               opts.minutes * 60.0, bar)
+    history, stopped_by_time = _fit(run, opts, steps_per_epoch, spec, vgood, vsynth)
+    bar.close()
+
+    model.eval()
+    val_p = predict(model, vcrops, spec, device=device) if vcrops else np.zeros(0, np.float32)
+    if history and len(np.unique(vlabels)) == 2:
+        history[-1]["val_auroc"] = roc_auc(val_p, vlabels)
+    if history:
+        history[-1]["stopped_by"] = "time" if stopped_by_time else "epochs"
+    return ClassifierResult(model=model.cpu().eval(), val_p=val_p, history=history)
