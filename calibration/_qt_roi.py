@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import cv2
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QImage, QPen, QPixmap
+from PySide6.QtGui import QBrush, QColor, QPen, QPixmap
 from PySide6.QtWidgets import (
     QApplication,
     QDialog,
@@ -30,22 +29,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from station.ui.imaging import to_qimage
 from station.vision.align import AlignParams, PartNotFound, find_and_align
 from station.vision.localize import LocalizeParams
 
 Roi = tuple[int, int, int, int]
-
-
-def to_qimage(image: np.ndarray) -> QImage:
-    """uint8 grey or BGR array -> QImage (copied, so the array may be freed)."""
-    if image.dtype != np.uint8:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
-    if image.ndim == 2:
-        h, w = image.shape
-        return QImage(np.ascontiguousarray(image).data, w, h, w, QImage.Format.Format_Grayscale8).copy()
-    rgb = np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-    h, w = rgb.shape[:2]
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
 class RoiRectItem(QGraphicsRectItem):
@@ -124,7 +112,7 @@ class RoiDialog(QDialog):
         self.last_crop: np.ndarray | None = None
 
         self.scene = QGraphicsScene(self)
-        self.scene.addItem(QGraphicsPixmapItem(QPixmap.fromImage(to_qimage(image))))
+        self.scene.addItem(QGraphicsPixmapItem(QPixmap.fromImage(to_qimage(image, stretch=True))))
         self.rect_item = RoiRectItem(roi, QRectF(0, 0, w, h), self._rect_moved)
         self.scene.addItem(self.rect_item)
         self.view = QGraphicsView(self.scene)
@@ -208,7 +196,7 @@ class RoiDialog(QDialog):
             loc = aligned.localization
             self.last_crop = aligned.crop
             self.last_status = f"ok: part length {loc.length_px:.1f} px, angle {loc.angle_deg:.1f}°"
-            self.preview.setPixmap(QPixmap.fromImage(to_qimage(aligned.crop)))
+            self.preview.setPixmap(QPixmap.fromImage(to_qimage(aligned.crop, stretch=True)))
         self.status.setText(self.last_status)
 
 

@@ -353,17 +353,16 @@ def bench_long_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], 
     warmup = max(1, min(1000, parts // 10))
     seen = {"parts": 0, "rss_warmup": None}
 
-    def on_event(kind: str, _payload: Any) -> None:
-        if kind == "part":
-            seen["parts"] += 1
-            if seen["parts"] == warmup:
-                seen["rss_warmup"] = _proc_status_mb("VmRSS")
+    def on_part(_result: Any) -> None:
+        seen["parts"] += 1
+        if seen["parts"] == warmup:
+            seen["rss_warmup"] = _proc_status_mb("VmRSS")
 
     rss_start = _proc_status_mb("VmRSS")
     own_peak = _reset_peak_rss()
     engine = _bench_engine(recipe, inspector, long_frames, fps, records_dir, delay_ms,
                            block=False)
-    engine.add_listener(on_event)
+    engine.events.part.connect(on_part)
     with engine:
         t0 = time.perf_counter()
         engine.start()

@@ -9,7 +9,8 @@ import sys
 import time
 from typing import TextIO
 
-from station.pipeline import Engine, EngineStats
+from station.pipeline import Alarm, Engine, EngineStats
+from station.pipeline.inspector import PartResult
 
 
 def format_stats(s: EngineStats) -> str:
@@ -27,23 +28,24 @@ def format_stats(s: EngineStats) -> str:
 def run_headless(engine: Engine, seconds: float | None, out: TextIO = sys.stdout,
                  show_parts: bool = True, interval: float = 1.0) -> EngineStats:
     """Run until ``seconds`` pass (or the source ends, or Ctrl-C); print as it goes."""
-    def on_event(kind: str, payload) -> None:
-        if kind == "part" and show_parts:
-            r = payload
-            truth = getattr(r.truth, "label", None)
-            known = "" if truth is None else f"  truth {'defect' if truth else 'good'}"
-            scores = []
-            if r.ae_score is not None:
-                scores.append(f"ae {r.ae_score:5.2f}")
-            if r.cls_score is not None:
-                scores.append(f"cls {r.cls_score:5.2f}")
-            why = f"  ({r.error})" if r.error else ""
-            print(f"part {r.part_id:>6}  {r.verdict:6}  {'  '.join(scores)}  "
-                  f"{r.latency_ms:6.1f} ms{known}{why}", file=out, flush=True)
-        elif kind == "alarm":
-            print(f"ALARM {payload.kind}: {payload.message}", file=out, flush=True)
+    def on_part(r: PartResult) -> None:
+        truth = getattr(r.truth, "label", None)
+        known = "" if truth is None else f"  truth {'defect' if truth else 'good'}"
+        scores = []
+        if r.ae_score is not None:
+            scores.append(f"ae {r.ae_score:5.2f}")
+        if r.cls_score is not None:
+            scores.append(f"cls {r.cls_score:5.2f}")
+        why = f"  ({r.error})" if r.error else ""
+        print(f"part {r.part_id:>6}  {r.verdict:6}  {'  '.join(scores)}  "
+              f"{r.latency_ms:6.1f} ms{known}{why}", file=out, flush=True)
 
-    engine.add_listener(on_event)
+    def on_alarm(alarm: Alarm) -> None:
+        print(f"ALARM {alarm.kind}: {alarm.message}", file=out, flush=True)
+
+    if show_parts:
+        engine.events.part.connect(on_part)
+    engine.events.alarm.connect(on_alarm)
     for alarm in engine.alarms():  # raised while the engine was built (a port missing at start)
         print(f"ALARM {alarm.kind}: {alarm.message}", file=out, flush=True)
     start = time.monotonic()

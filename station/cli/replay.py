@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     skipped: list = []
     with engine:
         bar = tqdm(total=len(samples), desc="replay", unit="part", file=sys.stderr)
-        engine.add_listener(lambda kind, _: bar.update(1) if kind == "part" else None)
+        engine.events.part.connect(lambda _result: bar.update(1))
         engine.acquisition.add_skip_listener(lambda skip: (skipped.append(skip), bar.update(1)))
         engine.start()
         engine.wait_finished()

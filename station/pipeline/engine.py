@@ -4,14 +4,14 @@ Threads, not one loop (DESIGN.md): the acquisition thread fills a latest-frame s
 preview and calls the frame-driven trigger; triggered parts go through a bounded queue to the
 inspection thread; the reject scheduler and the serial link have their own threads; the
 records writer has its own. Nothing here knows Qt: the GUI and ``station run --headless``
-both drive this class and read its state.
+both drive this class, read its state and follow its typed events (``engine.events``).
 
 Overload is explicit: when triggers come faster than the station inspects, the bounded
 queue is full and the new part is *shed*: not inspected, the fail-safe acts at its reject
 point (``reject.fail_safe``), it gets an ERROR record saying "overload: shed", it is
 counted, and an alarm stays up until the station keeps up again. Every part, inspected or
-shed, gets its row: rows wait in the engine's own backlog rather than be dropped when the
-records writer is behind.
+shed, gets its row: rows wait in the engine's own backlog (:mod:`station.pipeline.rows`)
+rather than be dropped when the records writer is behind.
 """
 
 from __future__ import annotations
@@ -21,17 +21,29 @@ import os
 import queue
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
-import numpy as np
-
-from station.config import DecisionSection
-from station.decision import ERROR, REJECT
+from station.decision import ERROR
+from station.pipeline.alarms import (
+    ALARM_CAMERA,
+    ALARM_MODEL,
+    ALARM_OVERLOAD,
+    ALARM_QUALITY,
+    ALARM_RECORDS,
+    ALARM_SERIAL,
+    ALARM_STREAK,
+    ALARM_TRIGGER,
+    ENGINE_ALARMS,
+    Alarm,
+    AlarmBook,
+)
+from station.pipeline.events import EngineEvents, EngineState, emit_safely
 from station.pipeline.inspector import Inspector, PartResult, PreparedPart
-from station.records import PartRecord, Records
+from station.pipeline.rows import RowFeeder, part_images, part_row
+from station.pipeline.stats import EngineStats, PartTally, inspect_rate, percentile
+from station.records import Records
 from station.reject import RejectScheduler
 from station.reject.serial_link import SerialLink
 from station.sources import (
@@ -55,71 +67,17 @@ from station.vision.undistort import Undistorter
 
 log = logging.getLogger(__name__)
 
-# Alarm kinds the banner shows.
-ALARM_CAMERA = "camera_lost"
-ALARM_SERIAL = "serial_lost"
-ALARM_STREAK = "reject_streak"
-ALARM_MODEL = "model_error"
 SKIP_REASON = "image skipped"  # an unreadable stored image: its own count, no model alarm
-ALARM_QUALITY = "image_quality"
-ALARM_RECORDS = "records"
-ALARM_OVERLOAD = "overload"
-ALARM_TRIGGER = "trigger"
-# Alarms whose cause means the line is not being inspected (or not protected) while they last.
-NOT_INSPECTING_KINDS = frozenset({ALARM_CAMERA, ALARM_TRIGGER, ALARM_SERIAL})
-COUNTS_RESET_KEY = "counts.reset"
-_ENGINE_ALARMS = (ALARM_CAMERA, ALARM_SERIAL, ALARM_STREAK, ALARM_MODEL, ALARM_QUALITY,
-                  ALARM_OVERLOAD, ALARM_TRIGGER)
 SHED_REASON = "overload: shed"
-
-Listener = Callable[[str, Any], None]
-
-
-@dataclass(frozen=True)
-class Alarm:
-    """One alarm in the banner until the operator acknowledges it."""
-
-    id: int
-    kind: str
-    message: str
-    time: float = field(default_factory=time.time)
-    active: bool = True  # the condition still holds (camera still lost, …)
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    """What the status bar and the headless printout show."""
-
-    running: bool
-    source: str
-    camera_fps: float
-    frames: int
-    dropped_frames: int  # frames missing from the camera's nominal rate (gaps); every frame
-    # that arrives goes through the trigger, so none are dropped after acquisition
-    inspect_fps: float
-    parts: int
-    passed: int
-    rejected: int
-    errors: int
-    late: int  # parts the queue could not take in time: the shed ones (the status bar's name)
-    latency_p50_ms: float
-    latency_p99_ms: float
-    serial_state: str
-    reject_timing: dict[str, float]
-    models: dict[str, str]
-    shed: int = 0  # parts not inspected under overload: fail-safe action, ERROR record
-    debounced: int = 0  # triggers ignored as bounces of the one before (not parts)
-    rows_waiting: int = 0  # rows in the engine's backlog, not yet handed to the records
-    rows_lost: int = 0  # rows that could not be recorded at all (alarmed); 0 unless broken
+COUNTS_RESET_KEY = "counts.reset"
 
 
 class Engine:
     """Runs one recipe on the line. ``start``/``stop``; state is read, never pushed to Qt.
 
-    ``listener(kind, payload)`` is called from engine threads with ``"part"``
-    (:class:`PartResult`), ``"alarm"`` (:class:`Alarm`), ``"alarm_cleared"`` (:class:`Alarm`)
-    and ``"state"`` (``"running"``/``"stopped"``/``"ended"``); a GUI re-posts them to its
-    own thread.
+    ``events`` (:class:`EngineEvents`) are emitted from engine threads: ``part``
+    (:class:`PartResult`), ``alarm`` and ``alarm_cleared`` (:class:`Alarm`) and ``state``
+    (:class:`EngineState`); a GUI re-posts them to its own thread.
     """
 
     def __init__(
@@ -138,19 +96,23 @@ class Engine:
         self.recipe = recipe
         self.block_when_busy = block_when_busy
         self.streak_alarm = streak_alarm
-        self._listeners: list[Listener] = []
+        self.events = EngineEvents()
+        self._init_state(queue_size)
+        self.inspector = inspector or Inspector.from_recipe(recipe)
+        self.inspector.warmup()
+        self.undistorter = Undistorter.from_recipe(recipe)
+        self._open_records(records)
+        mode = trigger_mode or recipe.trigger.mode
+        self._open_reject_output(mode)
+        self._open_source_and_triggers(source, paced, mode)
+        self.quality = QualityMonitor.from_recipe_params(recipe.quality, recipe.path)
+        self._quality_frame: Frame | None = None
+
+    def _init_state(self, queue_size: int) -> None:
+        """Counts, the queues between the stages and the threads' bookkeeping."""
         self._lock = threading.RLock()
-        self._alarms: dict[int, Alarm] = {}
-        self._alarm_seq = 0
-        self._open_alarm_by_kind: dict[str, int] = {}
-        self._results: deque[PartResult] = deque(maxlen=500)
-        self._latencies: deque[float] = deque(maxlen=1000)
-        self._done_times: deque[float] = deque(maxlen=240)
-        self._counts = {"parts": 0, "passed": 0, "rejected": 0, "errors": 0, "late": 0,
-                        "shed": 0}
+        self._tally = PartTally()
         self._overloaded = False  # parts are being shed; cleared once the queue drains
-        self._streak = 0
-        self._last_result: PartResult | None = None
         self._running = False
         self._stop = threading.Event()
         self._queue: queue.Queue[TriggerEvent | None] = queue.Queue(maxsize=queue_size)
@@ -166,21 +128,26 @@ class Engine:
         self._last_frame_t: float | None = None
         self._missed_frames = 0
 
-        self.inspector = inspector or Inspector.from_recipe(recipe)
-        self.inspector.warmup()
-        self.undistorter = Undistorter.from_recipe(recipe)
-        self.records: Records | None = Records.from_recipe(recipe) if records else None
-        self._rows: _RowFeeder | None = None
+    def _open_records(self, records: bool) -> None:
+        """The records, the feeder that hands them rows, and the alarm book over them."""
+        self.records: Records | None = Records.from_recipe(self.recipe) if records else None
+        self._book = AlarmBook(self.records, raised=partial(emit_safely, self.events.alarm),
+                               cleared=partial(emit_safely, self.events.alarm_cleared))
+        self._rows: RowFeeder | None = None
         if self.records is not None:
-            self._rows = _RowFeeder(self.records,
-                                    lambda msg: self.raise_alarm(ALARM_RECORDS, msg))
-            # Records notify every alarm they store, the engine's own included: only the
-            # records' own faults (writer behind, disk) become a records alarm here.
-            self.records.add_alarm_listener(
-                lambda kind, msg: kind in _ENGINE_ALARMS or self.raise_alarm(ALARM_RECORDS, msg))
+            self._rows = RowFeeder(self.records, partial(self.raise_alarm, ALARM_RECORDS))
+            self.records.add_alarm_listener(self._on_records_alarm)
 
+    def _on_records_alarm(self, kind: str, message: str) -> None:
+        """Records notify every alarm they store, the engine's own included: only the
+        records' own faults (writer behind, disk) become a records alarm here."""
+        if kind not in ENGINE_ALARMS:
+            self.raise_alarm(ALARM_RECORDS, message)
+
+    def _open_reject_output(self, mode: str) -> None:
+        """The serial link (reject output, serial trigger) and the reject scheduler."""
+        recipe = self.recipe
         self.link: SerialLink | None = None
-        mode = trigger_mode or recipe.trigger.mode
         if recipe.reject.enabled or mode == "serial":
             self.link = SerialLink.from_recipe(recipe, serial_trigger=(mode == "serial"))
             self.link.add_state_listener(self._on_serial_state)
@@ -191,6 +158,10 @@ class Engine:
         if self.records is not None:
             self.scheduler.add_fired_listener(self.records.on_fired)
 
+    def _open_source_and_triggers(self, source: FrameSource | None, paced: bool,
+                                  mode: str) -> None:
+        """The camera, its acquisition thread, the recipe's trigger and the operator's one."""
+        recipe = self.recipe
         self.source = source or make_source(recipe.camera, recipe.trigger, paced=paced)
         # Every frame goes to the trigger (a listener, in order); the preview takes the latest.
         # Parts, not frames, are what queue up for inspection.
@@ -207,13 +178,11 @@ class Engine:
         self.trigger.add_alarm_listener(self._on_trigger_alarm)
         self.software = (self.trigger if isinstance(self.trigger, SoftwareTrigger)
                          else SoftwareTrigger(self.acquisition, self.counter,
-                                              debounce_ms=0.0 if block_when_busy
+                                              debounce_ms=0.0 if self.block_when_busy
                                               else recipe.trigger.debounce_ms))
         if self.software is not self.trigger:
             self.software.add_listener(self._on_trigger)
         self.acquisition.add_frame_listener(self._on_frame)
-        self.quality = QualityMonitor.from_recipe_params(recipe.quality, recipe.path)
-        self._quality_frame: Frame | None = None
 
     def _debounce_ms(self, recipe: Any, mode: str) -> float:
         """The trigger's debounce: the recipe's, where a sensor can bounce.
@@ -228,17 +197,7 @@ class Engine:
             return 0.0
         return float(recipe.trigger.debounce_ms)
 
-    # -- listeners and state ------------------------------------------------------------
-    def add_listener(self, callback: Listener) -> None:
-        self._listeners.append(callback)
-
-    def _emit(self, kind: str, payload: Any) -> None:
-        for callback in list(self._listeners):
-            try:
-                callback(kind, payload)
-            except Exception:
-                log.exception("engine listener failed on %s", kind)
-
+    # -- state ------------------------------------------------------------------------------
     @property
     def running(self) -> bool:
         return self._running
@@ -248,11 +207,11 @@ class Engine:
         return self.acquisition.latest()
 
     def last_result(self) -> PartResult | None:
-        return self._last_result
+        return self._tally.last
 
     def results(self) -> list[PartResult]:
         with self._lock:
-            return list(self._results)
+            return list(self._tally.results)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> None:
@@ -266,7 +225,7 @@ class Engine:
         self._crop_thread.start()
         self.acquisition.start()
         self._running = True
-        self._emit("state", "running")
+        emit_safely(self.events.state, EngineState.RUNNING)
 
     def stop(self) -> None:
         """Stop taking frames; parts already triggered are finished and recorded."""
@@ -281,7 +240,7 @@ class Engine:
                 thread.join(10.0)
         self._thread = self._crop_thread = None
         self._running = False
-        self._emit("state", "stopped")
+        emit_safely(self.events.state, EngineState.STOPPED)
 
     def close(self) -> None:
         """Stop, let pending reject outputs fire, and close the port and the records."""
@@ -368,7 +327,7 @@ class Engine:
         the last few parts then show up on the next call).
         """
         if self.records is None:
-            c = self._counts
+            c = self._tally.counts
             return {"inspected": c["parts"], "passed": c["passed"],
                     "rejected": c["rejected"], "errors": c["errors"]}
         if wait and self._rows is not None:
@@ -381,66 +340,29 @@ class Engine:
             self.records.record_event(who, COUNTS_RESET_KEY, "", time.time())
             self.records.flush(2.0)
         with self._lock:
-            self._counts = dict.fromkeys(self._counts, 0)
+            self._tally.reset_counts()
 
-    # -- alarms ---------------------------------------------------------------------------
+    # -- alarms (the book keeps them; these are the engine's public face) ----------------
     def raise_alarm(self, kind: str, message: str) -> Alarm:
         """Show an alarm (one per kind while it is open) and record it."""
-        with self._lock:
-            open_id = self._open_alarm_by_kind.get(kind)
-            if open_id is not None and open_id in self._alarms:
-                alarm = replace(self._alarms[open_id], message=message, active=True)
-                self._alarms[open_id] = alarm
-                return alarm
-        alarm_id = None
-        if self.records is not None and kind != ALARM_RECORDS:
-            try:
-                alarm_id = self.records.raise_alarm(kind, message)
-            except Exception:
-                log.exception("could not record alarm %s", kind)
-        with self._lock:
-            if alarm_id is None:
-                self._alarm_seq -= 1
-                alarm_id = self._alarm_seq
-            alarm = Alarm(alarm_id, kind, message)
-            self._alarms[alarm_id] = alarm
-            self._open_alarm_by_kind[kind] = alarm_id
-        log.info("alarm %s: %s", kind, message)
-        self._emit("alarm", alarm)
-        return alarm
+        return self._book.raise_alarm(kind, message)
 
     def clear_condition(self, kind: str, message: str = "") -> None:
         """The condition behind an alarm is gone; it stays shown until acknowledged."""
-        with self._lock:
-            alarm_id = self._open_alarm_by_kind.get(kind)
-            if alarm_id is None or alarm_id not in self._alarms:
-                return
-            alarm = replace(self._alarms[alarm_id], active=False,
-                            message=message or self._alarms[alarm_id].message)
-            self._alarms[alarm_id] = alarm
-        self._emit("alarm_cleared", alarm)
+        self._book.clear_condition(kind, message)
 
     def alarms(self) -> list[Alarm]:
         """Alarms not yet acknowledged, oldest first."""
-        with self._lock:
-            return sorted(self._alarms.values(), key=lambda a: a.time)
+        return self._book.alarms()
 
     def not_inspecting(self) -> list[Alarm]:
         """The conditions, still holding, under which parts pass unjudged or unprotected:
         no frames, a trigger that cannot watch, a reject output that cannot act.
         Acknowledging such an alarm does not end it; only its cause going away does."""
-        with self._lock:
-            return sorted((a for a in self._alarms.values()
-                           if a.active and a.kind in NOT_INSPECTING_KINDS),
-                          key=lambda a: a.time)
+        return self._book.not_inspecting()
 
     def acknowledge(self, alarm_id: int, who: str = "operator") -> None:
-        with self._lock:
-            alarm = self._alarms.pop(alarm_id, None)
-            if alarm is not None and self._open_alarm_by_kind.get(alarm.kind) == alarm_id:
-                del self._open_alarm_by_kind[alarm.kind]
-        if alarm is not None and self.records is not None and alarm_id > 0:
-            self.records.acknowledge_alarm(alarm_id, who)
+        self._book.acknowledge(alarm_id, who)
 
     def _on_camera_alarm(self, kind: str, message: str) -> None:
         if kind == CAMERA_LOST:
@@ -448,7 +370,7 @@ class Engine:
         elif kind == CAMERA_RESTORED:
             self.clear_condition(ALARM_CAMERA, f"camera lost, now restored: {message}")
         elif kind == SOURCE_ENDED:
-            self._emit("state", "ended")
+            emit_safely(self.events.state, EngineState.ENDED)
 
     def _on_trigger_alarm(self, message: str) -> None:
         """The trigger cannot work as configured (an ROI outside the frame), or works again."""
@@ -521,7 +443,7 @@ class Engine:
         self.scheduler.shed(part_id, reason)
         with self._lock:
             self._overloaded = True
-            shed = self._counts["shed"] + 1
+            shed = self._tally.counts["shed"] + 1
         self.raise_alarm(ALARM_OVERLOAD, f"overload: {shed} part(s) shed: triggers come faster "
                                          f"than the station inspects; each got the fail-safe "
                                          f"({fail_safe}) and an ERROR record")
@@ -534,7 +456,7 @@ class Engine:
             if not self._overloaded or not self._queue.empty():
                 return
             self._overloaded = False
-            shed = self._counts["shed"]
+            shed = self._tally.counts["shed"]
         self.clear_condition(ALARM_OVERLOAD, f"overload over: {shed} part(s) shed in all; "
                                              "the station keeps up again")
 
@@ -604,42 +526,21 @@ class Engine:
         if not shed:  # a shed part has no verdict: the fail-safe acts for it
             self.scheduler.set_verdict(result.part_id, result.verdict)
         with self._lock:
-            self._last_result = result
-            self._results.append(result)
-            if not shed:
-                self._latencies.append(result.latency_ms)
-                self._done_times.append(time.monotonic())
-            c = self._counts
-            c["parts"] += 1
-            c["late"] += int(shed)
-            c["shed"] += int(shed)
-            if result.verdict == "PASS":
-                c["passed"] += 1
-                self._streak = 0
-            else:
-                c["rejected" if result.verdict == REJECT else "errors"] += 1
-                self._streak += int(not shed)  # a shed part says nothing about the line
-            streak = self._streak
+            streak = self._tally.note(result, shed, time.monotonic())
             if self._rows is not None:  # under the lock: rows go out in the results' order
-                self._rows.put(self._record_row(result), _images(result))
+                row = part_row(result, self.recipe.product.name,
+                               self.inspector.model_versions, self.inspector.decision)
+                self._rows.put(row, part_images(result))
         if (result.verdict == ERROR and result.error and not shed
                 and not result.error.startswith(("part ", SKIP_REASON))):
             self.raise_alarm(ALARM_MODEL, f"part {result.part_id}: {result.error}")
         if not shed and self.streak_alarm and streak == self.streak_alarm:
             self.raise_alarm(ALARM_STREAK, f"{streak} rejects in a row (last: part "
                                            f"{result.part_id}) — check the line and the camera")
-        self._emit("part", result)
+        emit_safely(self.events.part, result)
         with self._idle:
             self._pending -= 1
             self._idle.notify_all()
-
-    def _record_row(self, r: PartResult) -> PartRecord:
-        return PartRecord(
-            part_id=r.part_id, verdict=r.verdict, recipe=self.recipe.product.name,
-            model_versions=self.inspector.model_versions,
-            ae_score_raw=r.ae_raw, ae_score=r.ae_score, cls_score_raw=r.cls_raw,
-            cls_score=r.cls_score, reasons=_reasons(r, self.inspector.decision), error=r.error,
-            latency_ms=r.latency_ms)
 
     def _maybe_check_quality(self) -> None:
         """Image quality at start-up and every ``quality.interval_s`` (the monitor decides)."""
@@ -661,12 +562,10 @@ class Engine:
     def stats(self) -> EngineStats:
         acq = self.acquisition.stats()
         with self._lock:
-            lat = sorted(self._latencies)
-            times = list(self._done_times)
-            c = dict(self._counts)
-        now = time.monotonic()
-        recent = [t for t in times if now - t <= 5.0]
-        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 else 0.0
+            lat = sorted(self._tally.latencies)
+            times = list(self._tally.done_times)
+            c = dict(self._tally.counts)
+        fps = inspect_rate(times, time.monotonic())
         return EngineStats(
             running=self._running, source=self.source.name, camera_fps=acq.fps,
             frames=acq.frames, dropped_frames=self._missed_frames, inspect_fps=fps,
@@ -679,117 +578,6 @@ class Engine:
                                                 if self.software is not self.trigger else 0),
             rows_waiting=self._rows.waiting if self._rows is not None else 0,
             rows_lost=self._rows.lost if self._rows is not None else 0)
-
-
-class _RowFeeder:
-    """Hands part rows to the records writer, in order, without ever dropping one silently.
-
-    ``Records.submit`` refuses a part when its queue is full (a slow disk, a burst of
-    parts), and the inspection thread must not wait for the disk. So rows wait here, and
-    this thread hands them on no faster than the writer takes them: it waits for the writer
-    (a flush) after every ``batch`` rows, well inside the writer's queue. While more than
-    ``image_backlog`` rows wait, the images of the waiting ones are left out (the row comes
-    first; images are optional). Only past ``max_rows`` waiting rows (a writer that stopped)
-    is a row lost, and then it is counted and alarmed.
-    """
-
-    def __init__(self, records: Records, alarm: Callable[[str], None], *, batch: int = 64,
-                 image_backlog: int = 256, max_rows: int = 50_000) -> None:
-        self.records = records
-        self._alarm = alarm
-        self._batch = batch
-        self._image_backlog = image_backlog
-        self._max_rows = max_rows
-        self._items: deque[tuple[PartRecord, dict[str, np.ndarray]]] = deque()
-        self._cond = threading.Condition()
-        self._busy = False
-        self._stop = False
-        self._since_flush = 0
-        self.lost = 0
-        self.images_left_out = 0
-        self._thread = threading.Thread(target=self._run, name="records-feeder", daemon=True)
-        self._thread.start()
-
-    @property
-    def waiting(self) -> int:
-        with self._cond:
-            return len(self._items) + int(self._busy)
-
-    def put(self, row: PartRecord, images: dict[str, np.ndarray]) -> None:
-        """Queue a row (never blocks)."""
-        with self._cond:
-            if len(self._items) < self._max_rows and not self._stop:
-                self._items.append((row, images))
-                self._cond.notify_all()
-                return
-            self.lost += 1
-            lost = self.lost
-        log.error("record of part %s lost: %d rows already wait for the records writer",
-                  row.part_id, self._max_rows)
-        self._alarm(f"records writer stalled: {lost} part row(s) could not be recorded "
-                    f"(last: part {row.part_id})")
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._items and not self._stop:
-                    self._cond.wait()
-                if not self._items:
-                    return
-                row, images = self._items.popleft()
-                self._busy = True
-                backlog = len(self._items)
-            if images and backlog >= self._image_backlog:
-                images = {}
-                self.images_left_out += 1
-            try:
-                self._hand_on(row, images)
-            except Exception:  # the records are closed or broken: say so, keep going
-                log.exception("record of part %s not written", row.part_id)
-                self.lost += 1
-            with self._cond:
-                self._busy = False
-                self._cond.notify_all()
-
-    def _hand_on(self, row: PartRecord, images: dict[str, np.ndarray]) -> None:
-        if self._since_flush >= self._batch:
-            self.records.flush(30.0)  # the writer's pace, not the triggers'
-            self._since_flush = 0
-        while not self.records.submit(row, images):
-            self.records.flush(1.0)  # refused: the writer is behind; offer it again
-            self._since_flush = 0
-            images = {}
-        self._since_flush += 1
-
-    def drain(self, timeout: float) -> bool:
-        """Wait until every row queued so far is handed on and written."""
-        end = time.monotonic() + timeout
-        with self._cond:
-            while self._items or self._busy:
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return self.records.flush(max(0.0, end - time.monotonic()))
-
-    def close(self, timeout: float = 60.0) -> None:
-        """Hand every waiting row on, then stop."""
-        with self._cond:
-            self._stop = True
-            self._cond.notify_all()
-        self._thread.join(timeout)
-        with self._cond:
-            left = len(self._items)
-        if left:
-            self.lost += left
-            log.error("%d part row(s) not recorded: the records writer did not take them", left)
-
-
-def percentile(values: list[float], q: float, empty: float = 0.0) -> float:
-    """Nearest-rank quantile of already sorted ``values`` (the status bar's and bench's)."""
-    if not values:
-        return empty
-    return float(values[min(len(values) - 1, int(round(q * (len(values) - 1))))])
 
 
 def _truth_for(frame: Frame, result: PartResult) -> Any:
@@ -805,36 +593,3 @@ def _truth_for(frame: Frame, result: PartResult) -> Any:
     x, y, w, h = result.box
     cx, cy = x + w / 2, y + h / 2
     return min(parts, key=lambda p: (p.center_xy[0] - cx) ** 2 + (p.center_xy[1] - cy) ** 2)
-
-
-def _reasons(r: PartResult, d: DecisionSection) -> str:
-    out = []
-    if r.ae_score is not None and r.ae_score >= d.ae_threshold:
-        out.append(f"autoencoder {r.ae_score:.2f} >= {d.ae_threshold:.2f}")
-    if r.cls_score is not None and r.cls_score >= d.cls_threshold:
-        out.append(f"classifier {r.cls_score:.2f} >= {d.cls_threshold:.2f}")
-    return "; ".join(out)
-
-
-def _images(r: PartResult) -> dict[str, np.ndarray]:
-    """The crop and its heatmap overlay, for the records' image store."""
-    if r.crop is None:
-        return {}
-    images = {"crop": r.crop}
-    if r.heatmap is not None:
-        images["heatmap"] = heatmap_overlay(r.crop, r.heatmap)
-    return images
-
-
-def heatmap_overlay(crop: np.ndarray, heatmap: np.ndarray, opacity: float = 0.5,
-                    vmax: float = 1.5) -> np.ndarray:
-    """BGR image of ``crop`` with ``heatmap`` (1.0 = threshold) over it in JET colours."""
-    import cv2
-
-    base = crop if crop.ndim == 3 else cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
-    h = np.clip(np.nan_to_num(heatmap) / vmax, 0.0, 1.0)
-    if h.shape[:2] != base.shape[:2]:
-        h = cv2.resize(h, (base.shape[1], base.shape[0]))
-    colour = cv2.applyColorMap((h * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    alpha = (opacity * np.clip(h * 1.5, 0.0, 1.0))[..., None]
-    return (base * (1 - alpha) + colour * alpha).astype(np.uint8)

@@ -125,14 +125,29 @@ class MainWindow(QMainWindow):
         base.setPointSize(theme.BASE_POINT_SIZE)
         self.setFont(base)
         self.resize(1280, 800)
+        self._connect_bridge()
+        self._build_toolbar()
+        self._build_body()
+        self._build_engineer_dock()
+        self.status = StationStatusBar(self)
+        self.setStatusBar(self.status)
+        self._install_shortcuts()
+        self._start_timers()
+        self._set_engine(engine)
+        if engine.records is not None:  # a lockout survives a restart of the station
+            self.pin_guard.restore(engine.records.events(n=500))
 
+    # -- building the window -------------------------------------------------------------------
+    def _connect_bridge(self) -> None:
+        """The engine's events, re-posted on the GUI thread, to the window's slots."""
         self.bridge = EngineBridge(self)
         self.bridge.part.connect(self.on_part)
         self.bridge.alarm.connect(lambda _a: self.refresh_alarms())
         self.bridge.alarm_cleared.connect(lambda _a: self.refresh_alarms())
         self.bridge.state.connect(self.on_state)
 
-        # -- top bar: what the operator presses
+    def _build_toolbar(self) -> None:
+        """The top bar: what the operator presses, and one line saying what just happened."""
         self.product = QLabel("")
         pfont = QFont()
         pfont.setPointSize(20)
@@ -182,10 +197,10 @@ class MainWindow(QMainWindow):
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, top)
         self.toolbar = top
 
+    def _build_body(self) -> None:
+        """The alarm banner, the picture, the verdict, the part, the counts and the trends."""
         self.alarms = AlarmBanner()
         self.alarms.acknowledge_requested.connect(self.acknowledge)
-
-        # -- the picture, the verdict, the part and the counts
         self.live = LiveView()
         self.verdict = VerdictTile()
         self.part_view = PartView()
@@ -219,7 +234,8 @@ class MainWindow(QMainWindow):
         cl.addWidget(body, 1)
         self.setCentralWidget(central)
 
-        # -- engineer mode: a dock that exists only while unlocked
+    def _build_engineer_dock(self) -> None:
+        """Engineer mode: a dock shown (and enabled) only while unlocked."""
         self.engineer = EngineerPanel()
         self.engineer.lock_requested.connect(self.lock_engineer)
         self.engineer.restart_requested.connect(self.reload_recipe)
@@ -234,9 +250,8 @@ class MainWindow(QMainWindow):
         self.engineer_dock.hide()
         self.engineer.setEnabled(False)
 
-        self.status = StationStatusBar(self)
-        self.setStatusBar(self.status)
-
+    def _install_shortcuts(self) -> None:
+        """F5 start/stop, Space trigger, F11 kiosk, Ctrl+E engineer: from anywhere in the app."""
         for key, slot in ((Qt.Key.Key_F5, self.toggle_running), (Qt.Key.Key_Space, self.trigger),
                           (Qt.Key.Key_F11, self.toggle_kiosk),
                           (ENGINEER_KEY, self.toggle_engineer)):
@@ -246,15 +261,14 @@ class MainWindow(QMainWindow):
             shortcut.activated.connect(slot)
         self.engineer_key = EngineerKey(self)  # Ctrl+E even where a text field wants it
 
+    def _start_timers(self) -> None:
+        """The status bar and trends every 0.5 s, the counts every second (polling the engine)."""
         self._stats_timer = QTimer(self)
         self._stats_timer.timeout.connect(self.refresh_stats)
         self._stats_timer.start(500)
         self._counts_timer = QTimer(self)
         self._counts_timer.timeout.connect(self.refresh_counts)
         self._counts_timer.start(1000)
-        self._set_engine(engine)
-        if engine.records is not None:  # a lockout survives a restart of the station
-            self.pin_guard.restore(engine.records.events(n=500))
 
     # -- engine ------------------------------------------------------------------------------
     def _set_engine(self, engine: Any) -> None:

@@ -228,7 +228,8 @@ def test_camera_vanishing_mid_run_raises_alarm_and_recovers(tiny_models: Path,
         camera=f'source = "folder"\ndevice = "{frames}"\nfps = 20\nloop = true'))
     alarms: list[tuple[str, object]] = []
     engine = Engine(recipe)
-    engine.add_listener(lambda kind, payload: alarms.append((kind, payload)))
+    engine.events.alarm.connect(lambda payload: alarms.append(("alarm", payload)))
+    engine.events.alarm_cleared.connect(lambda payload: alarms.append(("alarm_cleared", payload)))
     try:
         engine.start()
         assert wait_for(lambda: len(engine.results()) >= 3, 20.0)

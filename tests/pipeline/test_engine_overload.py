@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from station.config import load_recipe
-from station.pipeline import ALARM_OVERLOAD, ALARM_SERIAL, ALARM_TRIGGER, Engine, _RowFeeder
+from station.pipeline import ALARM_OVERLOAD, ALARM_SERIAL, ALARM_TRIGGER, Engine
+from station.pipeline import RowFeeder as _RowFeeder
 from station.records import PartRecord, Records
 from tests.e2e.test_engine import PlcPeer, part_frames, wait_for, write_recipe
 
