@@ -1,6 +1,6 @@
 """The station's engine: acquisition, triggers, inspection, reject output and records.
 
-Threads, not one loop (DESIGN.md): the acquisition thread fills a latest-frame slot for the
+Threads, not one loop (docs/design.md): the acquisition thread fills a latest-frame slot for the
 preview and calls the frame-driven trigger; triggered parts go through a bounded queue to the
 inspection thread; the reject scheduler and the serial link have their own threads; the
 records writer has its own. Nothing here knows Qt: the GUI and ``station run --headless``

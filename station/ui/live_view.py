@@ -2,7 +2,7 @@
 last inspected part's box drawn on it.
 
 A QTimer polls the engine's latest-frame slot and repaints only when a new frame arrived, so
-the preview runs at the camera's pace and never waits on the models (DESIGN.md).
+the preview runs at the camera's pace and never waits on the models (docs/design.md).
 """
 
 from __future__ import annotations
