@@ -177,17 +177,9 @@ def _dims(shape) -> list[Any]:
     return [d if isinstance(d, int) else None for d in shape]
 
 
-def validate(
-    meta: ModelMetadata,
-    inputs: list[tuple[str, list[Any]]],
-    outputs: list[tuple[str, list[Any]]],
-    source: Path | str = "",
-) -> None:
-    """Refuse a model whose metadata or graph I/O the station cannot honour.
-
-    ``inputs``/``outputs`` are the graph's ``(name, shape)`` pairs (shape entries are ints,
-    or strings/None for dynamic axes), as onnxruntime reports them.
-    """
+def _validate_metadata(meta: ModelMetadata, source: Path | str) -> Any:
+    """The metadata's own values (version, kind, threshold, normalization, crop parameters);
+    returns the preprocess spec the graph's input must match."""
     if meta.format_version not in SUPPORTED_FORMAT_VERSIONS:
         raise ModelRefused(source, f"metadata format_version {meta.format_version} is not "
                                    f"supported (this station reads {SUPPORTED_FORMAT_VERSIONS})")
@@ -209,6 +201,21 @@ def validate(
             getter()
         except Exception as exc:
             raise ModelRefused(source, f"metadata {key!r} cannot be honoured: {exc}") from None
+    return spec
+
+
+def validate(
+    meta: ModelMetadata,
+    inputs: list[tuple[str, list[Any]]],
+    outputs: list[tuple[str, list[Any]]],
+    source: Path | str = "",
+) -> None:
+    """Refuse a model whose metadata or graph I/O the station cannot honour.
+
+    ``inputs``/``outputs`` are the graph's ``(name, shape)`` pairs (shape entries are ints,
+    or strings/None for dynamic axes), as onnxruntime reports them.
+    """
+    spec = _validate_metadata(meta, source)
     if len(inputs) != 1:
         raise ModelRefused(source, f"expected exactly one input {meta.input_name!r}, the graph "
                                    f"has {[n for n, _ in inputs]}")

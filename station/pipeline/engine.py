@@ -16,6 +16,7 @@ rather than be dropped when the records writer is behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -471,11 +472,9 @@ class Engine:
 
     def _crop_loop(self) -> None:
         if self.CROP_THREAD_NICE and hasattr(os, "setpriority"):
-            try:
+            with contextlib.suppress(OSError):  # not allowed here: run at the normal priority
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
                                min(19, os.getpriority(os.PRIO_PROCESS, 0) + self.CROP_THREAD_NICE))
-            except OSError:  # not allowed here: run at the normal priority
-                pass
         while True:
             event = self._queue.get()
             if event is None:

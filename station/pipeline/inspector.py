@@ -200,10 +200,7 @@ class Inspector:
         any wait between the halves); ``latency_ms`` runs from the trigger to the verdict.
         """
         t_start = time.monotonic()
-        if part.failure is not None:
-            result = part.failure
-        else:
-            result = self._judge(part)
+        result = part.failure if part.failure is not None else self._judge(part)
         now = time.monotonic()
         return dataclasses.replace(result, latency_ms=(now - part.t_trigger) * 1000.0,
                                    inspect_ms=part.crop_ms + (now - t_start) * 1000.0)

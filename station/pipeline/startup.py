@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -31,10 +32,8 @@ def startup_errors() -> tuple[type[BaseException], ...]:
 def _shown(value: Any, folder: Path | None = None) -> str:
     """A recipe value as it would be written in TOML (paths relative to the recipe)."""
     if isinstance(value, str) and folder is not None and os.path.isabs(value):
-        try:
+        with contextlib.suppress(ValueError):
             value = str(Path(value).relative_to(folder))
-        except ValueError:
-            pass
     return json.dumps(value) if isinstance(value, str) else str(value)
 
 

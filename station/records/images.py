@@ -10,6 +10,7 @@ name; the temporary files a killed process left are swept at start.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -142,10 +143,8 @@ class ImageStore:
             return len(buf)
         except OSError as exc:  # ENOSPC, EFBIG, unwritable or vanished folder: keep the row
             self.failures += 1
-            try:
+            with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
             self._disk_alarm(f"cannot write record images to {self.images_dir}: {exc}")
         except (ValueError, cv2.error) as exc:
             self.failures += 1
@@ -185,8 +184,6 @@ class ImageStore:
             log.warning("cannot look for half-written images in %s: %s", self.images_dir, exc)
             return
         for tmp in leftovers:
-            try:
+            with contextlib.suppress(OSError):
                 tmp.unlink()
-            except OSError:
-                pass
 

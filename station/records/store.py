@@ -20,6 +20,7 @@ in memory, in order, with an alarm, and written as soon as the database takes wr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -395,10 +396,8 @@ class Records:
     def _retry_backlog(self, conn: sqlite3.Connection) -> bool:
         """Write the kept rows, oldest first; True once none is left."""
         if self._backlog:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 checkpoint(conn)
-            except sqlite3.Error:
-                pass
         while self._backlog:
             try:
                 self._apply(conn, self._backlog[0])

@@ -16,6 +16,7 @@ rules and ``messages`` the results, counters, acknowledgement book and trigger p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -242,10 +243,10 @@ class SerialLink(LinkOutputs):
             return False
         self._last_level = None
         if self.trigger_line and not self._line_watch_disabled:
-            try:  # the level at open, so an edge before the reader's first poll still counts
+            # the level at open, so an edge before the reader's first poll still counts; a
+            # port with no modem lines raises OSError, which the reader reports
+            with contextlib.suppress(OSError):
                 self._last_level = bool(getattr(port, self.trigger_line.lower()))
-            except OSError:
-                pass  # no modem lines: the reader reports it
         with self._lock:
             self._port, self._port_ok = port, True
             self._acks.clear_received()
@@ -361,10 +362,9 @@ class SerialLink(LinkOutputs):
         with self._lock:
             port = self._port if self._port_ok else None
         if port is not None:
-            try:
+            # the port may be half-gone; the reader stops on _stop anyway
+            with contextlib.suppress(Exception):
                 port.cancel_read()
-            except Exception:  # the port may be half-gone; the reader stops on _stop anyway
-                pass
         self._reader.join(timeout)
         self._set_state("disconnected", "closed")
 

@@ -264,37 +264,7 @@ def _read_csv(reader: _Reader, path: Path) -> list[Sample]:
             raise DatasetError(f"{where}: {len(row)} fields, expected {len(columns)} "
                                f"({','.join(columns)})")
         rec = {c: v.strip() for c, v in zip(columns, row, strict=True)}
-        label = _LABELS.get(rec["label"].lower())
-        if label is None:
-            raise DatasetError(f"{where}: label = {rec['label']!r}: expected 0 (good) or 1 (defect)")
-        image = (base / rec["file"]).resolve() if rec["file"] else None
-        if image is None or not image.is_file():
-            raise DatasetError(f"{where}: file = {rec['file']!r}: image not found"
-                               + (f" ({image})" if image else ""))
-        if image.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise DatasetError(f"{where}: file = {rec['file']!r}: not an image "
-                               f"({', '.join(IMAGE_EXTENSIONS)})")
-        if image in seen:
-            raise DatasetError(f"{where}: file = {rec['file']!r}: already listed on line "
-                               f"{seen[image]}")
-        seen[image] = line
-        dtype = rec.get("defect_type") or ("good" if label == 0 else "defect")
-        if label == 0 and dtype != "good":
-            raise DatasetError(f"{where}: defect_type = {dtype!r} on a good (label 0) row: "
-                               "expected 'good' or empty")
-        if label == 1 and dtype == "good":
-            raise DatasetError(f"{where}: defect_type = 'good' on a defect (label 1) row")
-        mask: Path | None = None
-        if rec.get("mask"):
-            mask = (base / rec["mask"]).resolve()
-            if not mask.is_file():
-                raise DatasetError(f"{where}: mask = {rec['mask']!r}: file not found ({mask})")
-            if label == 0:
-                raise DatasetError(f"{where}: mask = {rec['mask']!r} on a good (label 0) row")
-        split = rec.get("split") or "train"
-        if split not in _SPLITS:
-            raise DatasetError(f"{where}: split = {split!r}: expected 'train' or 'test'")
-        samples.append(Sample(image, label, dtype, mask, split))
+        samples.append(_csv_sample(rec, base, where, line, seen))
     return samples
 
 
@@ -497,3 +467,39 @@ def dataset_fingerprint(samples: Iterable[Sample]) -> str:
         line = f"{rel(s.path)}\t{s.label}\t{s.defect_type}\t{s.split}\t{_file_sha256(s.path)}\t{mask}\n"
         digest.update(line.encode())
     return "sha256:" + digest.hexdigest()
+
+
+def _csv_sample(rec: dict[str, str], base: Path, where: str, line: int,
+                seen: dict[Path, int]) -> Sample:
+    """One labels.csv row as a Sample; every problem named with its file:line and column."""
+    label = _LABELS.get(rec["label"].lower())
+    if label is None:
+        raise DatasetError(f"{where}: label = {rec['label']!r}: expected 0 (good) or 1 (defect)")
+    image = (base / rec["file"]).resolve() if rec["file"] else None
+    if image is None or not image.is_file():
+        raise DatasetError(f"{where}: file = {rec['file']!r}: image not found"
+                           + (f" ({image})" if image else ""))
+    if image.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise DatasetError(f"{where}: file = {rec['file']!r}: not an image "
+                           f"({', '.join(IMAGE_EXTENSIONS)})")
+    if image in seen:
+        raise DatasetError(f"{where}: file = {rec['file']!r}: already listed on line "
+                           f"{seen[image]}")
+    seen[image] = line
+    dtype = rec.get("defect_type") or ("good" if label == 0 else "defect")
+    if label == 0 and dtype != "good":
+        raise DatasetError(f"{where}: defect_type = {dtype!r} on a good (label 0) row: "
+                           "expected 'good' or empty")
+    if label == 1 and dtype == "good":
+        raise DatasetError(f"{where}: defect_type = 'good' on a defect (label 1) row")
+    mask: Path | None = None
+    if rec.get("mask"):
+        mask = (base / rec["mask"]).resolve()
+        if not mask.is_file():
+            raise DatasetError(f"{where}: mask = {rec['mask']!r}: file not found ({mask})")
+        if label == 0:
+            raise DatasetError(f"{where}: mask = {rec['mask']!r} on a good (label 0) row")
+    split = rec.get("split") or "train"
+    if split not in _SPLITS:
+        raise DatasetError(f"{where}: split = {split!r}: expected 'train' or 'test'")
+    return Sample(image, label, dtype, mask, split)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -82,10 +83,9 @@ class FolderSource(FrameSource):
             index = next((i for i, p in enumerate(files) if natural_key(p) > last), len(files))
         self._files, self._index = files, index
         if not self._info.width and index < len(files):
-            try:  # the size for the UI; a bad first file is skipped when it is read
+            # the size for the UI; a bad first file is skipped when it is read
+            with contextlib.suppress(DatasetError):
                 self._info.height, self._info.width = load_image(files[index]).shape[:2]
-            except DatasetError:
-                pass
         self._pacer.reset()
         self._opened = True
 

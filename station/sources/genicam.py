@@ -6,6 +6,7 @@ imported only when a GenICam source is opened or listed, so the station runs wit
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import os
@@ -443,8 +444,6 @@ class GenICamSource(FrameSource):
                 pass
             self._ia = None
         if self._harvester is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._harvester.reset()
-            except Exception:
-                pass
             self._harvester = None

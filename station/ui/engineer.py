@@ -15,6 +15,7 @@ does through the window.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -269,10 +270,8 @@ class FieldEditor:
             self.widget.setSingleStep(0.05 if hi <= 1000 else 10.0)
         else:
             self.widget = QLineEdit()
-        try:
+        with contextlib.suppress(KeyError):
             self.widget.setToolTip(field_help(dotted))
-        except KeyError:
-            pass
 
     def set_choices(self, choices: Iterable[str]) -> None:
         """Refill a choice list (ports come and go); the widget stays a fixed list."""

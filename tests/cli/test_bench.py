@@ -72,7 +72,7 @@ def test_bench_writes_pipeline_and_model_numbers(model_dir: Path, tmp_path: Path
     assert set(models) == {"autoencoder", "classifier", "classifier.int8"}
     for m in models.values():
         assert m["latency_ms_p50"] > 0 and m["runs"] >= 3
-        assert m["achieved_gflops"] > 0 and 0 < m["share_of_matmul_peak"]
+        assert m["achieved_gflops"] > 0 and m["share_of_matmul_peak"] > 0
     assert models["classifier.int8"]["quantization"] == "int8-static-qdq"
     assert models["classifier.int8"]["speedup_vs_float32"] > 0
 
@@ -100,7 +100,7 @@ def test_bench_writes_pipeline_and_model_numbers(model_dir: Path, tmp_path: Path
     assert 0 <= long["shed"] < 300 and long["warmup_parts"] == 30
     assert long["paced_parts_per_s"] == pytest.approx(
         result["pipeline_int8_classifier"]["engine_parts_per_s"] / 2, rel=0.01)
-    assert 0 < long["rss_mb_warmup"] and 0 < long["rss_mb_end"]
+    assert long["rss_mb_warmup"] > 0 and long["rss_mb_end"] > 0
     assert long["rss_growth_after_warmup_pct"] == pytest.approx(
         100 * (long["rss_mb_end"] - long["rss_mb_warmup"]) / long["rss_mb_warmup"], abs=0.1)
     timing = long["reject_timing_error_ms"]

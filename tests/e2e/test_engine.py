@@ -7,6 +7,7 @@ bad recipe, a killed process) are reported and lose no record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -115,10 +116,8 @@ class PlcPeer:
         self._stop = True
         self._thread.join(2.0)
         for fd in (self.master, self._slave):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def wait_for(predicate, timeout: float) -> bool:

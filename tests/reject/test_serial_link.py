@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -62,10 +63,8 @@ class PlcPeer:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(1.0)
-        try:
+        with contextlib.suppress(OSError):
             os.close(self.master)
-        except OSError:
-            pass
 
 
 def wait_for(predicate, timeout: float = 3.0) -> bool:
