@@ -20,7 +20,7 @@ def normalize(raw, threshold: float):
     if not np.isfinite(threshold) or threshold <= 0.0:
         raise ValueError(f"score threshold must be a positive finite number, got {threshold!r}")
     if np.isscalar(raw):
-        return float(raw) / threshold
+        return float(raw) / threshold  # type: ignore[arg-type]  # np.isscalar: a number
     return np.asarray(raw, dtype=np.float64) / threshold
 
 
@@ -30,5 +30,5 @@ def denormalize(normalized, threshold: float):
     if not np.isfinite(threshold) or threshold <= 0.0:
         raise ValueError(f"score threshold must be a positive finite number, got {threshold!r}")
     if np.isscalar(normalized):
-        return float(normalized) * threshold
+        return float(normalized) * threshold  # type: ignore[arg-type]  # a number
     return np.asarray(normalized, dtype=np.float64) * threshold

@@ -266,7 +266,7 @@ class Records:
                 cb(kind, message)
             except Exception:
                 log.exception("alarm listener failed")
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)  # an INSERT always sets it
 
     def acknowledge_alarm(self, alarm_id: int, who: str) -> None:
         if not who:
@@ -438,7 +438,7 @@ class Records:
             [values[c] for c in cols])
         conn.execute("COMMIT")
         self._pending_reject.pop(row.part_id, None)
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)  # an INSERT always sets it
 
 
     def _write_reject(self, conn: sqlite3.Connection, part_id: str, action: str, reason: str,

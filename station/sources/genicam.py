@@ -296,15 +296,15 @@ class GenICamSource(FrameSource):
             harvester.update()
             if not harvester.device_info_list:
                 raise SourceError(f"GenTL producer {cti} sees no camera")
-            self._ia = harvester.create(self._search_key(harvester))
-            self._ia.num_buffers = self.num_buffers
-            node_map = self._ia.remote_device.node_map
+            self._ia = ia = harvester.create(self._search_key(harvester))
+            ia.num_buffers = self.num_buffers
+            node_map = ia.remote_device.node_map
             self._info.unapplied = self._configure(node_map)
             self._info.width = int(node_map.Width.value)
             self._info.height = int(node_map.Height.value)
             rate = _node(node_map, "AcquisitionFrameRate")
             self._info.fps = float(rate.value) if rate is not None else self.fps
-            self._ia.start()
+            ia.start()
         except SourceError:
             self.close()
             raise

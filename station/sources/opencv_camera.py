@@ -120,7 +120,7 @@ class OpenCVCameraSource(FrameSource):
                 refused.append(f"{label}={value:g} (driver reports {got:g})")
 
         if self.fourcc:
-            code = cv2.VideoWriter_fourcc(*self.fourcc)
+            code = cv2.VideoWriter.fourcc(*self.fourcc)
             try_set(f"fourcc {self.fourcc}", cv2.CAP_PROP_FOURCC, code, tol=0)
         if self.width:
             try_set("width", cv2.CAP_PROP_FRAME_WIDTH, self.width)

@@ -103,7 +103,7 @@ class FreeRunTrigger(Trigger):
     border_margin_px: int = _LOCALIZE.border_margin_px
     background_sigma_frac: float = _LOCALIZE.background_sigma_frac
     max_missed: int = 3
-    counter: PartCounter | None = None
+    counter: PartCounter | None = None  # type: ignore[assignment]  # None: a fresh one
     name: str = "free_run"
     _tracks: list[_Track] = field(default_factory=list, init=False, repr=False)
     _speed: float | None = field(default=None, init=False, repr=False)

@@ -87,14 +87,14 @@ class AlarmBanner(QWidget):
                 self._layout.removeWidget(row)
                 row.deleteLater()
         for alarm in alarms:
-            row = self.rows.get(alarm.id)
-            if row is None:
+            known = self.rows.get(alarm.id)
+            if known is None:
                 row = AlarmRow(alarm, self)
                 row.ack.clicked.connect(lambda _=False, i=alarm.id: self.acknowledge_requested.emit(i))
                 self.rows[alarm.id] = row
                 self._layout.addWidget(row)
             else:
-                row.update_alarm(alarm)
+                known.update_alarm(alarm)
         self.setVisible(bool(self.rows))
         self._paint()
 

@@ -529,7 +529,8 @@ class MainWindow(QMainWindow):
 
     def _show_pending_roi(self, roi: list[int]) -> None:
         current = list(self.engine.recipe.localize.roi) if self.engine is not None else roi
-        self.live.pending_roi = tuple(roi) if self.engineer_unlocked and roi != current else None
+        pending = (roi[0], roi[1], roi[2], roi[3]) if len(roi) == 4 else None
+        self.live.pending_roi = pending if self.engineer_unlocked and roi != current else None
         self.live.update()
 
     def lock_engineer(self) -> None:

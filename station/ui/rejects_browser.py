@@ -107,9 +107,10 @@ class RejectsBrowser(QDialog):
             widget.set_image(None)
             widget.setText("no image stored")
         for image in r.get("images", []):
-            widget = shown.get(image["kind"])
-            if widget is None:
+            found = shown.get(image["kind"])
+            if found is None:
                 continue
+            widget = found
             if image.get("deleted"):
                 widget.setText("image deleted (disk budget)")
                 continue

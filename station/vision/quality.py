@@ -140,8 +140,8 @@ class QualityReference:
             raise QualityError(f"{path}: roi must be [x, y, w, h] and image_size [w, h]")
         return cls(
             metrics=metrics,
-            roi=roi,  # type: ignore[arg-type]
-            image_size=size,  # type: ignore[arg-type]
+            roi=roi,
+            image_size=size,
             n_frames=int(data.get("n_frames", 0)),
             spread={k: float(v) for k, v in (data.get("spread") or {}).items()},
             created=str(data.get("created", "")),
