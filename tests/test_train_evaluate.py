@@ -75,6 +75,7 @@ def trained(tmp_path_factory):
     return data, out
 
 
+@pytest.mark.learning
 def test_train_writes_the_model_folder(trained):
     data, out = trained
     for name in ("autoencoder.onnx", "classifier.onnx", "train_log.jsonl",
@@ -115,6 +116,7 @@ def test_train_writes_the_model_folder(trained):
         assert meta.preprocess["size"] == 64
 
 
+@pytest.mark.learning
 def test_an_int8_copy_that_moves_scores_is_dropped(trained, tmp_path, monkeypatch):
     """Quantization is kept only when it pays: a copy that would change verdicts is removed,
     and the log says by how much it moved the scores."""
@@ -138,6 +140,7 @@ def test_an_int8_copy_that_moves_scores_is_dropped(trained, tmp_path, monkeypatc
     assert rows[-1]["event"] == "int8_rejected" and "max_abs_change_normalized" in rows[-1]
 
 
+@pytest.mark.learning
 def test_evaluate_writes_metrics_and_report(trained, tmp_path):
     data, out = trained
     js = tmp_path / "eval.json"
@@ -162,6 +165,7 @@ def test_evaluate_writes_metrics_and_report(trained, tmp_path):
         assert (tmp_path / "report" / png).stat().st_size > 1000, png
 
 
+@pytest.mark.learning
 def test_evaluate_refuses_images_the_models_trained_on(trained, tmp_path, capsys):
     data, out = trained
     rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json",
@@ -177,6 +181,7 @@ def test_evaluate_refuses_images_the_models_trained_on(trained, tmp_path, capsys
     assert result["meta"]["variant"] == "int8"
 
 
+@pytest.mark.learning
 def test_models_for_the_line_learn_from_every_labeled_image(tiny_models, tmp_path, capsys):
     """Without --folds, training puts the data set's real defects to work (the classifier
     learns from some, thresholds are chosen on the rest); those models are then judged on
@@ -220,6 +225,7 @@ def test_train_bad_data_set_is_a_clear_error(tmp_path, capsys):
     assert "nowhere: data set folder not found" in capsys.readouterr().err
 
 
+@pytest.mark.learning
 def test_int8_classifier_keeps_the_verdicts_of_a_trained_model(line_models, line_defects,
                                                                 tmp_path):
     """The int8 copy is calibrated on good parts and defects, so a defect's p_defect is not
