@@ -43,29 +43,56 @@ def crops(tmp_path_factory):
     return samples, cs
 
 
+# Seeds of the fixture's runs (about 2 s each). Measured on 30 held-out parts at 15 epochs,
+# the same on default, avx2 and avx512 kernels: image AUROC over every defect type 0.72-0.81
+# per seed (subtle kinds, a chipped edge or a damaged thread, sit near chance for an
+# autoencoder this small; the old single-seed bar of 0.75 sat inside that spread), while
+# contamination, a blob the decoder cannot reproduce, scored 0.94-0.97 on every seed.
+AE_SEEDS = (0, 1, 2)
+
+
 @pytest.fixture(scope="module")
-def trained(crops):
+def runs(crops):
+    """One training run per seed, and the held-out test crops with labels and defect kinds."""
     samples, cs = crops
     spec = PreprocessSpec(size=SIZE)
     split = make_split(samples, SplitOptions(seed=0, train_on_test=False))
     train = prepare_batch(cs.select(split.roles["train_good"]).good_crops(), spec)
     val = prepare_batch(cs.select(split.roles["val_good"]).good_crops(), spec)
-    opts = AutoencoderOptions(epochs=15, base_channels=8, depth=3, latent_channels=8,
-                              batch_size=8, lr=3e-3, seed=0)
-    res = train_autoencoder(train, val, opts, progress=False)
+    results = [train_autoencoder(train, val, AutoencoderOptions(
+        epochs=15, base_channels=8, depth=3, latent_channels=8, batch_size=8, lr=3e-3,
+        seed=seed), progress=False) for seed in AE_SEEDS]
     test = cs.select(split.roles["eval"])
-    return res, prepare_batch(list(test.crops), spec), np.array([s.label for s in test.samples])
+    kinds = np.array([s.defect_type if s.label else "good" for s in test.samples])
+    return results, prepare_batch(list(test.crops), spec), kinds
 
 
-def test_autoencoder_separates_synthetic_defects(trained):
-    res, x, y = trained
-    assert res.history[-1]["loss"] < res.history[0]["loss"]
-    maps, scores = score_batches(res.head, x)
-    assert maps.shape == (len(x), SIZE, SIZE)
-    auc = roc_auc(scores, y)
-    assert auc > 0.75, auc
+@pytest.fixture(scope="module")
+def trained(runs):
+    results, x, kinds = runs
+    return results[0], x, (kinds != "good").astype(np.int64)
 
 
+@pytest.mark.learning
+def test_autoencoder_separates_synthetic_defects(runs):
+    results, x, kinds = runs
+    y = (kinds != "good").astype(np.int64)
+    contamination = (kinds == "contamination") | (y == 0)
+    aucs, blob_aucs = [], []
+    for res in results:
+        assert res.history[-1]["loss"] < 0.5 * res.history[0]["loss"], res.history
+        maps, scores = score_batches(res.head, x)
+        assert maps.shape == (len(x), SIZE, SIZE)
+        aucs.append(roc_auc(scores, y))
+        blob_aucs.append(roc_auc(scores[contamination], y[contamination]))
+    # every defect kind together: clearly above chance (median of seeds 0.79)
+    assert np.median(aucs) >= 0.65, aucs
+    # a defect the autoencoder must never miss: a foreign blob on the part (0.94-0.97)
+    assert np.median(blob_aucs) >= 0.85, blob_aucs
+    assert min(blob_aucs) >= 0.75, blob_aucs
+
+
+@pytest.mark.learning
 def test_scoring_head_is_zero_outside_the_part_region(trained):
     res, x, _ = trained
     roi = res.head.roi[0, 0].numpy()
@@ -74,6 +101,7 @@ def test_scoring_head_is_zero_outside_the_part_region(trained):
     assert np.all(maps[:, roi == 0] == 0)
 
 
+@pytest.mark.learning
 def test_autoencoder_export_parity(trained, tmp_path):
     res, x, _ = trained
     meta = ModelMetadata(kind="autoencoder", threshold=1.0,

@@ -24,6 +24,8 @@ from training.synth_defects import synthesize
 
 SIZE = 64
 SPEC = PreprocessSpec(size=SIZE)
+# the module fixture trains three runs (~75 s, more on a busy machine) in its first test
+pytestmark = pytest.mark.timeout(900)
 
 
 def _crops(seed: int, n: int, defect_every: int) -> tuple[list[np.ndarray], np.ndarray]:
@@ -47,33 +49,59 @@ def _options(**kw) -> ClassifierOptions:
     return ClassifierOptions(**base)
 
 
+# Seeds of the fixture's training runs. float32 training rounds differently on each CPU and
+# kernel path (ATEN_CPU_CAPABILITY), so one seed's model is a draw: measured at 26 epochs,
+# held-out AUROC 0.83-0.95 per run, and 1 run in 15 collapsed to a constant (0.62: the loss
+# jumped back to ln 2 at the peak learning rate). The median of three runs is what the tests
+# judge; at 13 epochs single runs spread over 0.63-0.89, on both sides of the old bar.
+SEEDS = (0, 1, 2)
+EPOCHS = 26
+
+
 @pytest.fixture(scope="module")
-def trained() -> tuple[ClassifierResult, list[np.ndarray], np.ndarray]:
+def runs() -> tuple[list[ClassifierResult], list[np.ndarray], np.ndarray]:
+    """Three seeds trained on the same crops; validated on held-out parts of every defect type."""
     good, _ = _crops(1, 96, 0)
     real, real_y = _crops(2, 48, 1)
     val, val_y = _crops(3, 40, 2)
     threads = torch.get_num_threads()
     try:
-        result = train_classifier(good + real, np.r_[np.zeros(len(good)), real_y], val, val_y,
-                                  SPEC, _options(), progress=False)
+        results = [train_classifier(good + real, np.r_[np.zeros(len(good)), real_y], val, val_y,
+                                    SPEC, _options(epochs=EPOCHS, seed=seed), progress=False)
+                   for seed in SEEDS]
     finally:
         torch.set_num_threads(threads)
-    return result, val, val_y
+    return results, val, val_y
 
 
-def test_separates_held_out_defects_clearly_above_chance(trained) -> None:
-    result, val, val_y = trained
-    assert result.val_p.shape == (len(val),)
-    assert ((result.val_p >= 0) & (result.val_p <= 1)).all()
-    # held-out parts with real (rendered) defects of every type vs held-out good parts
-    assert roc_auc(result.val_p, val_y) >= 0.7, result.history[-1]
-    assert result.history[-1]["val_auroc"] == pytest.approx(roc_auc(result.val_p, val_y))
-    assert result.history[-1]["stopped_by"] == "epochs" and len(result.history) == 13
-    # synthesized defects on held-out good parts score above those parts
-    assert result.history[-1]["val_synth_auroc"] > 0.5
-    assert result.history[-1]["loss"] < result.history[0]["loss"]
+@pytest.fixture(scope="module")
+def trained(runs) -> tuple[ClassifierResult, list[np.ndarray], np.ndarray]:
+    """The run with the median held-out AUROC (a typical model, not a lucky or a dead one)."""
+    results, val, val_y = runs
+    by_auroc = sorted(results, key=lambda r: roc_auc(r.val_p, val_y))
+    return by_auroc[len(by_auroc) // 2], val, val_y
 
 
+@pytest.mark.learning
+def test_separates_held_out_defects_clearly_above_chance(runs) -> None:
+    results, val, val_y = runs
+    for result in results:
+        assert result.val_p.shape == (len(val),)
+        assert ((result.val_p >= 0) & (result.val_p <= 1)).all()
+        assert result.history[-1]["val_auroc"] == pytest.approx(roc_auc(result.val_p, val_y))
+        assert result.history[-1]["stopped_by"] == "epochs" and len(result.history) == EPOCHS
+    # held-out parts with real (rendered) defects of every type vs held-out good parts:
+    # the median run (measured 0.88-0.91 on default, avx2 and avx512 kernels) clears 0.7
+    aurocs = [roc_auc(r.val_p, val_y) for r in results]
+    assert np.median(aurocs) >= 0.7, aurocs
+    # synthesized defects on held-out good parts score above those parts (median run 0.76-0.84)
+    assert np.median([r.history[-1]["val_synth_auroc"] for r in results]) > 0.5
+    # the loss falls (by 0.17-0.32 in a run that learns, by 0.001 in a collapsed one)
+    drops = [r.history[0]["loss"] - r.history[-1]["loss"] for r in results]
+    assert np.median(drops) > 0.1, drops
+
+
+@pytest.mark.learning
 def test_exports_to_one_onnx_file_outputting_p_defect(trained, tmp_path: Path) -> None:
     result, val, _ = trained
     model = result.model
@@ -89,6 +117,7 @@ def test_exports_to_one_onnx_file_outputting_p_defect(trained, tmp_path: Path) -
     np.testing.assert_allclose(p, result.val_p, atol=1e-4)
 
 
+@pytest.mark.learning
 def test_seeded_and_stops_at_the_time_budget() -> None:
     good, _ = _crops(4, 8, 0)
     opts = _options(width=0.0625, epochs=2, batch_size=4)
@@ -123,6 +152,7 @@ def test_pretrained_weights_need_full_width(tmp_path: Path) -> None:
                          progress=False)
 
 
+@pytest.mark.learning
 def test_synthesized_defects_train_without_any_real_defect() -> None:
     """An engineer with good parts only still gets batches of defects (synthesized)."""
     good, _ = _crops(6, 6, 0)
