@@ -14,9 +14,9 @@ import time
 import numpy as np
 
 from calibration.report import CalibrationError
+from station.config import QualitySection
 from station.vision.gray import to_gray
 from station.vision.quality import (
-    QualityLimits,
     QualityMetrics,
     QualityMonitor,
     QualityReference,
@@ -52,7 +52,7 @@ def build_reference(frames: list[np.ndarray], roi: tuple[int, int, int, int] | N
     )
 
 
-def self_check(reference: QualityReference, frames: list[np.ndarray], limits: QualityLimits,
+def self_check(reference: QualityReference, frames: list[np.ndarray], limits: QualitySection,
                names: list[str]) -> list[str]:
     """Report lines: reference values, and any reference frame the limits would already flag."""
     m = reference.metrics

@@ -285,7 +285,6 @@ def _check(args) -> int:
     from calibration.check import build_reference, self_check
     from calibration.report import report_dir, write_image
     from calibration.roi import draw_roi
-    from station.vision.quality import QualityLimits
 
     recipe = _load(args)
     frames = _frames(args, recipe)
@@ -294,7 +293,7 @@ def _check(args) -> int:
     recipe_path = Path(args.recipe).resolve()
     target = args.out if args.out is not None else recipe_path.with_name(f"{recipe_path.stem}.quality.json")
     out = report_dir(args.recipe, "check", args.report)
-    limits = QualityLimits.from_params(recipe.quality)
+    limits = recipe.quality
     lines = [f"image-quality reference from {len(frames)} frame(s) in {args.images}"]
     lines += self_check(reference, [f for _, f in frames], limits, [n for n, _ in frames])
     h, w = frames[0][1].shape[:2]

@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from station.config import QualitySection
 from station.vision.gray import to_gray
 
 REFERENCE_FORMAT = 1
@@ -41,42 +42,6 @@ class QualityMetrics:
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class QualityLimits:
-    """How far a metric may drift from the reference before the alarm is raised.
-
-    ``focus_drop`` and ``contrast_drop`` are fractions of the reference value that may be
-    lost (0.5 = alarm below half the reference); ``brightness_shift`` is in grey levels
-    (either direction); ``glare_frac`` is the share of saturated pixels allowed on top of
-    the reference's own share.
-    """
-
-    focus_drop: float = 0.5
-    brightness_shift: float = 30.0
-    contrast_drop: float = 0.4
-    glare_frac: float = 0.02
-
-    def __post_init__(self) -> None:
-        for name in ("focus_drop", "contrast_drop", "glare_frac"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise QualityError(f"quality.{name} = {value}: expected a fraction in [0, 1]")
-        if not 0.0 <= self.brightness_shift <= 255.0:
-            raise QualityError(
-                f"quality.brightness_shift = {self.brightness_shift}: expected grey levels in [0, 255]"
-            )
-
-    @classmethod
-    def from_params(cls, params: Any) -> QualityLimits:
-        """Take the limits from the recipe's ``[quality]`` table (any object with the fields)."""
-        kwargs = {}
-        for name in ("focus_drop", "brightness_shift", "contrast_drop", "glare_frac"):
-            value = getattr(params, name, None)
-            if value is not None:
-                kwargs[name] = float(value)
-        return cls(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -188,10 +153,10 @@ def measure(frame: np.ndarray, roi: tuple[int, int, int, int] | None = None) -> 
 class QualityMonitor:
     """Compares frames with the calibration-time reference; empty list = image is fine."""
 
-    def __init__(self, reference: QualityReference, limits: QualityLimits | None = None,
+    def __init__(self, reference: QualityReference, limits: QualitySection | None = None,
                  interval_s: float = 0.0) -> None:
         self.reference = reference
-        self.limits = limits or QualityLimits()
+        self.limits = limits or QualitySection()  # the recipe's [quality] limits
         self.interval_s = float(interval_s)  # 0 = check at start-up only
         self._last_check: float | None = None
 
@@ -207,19 +172,19 @@ class QualityMonitor:
         return self.check(frame)
 
     @classmethod
-    def from_recipe_params(cls, params: Any, recipe_path: Path | None = None) -> QualityMonitor | None:
+    def from_recipe_params(cls, params: QualitySection,
+                           recipe_path: Path | None = None) -> QualityMonitor | None:
         """Monitor for the recipe's ``[quality]`` table, or None when it is off or has no reference.
 
         A relative ``reference`` path is taken relative to the recipe file, where
         ``station calibrate check`` writes it.
         """
-        if not getattr(params, "enabled", True) or not getattr(params, "reference", None):
+        if not params.enabled or not params.reference:
             return None
         ref_path = Path(params.reference)
         if not ref_path.is_absolute() and recipe_path is not None:
             ref_path = Path(recipe_path).parent / ref_path
-        return cls(QualityReference.load(ref_path), QualityLimits.from_params(params),
-                   float(getattr(params, "interval_s", 0.0) or 0.0))
+        return cls(QualityReference.load(ref_path), params, params.interval_s)
 
     def check(self, frame: np.ndarray) -> list[QualityIssue]:
         gray = _gray(frame)

@@ -11,10 +11,9 @@ import pytest
 
 from calibration.check import build_reference
 from station.cli import main
-from station.config import load_recipe
+from station.config import QualitySection, RecipeError, load_recipe
 from station.vision.quality import (
     QualityError,
-    QualityLimits,
     QualityMonitor,
     QualityReference,
     measure,
@@ -38,7 +37,7 @@ def scene(seed: int = 0) -> np.ndarray:
 @pytest.fixture(scope="module")
 def monitor() -> QualityMonitor:
     frames = [scene(s) for s in range(4)]
-    return QualityMonitor(build_reference(frames, ROI), QualityLimits())
+    return QualityMonitor(build_reference(frames, ROI), QualitySection())
 
 
 def metrics_of(issues) -> set[str]:
@@ -84,8 +83,10 @@ def test_measure_and_reference_round_trip(tmp_path: Path, monitor):
     (tmp_path / "bad.json").write_text('{"format": 1, "metrics": {"focus": 1}}')
     with pytest.raises(QualityError, match="bad.json: missing or bad field"):
         QualityReference.load(tmp_path / "bad.json")
-    with pytest.raises(QualityError, match="fraction"):
-        QualityLimits(focus_drop=1.5)
+    bad = tmp_path / "bad_limits.toml"  # the limits' one schema is the recipe's [quality]
+    bad.write_text('[product]\nname = "p"\n\n[quality]\nfocus_drop = 1.5\n')
+    with pytest.raises(RecipeError, match=r"bad_limits.toml:5: quality.focus_drop = 1.5: .*between 0 and 1"):
+        load_recipe(bad)
     with pytest.raises(QualityError, match="leaves less than 8x8"):
         measure(scene(0), (315, 235, 50, 50))
 
