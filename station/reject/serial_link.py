@@ -21,9 +21,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import serial
 
+from station.config import Recipe
 from station.reject.messages import (
     AckBook,
     LinkStats,
@@ -125,26 +127,25 @@ class SerialLink(LinkOutputs):
         self._writer.start()
 
     @classmethod
-    def from_recipe(cls, recipe, serial_trigger: bool | None = None, **kwargs) -> SerialLink:
+    def from_recipe(cls, recipe: Recipe, serial_trigger: bool | None = None,
+                    **kwargs: Any) -> SerialLink:
         """Build the link from a recipe (its ``reject`` and ``trigger`` sections).
 
         Trigger input is set up only when the trigger is the serial link (``serial_trigger``,
         default: the recipe's ``trigger.mode == "serial"``): a line watched for nothing would
         cost polling, and on a pty an error state.
         """
-        reject = recipe.reject
-        trigger = getattr(recipe, "trigger", None)
+        reject, trigger = recipe.reject, recipe.trigger
         if serial_trigger is None:
-            serial_trigger = getattr(trigger, "mode", "serial") == "serial"
-        line = getattr(trigger, "serial_line", "") or ""
+            serial_trigger = trigger.mode == "serial"
+        line = trigger.serial_line
         return cls(
             reject.port,
-            int(reject.baudrate),
-            trigger_message=(getattr(trigger, "serial_message", b"") or b"")
-            if serial_trigger and not line else b"",
+            reject.baudrate,
+            trigger_message=trigger.serial_message if serial_trigger and not line else b"",
             trigger_line=line if serial_trigger else "",
-            heartbeat_s=float(getattr(reject, "heartbeat_s", 0) or 0),
-            heartbeat_message=getattr(reject, "heartbeat_message", b"") or b"",
+            heartbeat_s=reject.heartbeat_s,
+            heartbeat_message=reject.heartbeat_message,
             **kwargs,
         )
 
