@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-VERDICTS = ("PASS", "REJECT", "ERROR")
+from station.decision import VERDICTS  # noqa: E402  (the one definition)
 
 
 class RecordsError(RuntimeError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +32,8 @@ from station.sources import (
 )
 from station.sources.dataset import SampleSource
 from station.sources.datasets import DatasetError, load_image, read_dataset
+
+from tests.sources.test_sources import AlarmLog  # acquisition alarms, in order, with a wait
 
 W, H = 64, 48
 
@@ -94,33 +95,13 @@ def good_folder(folder: Path, n: int) -> Path:
     return folder
 
 
-class Heard:
-    """Acquisition alarms, in order, with a wait."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str]] = []
-        self.cond = threading.Condition()
-
-    def __call__(self, kind: str, message: str) -> None:
-        with self.cond:
-            self.events.append((kind, message))
-            self.cond.notify_all()
-
-    def kinds(self) -> list[str]:
-        return [k for k, _ in self.events]
-
-    def wait_for(self, kind: str, timeout: float = 5.0) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: kind in self.kinds(), timeout)
-
-
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("kind", list(BAD))
 def test_a_folder_without_loop_skips_a_bad_image_reports_it_and_ends(tmp_path, kind):
     folder = good_folder(tmp_path / "imgs", 4)
     make, reason = BAD[kind]
     bad = make(folder / "img2b")  # sorts between img2 and img3
-    heard = Heard()
+    heard = AlarmLog()
     acq = Acquisition(FolderSource(folder, fps=200.0, loop=False), backoff_s=0.01)
     acq.add_alarm_listener(heard)
     levels: list[int] = []
@@ -145,7 +126,7 @@ def test_a_replayed_data_set_skips_a_bad_sample_with_its_label_and_ends(tmp_path
     make, reason = BAD[kind]
     bad = make(root / "defect" / "d0")
     samples = read_dataset(root)
-    heard = Heard()
+    heard = AlarmLog()
     acq = Acquisition(SampleSource(samples, "set"), backoff_s=0.01)
     acq.add_alarm_listener(heard)
     with acq:
@@ -198,7 +179,7 @@ def test_reopening_a_folder_after_a_fault_goes_on_where_it_was(tmp_path):
 def test_a_folder_that_vanishes_and_returns_is_not_rewound(tmp_path):
     folder = good_folder(tmp_path / "imgs", 6)
     away = tmp_path / "moved"
-    heard = Heard()
+    heard = AlarmLog()
     acq = Acquisition(FolderSource(folder, fps=40.0, loop=False), backoff_s=0.02,
                       backoff_max_s=0.1)
     acq.add_alarm_listener(heard)
@@ -240,7 +221,7 @@ def test_a_looping_folder_of_only_bad_images_is_a_fault_not_a_busy_loop(tmp_path
     folder.mkdir()
     zero_bytes(folder / "a")
     text_named_png(folder / "b")
-    heard = Heard()
+    heard = AlarmLog()
     acq = Acquisition(FolderSource(folder, fps=0.0, loop=True, paced=False),
                       backoff_s=0.05, backoff_max_s=0.2)
     acq.add_alarm_listener(heard)
