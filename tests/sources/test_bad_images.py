@@ -32,7 +32,6 @@ from station.sources import (
 )
 from station.sources.dataset import SampleSource
 from station.sources.datasets import DatasetError, load_image, read_dataset
-
 from tests.sources.test_sources import AlarmLog  # acquisition alarms, in order, with a wait
 
 W, H = 64, 48
