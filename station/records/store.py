@@ -227,15 +227,20 @@ class Records:
             rows = [self._row_dict(r) for r in self._read.execute(sql, args).fetchall()]
         return rows
 
-    def counts(self, since: str | float | datetime | None = None) -> dict[str, int]:
-        """inspected, passed, rejected, errors (since an ISO time / epoch, or all)."""
+    def counts(self, since: str | float | datetime | None = None,
+               recipe: str | None = None) -> dict[str, int]:
+        """inspected, passed, rejected, errors (since an ISO time / epoch, or all; of one
+        product when ``recipe`` names it, as the rows' ``recipe`` column holds it)."""
         t0 = parse_since(since)
         sql = ("SELECT count(*), sum(verdict='PASS'), sum(verdict='REJECT'), sum(verdict='ERROR') "
-               "FROM parts")
+               "FROM parts WHERE 1")
         args: tuple = ()
         if t0 is not None:
-            sql += " WHERE time_epoch >= ?"
+            sql += " AND time_epoch >= ?"
             args = (t0,)
+        if recipe is not None:
+            sql += " AND recipe = ?"
+            args = (*args, recipe)
         with self._read_lock:
             n, p, r, e = self._read.execute(sql, args).fetchone()
         return {"inspected": n or 0, "passed": p or 0, "rejected": r or 0, "errors": e or 0}

@@ -22,6 +22,15 @@ def yield_percent(counts: dict[str, int]) -> float | None:
     return 100.0 * counts.get("passed", 0) / n if n else None
 
 
+def product_counts(engine: Any) -> dict[str, int]:
+    """This shift's counts of the product the engine runs: after a switch the numbers (and
+    the yield) are the new product's, never a mix (the records' rows name their product)."""
+    records = getattr(engine, "records", None)
+    if records is None:  # no records: the engine's own tally, which starts with the engine
+        return dict(engine.counts(wait=False))
+    return dict(records.counts(since=engine.shift_start(), recipe=engine.recipe.product.name))
+
+
 class CountsPanel(QGroupBox):
     """The shift's numbers; ``refresh(engine)`` reads them without blocking the GUI."""
 
@@ -54,6 +63,11 @@ class CountsPanel(QGroupBox):
         self.counts: dict[str, int] = {"inspected": 0, "passed": 0, "rejected": 0, "errors": 0}
         self._part_times: deque[float] = deque(maxlen=2000)
 
+    def for_product(self, name: str) -> None:
+        """Counts from now on are ``name``'s (a recipe switch): named, parts/min anew."""
+        self.setTitle(f"This shift: {name}")
+        self._part_times.clear()
+
     def note_part(self) -> None:
         """A part was inspected now (for parts per minute)."""
         self._part_times.append(time.monotonic())
@@ -69,7 +83,7 @@ class CountsPanel(QGroupBox):
     def refresh(self, engine: Any) -> None:
         if engine is None:
             return
-        self.show_counts(engine.counts(wait=False))
+        self.show_counts(product_counts(engine))
 
     def show_counts(self, counts: dict[str, int]) -> None:
         self.counts = dict(counts)

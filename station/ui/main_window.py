@@ -13,11 +13,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer
-from PySide6.QtGui import QFont, QKeyEvent, QKeySequence, QShortcut
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QFont, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication,
-    QComboBox,
     QDockWidget,
     QLabel,
     QMainWindow,
@@ -30,12 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.config import (
-    hash_pin,
-    list_recipes,
-    load_recipe,
-    update_recipe,
-)
+from station.config import hash_pin, load_recipe, update_recipe
 from station.ui import theme
 from station.ui.alarms import AlarmBanner
 from station.ui.bridge import EngineBridge
@@ -49,55 +42,18 @@ from station.ui.engineer import (
     PinVerdict,
 )
 from station.ui.engineer import WHO as ENGINEER
+from station.ui.keys import ENGINEER_KEY, StationKeys
 from station.ui.live_view import LiveView
+from station.ui.messages import MessageLine
 from station.ui.part_view import PartView
+from station.ui.recipes import RecipeBox
 from station.ui.rejects_browser import RejectsBrowser
+from station.ui.scaling import BannerArea, fit_to_screen, scale_fonts, scale_for
 from station.ui.status_bar import StationStatusBar
 from station.ui.trends import TrendsPanel
 from station.ui.verdict import VerdictTile
 
 log = logging.getLogger(__name__)
-ENGINEER_KEY = QKeySequence("Ctrl+E")
-
-
-class EngineerKey(QObject):
-    """Ctrl+E toggles engineer mode whatever widget of the window has the focus.
-
-    An application-wide ``QShortcut`` alone is not enough: a focused text field claims
-    Ctrl+E for itself on X11 ("end of line", through ShortcutOverride), and with no active
-    window (or behind the window-modal PIN dialog) no shortcut fires at all. This filter on
-    the application keeps any widget from claiming the key, so the shortcut fires, and
-    when the shortcut machinery still did not take it, the key press itself toggles.
-    """
-
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self.target = window
-        app = QApplication.instance()
-        if app is not None:
-            app.installEventFilter(self)
-
-    def _ours(self, obj: QObject) -> bool:
-        if not isinstance(obj, QWidget):
-            return False
-        top: QWidget | None = obj.window()
-        while top is not None:
-            if top is self.target:
-                return True
-            top = top.parentWidget()
-        return False
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
-        kind = event.type()
-        if kind not in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress):
-            return False
-        if not isinstance(event, QKeyEvent) or not self._ours(obj):
-            return False
-        if QKeySequence(event.keyCombination()) != ENGINEER_KEY:
-            return False
-        if kind == QEvent.Type.KeyPress and not event.isAutoRepeat():
-            self.target.toggle_engineer()  # the shortcut did not fire: do its work here
-        return True  # a ShortcutOverride left un-accepted: no widget keeps the key
 
 
 def make_engine(recipe: Any, inspector: Any = None) -> Any:
@@ -120,19 +76,23 @@ class MainWindow(QMainWindow):
         self.pin_guard = PinGuard(record=self._record_pin_event)
         self.rejects_dialog: RejectsBrowser | None = None
         self.last_error = ""
+        self.scale = 0.0  # the fonts' scale, set from the window's size
         self.setStyleSheet(theme.STYLE)
         base = self.font()
         base.setPointSize(theme.BASE_POINT_SIZE)
         self.setFont(base)
-        self.resize(1280, 800)
         self._connect_bridge()
         self._build_toolbar()
         self._build_body()
         self._build_engineer_dock()
         self.status = StationStatusBar(self)
+        for label in self.status.labels.values():  # a long camera source never widens
+            label.setMinimumWidth(24)              # the status bar past a 1024 px window
         self.setStatusBar(self.status)
         self._install_shortcuts()
         self._start_timers()
+        fit_to_screen(self)
+        self.apply_scale(scale_for(self.size()))
         self._set_engine(engine)
         if engine.records is not None:  # a lockout survives a restart of the station
             self.pin_guard.restore(engine.records.events(n=500))
@@ -154,35 +114,28 @@ class MainWindow(QMainWindow):
         pfont.setBold(True)
         self.product.setFont(pfont)
         self.product.setContentsMargins(16, 0, 8, 0)
+        self.product.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)
         self.start_button = QPushButton("START")
-        self.start_button.setMinimumSize(170, 56)
         self.start_button.setToolTip("start / stop inspecting (F5)")
         self.start_button.clicked.connect(self.toggle_running)
         self.trigger_button = QPushButton("Trigger")
-        self.trigger_button.setMinimumHeight(56)
         self.trigger_button.setToolTip("inspect the current picture now (Space)")
         self.trigger_button.clicked.connect(self.trigger)
-        self.recipes = QComboBox()
-        self.recipes.setMinimumWidth(200)
-        self.recipes.setToolTip("product recipe: switching restarts the station on it")
+        self.recipes = RecipeBox()
         self.recipes.activated.connect(self._on_recipe_chosen)
+        self.recipes.setEnabled(False)  # switching the product: engineer mode only
         self.rejects_button = QPushButton("Rejects…")
-        self.rejects_button.setMinimumHeight(56)
         self.rejects_button.clicked.connect(self.show_rejects)
         self.engineer_button = QPushButton("Engineer…")
-        self.engineer_button.setMinimumHeight(56)
         self.engineer_button.setToolTip("engineer mode, behind a PIN (Ctrl+E)")
         self.engineer_button.clicked.connect(self.toggle_engineer)
         self.kiosk_button = QPushButton("Full screen")
-        self.kiosk_button.setMinimumHeight(56)
         self.kiosk_button.setToolTip("kiosk mode (F11)")
         self.kiosk_button.clicked.connect(self.toggle_kiosk)
         for b in (self.start_button, self.trigger_button, self.rejects_button,
                   self.engineer_button, self.kiosk_button):
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
-        self.message = QLabel("")  # one line under the buttons: what just happened
-        self.message.setWordWrap(True)
-        self.message.hide()
+        self.message = MessageLine()  # one line under the buttons: what just happened
         # a tool bar spans the whole width, above the engineer dock too
         top = QToolBar("controls")
         top.setMovable(False)
@@ -190,8 +143,7 @@ class MainWindow(QMainWindow):
         top.toggleViewAction().setEnabled(False)
         spacer = QWidget()
         spacer.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        for widget in (self.start_button, self.trigger_button, self.product, QLabel(" recipe "),
-                       self.recipes, spacer, self.rejects_button, self.engineer_button,
+        for widget in (self.start_button, self.trigger_button, self.product, self.recipes, spacer, self.rejects_button, self.engineer_button,
                        self.kiosk_button):
             top.addWidget(widget)
         self.addToolBar(Qt.ToolBarArea.TopToolBarArea, top)
@@ -211,26 +163,32 @@ class MainWindow(QMainWindow):
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addWidget(self.verdict, 3)
         rl.addWidget(self.part_view, 4)
-        rl.addWidget(self.counts, 2)
         upper = QSplitter(Qt.Orientation.Horizontal)
         upper.addWidget(self.live)
         upper.addWidget(right)
-        upper.setStretchFactor(0, 3)
-        upper.setStretchFactor(1, 2)
-        upper.setSizes([760, 500])
         self.trends = TrendsPanel()
+        # the counts beside the plots: the right column stays short enough for 600 px
+        lower = QSplitter(Qt.Orientation.Horizontal)
+        lower.addWidget(self.trends)
+        lower.addWidget(self.counts)
+        for row in (upper, lower):
+            row.setStretchFactor(0, 3)
+            row.setStretchFactor(1, 2)
+            row.setSizes([600, 400])
         body = QSplitter(Qt.Orientation.Vertical)
         body.addWidget(upper)
-        body.addWidget(self.trends)
-        body.setStretchFactor(0, 4)
+        body.addWidget(lower)
+        body.setStretchFactor(0, 3)
         body.setStretchFactor(1, 1)
-        body.setSizes([560, 200])
+        body.setSizes([600, 200])
+        self.alarm_area = BannerArea(self.alarms, self)
 
         central = QWidget()
         cl = QVBoxLayout(central)
-        cl.setContentsMargins(6, 6, 6, 0)
+        cl.setContentsMargins(6, 2, 6, 0)
+        cl.setSpacing(4)
         cl.addWidget(self.message)
-        cl.addWidget(self.alarms)
+        cl.addWidget(self.alarm_area)
         cl.addWidget(body, 1)
         self.setCentralWidget(central)
 
@@ -251,15 +209,13 @@ class MainWindow(QMainWindow):
         self.engineer.setEnabled(False)
 
     def _install_shortcuts(self) -> None:
-        """F5 start/stop, Space trigger, F11 kiosk, Ctrl+E engineer: from anywhere in the app."""
-        for key, slot in ((Qt.Key.Key_F5, self.toggle_running), (Qt.Key.Key_Space, self.trigger),
-                          (Qt.Key.Key_F11, self.toggle_kiosk),
-                          (ENGINEER_KEY, self.toggle_engineer)):
-            shortcut = QShortcut(QKeySequence(key), self)
-            # also while the rejects browser has the focus: F5 must always stop the line
-            shortcut.setContext(Qt.ShortcutContext.ApplicationShortcut)
-            shortcut.activated.connect(slot)
-        self.engineer_key = EngineerKey(self)  # Ctrl+E even where a text field wants it
+        """F5 start/stop, Space trigger, F11 kiosk, Ctrl+E engineer: whatever has the focus,
+        in the window or its dialogs (the rejects browser too: F5 must always stop the line)."""
+        self.keys = StationKeys(self, {
+            QKeySequence(Qt.Key.Key_F5): self.toggle_running,
+            QKeySequence(Qt.Key.Key_Space): self.trigger,
+            QKeySequence(Qt.Key.Key_F11): self.toggle_kiosk,
+            ENGINEER_KEY: self.toggle_engineer})
 
     def _start_timers(self) -> None:
         """The status bar and trends every 0.5 s, the counts every second (polling the engine)."""
@@ -277,8 +233,10 @@ class MainWindow(QMainWindow):
         self.live.set_engine(engine)
         recipe = engine.recipe
         self.product.setText(recipe.product.name)
+        self.product.setToolTip(f"{recipe.product.name} ({recipe.path})")
         self.setWindowTitle(f"Inspection station — {recipe.product.name} ({recipe.path.name})")
-        self._fill_recipes(recipe.path)
+        self.recipes.fill(recipe.path)
+        self.counts.for_product(recipe.product.name)
         self.verdict.clear()
         self.trends.clear()
         self._on_decision_applied()
@@ -286,20 +244,30 @@ class MainWindow(QMainWindow):
         self.refresh_alarms()
         self.on_state("running" if engine.running else "stopped")
 
-    def _fill_recipes(self, current: Path) -> None:
-        self.recipes.blockSignals(True)
-        self.recipes.clear()
-        paths = list_recipes(current.parent)
-        if current.resolve() not in [p.resolve() for p in paths]:
-            paths.insert(0, current)
-        for p in paths:
-            self.recipes.addItem(p.stem, str(p.resolve()))
-        self.recipes.setCurrentIndex(self.recipes.findData(str(current.resolve())))
-        self.recipes.blockSignals(False)
-
     def _on_recipe_chosen(self, index: int) -> None:
-        path = Path(self.recipes.itemData(index))
-        if path.resolve() != self.engine.recipe.path.resolve():
+        """Another product chosen: only in engineer mode, and only once confirmed."""
+        path = self.recipes.path_at(index)
+        current = self.engine.recipe
+        self.recipes.fill(current.path)  # the list shows what runs until the switch is done
+        if path.resolve() == current.path.resolve():
+            return
+        if not self.engineer_unlocked:
+            self._say("switching the product needs engineer mode (Ctrl+E)", ok=False)
+            return
+        chosen = self.recipes.itemText(self.recipes.findData(str(path.resolve())))
+        box = QMessageBox(
+            QMessageBox.Icon.Warning, "Switch product",
+            f"Switch the line from {current.product.name} ({current.path.name}) to "
+            f"{chosen} ({path.name})?\n\nThe station restarts on the new recipe; the counts "
+            "shown are then the new product's.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel, self)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.finished.connect(lambda _code: self._on_switch_confirmed(box, path))
+        self._switch_confirm = box  # tests reach the open box here
+        box.open()
+
+    def _on_switch_confirmed(self, box: QMessageBox, path: Path) -> None:
+        if box.standardButton(box.clickedButton()) == QMessageBox.StandardButton.Yes:
             self.switch_recipe(path)
 
     def switch_recipe(self, path: Path, *, same: bool = False) -> bool:
@@ -314,7 +282,7 @@ class MainWindow(QMainWindow):
             inspector = Inspector.from_recipe(recipe)  # a refused model: the line runs on
         except Exception as exc:  # RecipeError, ModelRefused, ...
             self._refused(path, exc, old.running, recipe)
-            self._fill_recipes(old.recipe.path)
+            self.recipes.fill(old.recipe.path)
             return False
         was_running = old.running
         # Parts in flight finish first, so the new engine continues the part numbers.
@@ -325,7 +293,7 @@ class MainWindow(QMainWindow):
             if was_running:
                 old.start()
             self._refused(path, exc, was_running, recipe)
-            self._fill_recipes(old.recipe.path)
+            self.recipes.fill(old.recipe.path)
             return False
         old.close()
         self.lock_engineer()
@@ -357,10 +325,7 @@ class MainWindow(QMainWindow):
         box.open()
 
     def _say(self, text: str, ok: bool) -> None:
-        colour = "#a5d6a7" if ok else "#ff8a80"
-        self.message.setStyleSheet(f"color: {colour}; font-weight: bold;")
-        self.message.setText(text.splitlines()[0] if ok else text)
-        self.message.setVisible(bool(text))
+        self.message.say(text, ok)
 
     # -- operator actions ----------------------------------------------------------------------
     def toggle_running(self) -> None:
@@ -377,7 +342,7 @@ class MainWindow(QMainWindow):
             return
         running = self.engine.running
         self.start_button.setText("STOP" if running else "START")
-        self.start_button.setStyleSheet(theme.STOP_STYLE if running else theme.START_STYLE)
+        self.start_button.setStyleSheet(theme.start_style(running, self.scale))
         self.trigger_button.setEnabled(running)
         if state == "ended":
             self._say("the camera source ended (end of file or folder)", ok=False)
@@ -414,6 +379,8 @@ class MainWindow(QMainWindow):
         if self.engine is None:  # closed
             return
         self.alarms.set_alarms(self.engine.alarms())
+        scale_fonts(self.alarms, self.scale)  # new rows: the window's scale
+        self.alarm_area.fit()
 
     def acknowledge(self, alarm_id: int) -> None:
         who = ENGINEER if self.engineer_unlocked else "operator"
@@ -437,11 +404,31 @@ class MainWindow(QMainWindow):
         self.rejects_dialog.show()
 
     def toggle_kiosk(self) -> None:
+        """F11: full screen on / off (the fonts follow the new size)."""
         if self.isFullScreen():
             self.showNormal()
         else:
             self.showFullScreen()
         self.kiosk_button.setText("Leave full screen" if self.isFullScreen() else "Full screen")
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        super().resizeEvent(event)
+        self.apply_scale(scale_for(event.size()))
+
+    def apply_scale(self, scale: float) -> None:
+        """Fonts, buttons and the alarm banner's share for a window this size."""
+        if scale == self.scale:
+            return
+        self.scale = scale
+        scale_fonts(self, scale, skip=(self.verdict.word,))  # the tile sizes its own word
+        height = round(56 * scale)
+        for button in (self.start_button, self.trigger_button, self.rejects_button,
+                       self.engineer_button, self.kiosk_button):
+            button.setMinimumHeight(height)
+        self.start_button.setMinimumWidth(round(150 * scale))
+        running = self.engine is not None and self.engine.running
+        self.start_button.setStyleSheet(theme.start_style(running, scale))
+        self.alarm_area.fit()
 
     # -- engineer mode -------------------------------------------------------------------------
     def toggle_engineer(self) -> None:
@@ -526,6 +513,7 @@ class MainWindow(QMainWindow):
         self.engineer.setEnabled(True)
         self.engineer_dock.show()
         self.engineer_button.setText("Lock engineer")
+        self.recipes.setEnabled(True)
 
     def _show_pending_roi(self, roi: list[int]) -> None:
         current = list(self.engine.recipe.localize.roi) if self.engine is not None else roi
@@ -539,6 +527,7 @@ class MainWindow(QMainWindow):
         self.engineer.setEnabled(False)
         self.engineer_dock.hide()
         self.engineer_button.setText("Engineer…")
+        self.recipes.setEnabled(False)
 
     def _on_decision_applied(self) -> None:
         d = self.engine.inspector.decision

@@ -53,4 +53,11 @@ QDockWidget::title {{ background: #ff8f00; color: #111; padding: 4px; }}
 START_STYLE = "QPushButton { background: #2e7d32; font-size: 22px; font-weight: bold; }"
 STOP_STYLE = "QPushButton { background: #b71c1c; font-size: 22px; font-weight: bold; }"
 
+
+def start_style(running: bool, scale: float = 1.0) -> str:
+    """The START (green) / STOP (red) button, its text scaled with the window."""
+    colour = "#b71c1c" if running else "#2e7d32"
+    size = max(12, round(22 * (scale or 1.0)))
+    return f"QPushButton {{ background: {colour}; font-size: {size}px; font-weight: bold; }}"
+
 BASE_POINT_SIZE = 12  # the window's default font; big numbers set their own
