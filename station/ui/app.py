@@ -20,7 +20,7 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     models are refused (one line on stderr, as ``station <command>: <file>: <key> = ...``,
     the file named as ``shown_path`` when given), else 0.
     """
-    from PySide6.QtCore import QTimer
+    from PySide6.QtCore import QCoreApplication, QEvent, QTimer
     from PySide6.QtWidgets import QApplication
 
     from station.config import RecipeError, load_recipe
@@ -84,4 +84,7 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     app.aboutToQuit.connect(window.shutdown)
     code = app.exec()
     window.shutdown()
+    # Closing the last window also posted a Quit of its own, still waiting: handled after
+    # exec returned it would stop every later event loop of this process (tests run more)
+    QCoreApplication.removePostedEvents(app, QEvent.Type.Quit)
     return int(code)
