@@ -33,23 +33,37 @@ def fit_to_screen(window: QWidget) -> None:
 
 
 def scale_fonts(root: QWidget, scale: float, skip: Iterable[QWidget] = ()) -> None:
-    """Every widget under ``root`` that chose its own font size (and ``root`` itself) gets
-    it times ``scale``; widgets made later (an alarm row) are scaled on the next call."""
+    """Every widget under ``root`` gets its own font size (or, when it chose none, the
+    window's) times ``scale``. Set on each widget: under a style sheet a child does not
+    follow its window's font. Widgets made later (an alarm row) are scaled on the next call.
+    """
     skipped = set(skip)
-    for widget in (root, *root.findChildren(QWidget)):
-        if widget in skipped or not (widget is root
-                                     or widget.testAttribute(Qt.WidgetAttribute.WA_SetFont)):
+    base = _design(root, root.font().pointSizeF())
+    for widget in root.findChildren(QWidget):
+        if widget in skipped:
             continue
-        design = widget.property(DESIGN_PT)
-        if design is None:
-            design = widget.font().pointSizeF()
-            if design <= 0:  # a pixel size: the widget sizes it itself
-                continue
-            widget.setProperty(DESIGN_PT, design)
-        font = widget.font()
-        if abs(font.pointSizeF() - design * scale) > 0.01:
-            font.setPointSizeF(design * scale)
-            widget.setFont(font)
+        own = widget.testAttribute(Qt.WidgetAttribute.WA_SetFont)
+        design = _design(widget, widget.font().pointSizeF() if own else base)
+        if design > 0:  # else a pixel size: the widget sizes it itself
+            _set_point_size(widget, design * scale)
+    if base > 0:
+        _set_point_size(root, base * scale)
+
+
+def _design(widget: QWidget, first_seen: float) -> float:
+    """The widget's font size at scale 1, remembered the first time it is seen."""
+    design = widget.property(DESIGN_PT)
+    if design is None:
+        design = first_seen
+        widget.setProperty(DESIGN_PT, design)
+    return float(design)
+
+
+def _set_point_size(widget: QWidget, points: float) -> None:
+    font = widget.font()
+    if abs(font.pointSizeF() - points) > 0.01:
+        font.setPointSizeF(points)
+        widget.setFont(font)
 
 
 class BannerArea(QScrollArea):
