@@ -57,12 +57,14 @@ TITLES = {LineState.INSPECTING: "INSPECTING", LineState.STOPPED: "STOPPED",
 
 @dataclass(frozen=True)
 class LineStatus:
-    """The line state, why (one line), and the alarms behind it (ids and kinds)."""
+    """The line state, why (the alarms' messages, and ``summary``: their first clauses, for
+    a tile read from afar), and the alarms behind it (ids and kinds)."""
 
     state: LineState
     reason: str = ""
     alarm_ids: tuple[int, ...] = ()
     kinds: tuple[str, ...] = ()
+    summary: str = ""
 
     @property
     def title(self) -> str:
@@ -74,6 +76,13 @@ class LineStatus:
         return self.state == LineState.INSPECTING
 
 
+def _status(state: LineState, alarms: list[Alarm], extra: str = "") -> LineStatus:
+    messages = [a.message for a in alarms] + ([extra] if extra else [])
+    return LineStatus(state, "; ".join(messages), tuple(a.id for a in alarms),
+                      tuple(a.kind for a in alarms),
+                      "; ".join(m.split(":", 1)[0] for m in messages))
+
+
 def derive_status(running: bool, ended: str, alarms: list[Alarm], *, reject_enabled: bool,
                   serial_trigger: bool) -> LineStatus:
     """The line state from the running flag, a finished source and the alarms that hold.
@@ -82,19 +91,17 @@ def derive_status(running: bool, ended: str, alarms: list[Alarm], *, reject_enab
     parts from being judged, then a reject output that cannot act on the verdicts.
     """
     if not running:
-        return LineStatus(LineState.STOPPED, "press START (F5) to inspect")
+        return LineStatus(LineState.STOPPED, "press START (F5) to inspect",
+                          summary="press START (F5) to inspect")
     holding = [a for a in alarms if a.active]
     blind = [a for a in holding if a.kind in (ALARM_CAMERA, ALARM_TRIGGER)
              or (a.kind == ALARM_SERIAL and serial_trigger)]
     if blind or ended:
-        reason = "; ".join([a.message for a in blind] + ([ended] if ended else []))
-        return LineStatus(LineState.NOT_INSPECTING, reason, tuple(a.id for a in blind),
-                          tuple(a.kind for a in blind))
+        return _status(LineState.NOT_INSPECTING, blind, ended)
     down = [a for a in holding if a.kind == ALARM_REJECT_OUTPUT
             or (a.kind == ALARM_SERIAL and reject_enabled)]
     if down:
-        return LineStatus(LineState.REJECT_OUTPUT_DOWN, "; ".join(a.message for a in down),
-                          tuple(a.id for a in down), tuple(a.kind for a in down))
+        return _status(LineState.REJECT_OUTPUT_DOWN, down)
     return LineStatus(LineState.INSPECTING)
 
 

@@ -29,6 +29,7 @@ TITLES = {
     "trigger": "TRIGGER",
     "overload": "OVERLOAD",
 }
+MESSAGE_CHARS = 120
 ACKED_STYLE = ("AlarmRow { background: #4e342e; border-radius: 4px; }"
                "AlarmRow QLabel { color: #d7ccc8; }")
 
@@ -80,8 +81,10 @@ class AlarmRow(QWidget):
         else:
             state = ""
         tag = f"{self.line_title}: " if self.line_title else ""
-        self.message.setText(f"{stamp}  {tag}{alarm.message}{state}")
-        self.message.setToolTip(alarm.message)
+        text = alarm.message  # a long one (a path, an OS error) is cut; all of it on hover
+        short = text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS - 1] + "…"
+        self.message.setText(f"{stamp}  {tag}{short}{state}")
+        self.message.setToolTip(text)
         self.ack.setVisible(not self.acknowledged)
         style = ACKED_STYLE if self.acknowledged else ""
         if self.styleSheet() != style:  # a new style re-polishes the row: only on a change

@@ -209,5 +209,11 @@ class LiveView(QWidget):
             x, y, w, h = r.box
             p.drawRect(QRectF(x, y, w, h))
             ax, ay = float(x), float(y)
+        # the words in screen pixels: scaled with a small picture they outgrew the view
+        anchor = p.transform().map(QPointF(ax, ay))
+        p.save()
+        p.resetTransform()
         p.setFont(QFont(self.font().family(), 16, QFont.Weight.Bold))
-        p.drawText(QPointF(ax, max(18.0, ay - 6)), f"inspected #{r.part_id}: {r.verdict}")
+        p.drawText(QPointF(max(4.0, anchor.x()), max(22.0, anchor.y() - 6)),
+                   f"inspected #{r.part_id}: {r.verdict}")
+        p.restore()

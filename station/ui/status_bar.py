@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QPainter
+from PySide6.QtGui import QFont, QFontMetrics, QPainter
 from PySide6.QtWidgets import QLabel, QSizePolicy, QStatusBar, QWidget
 
 # The line state's colour in the status bar (the tile shows the same state, bigger).
@@ -78,11 +78,15 @@ class StationStatusBar(QStatusBar):
         if status is None:
             label.setText("")
             return
-        text = status.title + (f": {status.reason}" if status.reason and not status.inspecting
-                               and status.state != "stopped" else "")
+        bold = QFont(label.font())
+        bold.setBold(True)  # the title itself is never cut: it is what the field is for
+        label.setMinimumWidth(QFontMetrics(bold).horizontalAdvance(status.title + ": …") + 20)
+        fault = not status.inspecting and status.state != "stopped"
         colour = LINE_COLOURS.get(str(status.state), FAULT_COLOUR)
         label.setStyleSheet(f"color: {colour}; font-weight: bold;")
-        label.setText(text)
+        label.setText(status.title + (f": {status.summary}" if fault and status.summary else ""))
+        if fault:
+            label.setToolTip(f"{status.title}: {status.reason}")
 
     def update_stats(self, s: Any, shown_fps: float) -> None:
         self.labels["camera"].setText(f"camera {s.camera_fps:4.1f} fps ({s.source})")

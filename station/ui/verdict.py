@@ -100,10 +100,9 @@ class VerdictTile(QWidget):
         self.word.setText(self.line.title)
         last = self._result
         tail = f"\nlast part #{last.part_id}: {last.verdict}" if last is not None else ""
-        reason = self.line.reason or ""
-        short = reason if len(reason) <= 140 else reason[:139] + "…"
+        short = self.line.summary or self.line.reason or ""
         self.detail.setText(short + tail)
-        self.detail.setToolTip(reason + tail)
+        self.detail.setToolTip((self.line.reason or "") + tail)
         if self.line.state == "stopped":
             self._paint("")
         else:

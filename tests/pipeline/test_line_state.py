@@ -60,7 +60,7 @@ def test_the_line_state_puts_stopped_first_then_blind_then_outputs():
     assert derive_status(False, "", book.alarms(), **rules).state == LineState.STOPPED
     down = derive_status(True, "", book.alarms(), **rules)
     assert down == LineStatus(LineState.REJECT_OUTPUT_DOWN, serial.message, (serial.id,),
-                              (ALARM_SERIAL,))
+                              (ALARM_SERIAL,), summary="serial link disconnected")
     assert down.title == "REJECT OUTPUT DOWN"
     # the same link as the trigger: parts are not even seen
     blind = derive_status(True, "", book.alarms(), reject_enabled=True, serial_trigger=True)

@@ -96,7 +96,8 @@ def test_a_dead_reject_output_is_not_an_ordinary_reject(qtbot, assets, tmp_path,
     started = time.monotonic()
     qtbot.waitUntil(lambda: window.verdict.word.text() == "REJECT OUTPUT DOWN", timeout=2000)
     assert time.monotonic() - started < 2.0
-    assert str(port) in window.verdict.detail.text()
+    assert "serial link disconnected" in window.verdict.detail.text()  # short, read from afar
+    assert str(port) in window.verdict.detail.toolTip()  # all of it on hover
     assert window.status.labels["line"].full_text.startswith("REJECT OUTPUT DOWN")
     # parts are judged REJECT and their outputs fail: an alarm of its own, raised and kept
     qtbot.waitUntil(lambda: any(r.alarm.kind == "reject_output"
