@@ -1,7 +1,7 @@
 """One part from frame to verdict (Inspector), and the threads that join the stages (Engine).
 
-``engine`` the threads and queues, ``alarms`` the alarm book, ``events`` the typed events a
-window or a terminal follows, ``rows`` the records' rows and their feeder, ``stats`` the
+``engine`` the threads and queues, ``alarms`` the alarm book, ``line_state`` whether the
+line is inspected, ``events`` the typed events a window or a terminal follows, ``rows`` the records' rows and their feeder, ``stats`` the
 numbers, ``overlay`` the heatmap drawn over a crop.
 """
 
@@ -12,6 +12,7 @@ from station.pipeline.alarms import (
     ALARM_OVERLOAD,
     ALARM_QUALITY,
     ALARM_RECORDS,
+    ALARM_REJECT_OUTPUT,
     ALARM_SERIAL,
     ALARM_STREAK,
     ALARM_TRIGGER,
@@ -21,6 +22,7 @@ from station.pipeline.alarms import (
 )
 from station.pipeline.engine import Engine
 from station.pipeline.events import EngineEvents, EngineState
+from station.pipeline.line_state import LineState, LineStatus
 from station.pipeline.overlay import heatmap_overlay
 from station.pipeline.rows import RowFeeder
 from station.pipeline.stats import EngineStats, percentile
@@ -31,6 +33,7 @@ __all__ = [
     "ALARM_OVERLOAD",
     "ALARM_QUALITY",
     "ALARM_RECORDS",
+    "ALARM_REJECT_OUTPUT",
     "ALARM_SERIAL",
     "ALARM_STREAK",
     "ALARM_TRIGGER",
@@ -41,6 +44,8 @@ __all__ = [
     "EngineEvents",
     "EngineState",
     "EngineStats",
+    "LineState",
+    "LineStatus",
     "RowFeeder",
     "heatmap_overlay",
     "percentile",

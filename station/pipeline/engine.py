@@ -28,33 +28,23 @@ from typing import Any
 
 from station.decision import ERROR
 from station.pipeline.alarms import (
-    ALARM_CAMERA,
     ALARM_MODEL,
     ALARM_OVERLOAD,
     ALARM_QUALITY,
     ALARM_RECORDS,
-    ALARM_SERIAL,
     ALARM_STREAK,
-    ALARM_TRIGGER,
     ENGINE_ALARMS,
     Alarm,
-    AlarmBook,
 )
 from station.pipeline.events import EngineEvents, EngineState, emit_safely
 from station.pipeline.inspector import Inspector, PartResult, PreparedPart
+from station.pipeline.line_state import LineStatus, LineWatch
 from station.pipeline.rows import RowFeeder, part_images, part_row
 from station.pipeline.stats import EngineStats, PartTally, inspect_rate, percentile
 from station.records import Records
 from station.reject import RejectScheduler
 from station.reject.serial_link import SerialLink
-from station.sources import (
-    CAMERA_LOST,
-    CAMERA_RESTORED,
-    SOURCE_ENDED,
-    Acquisition,
-    SkippedImage,
-    make_source,
-)
+from station.sources import Acquisition, SkippedImage, make_source
 from station.sources.base import Frame, FrameSource
 from station.trigger import (
     PartCounter,
@@ -77,8 +67,8 @@ class Engine:
     """Runs one recipe on the line. ``start``/``stop``; state is read, never pushed to Qt.
 
     ``events`` (:class:`EngineEvents`) are emitted from engine threads: ``part``
-    (:class:`PartResult`), ``alarm`` and ``alarm_cleared`` (:class:`Alarm`) and ``state``
-    (:class:`EngineState`); a GUI re-posts them to its own thread.
+    (:class:`PartResult`), ``alarm`` and ``alarm_cleared`` (:class:`Alarm`), ``state``
+    (:class:`EngineState`) and ``line`` (:class:`LineStatus`); a GUI re-posts them.
     """
 
     def __init__(
@@ -132,12 +122,15 @@ class Engine:
     def _open_records(self, records: bool) -> None:
         """The records, the feeder that hands them rows, and the alarm book over them."""
         self.records: Records | None = Records.from_recipe(self.recipe) if records else None
-        self._book = AlarmBook(self.records, raised=partial(emit_safely, self.events.alarm),
-                               cleared=partial(emit_safely, self.events.alarm_cleared))
+        self.watch = LineWatch(self.records, self._notify, running=lambda: self._running)
+        self._book = self.watch.book
         self._rows: RowFeeder | None = None
         if self.records is not None:
             self._rows = RowFeeder(self.records, partial(self.raise_alarm, ALARM_RECORDS))
             self.records.add_alarm_listener(self._on_records_alarm)
+
+    def _notify(self, event: str, payload: Any) -> None:
+        emit_safely(getattr(self.events, event), payload)
 
     def _on_records_alarm(self, kind: str, message: str) -> None:
         """Records notify every alarm they store, the engine's own included: only the
@@ -149,13 +142,15 @@ class Engine:
         """The serial link (reject output, serial trigger) and the reject scheduler."""
         recipe = self.recipe
         self.link: SerialLink | None = None
+        self.watch.reject_enabled, self.watch.serial_trigger = recipe.reject.enabled, mode == "serial"
         if recipe.reject.enabled or mode == "serial":
             self.link = SerialLink.from_recipe(recipe, serial_trigger=(mode == "serial"))
-            self.link.add_state_listener(self._on_serial_state)
+            self.link.add_state_listener(self.watch.on_serial_state)
         on_error_rejects = recipe.decision.on_error == "reject"
         self.scheduler = RejectScheduler.from_recipe(
             recipe, self.link if recipe.reject.enabled else None,
             reject_on_error=on_error_rejects)
+        self.scheduler.add_fired_listener(self.watch.on_fired)
         if self.records is not None:
             self.scheduler.add_fired_listener(self.records.on_fired)
 
@@ -167,7 +162,7 @@ class Engine:
         # Every frame goes to the trigger (a listener, in order); the preview takes the latest.
         # Parts, not frames, are what queue up for inspection.
         self.acquisition = Acquisition(self.source, queue_size=0)
-        self.acquisition.add_alarm_listener(self._on_camera_alarm)
+        self.acquisition.add_alarm_listener(self.watch.on_source)
         self.acquisition.add_skip_listener(self._on_skipped_image)
         start_id = self._next_part_number()
         self.counter = PartCounter(start_id)
@@ -176,7 +171,7 @@ class Engine:
             replace(recipe.trigger, mode=mode, debounce_ms=debounce_ms), frames=self.acquisition,
             serial_link=self.link, localize=recipe.localize, counter=self.counter)
         self.trigger.add_listener(self._on_trigger)
-        self.trigger.add_alarm_listener(self._on_trigger_alarm)
+        self.trigger.add_alarm_listener(self.watch.on_trigger)
         self.software = (self.trigger if isinstance(self.trigger, SoftwareTrigger)
                          else SoftwareTrigger(self.acquisition, self.counter,
                                               debounce_ms=0.0 if self.block_when_busy
@@ -227,6 +222,7 @@ class Engine:
         self.acquisition.start()
         self._running = True
         emit_safely(self.events.state, EngineState.RUNNING)
+        self.watch.started()
 
     def stop(self) -> None:
         """Stop taking frames; parts already triggered are finished and recorded."""
@@ -242,11 +238,12 @@ class Engine:
         self._thread = self._crop_thread = None
         self._running = False
         emit_safely(self.events.state, EngineState.STOPPED)
+        self.watch.refresh()
 
     def close(self) -> None:
         """Stop, let pending reject outputs fire, and close the port and the records."""
         self.stop()
-        self._closing = True  # the port closing on purpose is not a lost link
+        self._closing = self.watch.closing = True  # the port closing on purpose: no fault
         self.trigger.close()
         if self.software is not self.trigger:
             self.software.close()
@@ -353,8 +350,13 @@ class Engine:
         self._book.clear_condition(kind, message)
 
     def alarms(self) -> list[Alarm]:
-        """Alarms not yet acknowledged, oldest first."""
+        """Alarms to show, oldest first: not acknowledged yet, or acknowledged and holding."""
         return self._book.alarms()
+
+    def line_state(self) -> LineStatus:
+        """Inspecting, stopped, not inspecting or reject output down, and why: the one answer
+        the tile, the status bar and the alarm list show (also the ``line`` event)."""
+        return self.watch.status()
 
     def not_inspecting(self) -> list[Alarm]:
         """The conditions, still holding, under which parts pass unjudged or unprotected:
@@ -364,29 +366,6 @@ class Engine:
 
     def acknowledge(self, alarm_id: int, who: str = "operator") -> None:
         self._book.acknowledge(alarm_id, who)
-
-    def _on_camera_alarm(self, kind: str, message: str) -> None:
-        if kind == CAMERA_LOST:
-            self.raise_alarm(ALARM_CAMERA, f"camera lost: {message}")
-        elif kind == CAMERA_RESTORED:
-            self.clear_condition(ALARM_CAMERA, f"camera lost, now restored: {message}")
-        elif kind == SOURCE_ENDED:
-            emit_safely(self.events.state, EngineState.ENDED)
-
-    def _on_trigger_alarm(self, message: str) -> None:
-        """The trigger cannot work as configured (an ROI outside the frame), or works again."""
-        if message:
-            self.raise_alarm(ALARM_TRIGGER, message)
-        else:
-            self.clear_condition(ALARM_TRIGGER)
-
-    def _on_serial_state(self, state: str, message: str) -> None:
-        if self._closing:
-            return
-        if state == "connected":
-            self.clear_condition(ALARM_SERIAL, f"serial link lost, now back: {message}")
-        else:
-            self.raise_alarm(ALARM_SERIAL, f"serial link {state}: {message}")
 
     # -- the flow of a part -------------------------------------------------------------
     def _next_part_number(self) -> int:

@@ -10,34 +10,31 @@ and never stops the engine.
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from typing import Any
 
 from psygnal import Signal, SignalGroup, SignalInstance
 
 from station.pipeline.alarms import Alarm
 from station.pipeline.inspector import PartResult
+from station.pipeline.line_state import EngineState, LineStatus
+
+__all__ = ["EngineEvents", "EngineState", "LineStatus", "emit_safely"]
 
 log = logging.getLogger(__name__)
-
-
-class EngineState(StrEnum):
-    """Where the engine is: the ``state`` event's payload (equal to its plain string)."""
-
-    RUNNING = "running"
-    STOPPED = "stopped"
-    ENDED = "ended"  # a finite source (file, folder) has no more frames
 
 
 class EngineEvents(SignalGroup):
     """``part``: a part has its verdict (inspected or shed); ``alarm``: an alarm is new;
     ``alarm_cleared``: its condition went away (it stays shown until acknowledged);
-    ``state``: the engine started, stopped, or its source ended."""
+    ``state``: the engine started, stopped, or its source ended; ``line``: whether the line
+    is inspected changed (:class:`LineStatus`: inspecting, stopped, not inspecting, reject
+    output down, with the reason)."""
 
     part = Signal(PartResult)
     alarm = Signal(Alarm)
     alarm_cleared = Signal(Alarm)
     state = Signal(EngineState)
+    line = Signal(LineStatus)
 
 
 def emit_safely(signal: SignalInstance, payload: Any) -> None:

@@ -28,6 +28,7 @@ class EngineBridge(QObject):
     alarm = Signal(object)  # Alarm
     alarm_cleared = Signal(object)  # Alarm
     state = Signal(str)  # EngineState: "running" | "stopped" | "ended"
+    line = Signal(object)  # LineStatus: inspecting, stopped, not inspecting, output down
 
     def __init__(self, parent: QObject | None = None, interval_ms: int = 20) -> None:
         super().__init__(parent)
@@ -45,7 +46,7 @@ class EngineBridge(QObject):
         events = engine.events
         for source, target in ((events.part, self.part), (events.alarm, self.alarm),
                                (events.alarm_cleared, self.alarm_cleared),
-                               (events.state, self.state)):
+                               (events.state, self.state), (events.line, self.line)):
             relay = self._relay(self._generation, target)
             source.connect(relay)
             self._connected.append((source, relay))

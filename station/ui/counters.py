@@ -83,6 +83,8 @@ class CountsPanel(QGroupBox):
     def refresh(self, engine: Any) -> None:
         if engine is None:
             return
+        if not engine.running:  # stopped: no parts per minute, not a decaying last minute
+            self._part_times.clear()
         self.show_counts(product_counts(engine))
 
     def show_counts(self, counts: dict[str, int]) -> None:

@@ -2,7 +2,9 @@
 last inspected part's box drawn on it.
 
 A QTimer polls the engine's latest-frame slot and repaints only when a new frame arrived, so
-the preview runs at the camera's pace and never waits on the models (docs/design.md).
+the preview runs at the camera's pace and never waits on the models (docs/design.md). A
+picture that stopped moving while the station runs is marked "NO SIGNAL" with its age, so the
+last frame of a lost camera never passes for a live one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from station.ui.imaging import to_qimage
 # How long the last part's outline stays on the moving picture. It marks where the part was
 # when it was inspected (at the trigger line); the belt has moved on since, so not for long.
 BOX_SHOWN_S = 0.6
+# A free-running camera silent this long is no live picture any more (a triggered one is
+# silent between parts by design: its picture is never marked).
+STALE_S = 1.0
 
 
 class LiveView(QWidget):
@@ -42,6 +47,9 @@ class LiveView(QWidget):
         self._part: Any = None
         self.pending_roi: tuple[int, int, int, int] | None = None  # engineer editing the ROI
         self._part_time = 0.0
+        self._frame_time = 0.0  # monotonic time the shown frame arrived
+        self.stale = False  # "NO SIGNAL" is drawn over the picture
+        self._stale_drawn = 0.0
         self._timer = QTimer(self)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._timer.timeout.connect(self.poll)
@@ -52,6 +60,7 @@ class LiveView(QWidget):
         self._image = None
         self._seq = None
         self._part = None
+        self.stale = False
         self.update()
 
     def show_part(self, result: Any) -> None:
@@ -75,12 +84,27 @@ class LiveView(QWidget):
             return
         frame = self._engine.latest_frame()
         if frame is None or frame.seq == self._seq:
+            self._check_stale()
             return
+        self._frame_time = time.monotonic()
+        self.stale = False
         self._seq = frame.seq
         self._frame_shape = frame.image.shape[:2]
         self._image = to_qimage(frame.image)
         self._new = True
         self.update()
+
+    def _check_stale(self) -> None:
+        """Mark the picture once no new frame came for ``STALE_S`` while running."""
+        engine = self._engine
+        stale = (self._image is not None and engine.running
+                 and not engine.source.info.triggered
+                 and time.monotonic() - self._frame_time > STALE_S)
+        now = time.monotonic()
+        if stale != self.stale or (stale and now - self._stale_drawn >= 0.5):
+            self.stale = stale
+            self._stale_drawn = now  # the age shown counts up: two repaints a second
+            self.update()
 
     # -- drawing ----------------------------------------------------------------------------
     def _target(self) -> tuple[QRectF, float]:
@@ -114,11 +138,21 @@ class LiveView(QWidget):
             p.setPen(QColor("#ffffff"))
             p.setFont(QFont(self.font().family(), 26, QFont.Weight.Bold))
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "STOPPED")
+        elif self.stale:
+            self._draw_no_signal(p)
         p.end()
         if self._new:
             self._new = False
             self.frames_shown += 1
             self._shown.append(time.monotonic())
+
+    def _draw_no_signal(self, p: QPainter) -> None:
+        p.fillRect(self.rect(), QColor(0, 0, 0, 150))
+        p.setPen(QColor("#ff5252"))
+        p.setFont(QFont(self.font().family(), 30, QFont.Weight.Bold))
+        age = time.monotonic() - self._frame_time
+        p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter,
+                   f"NO SIGNAL\nlast picture {age:.0f} s old")
 
     def _roi(self) -> tuple[float, float, float, float]:
         h, w = self._frame_shape
@@ -175,5 +209,11 @@ class LiveView(QWidget):
             x, y, w, h = r.box
             p.drawRect(QRectF(x, y, w, h))
             ax, ay = float(x), float(y)
+        # the words in screen pixels: scaled with a small picture they outgrew the view
+        anchor = p.transform().map(QPointF(ax, ay))
+        p.save()
+        p.resetTransform()
         p.setFont(QFont(self.font().family(), 16, QFont.Weight.Bold))
-        p.drawText(QPointF(ax, max(18.0, ay - 6)), f"inspected #{r.part_id}: {r.verdict}")
+        p.drawText(QPointF(max(4.0, anchor.x()), max(22.0, anchor.y() - 6)),
+                   f"inspected #{r.part_id}: {r.verdict}")
+        p.restore()

@@ -105,6 +105,7 @@ class MainWindow(QMainWindow):
         self.bridge.alarm.connect(lambda _a: self.refresh_alarms())
         self.bridge.alarm_cleared.connect(lambda _a: self.refresh_alarms())
         self.bridge.state.connect(self.on_state)
+        self.bridge.line.connect(self.show_line_state)
 
     def _build_toolbar(self) -> None:
         """The top bar: what the operator presses, and one line saying what just happened."""
@@ -242,6 +243,7 @@ class MainWindow(QMainWindow):
         self._on_decision_applied()
         self.refresh_counts()
         self.refresh_alarms()
+        self.show_line_state(engine.line_state())
         self.on_state("running" if engine.running else "stopped")
 
     def _on_recipe_chosen(self, index: int) -> None:
@@ -347,6 +349,11 @@ class MainWindow(QMainWindow):
         if state == "ended":
             self._say("the camera source ended (end of file or folder)", ok=False)
         self.live.update()
+
+    def show_line_state(self, status: Any) -> None:
+        """The engine's one line state, on the tile, the status bar and the alarm list."""
+        for view in (self.verdict, self.status, self.alarms):
+            view.show_line_state(status)
 
     def trigger(self) -> None:
         if self.engine is None:  # closed

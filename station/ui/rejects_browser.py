@@ -1,13 +1,18 @@
 """Browse recent rejects from the records: the crop, its heatmap, the scores and the reason,
-so a shift lead can see *why* parts were thrown off without opening the database."""
+so a shift lead can see *why* parts were thrown off without opening the database.
+
+A reject whose output failed (the part was judged REJECT but never pushed off the line) is
+marked: its row is red with "OUTPUT FAILED", since that part may be among the good ones."""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
 import cv2
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -24,7 +29,16 @@ from PySide6.QtWidgets import (
 
 from station.ui.part_view import ScaledImage
 
-COLUMNS = ("time", "part", "verdict", "anomaly", "defect", "reason")
+COLUMNS = ("time", "part", "verdict", "output", "anomaly", "defect", "reason")
+OUTPUT_FAILED = "OUTPUT FAILED"
+FAILED_BG = QColor("#ffcdd2")
+# the reject scheduler's action for the part, as the operator reads it
+OUTPUTS = {"reject": "sent", "reject_failed": OUTPUT_FAILED, "pass": "none"}
+
+
+def output_text(row: dict) -> str:
+    """What happened at the reject point: sent, OUTPUT FAILED, none, or — (not yet known)."""
+    return OUTPUTS.get(str(row.get("reject_action") or ""), "—")
 
 
 def _fmt(score: Any) -> str:
@@ -86,11 +100,16 @@ class RejectsBrowser(QDialog):
         self.table.setRowCount(len(self.rows))
         for i, r in enumerate(self.rows):
             reason = r.get("reasons") or r.get("error") or ""
+            output = output_text(r)
             values = (str(r.get("time_iso", ""))[11:19], str(r.get("part_id", "")),
-                      str(r.get("verdict", "")), _fmt(r.get("ae_score")),
+                      str(r.get("verdict", "")), output, _fmt(r.get("ae_score")),
                       _fmt(r.get("cls_score")), reason)
             for j, v in enumerate(values):
-                self.table.setItem(i, j, QTableWidgetItem(v))
+                item = QTableWidgetItem(v)
+                if output == OUTPUT_FAILED:
+                    item.setBackground(QBrush(FAILED_BG))
+                    item.setToolTip(f"reject output failed: {r.get('reject_reason') or ''}")
+                self.table.setItem(i, j, item)
         self.table.resizeColumnsToContents()
         if self.rows:
             self.table.selectRow(0)
@@ -124,5 +143,8 @@ class RejectsBrowser(QDialog):
             f"anomaly {_fmt(r.get('ae_score'))} (raw {_fmt(r.get('ae_score_raw'))}), "
             f"defect {_fmt(r.get('cls_score'))} (raw {_fmt(r.get('cls_score_raw'))})<br>"
             f"reason: {r.get('reasons') or r.get('error') or '—'}<br>"
-            f"reject sent: {r.get('reject_sent')}  recipe: {r.get('recipe')}  "
+            + (f"<b style='color:#c62828'>REJECT OUTPUT FAILED: the part was not removed"
+               f"</b> ({html.escape(str(r.get('reject_reason') or ''))})<br>" if output_text(r) == OUTPUT_FAILED
+               else "")
+            + f"reject output: {output_text(r)}  recipe: {r.get('recipe')}  "
             f"latency {_fmt(r.get('latency_ms'))} ms")

@@ -1,29 +1,92 @@
-"""The status bar: camera, preview and inspection rates, latency, dropped frames, serial link
-and the models in use — what an engineer checks first when the line misbehaves."""
+"""The status bar: whether the line is inspected, camera, preview and inspection rates,
+latency, dropped frames, serial link and the models in use — what an engineer checks first
+when the line misbehaves.
+
+Every field gives way rather than widen the window or run into its neighbour (the engineer
+dock takes width away): it is cut with "…" and its full text is on hover.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QFont, QFontMetrics, QPainter
 from PySide6.QtWidgets import QLabel, QSizePolicy, QStatusBar, QWidget
+
+# The line state's colour in the status bar (the tile shows the same state, bigger).
+LINE_COLOURS = {"inspecting": "#66bb6a", "stopped": "#b0bec5"}
+FAULT_COLOUR = "#ff5252"
+
+
+class ElidedLabel(QLabel):
+    """One line of plain text, cut with "…" to the width it is given; the full text on hover."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.full_text = ""
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt name)
+        self.full_text = text
+        super().setText(text)
+        self.setToolTip(text)
+        self.update()
+
+    @property
+    def elided(self) -> bool:
+        """The text does not fit: what is drawn ends in "…"."""
+        return self.shown_text() != self.full_text
+
+    def shown_text(self) -> str:
+        room = self.contentsRect().width()
+        return self.fontMetrics().elidedText(self.full_text, Qt.TextElideMode.ElideRight, room)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        return QSize(self.fontMetrics().horizontalAdvance("…") * 3, super().minimumSizeHint().height())
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        p = QPainter(self)
+        p.setPen(self.palette().color(self.foregroundRole()))
+        p.drawText(self.contentsRect(), int(Qt.AlignmentFlag.AlignVCenter), self.shown_text())
+        p.end()
 
 
 class StationStatusBar(QStatusBar):
-    """``update_stats(stats, shown_fps)`` from a timer."""
+    """``update_stats(stats, shown_fps)`` from a timer; ``show_line_state(status)`` on the
+    engine's ``line`` event."""
 
-    FIELDS = ("camera", "preview", "inspect", "latency", "dropped", "serial", "models")
+    FIELDS = ("line", "camera", "preview", "inspect", "latency", "dropped", "serial", "models")
+    # how the width is shared when it is short: the long fields get more of it
+    STRETCH = {"line": 3, "camera": 2, "latency": 2, "dropped": 2, "models": 3}
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.labels: dict[str, QLabel] = {}
+        self.setSizeGripEnabled(False)
+        self.labels: dict[str, ElidedLabel] = {}
         for key in self.FIELDS:
-            label = QLabel("")
+            label = ElidedLabel("")
+            label.setObjectName(f"status_{key}")
             self.labels[key] = label
-            if key == "models":  # may be long: it gives way, never widens the window
-                label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-                self.addPermanentWidget(label, 1)
-            else:
-                self.addWidget(label)
+            self.addPermanentWidget(label, self.STRETCH.get(key, 1))
+        self.show_line_state(None)
+
+    def show_line_state(self, status: Any) -> None:
+        """The engine's one line state (the same the tile and the alarm list show)."""
+        label = self.labels["line"]
+        if status is None:
+            label.setText("")
+            return
+        bold = QFont(label.font())
+        bold.setBold(True)  # the title itself is never cut: it is what the field is for
+        label.setMinimumWidth(QFontMetrics(bold).horizontalAdvance(status.title + ": …") + 20)
+        fault = not status.inspecting and status.state != "stopped"
+        colour = LINE_COLOURS.get(str(status.state), FAULT_COLOUR)
+        label.setStyleSheet(f"color: {colour}; font-weight: bold;")
+        label.setText(status.title + (f": {status.summary}" if fault and status.summary else ""))
+        if fault:
+            label.setToolTip(f"{status.title}: {status.reason}")
 
     def update_stats(self, s: Any, shown_fps: float) -> None:
         self.labels["camera"].setText(f"camera {s.camera_fps:4.1f} fps ({s.source})")
@@ -31,13 +94,13 @@ class StationStatusBar(QStatusBar):
         self.labels["inspect"].setText(f"inspection {s.inspect_fps:4.1f} parts/s")
         self.labels["latency"].setText(f"latency p50 {s.latency_p50_ms:5.1f} ms  "
                                        f"p99 {s.latency_p99_ms:5.1f} ms")
-        self.labels["dropped"].setText(f"dropped frames {s.dropped_frames}  late parts {s.late}")
-        self.labels["dropped"].setToolTip("dropped frames: camera frames the inspection did not "
-                                          "take (normal in free-run); late parts: triggered "
-                                          "parts the inspection could not take in time")
+        dropped = self.labels["dropped"]
+        dropped.setText(f"dropped frames {s.dropped_frames}  late parts {s.late}")
+        dropped.setToolTip(f"{dropped.full_text}\ndropped frames: camera frames the inspection "
+                           "did not take (normal in free-run); late parts: triggered parts the "
+                           "inspection could not take in time")
         serial = s.serial_state
-        colour = {"connected": "#66bb6a", "off": "#b0bec5"}.get(serial, "#ef5350")
-        self.labels["serial"].setText(f"serial <b style='color:{colour}'>{serial}</b>")
-        models = "models " + (", ".join(s.models.values()) or "none")
-        self.labels["models"].setText(models)
-        self.labels["models"].setToolTip(models)
+        colour = {"connected": "#66bb6a", "off": "#b0bec5"}.get(serial, FAULT_COLOUR)
+        self.labels["serial"].setStyleSheet(f"color: {colour};")
+        self.labels["serial"].setText(f"serial {serial}")
+        self.labels["models"].setText("models " + (", ".join(s.models.values()) or "none"))
