@@ -7,6 +7,7 @@ than be dropped when the records writer is behind (see :class:`RowFeeder`).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -32,13 +33,26 @@ def part_row(r: PartResult, product: str, model_versions: dict[str, str],
         latency_ms=r.latency_ms)
 
 
+def score_text(score: float | None) -> str:
+    """A normalized score as every screen and record shows it: two decimals, rounded DOWN.
+
+    Rounded down so that 0.998 never reads "1.00" (= at the limit) on a PASS, and so that
+    the tile, the last-part panel, the rejects browser and the records all say the same
+    number for one part (one rounded 1.49 while another truncated 1.48)."""
+    if score is None:
+        return "—"
+    if not math.isfinite(score):
+        return "n/a"
+    return f"{math.floor(round(score * 100.0, 6)) / 100.0:.2f}"
+
+
 def reasons(r: PartResult, d: DecisionSection) -> str:
     """Which scores reached their thresholds, in words (the row's ``reasons``)."""
     out = []
     if r.ae_score is not None and r.ae_score >= d.ae_threshold:
-        out.append(f"autoencoder {r.ae_score:.2f} >= {d.ae_threshold:.2f}")
+        out.append(f"autoencoder {score_text(r.ae_score)} >= {score_text(d.ae_threshold)}")
     if r.cls_score is not None and r.cls_score >= d.cls_threshold:
-        out.append(f"classifier {r.cls_score:.2f} >= {d.cls_threshold:.2f}")
+        out.append(f"classifier {score_text(r.cls_score)} >= {score_text(d.cls_threshold)}")
     return "; ".join(out)
 
 

@@ -22,13 +22,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from station.ui.formatting import score_text
 from station.ui.part_view import ScaledImage
 
 COLUMNS = ("time", "part", "verdict", "anomaly", "defect", "reason")
 
 
 def _fmt(score: Any) -> str:
-    return "—" if score is None else f"{float(score):.2f}"
+    return score_text(None if score is None else float(score))
 
 
 class RejectsBrowser(QDialog):

@@ -9,6 +9,7 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from station.ui import theme
+from station.ui.formatting import score_text
 
 
 class VerdictTile(QWidget):
@@ -58,9 +59,9 @@ class VerdictTile(QWidget):
         if not why and result.verdict != "PASS":
             parts = []
             if result.ae_score is not None:
-                parts.append(f"autoencoder {result.ae_score:.2f}")
+                parts.append(f"autoencoder {score_text(result.ae_score)}")
             if result.cls_score is not None:
-                parts.append(f"classifier {result.cls_score:.2f}")
+                parts.append(f"classifier {score_text(result.cls_score)}")
             why = "  ".join(parts)
         self.detail.setText(f"part #{result.part_id}" + (f" — {why}" if why else ""))
         self._paint(result.verdict)
