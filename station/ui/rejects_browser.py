@@ -104,6 +104,9 @@ class RejectsBrowser(QDialog):
             return
         r = self.rows[sel[0].row()]
         shown = {"crop": self.crop, "heatmap": self.heat}
+        kinds = {image["kind"] for image in r.get("images", [])}
+        if "frame" in kinds:  # an ERROR's frame: what made the part uninspectable
+            shown["frame"] = self.heat if "crop" in kinds else self.crop
         for widget in shown.values():
             widget.set_image(None)
             widget.setText("no image stored")
@@ -125,5 +128,6 @@ class RejectsBrowser(QDialog):
             f"anomaly {_fmt(r.get('ae_score'))} (raw {_fmt(r.get('ae_score_raw'))}), "
             f"defect {_fmt(r.get('cls_score'))} (raw {_fmt(r.get('cls_score_raw'))})<br>"
             f"reason: {r.get('reasons') or r.get('error') or '—'}<br>"
+            f"trigger: {r.get('trigger_source') or '—'}  "
             f"reject sent: {r.get('reject_sent')}  recipe: {r.get('recipe')}  "
             f"latency {_fmt(r.get('latency_ms'))} ms")
