@@ -36,7 +36,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -394,19 +393,19 @@ class EngineerPanel(QWidget):
         # the sections that need a restart
         self.editors: dict[str, FieldEditor] = {}
         self.forms: dict[str, QFormLayout] = {}
-        self.roi: list[QSpinBox] = []
+        self.roi: list[NumberField] = []
+        self.roi_meta = field_info("localize.roi")[1]
         for title, keys in SECTIONS.items():
             page = QWidget()
             form = QFormLayout(page)
             if title == "ROI":
                 for name in ROI_PARTS:
-                    spin = QSpinBox()
-                    spin.setRange(0, 20000)
-                    spin.setToolTip("region of interest in frame pixels; all 0 = whole frame")
-                    spin.valueChanged.connect(
-                        lambda _v: self.roi_edited.emit([int(s.value()) for s in self.roi]))
-                    self.roi.append(spin)
-                    form.addRow(f"ROI {name} (px)", spin)
+                    box = NumberField()
+                    box.setToolTip("region of interest in frame pixels; all 0 = whole frame ("
+                                   f"{range_text(self.roi_meta, 'an integer')})")
+                    box.textChanged.connect(self._roi_typed)
+                    self.roi.append(box)
+                    form.addRow(f"ROI {name} (px)", box)
             for key, label in keys:
                 editor = FieldEditor(key, label, choices=[LOOP_PORT] if key == "reject.port"
                                      else None)
@@ -448,8 +447,35 @@ class EngineerPanel(QWidget):
                 self.forms[key].setRowVisible(editor.widget,
                                               key.startswith("camera.simulated.") == simulated)
         roi = tuple(self.recipe.localize.roi)
-        for spin, value in zip(self.roi, roi, strict=False):
-            spin.setValue(int(value))
+        for box, value in zip(self.roi, roi, strict=False):
+            box.setValue(int(value))
+            box.setStyleSheet("")
+
+    def roi_values(self, mark: bool = True) -> list[int]:
+        """The ROI as typed; :class:`FieldInvalid` (field outlined red when ``mark``) for a
+        part that is not a whole number in the schema's range."""
+        out = []
+        for name, box in zip(ROI_PARTS, self.roi, strict=True):
+            text = box.value()
+            try:
+                value: int | None = int(text)
+            except ValueError:
+                value = None
+            if value is None or not in_range(value, self.roi_meta):
+                if mark:
+                    box.setStyleSheet("border: 2px solid #ff5252;")
+                shown = f'"{text}"' if text else "empty"
+                raise FieldInvalid(f"ROI {name} (localize.roi) = {shown}: expected "
+                                   f"{range_text(self.roi_meta, 'an integer')}")
+            out.append(value)
+        return out
+
+    def _roi_typed(self, _text: str) -> None:
+        """Draw the ROI being typed on the live view, once every part of it is a number."""
+        with contextlib.suppress(FieldInvalid):
+            self.roi_edited.emit(self.roi_values(mark=False))
+        for box in self.roi:
+            box.setStyleSheet("")
 
     def _say(self, text: str, ok: bool) -> None:
         colour = "#66bb6a" if ok else "#ff5252"
@@ -516,7 +542,7 @@ class EngineerPanel(QWidget):
             new, old = editor.get(), recipe_value(self.recipe, key)
             if new != old and not (new is None and old is None):
                 out[key] = new
-        roi = [int(s.value()) for s in self.roi]
+        roi = self.roi_values()
         if roi != list(self.recipe.localize.roi):
             out["localize.roi"] = roi
         return out

@@ -100,3 +100,15 @@ def test_shipped_recipes_and_docs_agree_an_empty_pin_locks_engineer_mode():
         if "pin_hash" in text:
             assert '"" = engineer mode is LOCKED' in text, recipe.name
             assert "not locked" not in text, recipe.name
+
+
+def test_a_negative_roi_is_refused_not_turned_positive(qtbot, engineer):
+    window, path = engineer
+    panel = window.engineer
+    before = path.read_text()
+    _type(qtbot, panel.roi[0], "-1")
+    assert panel.roi[0].text() == "-1"
+    assert not panel.save_and_restart()
+    said = panel.status.text()
+    assert "not saved" in said and "ROI x (localize.roi)" in said and "0 or more" in said
+    assert path.read_text() == before and not _backups(path)
