@@ -37,9 +37,9 @@ from station.pipeline.alarms import (
     Alarm,
 )
 from station.pipeline.events import EngineEvents, EngineState, emit_safely
-from station.pipeline.inspector import Inspector, PartResult, PreparedPart
+from station.pipeline.inspector import Inspector, PartResult, PreparedPart, review_copy
 from station.pipeline.line_state import LineStatus, LineWatch
-from station.pipeline.rows import RowFeeder, part_images, part_row
+from station.pipeline.rows import MANUAL_TRIGGER, RowFeeder, part_images, part_row
 from station.pipeline.stats import EngineStats, PartTally, inspect_rate, percentile
 from station.records import Records
 from station.reject import RejectScheduler
@@ -177,6 +177,7 @@ class Engine:
                                               debounce_ms=0.0 if self.block_when_busy
                                               else recipe.trigger.debounce_ms))
         if self.software is not self.trigger:
+            self.software.name = MANUAL_TRIGGER  # inspects only: never fires the reject
             self.software.add_listener(self._on_trigger)
         self.acquisition.add_frame_listener(self._on_frame)
 
@@ -392,7 +393,8 @@ class Engine:
     def _on_trigger(self, event: TriggerEvent) -> None:
         """A part was seen: schedule its reject point now, inspect it in the other thread."""
         part_id = str(event.part_id)
-        self.scheduler.register(part_id, event.t)
+        if event.source != MANUAL_TRIGGER:  # a manual trigger has no reject point
+            self.scheduler.register(part_id, event.t)
         with self._lock:
             self._pending += 1
         try:
@@ -427,8 +429,9 @@ class Engine:
         self.raise_alarm(ALARM_OVERLOAD, f"overload: {shed} part(s) shed: triggers come faster "
                                          f"than the station inspects; each got the fail-safe "
                                          f"({fail_safe}) and an ERROR record")
+        frame = None if event.frame is None else review_copy(event.frame.image)  # for review
         self._finish(PartResult(part_id=part_id, verdict=ERROR, t_trigger=event.t,
-                                error=reason, trigger=event.source), shed=True)
+                                error=reason, trigger=event.source, frame=frame), shed=True)
 
     def _maybe_end_overload(self) -> None:
         """Once the queue has drained after shedding, the overload condition is over."""
@@ -501,7 +504,7 @@ class Engine:
 
     def _finish(self, result: PartResult, shed: bool = False) -> None:
         """A part is done (judged, or shed): verdict to the scheduler, counts, its row."""
-        if not shed:  # a shed part has no verdict: the fail-safe acts for it
+        if not shed and result.trigger != MANUAL_TRIGGER:  # shed: the fail-safe acts for it
             self.scheduler.set_verdict(result.part_id, result.verdict)
         with self._lock:
             streak = self._tally.note(result, shed, time.monotonic())

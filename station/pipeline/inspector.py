@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cv2
 import numpy as np
 
 from station.config import DecisionSection, Recipe
@@ -32,6 +33,19 @@ from station.vision.preprocess import PreprocessSpec, prepare
 # How far around a trigger's box localization looks, as a share of the box's long side, so a
 # neighbouring part on the belt does not make the frame "several parts".
 WINDOW_MARGIN = 0.35
+# The long side of the copy of the frame an ERROR keeps for review (its record's "frame").
+REVIEW_SIDE = 800
+
+
+def review_copy(image: np.ndarray, side: int = REVIEW_SIDE) -> np.ndarray:
+    """A downscaled copy of a frame: what an ERROR row keeps so the cause can be seen later
+    (a copy, so the camera's buffer is not held)."""
+    height, width = image.shape[:2]
+    scale = side / max(height, width, 1)
+    if scale >= 1.0:
+        return np.array(image, copy=True)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 @dataclass(frozen=True)
@@ -55,7 +69,8 @@ class PartResult:
     frame_seq: int | None = None
     t_trigger: float = 0.0
     truth: Any = None  # ground truth when the source knows it (simulator, replay)
-    trigger: str = ""
+    trigger: str = ""  # the trigger's source: manual | serial | free_run | hardware | ...
+    frame: np.ndarray | None = None  # ERROR only: a downscaled copy of the frame, for review
 
     @property
     def rejected(self) -> bool:
@@ -180,7 +195,7 @@ class Inspector:
             assert main_spec is not None  # __init__ refuses an inspector with no model
             main = crops[main_spec.size]
             return PreparedPart(part_id, t0, (time.monotonic() - t_start) * 1000.0,
-                                main, loc.box, ae_x, cls_x)
+                                main, loc.box, ae_x, cls_x, image=image)
         except PartNotFound as exc:
             loc = exc.localization if hasattr(exc, "localization") else None
             why = getattr(loc, "message", "") or str(exc)
@@ -191,7 +206,7 @@ class Inspector:
             failure = PartResult(part_id=part_id, verdict=ERROR,
                                  error=f"{type(exc).__name__}: {exc}", t_trigger=t0)
         return PreparedPart(part_id, t0, (time.monotonic() - t_start) * 1000.0,
-                            failure=failure)
+                            failure=failure, image=image)
 
     def judge(self, part: PreparedPart) -> PartResult:
         """The second half of :meth:`inspect`: both models and the decision on a cropped part.
@@ -202,8 +217,12 @@ class Inspector:
         t_start = time.monotonic()
         result = part.failure if part.failure is not None else self._judge(part)
         now = time.monotonic()
+        frame = result.frame
+        if result.verdict == ERROR and frame is None and part.image is not None:
+            frame = review_copy(part.image)  # every ERROR keeps what caused it
         return dataclasses.replace(result, latency_ms=(now - part.t_trigger) * 1000.0,
-                                   inspect_ms=part.crop_ms + (now - t_start) * 1000.0)
+                                   inspect_ms=part.crop_ms + (now - t_start) * 1000.0,
+                                   frame=frame)
 
     def _judge(self, part: PreparedPart) -> PartResult:
         try:
@@ -231,7 +250,8 @@ class Inspector:
                 box=part.box, t_trigger=part.t_trigger,
             )
         except Exception as exc:  # a model failure must not stop the line
-            return PartResult(part_id=part.part_id, verdict=ERROR,
+            crop = part.aligned.crop if part.aligned is not None else None
+            return PartResult(part_id=part.part_id, verdict=ERROR, crop=crop, box=part.box,
                               error=f"{type(exc).__name__}: {exc}", t_trigger=part.t_trigger)
 
 
@@ -247,6 +267,7 @@ class PreparedPart:
     ae_input: np.ndarray | None = None  # [1, C, H, W] for the autoencoder
     cls_input: np.ndarray | None = None  # [1, C, H, W] for the classifier
     failure: PartResult | None = None  # set when no crop could be made (ERROR verdict)
+    image: np.ndarray | None = None  # the frame (a reference): an ERROR keeps a copy of it
 
 
 def load_line_model(path: Path | str, provider: str = "auto", threads: int = 0

@@ -7,6 +7,7 @@ than be dropped when the records writer is behind (see :class:`RowFeeder`).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -21,34 +22,61 @@ from station.records import PartRecord, Records
 
 log = logging.getLogger(__name__)
 
+# The trigger source of the operator's Trigger button / Space when the line has another
+# trigger (free_run, serial, hardware): an inspection of whatever is in view. It never fires
+# the reject output: a part held up to the camera must not push the next part off the belt.
+# (With ``trigger.mode = "software"`` the button is the line's own trigger: "software".)
+MANUAL_TRIGGER = "manual"
+MANUAL_NOT_FIRED = ("manual trigger: inspection only, the reject output is never fired "
+                    "for a manual trigger")
+
 
 def part_row(r: PartResult, product: str, model_versions: dict[str, str],
              decision: DecisionSection) -> PartRecord:
-    """The records' row for one finished part."""
+    """The records' row for one finished part (with its trigger source; a manual one also
+    says that the reject output was not fired, and why)."""
+    manual = r.trigger == MANUAL_TRIGGER
     return PartRecord(
         part_id=r.part_id, verdict=r.verdict, recipe=product, model_versions=model_versions,
         ae_score_raw=r.ae_raw, ae_score=r.ae_score, cls_score_raw=r.cls_raw,
         cls_score=r.cls_score, reasons=reasons(r, decision), error=r.error,
-        latency_ms=r.latency_ms)
+        latency_ms=r.latency_ms, trigger_source=r.trigger,
+        reject_sent=0 if manual else None, reject_action="not_fired" if manual else None,
+        reject_reason=MANUAL_NOT_FIRED if manual else None)
+
+
+def score_text(score: float | None) -> str:
+    """A normalized score as every screen and record shows it: two decimals, rounded DOWN.
+
+    Rounded down so that 0.998 never reads "1.00" (= at the limit) on a PASS, and so that
+    the tile, the last-part panel, the rejects browser and the records all say the same
+    number for one part (one rounded 1.49 while another truncated 1.48)."""
+    if score is None:
+        return "—"
+    if not math.isfinite(score):
+        return "n/a"
+    return f"{math.floor(round(score * 100.0, 6)) / 100.0:.2f}"
 
 
 def reasons(r: PartResult, d: DecisionSection) -> str:
     """Which scores reached their thresholds, in words (the row's ``reasons``)."""
     out = []
     if r.ae_score is not None and r.ae_score >= d.ae_threshold:
-        out.append(f"autoencoder {r.ae_score:.2f} >= {d.ae_threshold:.2f}")
+        out.append(f"autoencoder {score_text(r.ae_score)} >= {score_text(d.ae_threshold)}")
     if r.cls_score is not None and r.cls_score >= d.cls_threshold:
-        out.append(f"classifier {r.cls_score:.2f} >= {d.cls_threshold:.2f}")
+        out.append(f"classifier {score_text(r.cls_score)} >= {score_text(d.cls_threshold)}")
     return "; ".join(out)
 
 
 def part_images(r: PartResult) -> dict[str, np.ndarray]:
-    """The crop and its heatmap overlay, for the records' image store."""
-    if r.crop is None:
-        return {}
-    images = {"crop": r.crop}
-    if r.heatmap is not None:
-        images["heatmap"] = heatmap_overlay(r.crop, r.heatmap)
+    """The crop and its heatmap overlay, and an ERROR's frame, for the records' image store."""
+    images: dict[str, np.ndarray] = {}
+    if r.crop is not None:
+        images["crop"] = r.crop
+        if r.heatmap is not None:
+            images["heatmap"] = heatmap_overlay(r.crop, r.heatmap)
+    if r.frame is not None:
+        images["frame"] = r.frame
     return images
 
 

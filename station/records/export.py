@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from station.records.rows import RecordsError, parse_since
-from station.records.schema import PART_COLUMNS
+from station.records.schema import part_select_list
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -39,13 +39,14 @@ def export_csv(database: str | Path, out: str | Path, since: str | float | None 
     except sqlite3.Error as exc:
         raise RecordsError(f"records database {db}: cannot open: {exc}") from None
     try:
-        sql = (f"SELECT id, {', '.join(PART_COLUMNS)}, (SELECT group_concat(path, ';') FROM images "
-               "WHERE images.part_row = parts.id AND deleted_at IS NULL) AS images FROM parts")
         args: tuple = ()
-        if t0 is not None:
-            sql += " WHERE time_epoch >= ?"
-            args = (t0,)
         try:
+            sql = (f"SELECT id, {part_select_list(conn)}, (SELECT group_concat(path, ';') FROM "
+                   "images WHERE images.part_row = parts.id AND deleted_at IS NULL) AS images "
+                   "FROM parts")
+            if t0 is not None:
+                sql += " WHERE time_epoch >= ?"
+                args = (t0,)
             cur = conn.execute(sql + " ORDER BY id", args)
         except sqlite3.DatabaseError as exc:
             raise RecordsError(f"{db} is not a station records database: {exc}") from exc

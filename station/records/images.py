@@ -52,9 +52,13 @@ class ImageStore:
         self._name_seq = itertools.count()
 
     def wanted(self, row: PartRecord) -> bool:
-        """Whether this part's images are kept (rejects, and a sampled share of passes)."""
+        """Whether this part's images are kept: every ERROR's (its frame is the only way to
+        see why the part could not be inspected), rejects unless ``save_rejects`` is off,
+        and a sampled share of passes."""
         if self.disk_budget_bytes <= 0:
             return False
+        if row.verdict == "ERROR":
+            return True
         if row.verdict != "PASS":
             return self.save_rejects
         if self.pass_sample_rate <= 0:

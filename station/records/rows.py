@@ -29,6 +29,12 @@ class PartRecord:
     error: str = ""
     latency_ms: float | None = None
     time_epoch: float = field(default_factory=time.time)
+    trigger_source: str = ""  # what triggered it: manual | serial | free_run | hardware | ...
+    # what the reject output did, when known as the row is made (a manual trigger: never
+    # fired); otherwise the scheduler's report fills these in (``Records.mark_reject``)
+    reject_sent: int | None = None
+    reject_action: str | None = None
+    reject_reason: str | None = None
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -36,7 +42,7 @@ class PartRecord:
         # sqlite3 binds neither numpy scalars nor None into NOT NULL text: normalize here,
         # on the inspection thread, so the writer never refuses a row
         self.part_id = str(self.part_id)
-        for name in ("recipe", "reasons", "error"):
+        for name in ("recipe", "reasons", "error", "trigger_source"):
             setattr(self, name, "" if getattr(self, name) is None else str(getattr(self, name)))
         self.model_versions = {str(k): str(v) for k, v in (self.model_versions or {}).items()}
         for name in ("ae_score_raw", "ae_score", "cls_score_raw", "cls_score", "latency_ms"):

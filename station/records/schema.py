@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS parts (
     reject_sent INTEGER,
     reject_action TEXT,
     reject_reason TEXT,
-    reject_timing_ms REAL
+    reject_timing_ms REAL,
+    trigger_source TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS parts_part_id ON parts (part_id);
 CREATE INDEX IF NOT EXISTS parts_time ON parts (time_epoch);
@@ -65,8 +66,34 @@ CREATE TABLE IF NOT EXISTS events (
 PART_COLUMNS = (
     "part_id", "time_iso", "time_epoch", "recipe", "model_versions", "ae_score_raw", "ae_score",
     "cls_score_raw", "cls_score", "verdict", "reasons", "error", "latency_ms", "reject_sent",
-    "reject_action", "reject_reason", "reject_timing_ms",
+    "reject_action", "reject_reason", "reject_timing_ms", "trigger_source",
 )
+
+# Columns added after the first release, with the definition an older database gets them
+# with (``ALTER TABLE``): old rows read '' (not known), and old databases stay readable.
+ADDED_PART_COLUMNS = {
+    "trigger_source": "TEXT NOT NULL DEFAULT ''",  # manual | serial | free_run | hardware | ...
+}
+
+
+def part_columns(conn: sqlite3.Connection) -> set[str]:
+    """The columns this database's ``parts`` table has."""
+    return {str(r[1]) for r in conn.execute("PRAGMA table_info(parts)")}
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Give a database made by an older station the columns added since (idempotent)."""
+    have = part_columns(conn)
+    for name, definition in ADDED_PART_COLUMNS.items():
+        if name not in have:
+            conn.execute(f"ALTER TABLE parts ADD COLUMN {name} {definition}")
+
+
+def part_select_list(conn: sqlite3.Connection) -> str:
+    """``PART_COLUMNS`` for a SELECT, with '' for any column an older, read-only database
+    does not have yet (exporting must not write to the database)."""
+    have = part_columns(conn)
+    return ", ".join(c if c in have else f"'' AS {c}" for c in PART_COLUMNS)
 
 
 _PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
@@ -113,6 +140,7 @@ def connect(database: str | Path, *, synchronous: str = "FULL") -> sqlite3.Conne
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(SCHEMA)
+        migrate(conn)
     except (sqlite3.DatabaseError, OSError) as exc:
         raise RecordsError(f"records database {path}: cannot open: {exc}") from exc
     if str(mode).lower() != "wal":

@@ -1,7 +1,10 @@
 """Counts since the shift started: inspected, passed, rejected, errors, yield, parts per minute.
 
 The numbers come from the records (``engine.counts``), so they survive a restart of the
-station within a shift; "Reset counts" starts a new shift after a confirmation.
+station within a shift; "Reset counts" starts a new shift after a confirmation. A part the
+tile shows is counted here from the same event (``note_part(result)``), before its row
+reaches the records, so Inspected never trails the tile; the records' numbers take over as
+the rows arrive (in the parts' order).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QGridLayout, QGroupBox, QLabel, QMessageBox, QPushButton, QWidget
 
 from station.ui import theme
+
+VERDICT_COUNT = {"PASS": "passed", "REJECT": "rejected", "ERROR": "errors"}
 
 
 def yield_percent(counts: dict[str, int]) -> float | None:
@@ -61,16 +66,23 @@ class CountsPanel(QGroupBox):
         self.reset_button.clicked.connect(self.confirm_reset)
         grid.addWidget(self.reset_button, 4, 0, 1, 3)
         self.counts: dict[str, int] = {"inspected": 0, "passed": 0, "rejected": 0, "errors": 0}
+        self._recorded: dict[str, int] = dict(self.counts)  # the records' last numbers
+        self._unrecorded: deque[str] = deque()  # parts shown, rows not yet in those numbers
         self._part_times: deque[float] = deque(maxlen=2000)
 
     def for_product(self, name: str) -> None:
         """Counts from now on are ``name``'s (a recipe switch): named, parts/min anew."""
         self.setTitle(f"This shift: {name}")
         self._part_times.clear()
+        self._unrecorded.clear()
 
-    def note_part(self) -> None:
-        """A part was inspected now (for parts per minute)."""
+    def note_part(self, result: Any = None) -> None:
+        """A part was inspected now (parts per minute); with its ``result``, it is counted
+        at once, with the tile, from the same event."""
         self._part_times.append(time.monotonic())
+        if result is not None:
+            self._unrecorded.append(VERDICT_COUNT.get(str(result.verdict), "errors"))
+            self._show()
 
     def parts_per_minute(self) -> float:
         """Parts in the last minute (scaled up while the first minute is still running)."""
@@ -88,7 +100,22 @@ class CountsPanel(QGroupBox):
         self.show_counts(product_counts(engine))
 
     def show_counts(self, counts: dict[str, int]) -> None:
-        self.counts = dict(counts)
+        """The records' numbers; parts shown since then whose rows they already hold (the
+        oldest ones: rows are written in order) are no longer counted on top."""
+        arrived = counts.get("inspected", 0) - self._recorded.get("inspected", 0)
+        if arrived < 0:  # a new shift
+            self._unrecorded.clear()
+        for _ in range(min(max(arrived, 0), len(self._unrecorded))):
+            self._unrecorded.popleft()
+        self._recorded = dict(counts)
+        self._show()
+
+    def _show(self) -> None:
+        counts = dict(self._recorded)
+        for key in self._unrecorded:
+            counts["inspected"] = counts.get("inspected", 0) + 1
+            counts[key] = counts.get(key, 0) + 1
+        self.counts = counts
         for key in ("inspected", "passed", "rejected", "errors"):
             self.values[key].setText(str(counts.get(key, 0)))
         y = yield_percent(counts)
@@ -108,4 +135,5 @@ class CountsPanel(QGroupBox):
     def _on_confirm(self, box: QMessageBox, code: int) -> None:
         if box.standardButton(box.clickedButton()) == QMessageBox.StandardButton.Yes:
             self._part_times.clear()
+            self._unrecorded.clear()  # a new shift: nothing shown so far counts in it
             self.reset_requested.emit()

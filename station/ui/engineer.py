@@ -31,13 +31,11 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -52,6 +50,7 @@ from station.config import (
     pin_problem,
     update_recipe,
 )
+from station.config.show import in_range, num_text, range_text
 
 WHO = "engineer"
 PIN_ENTRY = "pin-entry"  # who an attempt at the PIN is recorded as: nobody is known yet
@@ -215,6 +214,24 @@ class PinDialog(QDialog):
 
 # -- recipe fields as widgets -----------------------------------------------------------------
 
+class FieldInvalid(ValueError):
+    """A field holds a value the recipe schema refuses; the message names the field and its
+    allowed range, so nothing typed is ever changed into something else behind the engineer's
+    back (a spin box turned -1 into 1 and applied it)."""
+
+
+class NumberField(QLineEdit):
+    """A number as typed: kept exactly, checked on Apply against the schema's own range.
+
+    ``setValue``/``value`` keep the spin-box spelling callers know."""
+
+    def setValue(self, value: Any) -> None:  # noqa: N802 (spin-box spelling)
+        self.setText("" if value is None else num_text(value))
+
+    def value(self) -> str:
+        return self.text().strip()
+
+
 def recipe_value(recipe: Any, dotted: str) -> Any:
     value = recipe
     for part in dotted.split("."):
@@ -251,27 +268,41 @@ class FieldEditor:
         self.tp = args[0] if self.optional else tp
         self.label = label or dotted.rsplit(".", 1)[-1].replace("_", " ")
         choices = list(choices) if choices is not None else meta.get("choices")
-        lo = meta.get("min", meta.get("gt", 0))
-        hi = meta.get("max", 1e9)
+        self.meta = meta
         self.widget: Any
         if choices:
             self.widget = QComboBox()
             self.widget.addItems([str(c) for c in choices])
         elif self.tp is bool:
             self.widget = QCheckBox()
-        elif self.tp is int:
-            self.widget = QSpinBox()
-            self.widget.setRange(int(lo), int(min(hi, 2**31 - 1)))
-        elif self.tp is float:
-            self.widget = QDoubleSpinBox()
-            self.widget.setDecimals(3 if hi <= 1000 else 1)
-            step_min = 0.001 if meta.get("gt") is not None else 0.0
-            self.widget.setRange(float(lo) + step_min, float(hi))
-            self.widget.setSingleStep(0.05 if hi <= 1000 else 10.0)
+        elif self.tp in (int, float):
+            self.widget = NumberField()
+            self.widget.textEdited.connect(lambda _t: self.widget.setStyleSheet(""))
         else:
             self.widget = QLineEdit()
         with contextlib.suppress(KeyError):
-            self.widget.setToolTip(field_help(dotted))
+            allowed = f" ({self.allowed()})" if self.tp in (int, float) else ""
+            self.widget.setToolTip(field_help(dotted) + allowed)
+
+    def allowed(self) -> str:
+        """The schema's range for this key, as the recipe's own errors say it."""
+        noun = "an integer" if self.tp is int else "a number"
+        text = range_text(self.meta, noun)
+        return text + (", or empty" if self.optional else "")
+
+    def _number(self, text: str) -> Any:
+        """``text`` as the key's number, or :class:`FieldInvalid` naming field and range."""
+        if not text and self.optional:
+            return None
+        try:
+            value: Any = int(text) if self.tp is int else float(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not in_range(value, self.meta):
+            self.widget.setStyleSheet("border: 2px solid #ff5252;")
+            shown = f'"{text}"' if text else "empty"
+            raise FieldInvalid(f"{self.label} ({self.key}) = {shown}: expected {self.allowed()}")
+        return value
 
     def set_choices(self, choices: Iterable[str]) -> None:
         """Refill a choice list (ports come and go); the widget stays a fixed list."""
@@ -285,8 +316,9 @@ class FieldEditor:
             w.setCurrentText(str(value))
         elif isinstance(w, QCheckBox):
             w.setChecked(bool(value))
-        elif isinstance(w, QSpinBox | QDoubleSpinBox):
-            w.setValue(0 if value is None else value)
+        elif isinstance(w, NumberField):
+            w.setValue(value)
+            w.setStyleSheet("")
         else:
             w.setText("" if value is None else str(value).encode("unicode_escape").decode())
 
@@ -296,11 +328,8 @@ class FieldEditor:
             return w.currentText()
         if isinstance(w, QCheckBox):
             return w.isChecked()
-        if isinstance(w, QSpinBox):
-            return int(w.value())
-        if isinstance(w, QDoubleSpinBox):
-            value = float(w.value())
-            return None if self.optional and value == 0 else value
+        if isinstance(w, NumberField):
+            return self._number(w.value())
         return w.text().encode().decode("unicode_escape")
 
 
@@ -364,19 +393,19 @@ class EngineerPanel(QWidget):
         # the sections that need a restart
         self.editors: dict[str, FieldEditor] = {}
         self.forms: dict[str, QFormLayout] = {}
-        self.roi: list[QSpinBox] = []
+        self.roi: list[NumberField] = []
+        self.roi_meta = field_info("localize.roi")[1]
         for title, keys in SECTIONS.items():
             page = QWidget()
             form = QFormLayout(page)
             if title == "ROI":
                 for name in ROI_PARTS:
-                    spin = QSpinBox()
-                    spin.setRange(0, 20000)
-                    spin.setToolTip("region of interest in frame pixels; all 0 = whole frame")
-                    spin.valueChanged.connect(
-                        lambda _v: self.roi_edited.emit([int(s.value()) for s in self.roi]))
-                    self.roi.append(spin)
-                    form.addRow(f"ROI {name} (px)", spin)
+                    box = NumberField()
+                    box.setToolTip("region of interest in frame pixels; all 0 = whole frame ("
+                                   f"{range_text(self.roi_meta, 'an integer')})")
+                    box.textChanged.connect(self._roi_typed)
+                    self.roi.append(box)
+                    form.addRow(f"ROI {name} (px)", box)
             for key, label in keys:
                 editor = FieldEditor(key, label, choices=[LOOP_PORT] if key == "reject.port"
                                      else None)
@@ -418,17 +447,71 @@ class EngineerPanel(QWidget):
                 self.forms[key].setRowVisible(editor.widget,
                                               key.startswith("camera.simulated.") == simulated)
         roi = tuple(self.recipe.localize.roi)
-        for spin, value in zip(self.roi, roi, strict=False):
-            spin.setValue(int(value))
+        for box, value in zip(self.roi, roi, strict=False):
+            box.setValue(int(value))
+            box.setStyleSheet("")
+
+    def roi_values(self, mark: bool = True) -> list[int]:
+        """The ROI as typed; :class:`FieldInvalid` (field outlined red when ``mark``) for a
+        part that is not a whole number in the schema's range."""
+        out = []
+        for name, box in zip(ROI_PARTS, self.roi, strict=True):
+            text = box.value()
+            try:
+                value: int | None = int(text)
+            except ValueError:
+                value = None
+            if value is None or not in_range(value, self.roi_meta):
+                if mark:
+                    box.setStyleSheet("border: 2px solid #ff5252;")
+                shown = f'"{text}"' if text else "empty"
+                raise FieldInvalid(f"ROI {name} (localize.roi) = {shown}: expected "
+                                   f"{range_text(self.roi_meta, 'an integer')}")
+            out.append(value)
+        return out
+
+    def _roi_typed(self, _text: str) -> None:
+        """Draw the ROI being typed on the live view, once every part of it is a number."""
+        with contextlib.suppress(FieldInvalid):
+            self.roi_edited.emit(self.roi_values(mark=False))
+        for box in self.roi:
+            box.setStyleSheet("")
 
     def _say(self, text: str, ok: bool) -> None:
         colour = "#66bb6a" if ok else "#ff5252"
         self.status.setText(f"<span style='color:{colour}'>{text}</span>")
 
+    def decision_changes(self) -> dict[str, Any]:
+        """The decision keys whose field differs from the live decision; raises
+        :class:`FieldInvalid` for a value the schema refuses."""
+        d = self.engine.inspector.decision
+        fields = {"decision.rule": (self.rule, d.rule),
+                  "decision.autoencoder_threshold": (self.ae_threshold, d.ae_threshold),
+                  "decision.classifier_threshold": (self.cls_threshold, d.cls_threshold)}
+        out: dict[str, Any] = {}
+        for key, (editor, old) in fields.items():
+            new = editor.get()
+            if new != old:
+                out[key] = new
+        return out
+
     def apply_decision(self) -> bool:
-        """Live: the engine decides with the new values from the next part on; saved too."""
-        rule, ae, cls = self.rule.get(), self.ae_threshold.get(), self.cls_threshold.get()
+        """Live: the engine decides with the new values from the next part on; saved too.
+
+        Invalid input is refused with its field and range; only changed keys are written,
+        and nothing at all (no backup) when nothing changed."""
+        try:
+            changes = self.decision_changes()
+        except FieldInvalid as exc:
+            self._say(f"not applied: {exc}", False)
+            return False
+        if not changes:
+            self._say("nothing changed: nothing applied or written", True)
+            return False
         old = self.engine.inspector.decision
+        rule = changes.get("decision.rule", old.rule)
+        ae = changes.get("decision.autoencoder_threshold", old.ae_threshold)
+        cls = changes.get("decision.classifier_threshold", old.cls_threshold)
         try:
             # the engine refuses a rule the loaded models cannot serve: before the file changes
             self.engine.set_decision(rule, ae, cls, who=WHO)
@@ -436,9 +519,7 @@ class EngineerPanel(QWidget):
             self._say(f"not applied: {exc}", False)
             return False
         try:
-            update_recipe(self.recipe.path, {"decision.rule": rule,
-                                             "decision.autoencoder_threshold": ae,
-                                             "decision.classifier_threshold": cls})
+            update_recipe(self.recipe.path, changes)
         except (RecipeError, OSError) as exc:
             self.engine.set_decision(old.rule, old.ae_threshold, old.cls_threshold, who=WHO)
             self._say(f"not saved, so not applied: {exc}", False)
@@ -447,8 +528,8 @@ class EngineerPanel(QWidget):
                                            autoencoder_threshold=ae, classifier_threshold=cls)
         self.recipe = dataclasses.replace(self.recipe, decision=new_decision)
         self.engine.recipe = self.recipe
-        self._say(f"applied: rule {rule}, anomaly {ae:.2f}, defect {cls:.2f} (saved to "
-                  f"{self.recipe.path.name})", True)
+        self._say("applied: " + ", ".join(f"{k} = {num_text(v)}" for k, v in changes.items())
+                  + f" (saved to {self.recipe.path.name})", True)
         self.decision_applied.emit()
         return True
 
@@ -461,14 +542,18 @@ class EngineerPanel(QWidget):
             new, old = editor.get(), recipe_value(self.recipe, key)
             if new != old and not (new is None and old is None):
                 out[key] = new
-        roi = [int(s.value()) for s in self.roi]
+        roi = self.roi_values()
         if roi != list(self.recipe.localize.roi):
             out["localize.roi"] = roi
         return out
 
     def save_and_restart(self) -> bool:
         """Write the changed keys (validated first, backup kept), record them, restart."""
-        changes = self.changes()
+        try:
+            changes = self.changes()
+        except FieldInvalid as exc:
+            self._say(f"not saved: {exc}", False)
+            return False
         if not changes:
             self._say("nothing changed", True)
             return False

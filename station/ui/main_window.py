@@ -371,7 +371,7 @@ class MainWindow(QMainWindow):
         self.part_view.show_result(result, self.engine.inspector.decision)
         self.live.show_part(result)
         self.trends.add_result(result)
-        self.counts.note_part()
+        self.counts.note_part(result)  # counted with the tile, from the same event
         QTimer.singleShot(200, self.refresh_counts)
 
     def refresh_counts(self) -> None:
@@ -539,6 +539,7 @@ class MainWindow(QMainWindow):
     def _on_decision_applied(self) -> None:
         d = self.engine.inspector.decision
         self.trends.set_thresholds(d.ae_threshold, d.cls_threshold)
+        self.part_view.set_thresholds(d.ae_threshold, d.cls_threshold)
 
     # -- closing -------------------------------------------------------------------------------
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)

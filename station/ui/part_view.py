@@ -3,7 +3,6 @@ normalized scores (1.0 = threshold) next to the thresholds in force."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -22,16 +21,8 @@ from PySide6.QtWidgets import (
 
 from station.pipeline import heatmap_overlay
 from station.ui import theme
+from station.ui.formatting import score_text, threshold_note
 from station.ui.imaging import to_qimage
-
-
-def _score_text(score: float | None) -> str:
-    """Two decimals, rounded down: 0.998 must not read "1.00" (= at the limit) on a PASS."""
-    if score is None:
-        return "—"
-    if not np.isfinite(score):
-        return "n/a"
-    return f"{math.floor(score * 100.0) / 100.0:.2f}"
 
 
 class ScaledImage(QLabel):
@@ -92,9 +83,10 @@ class PartView(QGroupBox):
         scores.addWidget(QLabel("Defect\n(classifier)"), 1, 0)
         scores.addWidget(self.cls_value, 1, 1)
         scores.addWidget(self.cls_limit, 1, 2)
-        note = QLabel("scores: 1.00 = reject threshold")
-        note.setStyleSheet(f"color: {theme.MUTED}; font-size: 13px;")
-        scores.addWidget(note, 2, 0, 1, 3)
+        self.note = QLabel(threshold_note(1.0, 1.0))
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet(f"color: {theme.MUTED}; font-size: 13px;")
+        scores.addWidget(self.note, 2, 0, 1, 3)
         slider_row = QHBoxLayout()
         slider_row.addWidget(QLabel("heatmap"))
         slider_row.addWidget(self.opacity)
@@ -109,15 +101,21 @@ class PartView(QGroupBox):
 
     def show_result(self, result: Any, decision: Any) -> None:
         self._result = result
-        for value, limit, score, threshold in (
-                (self.ae_value, self.ae_limit, result.ae_score, decision.ae_threshold),
-                (self.cls_value, self.cls_limit, result.cls_score, decision.cls_threshold)):
-            value.setText(_score_text(score))
+        for value, score, threshold in (
+                (self.ae_value, result.ae_score, decision.ae_threshold),
+                (self.cls_value, result.cls_score, decision.cls_threshold)):
+            value.setText(score_text(score))
             over = score is not None and (not np.isfinite(score) or score >= threshold)
             colour = theme.REJECT_BG if over else ("#66bb6a" if score is not None else theme.MUTED)
             value.setStyleSheet(f"color: {colour};")
-            limit.setText(f"limit {threshold:.2f}")
+        self.set_thresholds(decision.ae_threshold, decision.cls_threshold)
         self._redraw()
+
+    def set_thresholds(self, ae: float, cls: float) -> None:
+        """The limits in force (also right after a live change, before the next part)."""
+        self.ae_limit.setText(f"limit {score_text(ae)}")
+        self.cls_limit.setText(f"limit {score_text(cls)}")
+        self.note.setText(threshold_note(ae, cls))
 
     def _redraw(self) -> None:
         r = self._result

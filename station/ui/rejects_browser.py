@@ -27,13 +27,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from station.ui.formatting import score_text
 from station.ui.part_view import ScaledImage
 
 COLUMNS = ("time", "part", "verdict", "output", "anomaly", "defect", "reason")
 OUTPUT_FAILED = "OUTPUT FAILED"
 FAILED_BG = QColor("#ffcdd2")
 # the reject scheduler's action for the part, as the operator reads it
-OUTPUTS = {"reject": "sent", "reject_failed": OUTPUT_FAILED, "pass": "none"}
+OUTPUTS = {"reject": "sent", "reject_failed": OUTPUT_FAILED, "pass": "none",
+           "not_fired": "not fired (manual)"}
 
 
 def output_text(row: dict) -> str:
@@ -42,7 +44,7 @@ def output_text(row: dict) -> str:
 
 
 def _fmt(score: Any) -> str:
-    return "—" if score is None else f"{float(score):.2f}"
+    return score_text(None if score is None else float(score))
 
 
 class RejectsBrowser(QDialog):
@@ -122,6 +124,9 @@ class RejectsBrowser(QDialog):
             return
         r = self.rows[sel[0].row()]
         shown = {"crop": self.crop, "heatmap": self.heat}
+        kinds = {image["kind"] for image in r.get("images", [])}
+        if "frame" in kinds:  # an ERROR's frame: what made the part uninspectable
+            shown["frame"] = self.heat if "crop" in kinds else self.crop
         for widget in shown.values():
             widget.set_image(None)
             widget.setText("no image stored")
@@ -146,5 +151,6 @@ class RejectsBrowser(QDialog):
             + (f"<b style='color:#c62828'>REJECT OUTPUT FAILED: the part was not removed"
                f"</b> ({html.escape(str(r.get('reject_reason') or ''))})<br>" if output_text(r) == OUTPUT_FAILED
                else "")
-            + f"reject output: {output_text(r)}  recipe: {r.get('recipe')}  "
+            + f"trigger: {r.get('trigger_source') or '—'}  "
+            f"reject output: {output_text(r)}  recipe: {r.get('recipe')}  "
             f"latency {_fmt(r.get('latency_ms'))} ms")

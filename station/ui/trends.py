@@ -3,6 +3,7 @@ histogram of recent scores, so drift is seen before it turns into rejects."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Any
 
@@ -11,12 +12,31 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from station.ui import theme
+from station.ui.formatting import score_text
 
 HISTORY = 300
 
 
-def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
-    w = pg.PlotWidget(background="#1c262b")
+class PartAxis(pg.AxisItem):
+    """An axis of part numbers: whole numbers only (a restart left ticks at part 298.5)."""
+
+    def tickValues(self, minVal: float, maxVal: float, size: float) -> list:  # noqa: N802 N803
+        levels = [(spacing, [v for v in values if float(v).is_integer()])
+                  for spacing, values in super().tickValues(minVal, maxVal, size)
+                  if spacing >= 1]
+        levels = [(spacing, values) for spacing, values in levels if values]
+        if levels:
+            return levels
+        whole = [float(v) for v in range(math.ceil(minVal), math.floor(maxVal) + 1)]
+        return [(1.0, whole)] if whole else []
+
+    def tickStrings(self, values: list, scale: float, spacing: float) -> list[str]:  # noqa: N802
+        return [str(int(round(v * scale))) for v in values]
+
+
+def _plot(title: str, left: str, bottom: str, part_axis: bool = False) -> pg.PlotWidget:
+    axes = {"bottom": PartAxis(orientation="bottom")} if part_axis else None
+    w = pg.PlotWidget(background="#1c262b", axisItems=axes)
     w.setTitle(title, color=theme.TEXT, size="12pt")
     w.setLabel("left", left, color=theme.MUTED)
     w.setLabel("bottom", bottom, color=theme.MUTED)
@@ -28,7 +48,11 @@ def _plot(title: str, left: str, bottom: str) -> pg.PlotWidget:
 
 
 class TrendsPanel(QWidget):
-    """Three plots fed by ``add_result``; ``set_thresholds`` moves the red lines."""
+    """Three plots fed by ``add_result``; ``set_thresholds`` moves the threshold lines.
+
+    The score plot has one red threshold line, labelled with its value, while both models
+    reject at the same score; only when the two thresholds differ is there a second
+    (dashed) line, and then each line's label says whose threshold it is."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -41,22 +65,24 @@ class TrendsPanel(QWidget):
         self.score_plot = _plot(
             f"Scores: <span style='color:{theme.AE_PEN}'>anomaly</span>, "
             f"<span style='color:{theme.CLS_PEN}'>defect</span>, "
-            f"<span style='color:{theme.THRESHOLD_PEN}'>threshold</span>", "score", "part")
+            f"<span style='color:{theme.THRESHOLD_PEN}'>threshold</span>", "score", "part",
+            part_axis=True)
         self.ae_curve = self.score_plot.plot(
             pen=pg.mkPen(theme.AE_PEN, width=1), symbol="o", symbolSize=5,
             symbolBrush=theme.AE_PEN, symbolPen=None, name="anomaly")
         self.cls_curve = self.score_plot.plot(
             pen=pg.mkPen(theme.CLS_PEN, width=1), symbol="t", symbolSize=5,
             symbolBrush=theme.CLS_PEN, symbolPen=None, name="defect")
+        label_opts = {"color": theme.THRESHOLD_PEN, "position": 0.9, "anchors": [(1, 1), (1, 1)]}
         self.ae_line = pg.InfiniteLine(1.0, angle=0, pen=pg.mkPen(theme.THRESHOLD_PEN, width=2),
-                                       label="reject above", labelOpts={"color": theme.THRESHOLD_PEN,
-                                                                         "position": 0.9})
+                                       label="", labelOpts=label_opts)
         self.cls_line = pg.InfiniteLine(1.0, angle=0, pen=pg.mkPen(
-            theme.THRESHOLD_PEN, width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
+            theme.THRESHOLD_PEN, width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
+            label="", labelOpts={**label_opts, "position": 0.6})
         self.score_plot.addItem(self.ae_line)
         self.score_plot.addItem(self.cls_line)
 
-        self.latency_plot = _plot("Inspection latency", "ms", "part")
+        self.latency_plot = _plot("Inspection latency", "ms", "part", part_axis=True)
         self.latency_curve = self.latency_plot.plot(pen=pg.mkPen(theme.LATENCY_PEN, width=1.5))
 
         self.hist_plot = _plot("Recent anomaly scores", "parts", "score")
@@ -71,11 +97,25 @@ class TrendsPanel(QWidget):
         layout.addWidget(self.latency_plot, 2)
         layout.addWidget(self.hist_plot, 2)
         self._dirty = False
+        self.set_thresholds(1.0, 1.0)
 
     def set_thresholds(self, ae: float, cls: float) -> None:
+        """Move the lines to the thresholds in force (never adds a line)."""
         self.ae_line.setValue(ae)
         self.cls_line.setValue(cls)
         self.hist_line.setValue(ae)
+        same = score_text(ae) == score_text(cls)
+        self.cls_line.setVisible(not same)
+        if same:
+            self.ae_line.label.setFormat(f"reject threshold {score_text(ae)}")
+        else:
+            self.ae_line.label.setFormat(f"anomaly threshold {score_text(ae)}")
+            self.cls_line.label.setFormat(f"defect threshold {score_text(cls)}")
+
+    def threshold_lines(self) -> list[tuple[float, str]]:
+        """(value, label) of each threshold line shown on the score plot."""
+        return [(float(line.value()), line.label.format) for line in (self.ae_line, self.cls_line)
+                if line.isVisible()]
 
     def clear(self) -> None:
         for d in (self.ids, self.ae, self.cls, self.latency):

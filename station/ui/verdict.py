@@ -14,6 +14,7 @@ from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from station.ui import theme
+from station.ui.formatting import score_text
 
 # Not inspecting (or not protecting): dark, with a red frame and amber words, unlike any verdict.
 FAULT_STYLE = ("VerdictTile { background: #1a1a1a; border: 6px solid #d32f2f; "
@@ -115,9 +116,9 @@ class VerdictTile(QWidget):
         if not why and result.verdict != "PASS":
             parts = []
             if result.ae_score is not None:
-                parts.append(f"autoencoder {result.ae_score:.2f}")
+                parts.append(f"autoencoder {score_text(result.ae_score)}")
             if result.cls_score is not None:
-                parts.append(f"classifier {result.cls_score:.2f}")
+                parts.append(f"classifier {score_text(result.cls_score)}")
             why = "  ".join(parts)
         return f"part #{result.part_id}" + (f" — {why}" if why else "")
 
