@@ -89,13 +89,19 @@ class StationStatusBar(QStatusBar):
             label.setToolTip(f"{status.title}: {status.reason}")
 
     def update_stats(self, s: Any, shown_fps: float) -> None:
-        self.labels["camera"].setText(f"camera {s.camera_fps:4.1f} fps ({s.source})")
-        self.labels["preview"].setText(f"preview {shown_fps:4.1f} fps")
-        self.labels["inspect"].setText(f"inspection {s.inspect_fps:4.1f} parts/s")
-        self.labels["latency"].setText(f"latency p50 {s.latency_p50_ms:5.1f} ms  "
-                                       f"p99 {s.latency_p99_ms:5.1f} ms")
+        # compact, so a 1024 px status bar reads without eliding; the hover says it in full
+        texts = {
+            "camera": (f"cam {s.camera_fps:.1f} fps", f"camera frames per second ({s.source})"),
+            "preview": (f"view {shown_fps:.1f} fps", "live view frames per second"),
+            "inspect": (f"{s.inspect_fps:.1f} parts/s", "inspections per second"),
+            "latency": (f"p50 {s.latency_p50_ms:.0f} ms p99 {s.latency_p99_ms:.0f} ms",
+                        "trigger-to-verdict latency, median and 99th percentile"),
+        }
+        for key, (text, meaning) in texts.items():
+            self.labels[key].setText(text)
+            self.labels[key].setToolTip(f"{text} — {meaning}")
         dropped = self.labels["dropped"]
-        dropped.setText(f"dropped frames {s.dropped_frames}  late parts {s.late}")
+        dropped.setText(f"dropped {s.dropped_frames} · late {s.late}")
         dropped.setToolTip(f"{dropped.full_text}\ndropped frames: camera frames the inspection "
                            "did not take (normal in free-run); late parts: triggered parts the "
                            "inspection could not take in time")

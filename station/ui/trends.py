@@ -37,7 +37,7 @@ class PartAxis(pg.AxisItem):
 def _plot(title: str, left: str, bottom: str, part_axis: bool = False) -> pg.PlotWidget:
     axes = {"bottom": PartAxis(orientation="bottom")} if part_axis else None
     w = pg.PlotWidget(background="#1c262b", axisItems=axes)
-    w.setTitle(title, color=theme.TEXT, size="12pt")
+    w.setTitle(title, color=theme.TEXT, size="10pt")  # short titles: they fit a 1024 px screen
     w.setLabel("left", left, color=theme.MUTED)
     w.setLabel("bottom", bottom, color=theme.MUTED)
     w.showGrid(x=True, y=True, alpha=0.25)
@@ -63,9 +63,8 @@ class TrendsPanel(QWidget):
         self._n = 0
 
         self.score_plot = _plot(
-            f"Scores: <span style='color:{theme.AE_PEN}'>anomaly</span>, "
-            f"<span style='color:{theme.CLS_PEN}'>defect</span>, "
-            f"<span style='color:{theme.THRESHOLD_PEN}'>threshold</span>", "score", "part",
+            f"<span style='color:{theme.AE_PEN}'>anomaly</span> · "
+            f"<span style='color:{theme.CLS_PEN}'>defect</span>", "score", "part",
             part_axis=True)
         self.ae_curve = self.score_plot.plot(
             pen=pg.mkPen(theme.AE_PEN, width=1), symbol="o", symbolSize=5,
@@ -73,19 +72,20 @@ class TrendsPanel(QWidget):
         self.cls_curve = self.score_plot.plot(
             pen=pg.mkPen(theme.CLS_PEN, width=1), symbol="t", symbolSize=5,
             symbolBrush=theme.CLS_PEN, symbolPen=None, name="defect")
-        label_opts = {"color": theme.THRESHOLD_PEN, "position": 0.9, "anchors": [(1, 1), (1, 1)]}
+        # labels at the left end, above the line: inside the plot at any width
+        label_opts = {"color": theme.THRESHOLD_PEN, "position": 0.03, "anchors": [(0, 1), (0, 1)]}
         self.ae_line = pg.InfiniteLine(1.0, angle=0, pen=pg.mkPen(theme.THRESHOLD_PEN, width=2),
                                        label="", labelOpts=label_opts)
         self.cls_line = pg.InfiniteLine(1.0, angle=0, pen=pg.mkPen(
             theme.THRESHOLD_PEN, width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
-            label="", labelOpts={**label_opts, "position": 0.6})
+            label="", labelOpts={**label_opts, "position": 0.45})
         self.score_plot.addItem(self.ae_line)
         self.score_plot.addItem(self.cls_line)
 
-        self.latency_plot = _plot("Inspection latency", "ms", "part", part_axis=True)
+        self.latency_plot = _plot("Latency", "ms", "part", part_axis=True)
         self.latency_curve = self.latency_plot.plot(pen=pg.mkPen(theme.LATENCY_PEN, width=1.5))
 
-        self.hist_plot = _plot("Recent anomaly scores", "parts", "score")
+        self.hist_plot = _plot("Anomaly scores", "parts", "score")
         self.hist_bars = pg.BarGraphItem(x=[], height=[], width=0.05, brush=theme.AE_PEN)
         self.hist_plot.addItem(self.hist_bars)
         self.hist_line = pg.InfiniteLine(1.0, angle=90, pen=pg.mkPen(theme.THRESHOLD_PEN, width=2))

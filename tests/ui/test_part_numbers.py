@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication
 from station.config import hash_pin
 from station.decision import Verdict
 from station.pipeline.inspector import PartResult
+from station.pipeline.line_state import LineState, LineStatus
 from tests.ui.test_gui import activate, assets, make_window, write_recipe  # noqa: F401
 
 pytestmark = pytest.mark.timeout(120)
@@ -44,6 +45,7 @@ def _show(window, result: PartResult) -> None:
 def test_the_tile_and_the_last_part_panel_show_the_same_score(qtbot, assets, tmp_path,  # noqa: F811
                                                              make_window):  # noqa: F811
     window = make_window(write_recipe(tmp_path, assets))
+    window.show_line_state(LineStatus(LineState.INSPECTING))  # as on a running line
     _show(window, PartResult(part_id="7", verdict=Verdict.REJECT, ae_score=1.4999,
                                     cls_score=0.29, latency_ms=5.0))
     assert "autoencoder 1.49" in window.verdict.detail.text()  # was 1.50 (rounded)

@@ -144,6 +144,7 @@ def test_switching_the_product_needs_engineer_mode_a_confirmation_and_counts_apa
     window.toggle_running()
     qtbot.waitUntil(lambda: window.engine.stats().parts >= 1, timeout=5000)
     window.toggle_running()
+    assert window.engine.records.flush(5.0)  # the rows are in the database
     own = window.engine.records.counts(since=window.engine.shift_start(),
                                        recipe="other-product")
     qtbot.waitUntil(lambda: (window.refresh_counts(), window.counts.counts)[1] == own,
