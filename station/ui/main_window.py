@@ -87,7 +87,8 @@ class MainWindow(QMainWindow):
         self._build_engineer_dock()
         self.status = StationStatusBar(self)
         for label in self.status.labels.values():  # a long camera source never widens
-            label.setMinimumWidth(24)              # the status bar past a 1024 px window
+            if not label.whole:                    # the status bar past a 1024 px window
+                label.setMinimumWidth(24)
         self.setStatusBar(self.status)
         self._install_shortcuts()
         self._start_timers()

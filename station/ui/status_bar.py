@@ -22,9 +22,11 @@ FAULT_COLOUR = "#ff5252"
 class ElidedLabel(QLabel):
     """One line of plain text, cut with "…" to the width it is given; the full text on hover."""
 
-    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+    def __init__(self, text: str = "", parent: QWidget | None = None, *,
+                 whole: bool = False) -> None:
         super().__init__(parent)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.whole = whole  # short figures: always shown in full, the long fields give way
         self.full_text = ""
         self.setText(text)
 
@@ -32,7 +34,14 @@ class ElidedLabel(QLabel):
         self.full_text = text
         super().setText(text)
         self.setToolTip(text)
+        if self.whole:
+            self.setMinimumWidth(self._text_width())
         self.update()
+
+    def _text_width(self) -> int:
+        """What the whole text needs: its advance plus the label's margins and padding."""
+        frame = self.width() - self.contentsRect().width()
+        return self.fontMetrics().horizontalAdvance(self.full_text) + max(frame, 16) + 4
 
     @property
     def elided(self) -> bool:
@@ -44,7 +53,8 @@ class ElidedLabel(QLabel):
         return self.fontMetrics().elidedText(self.full_text, Qt.TextElideMode.ElideRight, room)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt name)
-        return QSize(self.fontMetrics().horizontalAdvance("…") * 3, super().minimumSizeHint().height())
+        width = self._text_width() if self.whole else self.fontMetrics().horizontalAdvance("…") * 3
+        return QSize(width, super().minimumSizeHint().height())
 
     def paintEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         p = QPainter(self)
@@ -58,15 +68,17 @@ class StationStatusBar(QStatusBar):
     engine's ``line`` event."""
 
     FIELDS = ("line", "camera", "preview", "inspect", "latency", "dropped", "serial", "models")
-    # how the width is shared when it is short: the long fields get more of it
-    STRETCH = {"line": 3, "camera": 2, "latency": 2, "dropped": 2, "models": 3}
+    # the short figures are always shown whole; the line state's reason and the model
+    # versions share what is left (cut with "…", full text on hover)
+    WHOLE = ("camera", "preview", "inspect", "latency", "dropped", "serial")
+    STRETCH = {"line": 3, "models": 4}
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setSizeGripEnabled(False)
         self.labels: dict[str, ElidedLabel] = {}
         for key in self.FIELDS:
-            label = ElidedLabel("")
+            label = ElidedLabel("", whole=key in self.WHOLE)
             label.setObjectName(f"status_{key}")
             self.labels[key] = label
             self.addPermanentWidget(label, self.STRETCH.get(key, 1))
