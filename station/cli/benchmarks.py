@@ -241,6 +241,17 @@ def _bench_engine(recipe: Any, inspector: Inspector, frames: list[np.ndarray], f
                   trigger_mode="hardware", block_when_busy=block, streak_alarm=0)
 
 
+def _run_to_end(engine: Any) -> float:
+    """Start ``engine``, wait until its source has ended and every part is judged, stop it;
+    the wall time in seconds."""
+    t0 = time.perf_counter()
+    engine.start()
+    engine.wait_finished()
+    wall = time.perf_counter() - t0
+    engine.stop()
+    return wall
+
+
 def _engine_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], fps: float,
                 records_dir: Path, delay_ms: float = 0.0) -> tuple[list, float, list, dict, Any]:
     """One engine run over ``frames``: results (the engine keeps the last 500), wall time,
@@ -248,11 +259,7 @@ def _engine_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], fps
     delay_ms = delay_ms or REJECT_DELAY_MS
     engine = _bench_engine(recipe, inspector, frames, fps, records_dir, delay_ms)
     with engine:
-        t0 = time.perf_counter()
-        engine.start()
-        engine.wait_finished()
-        wall = time.perf_counter() - t0
-        engine.stop()
+        wall = _run_to_end(engine)
         results = engine.results()
         stats = engine.stats()
         time.sleep(delay_ms / 1000.0 + 0.1)  # let the last reject outputs fire
@@ -364,11 +371,7 @@ def bench_long_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], 
                            block=False)
     engine.events.part.connect(on_part)
     with engine:
-        t0 = time.perf_counter()
-        engine.start()
-        engine.wait_finished()
-        wall = time.perf_counter() - t0
-        engine.stop()
+        wall = _run_to_end(engine)
         time.sleep(delay_ms / 1000.0 + 0.2)  # the last reject outputs fire
         stats = engine.stats()
         rss_end = _proc_status_mb("VmRSS")
