@@ -26,6 +26,7 @@ def check_recipe(recipe: Recipe, ctx: Context) -> Recipe:
     _check_localize(recipe, ctx)
     recipe = _check_models(recipe, ctx)
     _check_reject(recipe, ctx)
+    _check_plant(recipe, ctx)
     if recipe.quality.enabled and not recipe.quality.reference:
         ctx.error("quality.reference", 'quality.reference = "": expected a reference JSON '
                   "(station calibrate check) because quality.enabled is true", "quality")
@@ -181,7 +182,7 @@ def port_problem(port: str, allow_url_ports: bool = False) -> str | None:
 
 def _check_reject(recipe: Recipe, ctx: Context) -> None:
     rej, trig = recipe.reject, recipe.trigger
-    if rej.enabled and not rej.port.strip():
+    if rej.enabled and rej.output == "serial" and not rej.port.strip():
         ctx.error("reject.port", 'reject.port = "": expected a serial port (e.g. /dev/ttyUSB0, '
                   "COM3, loop://) because reject.enabled is true", "reject.enabled", "reject")
     problem = port_problem(rej.port, rej.allow_url_ports)
@@ -201,6 +202,26 @@ def _check_reject(recipe: Recipe, ctx: Context) -> None:
     if trig.mode == "serial" and not (trig.serial_line or trig.serial_message):
         ctx.error("trigger.serial_message", 'trigger.serial_message = "": expected the trigger '
                   "bytes, or set trigger.serial_line", "trigger.mode", "trigger")
+
+
+def _check_plant(recipe: Recipe, ctx: Context) -> None:
+    """The PLC servers' settings: an endpoint URL, a user with a hash, keys for encryption."""
+    ua = recipe.opcua
+    if not re.fullmatch(r"opc\.tcp://[^\s/:]+(:\d{1,5})?(/\S*)?", ua.endpoint):
+        ctx.error("opcua.endpoint", f"opcua.endpoint = {show_value(ua.endpoint)}: expected "
+                  "opc.tcp://HOST:PORT/PATH (e.g. opc.tcp://127.0.0.1:4840/station)")
+    if ua.password_hash and pin_parts(ua.password_hash) is None:
+        ctx.error("opcua.password_hash", f"opcua.password_hash = {show_value(ua.password_hash)}: "
+                  'expected "pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>" (hash_pin())')
+    if bool(ua.username) != bool(ua.password_hash):
+        key = "opcua.password_hash" if ua.username else "opcua.username"
+        ctx.error(key, f"{key} = {show_value(getattr(ua, key.split('.')[1]))}: expected both "
+                  "opcua.username and opcua.password_hash, or neither (anonymous)", "opcua")
+    if ua.security == "Basic256Sha256":
+        for key in ("certificate", "private_key"):
+            if not getattr(ua, key):
+                ctx.error(f"opcua.{key}", f'opcua.{key} = "": expected a file, because '
+                          'opcua.security = "Basic256Sha256"', "opcua.security", "opcua")
 
 
 def _template_problem(template: str) -> str | None:

@@ -45,6 +45,8 @@ class ProductSection:
     name: str = _opt("", "product name shown to the operator and stored with every record",
                      required=True, nonempty=True, max_len=120)
     description: str = _opt("", "free text for the engineer", multiline=True)
+    number: int = _opt(0, "recipe number a PLC selects this product by (Modbus/OPC UA); 0 = "
+                       "its position (1, 2, ...) in the sorted recipe folder", min=0, max=65535)
 
 
 @dataclass(frozen=True)
@@ -140,8 +142,9 @@ class DecisionSection:
 class TriggerSection:
     mode: str = _opt("free_run", "what starts an inspection: free_run = a part crossing the "
                      "line; serial = a sensor on the serial link; software = the operator's "
-                     "button; hardware = every frame is a part (triggered camera, photo folder)",
-                     choices=("free_run", "serial", "software", "hardware"))
+                     "button; hardware = every frame is a part (triggered camera, photo folder); plc = the PLC's "
+                     "Trigger (Modbus coil or OPC UA method) inspects the latest frame",
+                     choices=("free_run", "serial", "software", "hardware", "plc"))
     # strictly inside (0, 1), as FreeRunTrigger requires; "max" only bounds the GUI's editor
     line_frac: float = _opt(0.5, "where the crossing line sits across the ROI (between 0 and "
                             "1, both excluded)", gt=0, lt=1, max=1)
@@ -164,6 +167,9 @@ class RejectSection:
     serial link take this section as it is; the loader has checked every rule they rely on."""
 
     enabled: bool = _opt(False, "drive the reject output")
+    output: str = _opt("serial", "where the reject goes: serial = the serial port (line pulse "
+                       "or message); plc = the PLC interface's Reject bit, held pulse_ms",
+                       choices=("serial", "plc"))
     port: str = _opt("", "serial port: a device (/dev/ttyUSB0, /dev/serial/by-id/..., COM3, "
                      "a /dev/pts pty) or loop:// (nothing wired); the serial trigger uses it too")
     allow_url_ports: bool = _opt(False, "tests only: let reject.port be any pyserial URL "
@@ -250,6 +256,40 @@ class EngineerSection:
 
 
 @dataclass(frozen=True)
+class OpcuaSection:
+    """The OPC UA server a PLC or MES talks to (station.plant): off unless enabled."""
+
+    enabled: bool = _opt(False, "serve the station over OPC UA")
+    endpoint: str = _opt("opc.tcp://127.0.0.1:4840/station", "the server's endpoint URL; "
+                         "127.0.0.1 = this machine only; name an interface to open it to the "
+                         "plant network", max_len=300)
+    security: str = _opt("none", "none = anonymous, no encryption (loopback); Basic256Sha256 = "
+                         "signed and encrypted with certificate and private_key",
+                         choices=("none", "Basic256Sha256"))
+    certificate: str = _opt("", "the server's certificate (DER or PEM) for Basic256Sha256",
+                            path=True, kind="file")
+    private_key: str = _opt("", "the server's private key (PEM) for Basic256Sha256",
+                            path=True, kind="file", file_only=True)
+    username: str = _opt("", "user a client must log in as ('' = anonymous access)",
+                         max_len=120)
+    password_hash: str = _opt("", "the user's password hash 'pbkdf2_sha256$iterations$salt$hash' "
+                              "(hash_pin()); never the password itself", file_only=True)
+
+
+@dataclass(frozen=True)
+class ModbusSection:
+    """The Modbus TCP server for PLCs that only do Modbus (station.plant): off unless enabled."""
+
+    enabled: bool = _opt(False, "serve the PLC handshake over Modbus TCP")
+    host: str = _opt("127.0.0.1", "address to listen on; 127.0.0.1 = this machine only; name an "
+                     "interface's address (or 0.0.0.0) to open it to the plant network",
+                     nonempty=True, max_len=253)
+    port: int = _opt(5020, "TCP port (502 is the standard one but needs root)", min=1,
+                     max=65535)
+    unit: int = _opt(1, "Modbus unit (slave) id the station answers", min=1, max=247)
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A whole product recipe. ``path`` is the file it was read from (absolute)."""
 
@@ -266,6 +306,8 @@ class Recipe:
     quality: QualitySection = _opt(QualitySection(), "image-quality checks")
     scale: ScaleSection = _opt(ScaleSection(), "pixel scale")
     engineer: EngineerSection = _opt(EngineerSection(), "engineer mode")
+    opcua: OpcuaSection = _opt(OpcuaSection(), "OPC UA server for the PLC and MES")
+    modbus: ModbusSection = _opt(ModbusSection(), "Modbus TCP server for the PLC")
     path: Path = field(default=Path("recipe.toml"), metadata={"internal": True})
 
     @property

@@ -42,7 +42,7 @@ from station.pipeline.line_state import LineStatus, LineWatch
 from station.pipeline.rows import MANUAL_TRIGGER, RowFeeder, part_images, part_row
 from station.pipeline.stats import EngineStats, PartTally, inspect_rate, percentile
 from station.records import Records
-from station.reject import RejectScheduler
+from station.reject import PulseOutput, RejectScheduler
 from station.reject.serial_link import SerialLink
 from station.sources import Acquisition, SkippedImage, make_source
 from station.sources.base import Frame, FrameSource
@@ -83,7 +83,9 @@ class Engine:
         queue_size: int = 8,
         records: bool = True,
         streak_alarm: int = 5,
+        reject_output: PulseOutput | None = None,
     ) -> None:
+        """``reject_output``: the PLC interface's Reject bit, for ``reject.output = "plc"``."""
         self.recipe = recipe
         self.block_when_busy = block_when_busy
         self.streak_alarm = streak_alarm
@@ -94,7 +96,7 @@ class Engine:
         self.undistorter = Undistorter.from_recipe(recipe)
         self._open_records(records)
         mode = trigger_mode or recipe.trigger.mode
-        self._open_reject_output(mode)
+        self._open_reject_output(mode, reject_output)
         self._open_source_and_triggers(source, paced, mode)
         self.quality = QualityMonitor.from_recipe_params(recipe.quality, recipe.path)
         self._quality_frame: Frame | None = None
@@ -138,18 +140,20 @@ class Engine:
         if kind not in ENGINE_ALARMS:
             self.raise_alarm(ALARM_RECORDS, message)
 
-    def _open_reject_output(self, mode: str) -> None:
-        """The serial link (reject output, serial trigger) and the reject scheduler."""
+    def _open_reject_output(self, mode: str, plc: PulseOutput | None) -> None:
+        """The serial link (reject output, serial trigger) and the reject scheduler, whose
+        output is the link or, with ``reject.output = "plc"``, the PLC's Reject bit."""
         recipe = self.recipe
         self.link: SerialLink | None = None
-        self.watch.reject_enabled, self.watch.serial_trigger = recipe.reject.enabled, mode == "serial"
-        if recipe.reject.enabled or mode == "serial":
+        serial_out = recipe.reject.enabled and recipe.reject.output == "serial"
+        self.watch.reject_enabled, self.watch.serial_trigger = serial_out, mode == "serial"
+        if serial_out or mode == "serial":
             self.link = SerialLink.from_recipe(recipe, serial_trigger=(mode == "serial"))
             self.link.add_state_listener(self.watch.on_serial_state)
         on_error_rejects = recipe.decision.on_error == "reject"
-        self.scheduler = RejectScheduler.from_recipe(
-            recipe, self.link if recipe.reject.enabled else None,
-            reject_on_error=on_error_rejects)
+        output = None if not recipe.reject.enabled else self.link if serial_out else plc
+        self.scheduler = RejectScheduler.from_recipe(recipe, output,
+                                                     reject_on_error=on_error_rejects)
         self.scheduler.add_fired_listener(self.watch.on_fired)
         if self.records is not None:
             self.scheduler.add_fired_listener(self.records.on_fired)
@@ -198,6 +202,12 @@ class Engine:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def in_flight(self) -> int:
+        """Parts triggered and not yet judged (a changeover waits for none)."""
+        with self._lock:
+            return self._pending
 
     def latest_frame(self) -> Frame | None:
         """The newest camera frame, for the preview (never waits for the models)."""

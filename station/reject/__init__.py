@@ -5,11 +5,13 @@ as it is: the recipe loader has checked it.
 """
 
 from station.reject.scheduler import (  # the package's public names: import them from station.reject
+    PulseOutput,
     RejectConfigError,
     RejectScheduler,
 )
 
 __all__ = [
+    "PulseOutput",
     "RejectConfigError",
     "RejectScheduler",
 ]

@@ -9,6 +9,11 @@ lines whose speed varies). At that moment exactly one action is taken for the pa
 * the verdict is not known: the fail-safe applies (reject by default) and is recorded as such;
   a verdict that arrives afterwards is logged as late and changes nothing.
 
+The output is the serial link (``reject.output = "serial"``: a modem-line pulse or a byte
+message) or, with ``reject.output = "plc"``, any :class:`PulseOutput` — the PLC interface's
+Reject bit (:class:`station.plant.pulse.RejectPulse`), held ``pulse_ms``. Either way the
+scheduling, the fail-safe and the timing-error measurement below are the same code.
+
 A dedicated timer thread sleeps until just before a deadline and then spins on short sleeps,
 and the error of every fired output (time the line was asserted / the bytes written, minus
 the scheduled time) is kept so ``station bench`` and the GUI can show p50/p99/max.
@@ -25,6 +30,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 from station.config import Recipe, RejectSection
 from station.decision import VERDICTS, Verdict
@@ -35,6 +41,20 @@ log = logging.getLogger(__name__)
 #: on_fired(part_id, action, scheduled, actual, reason); action is "reject" (output sent),
 #: "reject_failed" (attempted, not delivered or not acknowledged) or "pass" (no output).
 FiredCallback = Callable[[str, str, float, float | None, str], None]
+
+
+class PulseOutput(Protocol):
+    """A reject output that can only pulse (the PLC's Reject bit); the serial link is one too.
+
+    ``pulse_async`` asserts ``line`` now (``direct``: in the caller's thread if it can) and
+    returns a future of a :class:`~station.reject.messages.SendResult` whose ``sent_at`` is
+    the monotonic time the output was asserted.
+    """
+
+    def pulse_async(self, line: str, width_ms: float, direct: bool = False) -> Future: ...
+
+
+PLC_LINE = "PLC"  # the "line" a PulseOutput is pulsed on (the PLC interface's Reject bit)
 
 
 class RejectConfigError(ValueError):
@@ -72,11 +92,12 @@ class _Part:
 
 
 class RejectScheduler:
-    """Schedules one reject action per part through a ``SerialLink``; see module docstring."""
+    """Schedules one reject action per part through a ``SerialLink`` (or, with
+    ``reject.output = "plc"``, a :class:`PulseOutput`); see module docstring."""
 
     def __init__(
         self,
-        link: SerialLink | None,
+        link: SerialLink | PulseOutput | None,
         settings: RejectSection,
         on_fired: FiredCallback | None = None,
         *,
@@ -87,9 +108,12 @@ class RejectScheduler:
         """``reject_on_error``: an ERROR verdict fires the output (the recipe's
         ``decision.on_error = "reject"``); otherwise it passes."""
         if settings.enabled and link is None:
-            raise RejectConfigError("reject.enabled is true but no serial link was given")
-        if settings.enabled and settings.mode == "line" and link is not None:
-            link.check_modem_lines()  # refuse a pty / bare adapter now, not at the first reject
+            raise RejectConfigError(
+                "reject.enabled is true but no serial link was given" if settings.output ==
+                "serial" else 'reject.output = "plc" but no PLC interface carries the Reject '
+                "bit (enable [modbus] or [opcua], or pass --modbus / --opcua)")
+        if settings.enabled and settings.output == "serial" and settings.mode == "line":
+            cast(SerialLink, link).check_modem_lines()  # a pty / bare adapter: refused now  # refuse a pty / bare adapter now, not at the first reject
         self.link = link
         self.settings = settings
         self.reject_on_error = reject_on_error
@@ -111,7 +135,7 @@ class RejectScheduler:
         self._thread.start()
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, link: SerialLink | None,
+    def from_recipe(cls, recipe: Recipe, link: SerialLink | PulseOutput | None,
                     on_fired: FiredCallback | None = None,
                     reject_on_error: bool | None = None) -> RejectScheduler:
         """The recipe's ``[reject]`` section; errors reject as ``decision.on_error`` says
@@ -274,15 +298,18 @@ class RejectScheduler:
         assert link is not None
 
         def output() -> None:
-            if s.mode == "line":
+            if s.output == "plc":  # the PLC interface's Reject bit, held pulse_ms
+                future = link.pulse_async(PLC_LINE, s.pulse_ms, direct=True)
+            elif s.mode == "line":
                 future = link.pulse_async(s.line, s.pulse_ms, direct=True)
             else:
+                serial = cast(SerialLink, link)
                 # plain text: a template's {verdict!r} must read 'REJECT', not the enum's repr
                 fields = {"part_id": part_id, "verdict": str(verdict) if verdict else "FAILSAFE",
                           "seq": part.seq}
                 ack = s.ack.format(**fields) if s.ack else None
-                future = link.send_async(s.message.format(**fields), ack, s.ack_timeout_ms,
-                                         direct=True)
+                future = serial.send_async(s.message.format(**fields), ack, s.ack_timeout_ms,
+                                           direct=True)
             future.add_done_callback(
                 lambda f: self._output_done(f, part_id, scheduled, reason, verdict))
 

@@ -9,11 +9,12 @@ from station.sources.base import config_value as _get
 from station.trigger.base import FrameProvider, PartCounter, Trigger, check_debounce_ms
 from station.trigger.freerun import FreeRunTrigger
 from station.trigger.hardware import HardwareTrigger
+from station.trigger.plc import PlcTrigger
 from station.trigger.serial import SerialTrigger
 from station.trigger.software import SoftwareTrigger
 from station.vision.localize import LocalizeParams
 
-TRIGGER_MODES = ("free_run", "serial", "software", "hardware")
+TRIGGER_MODES = ("free_run", "serial", "software", "hardware", "plc")
 _TRIGGER = TriggerSection()  # the defaults of the recipe's one schema, for a key left out
 _LOCALIZE = LocalizeParams()
 
@@ -42,6 +43,8 @@ def make_trigger(
         return SoftwareTrigger(frames, counter, debounce_ms)
     if mode == "hardware":
         return HardwareTrigger(counter, debounce_ms)
+    if mode == "plc":
+        return PlcTrigger(frames, counter, debounce_ms)
     if mode == "serial":
         if serial_link is None or frames is None:
             raise ValueError("trigger.mode = 'serial' needs the serial link ([reject] port) open")

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.config import hash_pin, load_recipe, update_recipe
+from station.config import hash_pin, update_recipe
 from station.ui import theme
 from station.ui.alarms import AlarmBanner
 from station.ui.bridge import EngineBridge
@@ -70,6 +70,7 @@ class MainWindow(QMainWindow):
     def __init__(self, engine: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.engine: Any = None
+        self.host: Any = None  # the changeover logic (station.plant.host), made at first use
         self.engineer_unlocked = False
         self.pin_dialog: PinDialog | None = None
         # one guard per window: switching recipes does not clear a lockout
@@ -275,35 +276,21 @@ class MainWindow(QMainWindow):
 
     def switch_recipe(self, path: Path, *, same: bool = False) -> bool:
         """Run the line on ``path``. A recipe or model that is refused leaves the running
-        engine untouched and says why; returns whether the switch happened."""
-        from station.pipeline.inspector import Inspector
+        engine untouched and says why; returns whether the switch happened. The changeover
+        itself is the host's (:meth:`StationHost.change_to`), the one a PLC commands too."""
+        from station.plant.host import StationHost
 
-        old = self.engine
-        recipe = None
-        try:
-            recipe = load_recipe(path)
-            inspector = Inspector.from_recipe(recipe)  # a refused model: the line runs on
-        except Exception as exc:  # RecipeError, ModelRefused, ...
-            self._refused(path, exc, old.running, recipe)
-            self.recipes.fill(old.recipe.path)
+        if self.host is None or self.host.engine is not self.engine:
+            self.host = StationHost(engine=self.engine)
+        outcome = self.host.change_to(path, same=same)
+        if not outcome.ok:
+            self._refused(path, outcome.error or RuntimeError(outcome.reason),
+                          outcome.was_running, outcome.recipe)
+            self.recipes.fill(self.engine.recipe.path)
             return False
-        was_running = old.running
-        # Parts in flight finish first, so the new engine continues the part numbers.
-        old.stop()
-        try:
-            new = make_engine(recipe, inspector)
-        except Exception as exc:  # a serial port or camera setting that will not open
-            if was_running:
-                old.start()
-            self._refused(path, exc, was_running, recipe)
-            self.recipes.fill(old.recipe.path)
-            return False
-        old.close()
         self.lock_engineer()
-        self._set_engine(new)
-        if was_running or not same:
-            new.start()
-        self._say(("restarted on " if same else "switched to ") + path.name, ok=True)
+        self._set_engine(self.host.engine)
+        self._say(outcome.reason, ok=True)
         return True
 
     def reload_recipe(self) -> bool:
@@ -314,7 +301,7 @@ class MainWindow(QMainWindow):
             self._unlock()
         return ok
 
-    def _refused(self, path: Path, exc: Exception, running: bool, recipe: Any = None) -> None:
+    def _refused(self, path: Path, exc: BaseException, running: bool, recipe: Any = None) -> None:
         from station.pipeline.startup import describe_startup_error
 
         staying = "still running" if running else "staying on"
