@@ -269,6 +269,7 @@ def test_latency_bench_measures_every_part_and_leaves_nothing_running(
     rep = measure_modbus_latency(recipe, parts=12, warmup=2)
     assert (rep.protocol, rep.parts, rep.refused) == ("modbus", 12, 0)
     assert 0.0 < rep.p50_ms <= rep.p99_ms <= rep.max_ms < 10_000.0
+    assert 0.0 < rep.verdict_p50_ms <= rep.verdict_p99_ms, "the engine's own latency"
     assert "modbus: trigger -> result-valid over 12 parts: p50" in rep.line()
     db = sqlite3.connect(tmp_path / "records" / "station.sqlite")
     triggers = [r[0] for r in db.execute("SELECT count(*) FROM parts")]
