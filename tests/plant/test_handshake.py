@@ -12,7 +12,7 @@ from pathlib import Path
 from station.config import load_recipe
 from station.plant import PlcHandshake, PlcState, StationHost
 from tests.e2e.test_engine import wait_for, write_recipe
-from tests.plant.conftest import folder_recipe
+from tests.plant.plc_recipes import folder_recipe
 
 CODES = {"PASS": 1, "REJECT": 2, "ERROR": 3}
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import socket
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from station.plant import PlcHandshake, StationHost
 from station.plant.modbus_map import MIRROR, Coil, Input, Reg
 from station.plant.modbus_server import ModbusServer, ModbusStartError
 from tests.e2e.test_engine import part_frames, wait_for, write_recipe
-from tests.plant.conftest import folder_recipe
+from tests.plant.plc_recipes import folder_recipe
 
 UNIT = 1
 
@@ -139,6 +140,13 @@ defects = {json.dumps(list(line_defects))}""", trigger='mode = "free_run"\nline_
     assert u32(counts, Reg.REJECTED_HI) == defective
 
 
+def raw_request(port: int, pdu: bytes) -> bytes:
+    """One Modbus TCP frame (transaction 7, unit 1) on its own connection; the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(struct.pack(">HHHB", 7, 0, len(pdu) + 1, UNIT) + pdu)
+        return raw.recv(300)
+
+
 def trigger_part(client: ModbusTcpClient) -> dict:
     """The PLC waits for Ready, triggers, waits for ResultValid and takes the result."""
     assert wait_for(lambda: inputs(client)[Input.READY], 20.0), regs(client)
@@ -182,10 +190,13 @@ def test_plc_triggers_changes_recipe_mid_run_and_bad_requests_are_refused(
         assert (r[Reg.RECIPE_STATUS], r[Reg.RECIPE_REQUESTED]) == (2, 99)
         rr = client.read_input_registers(0, count=1, device_id=UNIT + 1)
         assert rr.isError() and rr.exception_code == 11, "another unit id"
-        with socket.create_connection(("127.0.0.1", _modbus.port), timeout=5) as raw:
-            raw.sendall(b"\x00\x01\x00\x00\x00\x03\x01\x63\xff" + b"\xde\xad" * 40)
-            with contextlib.suppress(OSError):
-                raw.recv(256)
+        # malformed and oversized frames, written by hand: an exception response each
+        for pdu, code in ((struct.pack(">BHH", 4, 0, 2000), 1),  # 2000 registers at once
+                          (struct.pack(">BHH", 4, 0, 0), 1),  # zero registers
+                          (struct.pack(">BHHB", 16, 0, 100, 200) + bytes(200), 2),  # 100 writes
+                          (b"\x63\xde\xad", 1)):  # no such function
+            answer = raw_request(_modbus.port, pdu)
+            assert answer[7] & 0x80 and answer[8] == code, (pdu[:1], answer)
         rr = client.write_register(0, 13, device_id=UNIT)  # charlie: refused once loaded
         assert not rr.isError()
         assert wait_for(lambda: regs(client)[Reg.RECIPE_STATUS] != 5, 60.0)
