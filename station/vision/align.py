@@ -252,7 +252,15 @@ def align(image: np.ndarray, loc: Localization, params: AlignParams | None, size
         raise ValueError(f"align: crop {width}x{height} is too small; expected at least "
                          f"{MIN_CROP_PX} px each way")
     f2c = frame_to_crop_affine(loc, params, width, height)
-    crop = warp_to_crop(image, f2c, width, height)
+    if params.crop_mode == "region" and loc.box is not None:
+        # read the region alone, so the crop's edge pixels repeat the region's edge instead
+        # of blending in what lies around it in the frame
+        x, y, w, h = (int(v) for v in loc.box)
+        shifted = f2c.copy()
+        shifted[:, 2] += f2c[:, :2] @ np.array([x, y], np.float64)
+        crop = warp_to_crop(image[y:y + h, x:x + w], shifted, width, height)
+    else:
+        crop = warp_to_crop(image, f2c, width, height)
     return AlignedCrop(crop=crop, frame_to_crop=f2c, crop_to_frame=invert_affine(f2c), localization=loc)
 
 
