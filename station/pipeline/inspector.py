@@ -109,6 +109,11 @@ class Inspector:
         model = autoencoder or classifier
         trained = model.meta.align_params() if model is not None else None
         self.align_params = trained or align_params
+        method = model.meta.localize_params().method if model is not None else None
+        if method is not None and method != localize_params.method:
+            raise ModelRefused(model.path if model else source, f'trained with localize.method = '
+                               f'"{method}", but the recipe says "{localize_params.method}": '
+                               "the crop would not be the one it learned", key="localize.method")
         self.decision = decision
         self.ae_spec: PreprocessSpec | None = autoencoder.meta.preprocess_spec() if autoencoder else None
         self.cls_spec: PreprocessSpec | None = classifier.meta.preprocess_spec() if classifier else None
