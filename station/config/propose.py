@@ -157,9 +157,9 @@ def _find_parts(prop: Proposal, images: list[np.ndarray]) -> list[Localization]:
     results: dict[str, list[Localization]] = {
         pol: [localize(img, LocalizeParams(polarity=pol)) for img in images] for pol in POLARITIES}
     ok = {pol: sum(loc.ok for loc in locs) for pol, locs in results.items()}
-    best = max(POLARITIES, key=lambda p: ok[p])
-    other = next(p for p in POLARITIES if p != best)
     n = len(images)
+    best = _polarity(results, ok, n)
+    other = next(p for p in POLARITIES if p != best)
     statuses = Counter(loc.status for loc in results[best] if not loc.ok)
     why = ", ".join(f"{k} {v}" for k, v in statuses.most_common())
     measured = (f"{best}: one part found in {ok[best]} of {n} images"
@@ -169,12 +169,30 @@ def _find_parts(prop: Proposal, images: list[np.ndarray]) -> list[Localization]:
         prop.method, prop.polarity = "segment", best
         prop.notes["method"] = f"{measured} -> a part to find against a background"
         prop.notes["polarity"] = (f"{'dark part on a light' if best == 'dark_on_light' else 'light part on a dark'}"
-                                  f" background: {ok[best]} found this way, {ok[other]} the other")
+                                  f" background: {ok[best]} found this way, {ok[other]} the other"
+                                  + (" (about as many: the one with the smaller parts; the "
+                                     "other finds the background's halo around them)"
+                                     if abs(ok[best] - ok[other]) <= 0.1 * n else ""))
         return [loc for loc in results[best] if loc.ok]
     prop.method = "fixed"
     prop.notes["method"] = (f"{measured}; below {FOUND_SHARE:.0%} -> no separate part against a "
                             "background: the image is the part (a fixtured part or a surface)")
     return []
+
+
+def _polarity(results: dict[str, list[Localization]], ok: dict[str, int], n: int) -> str:
+    """The polarity that finds a part in more images; when both find one in nearly as many,
+    the one whose parts are smaller: the wrong polarity finds the background's halo around
+    the part, which is larger than the part."""
+    a, b = POLARITIES
+    if abs(ok[a] - ok[b]) > 0.1 * n or min(ok.values()) == 0:
+        return a if ok[a] >= ok[b] else b
+
+    def size(pol: str) -> float:
+        return float(np.median([(x.length_px or 0.0) * (x.width_px or 0.0)
+                                for x in results[pol] if x.ok]))
+
+    return a if size(a) <= size(b) else b
 
 
 def _part(prop: Proposal, found: list[Localization]) -> None:
