@@ -51,7 +51,7 @@ class ClassifierOptions:
         if (self.size, self.height or self.size) != (spec.size, spec.crop_height):
             raise ValueError(
                 f"classifier input {self.size}x{self.height or self.size} differs from the "
-                f"preprocessing crop {spec.size}x{spec.crop_height} (width x height); the model "
+                f"preprocessing size {spec.size}x{spec.crop_height} (width x height); the model "
                 "input must be what station.vision.preprocess makes"
             )
         if self.batch_size < 2:
