@@ -448,7 +448,7 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     if len(val_t) < 2:  # tiny data sets: statistics from the training crops themselves
         val_t = train_t
     print(f"autoencoder: {len(train_t)} training crops, {len(val_t)} for per-pixel statistics, "
-          f"{minutes:.1f} min budget, {spec.size}px, device {device}")
+          f"{minutes:.1f} min budget, {spec.size}x{spec.crop_height}px, device {device}")
     res = train_autoencoder(train_t, val_t, ae_opts, device=device, progress=opts.progress, log=log)
     log({"model": "autoencoder", "event": "calibrated", **res.calibration})
     thr_set = _ok(crops.select(roles["thr_good"] + roles["val_labeled"] + roles["train_defect"]))
@@ -492,7 +492,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
         copts.epochs = opts.epochs
     print(f"classifier: {len(train_set.samples)} training crops "
           f"({int(_labels(train_set).sum())} real defects), {len(val_set.samples)} validation, "
-          f"{minutes:.1f} min budget, {spec.size}px, width {copts.width}")
+          f"{minutes:.1f} min budget, {spec.size}x{spec.crop_height}px, width {copts.width}")
     res = train_classifier(list(train_set.crops), _labels(train_set), list(val_set.crops),
                            _labels(val_set), spec, copts, opts.progress)
     for row in res.history:
