@@ -46,14 +46,18 @@ mode = "hardware"
 """
 
 
-def write_surface_dataset(root: Path, n_good: int, n_defect: int, seed: int = 0) -> Path:
-    """Plain-folder data set: surfaces of every size, defects = a dark pit with its mask."""
+def write_surface_dataset(root: Path, n_good: int, n_defect: int, seed: int = 0,
+                          colour: bool = False) -> Path:
+    """Plain-folder data set: surfaces of every size, defects = a dark pit with its mask;
+    ``colour``: BGR surfaces with a copper tint."""
     rng = np.random.default_rng(seed)
     (root / "good").mkdir(parents=True)
     (root / "defect" / "pit").mkdir(parents=True)
     (root / "masks" / "pit").mkdir(parents=True)
     for i, shape in enumerate(surface_shapes(rng, n_good + n_defect)):
         img = surface_image(rng, shape)
+        if colour:
+            img = cv2.merge([(img * 0.55).astype(np.uint8), (img * 0.8).astype(np.uint8), img])
         if i < n_good:
             cv2.imwrite(str(root / "good" / f"{i:03d}.png"), img)
             continue
@@ -113,30 +117,35 @@ def test_colour_parts_keep_their_colour_through_the_crop(tmp_path):
 
 
 @pytest.mark.learning
-def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, capsys):
-    data = write_surface_dataset(tmp_path / "data", 24, 8, seed=3)
+@pytest.mark.parametrize("pixel_format", ["mono8", "bgr8"])
+def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, capsys,
+                                                                        pixel_format):
+    colour = pixel_format == "bgr8"
+    data = write_surface_dataset(tmp_path / "data", 24, 8, seed=3, colour=colour)
     recipe = tmp_path / "surface.toml"
-    recipe.write_text(TILE_RECIPE.format(device=data / "good", pixel_format="mono8"))
+    recipe.write_text(TILE_RECIPE.format(device=data / "good", pixel_format=pixel_format))
+    kind, channels = ("colour", 3) if colour else ("grey", 1)
     out = tmp_path / "models"
     rc = main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
                "--size", "32", "--cls-size", "32", "--epochs", "1", "--minutes", "0.3",
                "--folds", "2", "--fold", "0", "--width", "0.05", "--no-int8", "--quiet"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
-    assert "autoencoder: crop 32x40 px (width x height), grey" in printed
+    assert f"autoencoder: crop 32x40 px (width x height), {kind}" in printed
     assert "classifier: crop 32x64 px" in printed and "rounded up to a multiple of 32" in printed
     assert "part not found" not in printed  # a fixed region is found in every image
     ae = load_model(out / "autoencoder.onnx")
-    assert ae.input_shape == (1, 40, 32)
+    assert ae.input_shape == (channels, 40, 32)
+    assert ae.meta.preprocess_spec().color == ("rgb" if colour else "gray")
     assert (ae.meta.localize["method"], ae.meta.align["crop_mode"]) == ("fixed", "region")
-    assert load_model(out / "classifier.onnx").input_shape == (1, 64, 32)
+    assert load_model(out / "classifier.onnx").input_shape == (channels, 64, 32)
 
     js = tmp_path / "eval.json"
     rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json", str(js),
                "--folds", "2", "--fold", "0", "--quiet"])
     printed = capsys.readouterr().out
     assert rc == 0, printed
-    assert "autoencoder: crops 32x40 px (grey), localize fixed, align region" in printed
+    assert f"autoencoder: crops 32x40 px ({kind}), localize fixed, align region" in printed
     result = json.loads(js.read_text())
     rows = result["per_image"]
     assert rows and all(r["verdict"] != "ERROR" for r in rows)
