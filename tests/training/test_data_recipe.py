@@ -156,3 +156,18 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
                           ae.meta.preprocess_spec())
     _, raw = ae.infer(x[None])
     assert float(ae.normalized(raw[0])) == pytest.approx(row["autoencoder"], rel=1e-4, abs=1e-5)
+
+
+def test_train_without_a_recipe_says_which_crop_it_makes_and_a_bad_recipe_is_one_line(
+        tmp_path, capsys):
+    from station.cli.train import product_crop
+
+    assert product_crop(None) == {"size": 0}  # the built-in crop, as before recipes
+    assert "no --recipe: the built-in crop" in capsys.readouterr().err
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('[product]\nname = "x"\n[align]\ncrop_aspect = 0\n')
+    rc = main(["train", "--recipe", str(recipe), "--data", str(tmp_path), "--out",
+               str(tmp_path / "m")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"{recipe}:4: align.crop_aspect = 0" in err[0]
+    assert not (tmp_path / "m").exists()  # refused before anything was written
