@@ -1,5 +1,10 @@
 """Rotate the part into the canonical pose and crop it; the crop <-> frame affines.
 
+Crops are ``width`` x ``height`` px: ``crop_aspect`` (height / width) gives a long part a long
+crop, so the model's pixels go to the part rather than the plate around it. With
+``crop_mode = "region"`` the part's box (the ROI of a fixed-region product) is stretched onto
+the whole crop instead of being turned and scaled alike both ways.
+
 One ``cv2.warpAffine`` does rotation, centring and scaling, so a crop pixel maps to exactly one
 frame point through ``crop_to_frame`` (and back through ``frame_to_crop``): heatmaps computed on
 the crop can be drawn on the live view. Only rotations are used, never a mirror: a flip would
