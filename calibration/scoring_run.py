@@ -65,12 +65,14 @@ def score_folder(folder: Path, recipe, models: dict[str, object]) -> ScoredFolde
             per_model = {}
             for kind, model in models.items():
                 spec = model.meta.preprocess_spec()
-                if recipe.models.size and recipe.models.size != spec.size:
+                # models.size is the autoencoder's crop width (station train --size)
+                if kind == "autoencoder" and recipe.models.size and recipe.models.size != spec.size:
                     raise CalibrationError(
                         f"{recipe.path}: models.size = {recipe.models.size} but {model.path.name} "
                         f"was trained on {spec.size} px crops"
                     )
-                _, tensor = crop_for_model(image, recipe.localize, recipe.align, spec)
+                # the crop the model was trained on (as the inspector does): its align wins
+                _, tensor = crop_for_model(image, recipe.localize, model.meta.align_params(), spec)
                 per_model[kind] = tensor
         except PartNotFound as exc:
             skipped[path.name] = str(exc)

@@ -1,8 +1,8 @@
 """Crops, tensors and the train/validation/evaluation split over ``station.sources.datasets`` samples.
 
 Crops are made by the station's own ``station.vision.preprocess.crop_for_model`` path
-(``find_and_align`` then ``prepare``), never a copy, and cached per data set, crop size and
-localize/align parameters so a cross-validation run crops each photo once.
+(``find_and_align`` then ``prepare``), never a copy, and cached per data set, crop width and
+height and localize/align parameters so a cross-validation run crops each photo once.
 
 The split is a pure function of the sample list and its arguments, so ``station train`` and
 ``station evaluate`` recompute the same one (and ``split.json`` records it for checking).
@@ -31,7 +31,7 @@ class CropSet:
     """Aligned uint8 crops of some samples; ``ok[i]`` False when the part was not found."""
 
     samples: list[Sample]
-    crops: np.ndarray  # [N, S, S] or [N, S, S, C] uint8 (zeros where not ok)
+    crops: np.ndarray  # [N, H, W] or [N, H, W, C] uint8 (zeros where not ok)
     crop_to_frame: np.ndarray  # [N, 2, 3] float64
     frame_to_crop: np.ndarray  # [N, 2, 3] float64
     frame_shapes: np.ndarray  # [N, 2] int (height, width)
@@ -56,10 +56,11 @@ class CropSet:
         return [c for c, k in zip(self.crops, self.ok, strict=True) if k]
 
 
-def _cache_key(samples: Sequence[Sample], loc: LocalizeParams, align: AlignParams, size: int) -> str:
+def _cache_key(samples: Sequence[Sample], loc: LocalizeParams, align: AlignParams, size: int,
+               height: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps({"v": CACHE_VERSION, "loc": loc.to_dict(), "align": align.to_dict(),
-                         "size": size}, sort_keys=True).encode())
+                         "size": size, "height": height}, sort_keys=True).encode())
     for s in samples:
         st = s.path.stat()
         h.update(f"{s.path.resolve()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
@@ -73,25 +74,30 @@ def compute_crops(
     size: int,
     cache_dir: Path | None = None,
     progress: bool = True,
+    height: int = 0,
 ) -> CropSet:
-    """Aligned crops of ``samples`` at ``size`` (cached in ``cache_dir`` when given)."""
+    """Aligned crops of ``samples``, ``size`` px wide and ``height`` px high (0 = square),
+    cached in ``cache_dir`` when given. Images are read as stored (grey or colour): the
+    model's preprocessing spec makes its colour mode, as at the line."""
     from tqdm import tqdm
 
     samples = list(samples)
+    height = int(height or size)
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"crops-{size}-{_cache_key(samples, localize_params, align_params, size)}.npz"
+        key = _cache_key(samples, localize_params, align_params, size, height)
+        cache_file = Path(cache_dir) / f"crops-{size}x{height}-{key}.npz"
         if cache_file.is_file():
             z = np.load(cache_file, allow_pickle=False)
             return CropSet(samples, z["crops"], z["crop_to_frame"], z["frame_to_crop"],
                            z["frame_shapes"], z["ok"], [str(m) for m in z["messages"]])
     crops: list[np.ndarray | None] = []
     c2f, f2c, shapes, ok, messages = [], [], [], [], []
-    for s in tqdm(samples, desc=f"crops {size}px", unit="img", disable=not progress):
+    for s in tqdm(samples, desc=f"crops {size}x{height}px", unit="img", disable=not progress):
         image = load_image(s.path)
         shapes.append(image.shape[:2])
         try:
-            aligned = find_and_align(image, localize_params, align_params, size)
+            aligned = find_and_align(image, localize_params, align_params, size, height)
         except PartNotFound as exc:
             crops.append(None)
             c2f.append(np.zeros((2, 3)))
@@ -104,7 +110,7 @@ def compute_crops(
         f2c.append(aligned.frame_to_crop)
         ok.append(True)
         messages.append("")
-    template = next((c for c in crops if c is not None), np.zeros((size, size), np.uint8))
+    template = next((c for c in crops if c is not None), np.zeros((height, size), np.uint8))
     stack = np.stack([c if c is not None else np.zeros_like(template) for c in crops])
     result = CropSet(samples, stack, np.asarray(c2f, np.float64), np.asarray(f2c, np.float64),
                      np.asarray(shapes, np.int64), np.asarray(ok, bool), messages)

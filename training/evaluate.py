@@ -64,9 +64,9 @@ def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
 
     spec = model.meta.preprocess_spec()
     crops = compute_crops(samples, model.meta.localize_params(), model.meta.align_params(),
-                          spec.size, cache_dir, progress)
+                          spec.size, cache_dir, progress, height=spec.crop_height)
     raw = np.full(len(samples), np.nan)
-    maps = np.zeros((len(samples), spec.size, spec.size), np.float32) if model.kind == "autoencoder" else None
+    maps = np.zeros((len(samples), spec.crop_height, spec.size), np.float32) if model.kind == "autoencoder" else None
     ok = np.nonzero(crops.ok)[0]
     for i in tqdm(range(0, len(ok), batch), desc=f"{model.kind} inference", unit="batch",
                   disable=not progress):

@@ -38,8 +38,8 @@ def _crop_mask(sample: Sample, scores, i: int) -> np.ndarray | None:
     cs = scores.crops
     shape = tuple(int(v) for v in cs.frame_shapes[i])
     gt = load_mask(sample.mask_path, shape, sample.path).astype(np.uint8) * 255
-    size = cs.crops.shape[1]
-    return cv2.warpAffine(gt, cs.frame_to_crop[i], (size, size), flags=cv2.INTER_NEAREST) > 0
+    height, width = cs.crops.shape[1:3]
+    return cv2.warpAffine(gt, cs.frame_to_crop[i], (width, height), flags=cv2.INTER_NEAREST) > 0
 
 
 def _panel(ax_img, ax_map, sample: Sample, scores, i: int, title: str) -> None:

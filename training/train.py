@@ -25,7 +25,7 @@ from station.decision import RULES, decide
 from station.models.inference import load_model
 from station.models.metadata import ModelMetadata
 from station.sources.datasets import dataset_fingerprint, read_dataset
-from station.vision.align import AlignParams
+from station.vision.align import AlignParams, crop_height
 from station.vision.localize import LocalizeParams
 from station.vision.preprocess import PreprocessSpec, prepare_batch
 from training.autoencoder import AutoencoderOptions, score_batches, train_autoencoder
@@ -69,6 +69,38 @@ class TrainOptions:
     progress: bool = True
     ae: AutoencoderOptions = field(default_factory=AutoencoderOptions)
     split: SplitOptions | None = None
+    # The product's crop (the recipe's [localize], [align] and camera.pixel_format); None =
+    # the built-in defaults (a dark elongated part on a light plate, square crops, grey).
+    localize: LocalizeParams | None = None
+    align: AlignParams | None = None
+    pixel_format: str = "mono8"  # "bgr8" = colour models (3 channels, RGB)
+
+
+CLASSIFIER_MULTIPLE = 32  # VGG16's five 2x2 pools: the classifier crop is a multiple of 32
+
+
+def crop_spec(width: int, align: AlignParams, pixel_format: str, multiple: int) -> PreprocessSpec:
+    """The model input a recipe's crop gives at ``width`` px: height = crop_aspect x width,
+    rounded up to a whole ``multiple`` (square crops keep the square metadata); colour
+    (3 channels, RGB) for ``bgr8``, grey otherwise."""
+    if pixel_format not in ("mono8", "bgr8"):
+        raise ValueError(f"pixel_format {pixel_format!r}: expected mono8 or bgr8")
+    if width % multiple:
+        raise ValueError(f"crop width {width} px: expected a multiple of {multiple} "
+                         "(the model halves the crop that many times)")
+    height = crop_height(width, align, multiple)
+    colour = {"channels": 3, "color": "rgb"} if pixel_format == "bgr8" else {}
+    return PreprocessSpec(size=width, height=0 if height == width else height, **colour)
+
+
+def crop_note(kind: str, spec: PreprocessSpec, align: AlignParams, multiple: int) -> str:
+    """One line saying the crop a model gets, and when its height was rounded up."""
+    exact = float(align.crop_aspect) * spec.size
+    rounded = "" if abs(exact - spec.crop_height) < 1e-6 else (
+        f" (crop_aspect {align.crop_aspect:g} x {spec.size} = {exact:.1f}, rounded up to a "
+        f"multiple of {multiple})")
+    colour = "colour" if spec.color == "rgb" else "grey"
+    return f"{kind}: crop {spec.size}x{spec.crop_height} px (width x height), {colour}{rounded}"
 
 
 class TrainLog:
@@ -346,7 +378,7 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     roles = split.roles
     used = [s for r in ("train_good", "val_good", "thr_good", "train_defect", "val_labeled")
             for s in roles[r]]
-    loc, align = LocalizeParams(), AlignParams()
+    loc, align = opts.localize or LocalizeParams(), opts.align or AlignParams()
     cache = opts.cache or out / "cache"
     kinds = [opts.only] if opts.only else ["autoencoder", "classifier"]
     budget = opts.minutes * 60.0
@@ -356,9 +388,12 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     fuse_samples = roles["thr_good"] + roles["val_labeled"]
 
     for kind in kinds:
-        size = opts.size if kind == "autoencoder" else opts.cls_size
-        spec = PreprocessSpec(size=size)
-        crops = compute_crops(used, loc, align, size, cache, opts.progress)
+        multiple = 2 ** opts.ae.depth if kind == "autoencoder" else CLASSIFIER_MULTIPLE
+        spec = crop_spec(opts.size if kind == "autoencoder" else opts.cls_size, align,
+                         opts.pixel_format, multiple)
+        print(crop_note(kind, spec, align, multiple))
+        crops = compute_crops(used, loc, align, spec.size, cache, opts.progress,
+                              height=spec.crop_height)
         lost = [m for m in crops.messages if m]
         for m in lost:
             log({"event": "part_not_found", "message": m})
@@ -413,7 +448,7 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     if len(val_t) < 2:  # tiny data sets: statistics from the training crops themselves
         val_t = train_t
     print(f"autoencoder: {len(train_t)} training crops, {len(val_t)} for per-pixel statistics, "
-          f"{minutes:.1f} min budget, {spec.size}px, device {device}")
+          f"{minutes:.1f} min budget, {spec.size}x{spec.crop_height}px, device {device}")
     res = train_autoencoder(train_t, val_t, ae_opts, device=device, progress=opts.progress, log=log)
     log({"model": "autoencoder", "event": "calibrated", **res.calibration})
     thr_set = _ok(crops.select(roles["thr_good"] + roles["val_labeled"] + roles["train_defect"]))
@@ -448,7 +483,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
 
     train_set = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
     val_set = _ok(crops.select(roles["val_good"] + roles["thr_good"] + roles["val_labeled"]))
-    copts = ClassifierOptions(size=spec.size, minutes=minutes, seed=opts.seed,
+    copts = ClassifierOptions(size=spec.size, height=spec.height, minutes=minutes, seed=opts.seed,
                               pretrained=opts.pretrained,
                               device=device)
     if opts.width is not None:
@@ -457,7 +492,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
         copts.epochs = opts.epochs
     print(f"classifier: {len(train_set.samples)} training crops "
           f"({int(_labels(train_set).sum())} real defects), {len(val_set.samples)} validation, "
-          f"{minutes:.1f} min budget, {spec.size}px, width {copts.width}")
+          f"{minutes:.1f} min budget, {spec.size}x{spec.crop_height}px, width {copts.width}")
     res = train_classifier(list(train_set.crops), _labels(train_set), list(val_set.crops),
                            _labels(val_set), spec, copts, opts.progress)
     for row in res.history:
@@ -465,7 +500,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     labels = _labels(val_set)
     choice = choose_threshold(res.val_p, labels)
     metrics = _val_metrics(res.val_p, labels, choice.value)
-    arch = {"name": "vgg16", "width": copts.width, "size": spec.size,
+    arch = {"name": "vgg16", "width": copts.width, "size": spec.size, "height": spec.crop_height,
             "pretrained": str(opts.pretrained) if opts.pretrained else None,
             "batch_norm": copts.batch_norm, "epochs_run": len(res.history)}
     meta = _metadata("classifier", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)

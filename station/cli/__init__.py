@@ -27,6 +27,7 @@ register("demo", "demo", "run the station on a simulated line with the demo mode
 register("run", "run", "run the station on the line from a recipe (window or --headless)")
 register("replay", "replay", "run a folder or data set through the station and compare with labels")
 register("devices", "devices", "list cameras, GenICam producers and serial ports on this machine")
+register("init-recipe", "init_recipe", "propose a commented recipe from a folder of good images")
 register("crops", "crops", "write the aligned crop of every image in a data set, with a montage")
 register("train", "train", "train the autoencoder and the classifier from a data set")
 register("evaluate", "evaluate", "measure a model folder on a data set: metrics JSON and report")

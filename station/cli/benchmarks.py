@@ -171,7 +171,7 @@ def _torch_network(path: Path) -> tuple[Any, tuple[int, int, int]]:
 
     meta = read_metadata(path)
     spec = meta.preprocess_spec()
-    shape = (spec.channels, spec.size, spec.size)
+    shape = spec.shape  # (channels, height, width)
     arch = dict(meta.architecture)
     if meta.kind == "classifier":
         from training.classifier import VGG16, VGGConfig
@@ -179,8 +179,8 @@ def _torch_network(path: Path) -> tuple[Any, tuple[int, int, int]]:
         known = {f.name for f in dc.fields(VGGConfig)}
         if "width" not in arch:
             raise ValueError("its architecture metadata has no VGG16 width")
-        cfg = VGGConfig(**{k: v for k, v in arch.items() if k in known and k != "size"},
-                        size=spec.size)
+        cfg = VGGConfig(**{k: v for k, v in arch.items() if k in known and k not in ("size", "height")},
+                        size=spec.size, height=spec.height)
         return VGG16(cfg).eval(), shape
     from training.autoencoder import AutoencoderOptions, ConvAutoencoder, ScoringHead
 
@@ -191,7 +191,8 @@ def _torch_network(path: Path) -> tuple[Any, tuple[int, int, int]]:
         raise ValueError(f"its architecture metadata lacks {', '.join(missing)}")
     opts = AutoencoderOptions(**{k: (tuple(v) if isinstance(v, list) else v)
                                  for k, v in arch.items() if k in known})
-    return ScoringHead(ConvAutoencoder(spec.channels, opts), spec.size, opts).eval(), shape
+    return ScoringHead(ConvAutoencoder(spec.channels, opts), (spec.crop_height, spec.size),
+                       opts).eval(), shape
 
 
 class _MemorySource(FrameSource):

@@ -11,13 +11,14 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from station.vision.align import AlignParams, align
+from station.vision.align import AlignParams, align, crop_height
 from station.vision.gray import to_gray, to_uint8
 from station.vision.localize import Localization, LocalizeParams, localize
 
@@ -27,8 +28,13 @@ THUMB = 96
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, type=Path, help="data set folder (MVTec layout, plain folders or labels.csv)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for crops, montage.png and crops.jsonl")
-    parser.add_argument("--size", type=int, default=256, help="crop side in pixels (default 256)")
-    parser.add_argument("--recipe", type=Path, help="take the [localize] and [align] parameters from this recipe")
+    parser.add_argument("--size", type=int, default=256,
+                        help="crop width in pixels (default 256); the height is "
+                             "align.crop_aspect x width, rounded up to a multiple of 8 as "
+                             "station train does")
+    parser.add_argument("--recipe", type=Path,
+                        help="take [localize], [align] and camera.pixel_format from this recipe "
+                             "(without it: a dark elongated part on a light plate, square crops)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -57,34 +63,55 @@ class _Spread:
         return float(np.sqrt(var).mean())
 
 
-def _thumb(image: np.ndarray, label: str, failed: bool) -> np.ndarray:
-    t = cv2.resize(image, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
-    t = cv2.cvtColor(t, cv2.COLOR_GRAY2BGR) if t.ndim == 2 else t.copy()
+LABEL_PX = 13  # the label strip under each thumbnail
+
+
+def cell_shape(width: int, height: int) -> tuple[int, int]:
+    """(height, width) of a montage cell for crops of this shape: a long crop gets a wider
+    cell, so the part keeps its proportions; the label strip is added below."""
+    wide = THUMB * 2 if height / width < 0.6 else THUMB
+    return max(16, round(wide * height / width)) + LABEL_PX, wide
+
+
+def _thumb(image: np.ndarray, label: str, failed: bool, cell: tuple[int, int]) -> np.ndarray:
+    """The image fitted into the cell with its proportions kept (letterboxed), labelled."""
+    ch, cw = cell[0] - LABEL_PX, cell[1]
+    img = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image[:, :, :3]
+    f = min(cw / img.shape[1], ch / img.shape[0])
+    w, h = max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f))
+    t = np.full((cell[0], cw, 3), 255, np.uint8)
+    y0, x0 = (ch - h) // 2, (cw - w) // 2
+    t[y0:y0 + h, x0:x0 + w] = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     colour = (0, 0, 255) if failed else (0, 160, 0)
-    cv2.rectangle(t, (0, THUMB - 13), (THUMB - 1, THUMB - 1), (255, 255, 255), -1)
-    cv2.putText(t, label[:16], (2, THUMB - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.33, colour, 1, cv2.LINE_AA)
+    cv2.putText(t, label[:24], (2, cell[0] - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.33, colour, 1,
+                cv2.LINE_AA)
     if failed:
-        cv2.rectangle(t, (0, 0), (THUMB - 1, THUMB - 1), colour, 2)
+        cv2.rectangle(t, (0, 0), (cw - 1, cell[0] - 1), colour, 2)
     return t
 
 
 def _montage(thumbs: list[np.ndarray]) -> np.ndarray:
-    cols = max(1, min(len(thumbs), 20))
+    th, tw = thumbs[0].shape[:2]
+    cols = max(1, min(len(thumbs), 20 * THUMB // tw))
     rows = math.ceil(len(thumbs) / cols)
-    sheet = np.full((rows * THUMB, cols * THUMB, 3), 255, np.uint8)
+    sheet = np.full((rows * th, cols * tw, 3), 255, np.uint8)
     for i, t in enumerate(thumbs):
         r, c = divmod(i, cols)
-        sheet[r * THUMB : (r + 1) * THUMB, c * THUMB : (c + 1) * THUMB] = t
+        sheet[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = t
     return sheet
 
 
-def _params(recipe_path: Path | None) -> tuple[LocalizeParams, AlignParams]:
+CROP_MULTIPLE = 8  # the autoencoder's default 2**depth: crops are made as station train makes them
+
+
+def _params(recipe_path: Path | None) -> tuple[LocalizeParams, AlignParams, str]:
+    """(localize, align, pixel_format) of the recipe, or the built-in defaults."""
     if recipe_path is None:
-        return LocalizeParams(), AlignParams()
+        return LocalizeParams(), AlignParams(), "keep"
     from station.config import load_recipe
 
     recipe = load_recipe(recipe_path, check_files=False)
-    return recipe.localize, recipe.align
+    return recipe.localize, recipe.align, recipe.camera.pixel_format
 
 
 class _Tally:
@@ -116,28 +143,42 @@ def _location(loc: Localization) -> dict[str, Any]:
     }
 
 
-def _one(sample: Any, rel: Path, out: Path, size: int, params: tuple[LocalizeParams, AlignParams],
-         tally: _Tally) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class _Job:
+    """What every image of the run is cropped with."""
+
+    localize: LocalizeParams
+    align: AlignParams
+    load: str  # load_image mode: keep | gray (mono8) | color (bgr8)
+    width: int
+    height: int
+
+    @property
+    def cell(self) -> tuple[int, int]:
+        return cell_shape(self.width, self.height)
+
+
+def _one(sample: Any, rel: Path, out: Path, job: _Job, tally: _Tally) -> dict[str, Any] | None:
     """Localize, align and write one sample's crop; its log record (None = cannot write)."""
     from station.sources.datasets import DatasetError, load_image
 
     record: dict[str, Any] = {"file": rel.as_posix(), "label": sample.label,
                               "defect_type": sample.defect_type}
     try:
-        image = load_image(sample.path)
+        image = load_image(sample.path, job.load)
     except DatasetError as exc:
         record.update(found=False, status="unreadable", message=str(exc))
         tally.failures.append(f"{sample.path}: {exc}")
         tally.count("unreadable")
         return record
-    loc = localize(image, params[0])
+    loc = localize(image, job.localize)
     tally.count(loc.status)
     record.update(_location(loc))
     if not loc.ok:
         tally.failures.append(f"{sample.path}: {loc.status}: {loc.message}")
-        tally.thumbs.append(_thumb(to_uint8(image), f"{loc.status}", failed=True))
+        tally.thumbs.append(_thumb(to_uint8(image), f"{loc.status}", True, job.cell))
         return record
-    crop = align(image, loc, params[1], size).crop
+    crop = align(image, loc, job.align, job.width, job.height).crop
     dest = (out / rel).with_suffix(".png")
     dest.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(dest), crop):
@@ -145,10 +186,11 @@ def _one(sample: Any, rel: Path, out: Path, size: int, params: tuple[LocalizePar
         return None
     record["crop"] = dest.relative_to(out).as_posix()
     tally.lengths.append(float(loc.length_px or 0.0))
-    tally.thumbs.append(_thumb(crop, sample.defect_type, failed=False))
+    tally.thumbs.append(_thumb(crop, sample.defect_type, False, job.cell))
     if sample.label == 0:
         tally.aligned.add(to_gray(crop))
-        tally.unaligned.add(cv2.resize(to_gray(image), (size, size), interpolation=cv2.INTER_AREA))
+        small = cv2.resize(to_gray(image), (job.width, job.height), interpolation=cv2.INTER_AREA)
+        tally.unaligned.add(small)
     return record
 
 
@@ -185,13 +227,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"station crops: --size {args.size}: expected at least 8 px", file=sys.stderr)
         return 2
     try:
-        params = _params(args.recipe)
+        loc, align_params, pixel_format = _params(args.recipe)
         samples = read_dataset(args.data, strict=False)
     except (RecipeError, DatasetError) as exc:
         print(f"station crops: {exc}", file=sys.stderr)
         return 2
     for warning in samples.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    load = {"mono8": "gray", "bgr8": "color"}.get(pixel_format, "keep")
+    height = crop_height(int(args.size), align_params, CROP_MULTIPLE)
+    job = _Job(loc, align_params, load, int(args.size), height)
+    exact = align_params.crop_aspect * args.size
+    note = "" if abs(exact - height) < 1e-6 else \
+        f" (crop_aspect {align_params.crop_aspect:g} x {args.size} = {exact:.1f}, rounded up " \
+        f"to a multiple of {CROP_MULTIPLE})"
+    print(f"crops {job.width}x{job.height} px (width x height){note}")
     root = samples.root.resolve()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -202,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
                 rel = sample.path.resolve().relative_to(root)
             except ValueError:
                 rel = Path(sample.path.name)
-            record = _one(sample, rel, out, int(args.size), params, tally)
+            record = _one(sample, rel, out, job, tally)
             if record is None:
                 return 1
             log.write(json.dumps(record) + "\n")

@@ -1,5 +1,8 @@
 """``station evaluate``: metrics JSON (and optional report PNGs) for a model folder.
 
+No recipe is needed: every model file's metadata carries the localize, align and preprocess
+settings it was trained with, and each model's crops are made with exactly those.
+
 The models run through ``station.models.inference``; needs the ``train`` extra for the evaluation
 code's home in ``training/`` (imported lazily).
 """
@@ -48,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if (args.folds is None) != (args.fold is None):
         print("station evaluate: give --folds and --fold together", file=sys.stderr)
         return 2
+    for line in crop_lines(args.models):
+        print(line)
     try:
         result = evaluate(args.models, args.data, folds=args.folds, fold=args.fold,
                           good_from_train=args.good_from_train,
@@ -71,3 +76,24 @@ def run(args: argparse.Namespace) -> int:
               f"precision {_fmt(b['precision'])} recall {_fmt(b['recall'])}{extra}")
     print(f"wrote {args.json}")
     return 0
+
+
+def crop_lines(models: Path) -> list[str]:
+    """One line per model of the folder: the crop its metadata makes (what evaluation uses)."""
+    from station.models.inference import read_metadata
+    from station.models.metadata import ModelRefused
+
+    lines = []
+    for kind in ("autoencoder", "classifier"):
+        path = models / f"{kind}.onnx"
+        if not path.is_file():
+            continue
+        try:
+            meta = read_metadata(path)
+        except ModelRefused:
+            continue  # evaluate() refuses it with the reason
+        spec, loc, al = meta.preprocess_spec(), meta.localize_params(), meta.align_params()
+        lines.append(f"{kind}: crops {spec.size}x{spec.crop_height} px "
+                     f"({'colour' if spec.color == 'rgb' else 'grey'}), localize {loc.method}, "
+                     f"align {al.crop_mode} (orientation {al.orientation}), from its metadata")
+    return lines

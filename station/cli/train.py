@@ -9,9 +9,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
+
+DEFAULT_SIZE = 128  # crop width (px) when neither --size nor the recipe's models.size says
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", type=Path, default=None,
+                        help="the product's recipe: its [localize], [align] and "
+                             "camera.pixel_format decide the crop (without it: a dark "
+                             "elongated part on a light plate, square grey crops)")
     parser.add_argument("--data", type=Path, required=True,
                         help="data set folder (MVTec layout, plain good/ defect/ folders, or CSV)")
     parser.add_argument("--out", type=Path, required=True,
@@ -20,8 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train just this model")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs for each model (default: model defaults, cut by --minutes)")
-    parser.add_argument("--size", type=int, default=128, help="autoencoder crop size in px")
-    parser.add_argument("--cls-size", type=int, default=128, help="classifier crop size in px")
+    parser.add_argument("--size", type=int, default=None,
+                        help="autoencoder crop width in px (height = align.crop_aspect x width, "
+                             f"rounded up; default: the recipe's models.size, else {DEFAULT_SIZE})")
+    parser.add_argument("--cls-size", type=int, default=DEFAULT_SIZE,
+                        help="classifier crop width in px (height from align.crop_aspect, "
+                             "rounded up to a multiple of 32)")
     parser.add_argument("--minutes", type=float, default=24.0,
                         help="time budget for the training loops of both models together")
     parser.add_argument("--ae-share", type=float, default=None,
@@ -53,14 +64,22 @@ def run(args: argparse.Namespace) -> int:
     from station.cli import require_torch
 
     require_torch("train")
+    from station.config import RecipeError
     from station.sources.datasets import DatasetError
     from training.train import TrainOptions, train
 
+    try:
+        product = product_crop(args.recipe)
+    except RecipeError as exc:
+        print(f"station train: {exc}", file=sys.stderr)
+        return 2
+    recipe_size = product.pop("size")
+    size = args.size or recipe_size or DEFAULT_SIZE
     opts = TrainOptions(
-        data=args.data, out=args.out, only=args.only, size=args.size, cls_size=args.cls_size,
+        data=args.data, out=args.out, only=args.only, size=size, cls_size=args.cls_size,
         epochs=args.epochs, minutes=args.minutes, width=args.width, pretrained=args.pretrained,
         folds=args.folds, fold=args.fold, seed=args.seed, rule=args.rule, device=args.device,
-        cache=args.cache, int8=not args.no_int8, progress=not args.quiet,
+        cache=args.cache, int8=not args.no_int8, progress=not args.quiet, **product,
     )
     if args.ae_share is not None:
         if not 0.0 < args.ae_share < 1.0:
@@ -76,3 +95,19 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({k: summary[k] for k in ("decision", "seconds") if k in summary}))
     print(f"wrote {args.out} (recipe fragment: {summary['recipe_fragment']})")
     return 0
+
+
+def product_crop(recipe_path: Path | None) -> dict[str, Any]:
+    """What a recipe says about the crop: its [localize] and [align] tables, its
+    camera.pixel_format and models.size (the crop width; 0 = not said). Without a recipe
+    the built-in screw defaults, with a note on stderr."""
+    if recipe_path is None:
+        print("note: no --recipe: the built-in crop (a dark elongated part on a light plate, "
+              "head left, square grey crops); give --recipe for any other product",
+              file=sys.stderr)
+        return {"size": 0}
+    from station.config import load_recipe
+
+    recipe = load_recipe(recipe_path, check_files=False)
+    return {"localize": recipe.localize, "align": recipe.align,
+            "pixel_format": recipe.camera.pixel_format, "size": recipe.models.size}

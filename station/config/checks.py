@@ -101,8 +101,32 @@ IMAGE_SIZE_MAX = 20000  # px, as camera.width; the remap tables are allocated at
 ROI_MAX = 100_000  # px; no camera frame is larger
 
 
+def _check_product_kind(recipe: Recipe, ctx: Context) -> None:
+    """A fixed region has no pose to turn and no part crossing a line to trigger on.
+
+    An orientation left at its default is simply not applied to a fixed region; one the file
+    spells out is refused, since it cannot do what it says."""
+    loc, al = recipe.localize, recipe.align
+    if loc.method == "fixed" and recipe.trigger.mode == "free_run":
+        ctx.error("trigger.mode", 'trigger.mode = "free_run": expected hardware, serial or '
+                  'software, because localize.method = "fixed" (a fixtured part is triggered '
+                  "when it is in place; free_run waits for parts crossing a belt)",
+                  "localize.method", "trigger")
+    table = ctx.data.get("align")
+    turn = al.orientation != "none" and isinstance(table, dict) and "orientation" in table
+    if turn and loc.method == "fixed":
+        ctx.error("align.orientation", f'align.orientation = "{al.orientation}": expected "none", '
+                  'because localize.method = "fixed" (a fixed region has no pose to turn)',
+                  "localize.method", "align")
+    elif turn and al.crop_mode == "region":
+        ctx.error("align.orientation", f'align.orientation = "{al.orientation}": expected "none", '
+                  'because align.crop_mode = "region" (the region is cropped as it lies)',
+                  "align.crop_mode", "align")
+
+
 def _check_localize(recipe: Recipe, ctx: Context) -> None:
     """A region with no size, or an area window that admits nothing, inspects nothing."""
+    _check_product_kind(recipe, ctx)
     loc = recipe.localize
     if loc.min_area_frac >= loc.max_area_frac:
         ctx.error("localize.min_area_frac", f"localize.min_area_frac = {num_text(loc.min_area_frac)}: "

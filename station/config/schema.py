@@ -105,7 +105,9 @@ class ModelsSection:
     provider: str = _opt("auto", "onnxruntime execution provider",
                          choices=("auto", "cpu", "cuda"))
     threads: int = _opt(0, "inference threads; 0 = automatic", min=0, max=256)
-    size: int = _opt(0, "crop size (px); 0 = take it from the model metadata", min=0, max=4096)
+    size: int = _opt(0, "crop width (px) station train makes the autoencoder's crops at "
+                     "(its --size default); the station always crops as the models' metadata "
+                     "says; 0 = station train's default", min=0, max=4096)
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,7 @@ class _Model:
         self.meta = meta
         self.path = path
         spec = meta.preprocess_spec()
-        self.input_shape = (int(spec.channels), int(spec.size), int(spec.size))
+        self.input_shape = spec.shape  # (channels, height, width)
         self._input = meta.input_name
 
     @property

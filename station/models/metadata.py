@@ -223,7 +223,7 @@ def validate(
     if name != meta.input_name:
         raise ModelRefused(source, f"graph input is {name!r}, metadata says {meta.input_name!r}")
     dims = _dims(shape)
-    want = [None, int(spec.channels), int(spec.size), int(spec.size)]
+    want = [None, *spec.shape]  # [N, C, H, W]; H = W for square crops
     if len(dims) != 4 or any(d is not None and d != w for d, w in zip(dims[1:], want[1:], strict=True)):
         raise ModelRefused(source, f"graph input {name!r} has shape {list(shape)}, but the "
                                    f"preprocess spec makes [N, {want[1]}, {want[2]}, {want[3]}]")

@@ -109,6 +109,11 @@ class Inspector:
         model = autoencoder or classifier
         trained = model.meta.align_params() if model is not None else None
         self.align_params = trained or align_params
+        method = model.meta.localize_params().method if model is not None else None
+        if method is not None and method != localize_params.method:
+            raise ModelRefused(model.path if model else source, f'trained with localize.method = '
+                               f'"{method}", but the recipe says "{localize_params.method}": '
+                               "the crop would not be the one it learned", key="localize.method")
         self.decision = decision
         self.ae_spec: PreprocessSpec | None = autoencoder.meta.preprocess_spec() if autoencoder else None
         self.cls_spec: PreprocessSpec | None = classifier.meta.preprocess_spec() if classifier else None
@@ -143,7 +148,7 @@ class Inspector:
     def locate(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None):
         """Find the part, looking only around ``box`` (a trigger's find) when given."""
         params = self.localize_params
-        if box is not None:
+        if box is not None and params.method != "fixed":  # a fixed region is never moved
             x, y, w, h = box
             m = int(round(max(w, h) * WINDOW_MARGIN))
             height, width = image.shape[:2]
@@ -182,18 +187,20 @@ class Inspector:
             loc = self.locate(image, box)
             if not loc.ok:
                 raise PartNotFound(loc)
-            crops: dict[int, AlignedCrop] = {}
+            crops: dict[tuple[int, int], AlignedCrop] = {}  # (width, height) -> crop
             for spec in (self.ae_spec, self.cls_spec):
-                if spec is not None and spec.size not in crops:
-                    crops[spec.size] = align(image, loc, self.align_params, spec.size)
+                if spec is not None and (spec.size, spec.crop_height) not in crops:
+                    crops[spec.size, spec.crop_height] = align(
+                        image, loc, self.align_params, spec.size, spec.crop_height)
             ae_x = cls_x = None
             if self.autoencoder is not None and self.ae_spec is not None:
-                ae_x = prepare(crops[self.ae_spec.size].crop, self.ae_spec)[None]
+                ae_x = prepare(crops[self.ae_spec.size, self.ae_spec.crop_height].crop, self.ae_spec)[None]
             if self.classifier is not None and self.cls_spec is not None:
-                cls_x = prepare(crops[self.cls_spec.size].crop, self.cls_spec)[None]
+                cls_x = prepare(crops[self.cls_spec.size, self.cls_spec.crop_height].crop,
+                                self.cls_spec)[None]
             main_spec = self.ae_spec if self.ae_spec is not None else self.cls_spec
             assert main_spec is not None  # __init__ refuses an inspector with no model
-            main = crops[main_spec.size]
+            main = crops[main_spec.size, main_spec.crop_height]
             return PreparedPart(part_id, t0, (time.monotonic() - t_start) * 1000.0,
                                 main, loc.box, ae_x, cls_x, image=image)
         except PartNotFound as exc:

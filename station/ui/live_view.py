@@ -199,9 +199,9 @@ class LiveView(QWidget):
         pen.setCosmetic(True)
         p.setPen(pen)
         if r.crop_to_frame is not None and r.crop is not None:
-            n = float(r.crop.shape[0])
+            ch, cw = (float(v) for v in r.crop.shape[:2])  # crops need not be square
             m = np.asarray(r.crop_to_frame, dtype=np.float64)
-            corners = np.array([[0, 0, 1], [n, 0, 1], [n, n, 1], [0, n, 1]], dtype=np.float64)
+            corners = np.array([[0, 0, 1], [cw, 0, 1], [cw, ch, 1], [0, ch, 1]], dtype=np.float64)
             pts = corners @ m.T
             p.drawPolygon(QPolygonF([QPointF(float(a), float(b)) for a, b in pts]))
             ax, ay = float(pts[:, 0].min()), float(pts[:, 1].min())

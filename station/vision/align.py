@@ -1,5 +1,10 @@
 """Rotate the part into the canonical pose and crop it; the crop <-> frame affines.
 
+Crops are ``width`` x ``height`` px: ``crop_aspect`` (height / width) gives a long part a long
+crop, so the model's pixels go to the part rather than the plate around it. With
+``crop_mode = "region"`` the part's box (the ROI of a fixed-region product) is stretched onto
+the whole crop instead of being turned and scaled alike both ways.
+
 One ``cv2.warpAffine`` does rotation, centring and scaling, so a crop pixel maps to exactly one
 frame point through ``crop_to_frame`` (and back through ``frame_to_crop``): heatmaps computed on
 the crop can be drawn on the live view. Only rotations are used, never a mirror: a flip would
@@ -17,6 +22,18 @@ import numpy as np
 
 from station.vision.gray import to_uint8
 from station.vision.localize import Localization, LocalizeParams, _from_dict, localize
+
+CROP_MODES = ("length", "fixed", "region")
+MIN_CROP_PX = 8
+
+
+def crop_height(width: int, params: AlignParams | None, multiple: int = 1) -> int:
+    """Crop height (px) for a crop ``width`` px wide: ``crop_aspect`` x width, rounded UP to a
+    whole ``multiple`` (an autoencoder of depth d needs multiples of 2**d), at least 8 px."""
+    aspect = float((params or AlignParams()).crop_aspect)
+    m = max(1, int(multiple))
+    h = max(MIN_CROP_PX, math.ceil(int(width) * aspect - 1e-9))
+    return int(math.ceil(h / m) * m)
 
 
 @dataclass(frozen=True)
@@ -37,17 +54,23 @@ class AlignParams:
     crop_mode: str = field(
         default="length",
         metadata={
-            "choices": ("length", "fixed"),
-            "help": "square crop side = crop_scale x part length, or crop_px frame pixels",
+            "choices": CROP_MODES,
+            "help": "crop width = crop_scale x part length, or crop_px frame pixels; region = "
+                    "the part's box (the ROI with localize.method fixed) stretched to the crop",
         },
     )
     crop_scale: float = field(
         default=1.1,
-        metadata={"min": 0.2, "max": 10.0, "help": "crop side as a multiple of the part length (crop_mode=length)"},
+        metadata={"min": 0.2, "max": 10.0, "help": "crop width as a multiple of the part length (crop_mode=length)"},
     )
     crop_px: int = field(
         default=1024,
-        metadata={"min": 8, "max": 20000, "help": "crop side in frame pixels (crop_mode=fixed)"},
+        metadata={"min": 8, "max": 20000, "help": "crop width in frame pixels (crop_mode=fixed)"},
+    )
+    crop_aspect: float = field(
+        default=1.0,
+        metadata={"min": 0.05, "max": 20.0,
+                  "help": "crop height / crop width (1 = square); a long part gets a low one"},
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -64,7 +87,7 @@ class AlignParams:
 class AlignedCrop:
     """The part in canonical pose, and the exact affines between crop and frame pixels."""
 
-    crop: np.ndarray  # size x size (x channels), uint8
+    crop: np.ndarray  # height x width (x channels), uint8
     frame_to_crop: np.ndarray  # 2x3 float64 affine
     crop_to_frame: np.ndarray  # 2x3 float64 affine
     localization: Localization
@@ -98,27 +121,60 @@ def rotation_deg(loc: Localization, params: AlignParams) -> float:
 
 
 def crop_side_px(loc: Localization, params: AlignParams) -> float:
-    """Side of the square frame region that becomes the crop."""
+    """Width of the frame region (along the part's axis) that becomes the crop's width."""
     if params.crop_mode == "fixed":
         return float(params.crop_px)
     if params.crop_mode == "length":
         if loc.length_px is None:
             raise ValueError("align: crop_mode 'length' needs a localization with length_px")
         return float(params.crop_scale) * float(loc.length_px)
-    raise ValueError(f"align: crop_mode {params.crop_mode!r}; expected length or fixed")
+    if params.crop_mode == "region":
+        if loc.box is None:
+            raise ValueError("align: crop_mode 'region' needs a localization with a box")
+        return float(loc.box[2])
+    raise ValueError(f"align: crop_mode {params.crop_mode!r}; expected one of {', '.join(CROP_MODES)}")
 
 
-def frame_to_crop_affine(loc: Localization, params: AlignParams, size: int) -> np.ndarray:
-    """2x3 affine: frame pixel -> crop pixel (pixel centres at integers)."""
+def _region_affine(loc: Localization, width: int, height: int) -> np.ndarray:
+    """crop_mode ``region``: the box stretched onto the whole crop, x and y scaled apart.
+
+    Why stretch: a fixtured face (a magnetic tile's, a label's) is the same surface at every
+    size, and the defects to find are judged relative to that face. Stretching maps the
+    same place on the face to the same crop pixel whatever the tile's size, so per-pixel
+    statistics and the learned part region line up; padding or cropping to one aspect would
+    put the edge of a small face where the middle of a large one is.
+    """
+    if loc.box is None:
+        raise ValueError("align: crop_mode 'region' needs a localization with a box")
+    x, y, w, h = (float(v) for v in loc.box)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"align: crop_mode 'region' needs a box with a size, got {loc.box}")
+    sx, sy = width / w, height / h
+    # pixel areas map onto pixel areas: crop = s * (frame - x0 + 0.5) - 0.5
+    return np.array([[sx, 0.0, sx * (0.5 - x) - 0.5], [0.0, sy, sy * (0.5 - y) - 0.5]], np.float64)
+
+
+def frame_to_crop_affine(loc: Localization, params: AlignParams, size: int,
+                         height: int | None = None) -> np.ndarray:
+    """2x3 affine: frame pixel -> crop pixel (pixel centres at integers).
+
+    The crop is ``size`` px wide and ``height`` px high (None or 0: square). Except with
+    ``crop_mode = "region"`` the scale is the same along both axes, so a crop ``height`` px
+    high covers ``height / size`` x the frame region's width across the part.
+    """
+    width = int(size)
+    height = int(height or width)
+    if params.crop_mode == "region":
+        return _region_affine(loc, width, height)
     if loc.center is None:
         raise ValueError("align: the localization has no centre (status is not ok)")
     t = math.radians(rotation_deg(loc, params))
-    k = size / crop_side_px(loc, params)
+    k = width / crop_side_px(loc, params)
     c, s = math.cos(t) * k, math.sin(t) * k
     cx, cy = loc.center
-    half = (size - 1) / 2.0
+    hx, hy = (width - 1) / 2.0, (height - 1) / 2.0
     return np.array(
-        [[c, -s, half - (c * cx - s * cy)], [s, c, half - (s * cx + c * cy)]], dtype=np.float64
+        [[c, -s, hx - (c * cx - s * cy)], [s, c, hy - (s * cx + c * cy)]], dtype=np.float64
     )
 
 
@@ -138,56 +194,78 @@ def _prepare_frame(image: np.ndarray) -> np.ndarray:
     return to_uint8(image)
 
 
-def warp_to_crop(image: np.ndarray, frame_to_crop: np.ndarray, size: int) -> np.ndarray:
-    """Resample the frame into the crop; anti-aliased when the crop shrinks the part a lot.
+def _reduction(m: np.ndarray) -> tuple[int, int]:
+    """Integer area-averaging factors (x, y) before the warp: how many frame pixels per crop
+    pixel along each frame axis (rotated crops: the larger of the two crop scales)."""
+    inv = invert_affine(m)[:, :2]
+    # frame pixels per crop pixel along frame x and y: the rows of the inverse's linear part
+    fx = float(np.hypot(inv[0, 0], inv[0, 1]))
+    fy = float(np.hypot(inv[1, 0], inv[1, 1]))
+    if abs(m[0, 1]) > 1e-12 or abs(m[1, 0]) > 1e-12:  # rotated: one factor for both axes
+        fx = fy = min(fx, fy)
+    return max(1, int(math.floor(fx))), max(1, int(math.floor(fy)))
+
+
+def warp_to_crop(image: np.ndarray, frame_to_crop: np.ndarray, size: int,
+                 height: int | None = None) -> np.ndarray:
+    """Resample the frame into the ``size`` x ``height`` crop (None: square); anti-aliased
+    when the crop shrinks the part a lot.
 
     warpAffine only interpolates bilinearly, which aliases the thread texture when shrinking
-    by more than 2x, so the frame is first area-averaged by an integer factor and the affine
-    composed with that reduction.
+    by more than 2x, so the frame is first area-averaged by an integer factor per axis and
+    the affine composed with that reduction.
     """
     img = _prepare_frame(image)
+    width, height = int(size), int(height or size)
     m = np.asarray(frame_to_crop, dtype=np.float64)
-    k = math.sqrt(abs(np.linalg.det(m[:, :2])))
-    factor = int(math.floor(1.0 / k)) if k > 0 else 1
-    if factor >= 2:
+    fx, fy = _reduction(m)
+    if fx >= 2 or fy >= 2:
         # only the frame region the crop reads from is reduced
         inv = invert_affine(m)
-        corners = np.array([[0, 0, 1], [size - 1, 0, 1], [0, size - 1, 1], [size - 1, size - 1, 1]], float)
+        corners = np.array([[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1],
+                            [width - 1, height - 1, 1]], float)
         fc = corners @ inv.T
         h, w = img.shape[:2]
-        x0 = max(0, int(math.floor(fc[:, 0].min())) - 2 * factor)
-        y0 = max(0, int(math.floor(fc[:, 1].min())) - 2 * factor)
-        x1 = min(w, int(math.ceil(fc[:, 0].max())) + 2 * factor + 1)
-        y1 = min(h, int(math.ceil(fc[:, 1].max())) + 2 * factor + 1)
-        if x1 - x0 >= factor and y1 - y0 >= factor:
-            # keep whole blocks of `factor` pixels starting at x0, y0
-            x1 = x0 + (x1 - x0) // factor * factor
-            y1 = y0 + (y1 - y0) // factor * factor
+        x0 = max(0, int(math.floor(fc[:, 0].min())) - 2 * fx)
+        y0 = max(0, int(math.floor(fc[:, 1].min())) - 2 * fy)
+        x1 = min(w, int(math.ceil(fc[:, 0].max())) + 2 * fx + 1)
+        y1 = min(h, int(math.ceil(fc[:, 1].max())) + 2 * fy + 1)
+        if x1 - x0 >= fx and y1 - y0 >= fy:
+            # keep whole blocks of fx x fy pixels starting at x0, y0
+            x1 = x0 + (x1 - x0) // fx * fx
+            y1 = y0 + (y1 - y0) // fy * fy
             sub = img[y0:y1, x0:x1]
-            small = cv2.resize(
-                sub, ((x1 - x0) // factor, (y1 - y0) // factor), interpolation=cv2.INTER_AREA
-            )
-            # small pixel q covers frame pixels: p = factor * q + (factor - 1) / 2 + offset
-            s = np.array(
-                [[factor, 0.0, x0 + (factor - 1) / 2.0], [0.0, factor, y0 + (factor - 1) / 2.0], [0, 0, 1]]
-            )
+            small = cv2.resize(sub, ((x1 - x0) // fx, (y1 - y0) // fy), interpolation=cv2.INTER_AREA)
+            # small pixel q covers frame pixels: p = f * q + (f - 1) / 2 + offset
+            s = np.array([[fx, 0.0, x0 + (fx - 1) / 2.0], [0.0, fy, y0 + (fy - 1) / 2.0], [0, 0, 1]])
             m = (np.vstack([m, [0, 0, 1]]) @ s)[:2]
             img = small
     return cv2.warpAffine(
-        img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        img, m, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
 
 
-def align(image: np.ndarray, loc: Localization, params: AlignParams | None, size: int) -> AlignedCrop:
-    """Crop the localized part into a ``size`` x ``size`` uint8 image in canonical pose."""
+def align(image: np.ndarray, loc: Localization, params: AlignParams | None, size: int,
+          height: int | None = None) -> AlignedCrop:
+    """Crop the localized part into a uint8 image ``size`` px wide and ``height`` px high
+    (None or 0: square) in canonical pose."""
     params = params or AlignParams()
     if not loc.ok:
         raise PartNotFound(loc)
-    if int(size) < 8:
-        raise ValueError(f"align: crop size {size} is too small; expected at least 8 px")
-    size = int(size)
-    f2c = frame_to_crop_affine(loc, params, size)
-    crop = warp_to_crop(image, f2c, size)
+    width, height = int(size), int(height or size)
+    if min(width, height) < MIN_CROP_PX:
+        raise ValueError(f"align: crop {width}x{height} is too small; expected at least "
+                         f"{MIN_CROP_PX} px each way")
+    f2c = frame_to_crop_affine(loc, params, width, height)
+    if params.crop_mode == "region" and loc.box is not None:
+        # read the region alone, so the crop's edge pixels repeat the region's edge instead
+        # of blending in what lies around it in the frame
+        x, y, w, h = (int(v) for v in loc.box)
+        shifted = f2c.copy()
+        shifted[:, 2] += f2c[:, :2] @ np.array([x, y], np.float64)
+        crop = warp_to_crop(image[y:y + h, x:x + w], shifted, width, height)
+    else:
+        crop = warp_to_crop(image, f2c, width, height)
     return AlignedCrop(crop=crop, frame_to_crop=f2c, crop_to_frame=invert_affine(f2c), localization=loc)
 
 
@@ -196,12 +274,13 @@ def find_and_align(
     localize_params: LocalizeParams | None,
     align_params: AlignParams | None,
     size: int,
+    height: int | None = None,
 ) -> AlignedCrop:
     """Localize then align; raises ``PartNotFound`` (carrying the Localization) on failure."""
     loc = localize(image, localize_params or LocalizeParams())
     if not loc.ok:
         raise PartNotFound(loc)
-    return align(image, loc, align_params, size)
+    return align(image, loc, align_params, size, height)
 
 
 def map_points_to_frame(points: np.ndarray, crop: AlignedCrop) -> np.ndarray:
@@ -228,11 +307,11 @@ def warp_map_to_frame(
         m = m[0]
     if m.ndim != 2:
         raise ValueError(f"warp_map_to_frame: expected a 2-D map, got shape {map_hxw.shape}")
-    size = crop.crop.shape[0]
+    ch, cw = crop.crop.shape[:2]
     mh, mw = m.shape
     # map pixel -> crop pixel (pixel-centre aligned), then crop -> frame: warp the map with the
     # inverse (frame -> map) so every frame pixel samples the map once.
-    sx, sy = size / mw, size / mh
+    sx, sy = cw / mw, ch / mh
     map_to_crop = np.array([[sx, 0.0, (sx - 1) / 2.0], [0.0, sy, (sy - 1) / 2.0], [0, 0, 1]])
     f2c = np.vstack([crop.frame_to_crop, [0, 0, 1]])
     frame_to_map = (np.linalg.inv(map_to_crop) @ f2c)[:2]

@@ -5,6 +5,10 @@ Detection runs on a downscaled copy of the frame (fast) with the station's one s
 do not look like parts); the largest blob and its nearby pieces are the part. Centre and angle
 are then refined on the full-resolution pixels of the part.
 
+A fixtured part or a surface (``method = "fixed"``) needs no search: the part *is* the
+region of interest (the whole frame when ``roi`` is all zeros), so localization returns that
+region, always, with no orientation.
+
 Coordinates are frame pixels with pixel centres at integer positions (OpenCV's convention),
 x to the right, y down; angles are degrees in those image coordinates.
 """
@@ -22,12 +26,21 @@ from station.vision.gray import to_gray
 from station.vision.segment import Blobs, contrast_scale, segment
 
 STATUSES = ("ok", "none", "border", "several")
+METHODS = ("segment", "fixed")
 
 
 @dataclass(frozen=True)
 class LocalizeParams:
     """How to find the part; the recipe's ``[localize]`` table maps onto these fields."""
 
+    method: str = field(
+        default="segment",
+        metadata={
+            "choices": METHODS,
+            "help": "segment = find one part against the background; fixed = the region of "
+                    "interest is the part (a fixtured part or a surface): no search",
+        },
+    )
     roi: tuple[int, int, int, int] = field(
         default=(0, 0, 0, 0),
         metadata={"min": 0, "help": "x, y, w, h of the search region in frame pixels; all 0 = whole frame"},
@@ -275,9 +288,33 @@ def _refine(region: np.ndarray, det: _Detection, part: np.ndarray, bbox: tuple[i
     return contours, rx + x0 * sx, ry + y0 * sy
 
 
+def fixed_region(shape: tuple[int, ...], params: LocalizeParams) -> Localization:
+    """``method = "fixed"``: the ROI (whole frame when all zeros) is the part, with no angle.
+
+    ``length_px``/``width_px`` are the region's width/height (its extent along x and y), so
+    ``crop_mode = "length"`` still centres a crop of ``crop_scale`` x the region's width on
+    it. An ROI outside this frame is status ``none`` with the reason (frames of a folder can
+    differ in size; the line goes on and the part is an ERROR).
+    """
+    try:
+        x, y, w, h = _roi(params, shape)
+    except ValueError as exc:
+        return _fail("none", f"fixed region: {str(exc).removeprefix('localize: ')}")
+    return Localization(
+        status="ok", box=(x, y, w, h), center=(x + (w - 1) / 2.0, y + (h - 1) / 2.0),
+        angle_deg=None, length_px=float(w), width_px=float(h), message="", head_ratio=None,
+    )
+
+
 def localize(image: np.ndarray, params: LocalizeParams | None = None) -> Localization:
     """Find the one part in ``image`` (gray or colour, 8-bit, 16-bit or float) inside the ROI."""
     params = params or LocalizeParams()
+    if params.method == "fixed":
+        if not isinstance(image, np.ndarray) or image.ndim < 2 or image.size == 0:
+            raise ValueError(f"expected a non-empty image array, got {type(image).__name__}")
+        return fixed_region(image.shape, params)
+    if params.method != "segment":
+        raise ValueError(f"localize: method {params.method!r}; expected one of {', '.join(METHODS)}")
     full = to_gray(image)
     roi = _roi(params, full.shape)
     rx, ry, rw, rh = roi

@@ -28,7 +28,11 @@ PREPROCESS_VERSION = 1
 class PreprocessSpec:
     """How a crop becomes a model input; stored in every model file's metadata."""
 
-    size: int = field(default=256, metadata={"min": 8, "max": 4096, "help": "crop side (px) the model sees"})
+    size: int = field(default=256, metadata={"min": 8, "max": 4096, "help": "crop width (px) the model sees"})
+    height: int = field(
+        default=0,
+        metadata={"min": 0, "max": 4096, "help": "crop height (px) the model sees; 0 = square (size)"},
+    )
     channels: int = field(default=1, metadata={"min": 1, "max": 3, "help": "1 or 3 input channels"})
     color: str = field(
         default="gray",
@@ -55,6 +59,8 @@ class PreprocessSpec:
         problems = []
         if not isinstance(self.size, int) or self.size < 8:
             problems.append(f"size = {self.size!r}: expected an integer >= 8")
+        if not isinstance(self.height, int) or (self.height != 0 and self.height < 8):
+            problems.append(f"height = {self.height!r}: expected 0 (square) or an integer >= 8")
         if self.channels not in (1, 3):
             problems.append(f"channels = {self.channels!r}: expected 1 or 3")
         if self.color not in ("gray", "rgb"):
@@ -75,9 +81,25 @@ class PreprocessSpec:
         if problems:
             raise ValueError("PreprocessSpec: " + "; ".join(problems))
 
+    @property
+    def crop_height(self) -> int:
+        """The crop's height in px (``size`` when ``height`` is 0: square)."""
+        return int(self.height) or int(self.size)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The model input's (channels, height, width)."""
+        return int(self.channels), self.crop_height, int(self.size)
+
     def to_metadata(self) -> dict[str, Any]:
-        """JSON-able dict (store it with ``to_json`` in the model's ``preprocess`` key)."""
-        return asdict(self)
+        """JSON-able dict (store it with ``to_json`` in the model's ``preprocess`` key).
+
+        A square spec leaves ``height`` out, so its metadata reads as before non-square crops.
+        """
+        data = asdict(self)
+        if not data["height"]:
+            del data["height"]
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_metadata(), sort_keys=True)
@@ -97,7 +119,7 @@ class PreprocessSpec:
         if unknown:
             raise ValueError(f"PreprocessSpec: unknown key(s) {unknown}; expected some of {sorted(known)}")
         kw = dict(data)
-        for key in ("size", "channels", "version"):
+        for key in ("size", "height", "channels", "version"):
             if key in kw:
                 if isinstance(kw[key], bool) or not float(kw[key]).is_integer():
                     raise ValueError(f"PreprocessSpec: {key} = {kw[key]!r}: expected an integer")
@@ -106,7 +128,8 @@ class PreprocessSpec:
 
 
 def background_level(image: np.ndarray, ring_frac: float = 0.125) -> np.ndarray:
-    """Per-channel median of the crop's edge ring (float32 array of shape (C,))."""
+    """Per-channel median of the crop's edge ring (float32 array of shape (C,)); the ring is
+    ``ring_frac`` of the crop's shorter side wide on all four edges."""
     h, w = image.shape[:2]
     r = max(1, int(round(ring_frac * min(h, w))))
     img = image.reshape(h, w, -1)
@@ -139,7 +162,8 @@ def _colour(crop: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 
 
 def prepare(crop: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """One crop (uint8 gray or BGR, any size) -> float32 (C, H, W) model input."""
+    """One crop (uint8 gray or BGR, any size) -> float32 (C, H, W) model input, resized to the
+    spec's height x width when it is not that already."""
     if not isinstance(crop, np.ndarray) or crop.size == 0:
         raise ValueError("prepare: expected a non-empty numpy crop")
     img = crop
@@ -147,10 +171,11 @@ def prepare(crop: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
         img = to_uint8(img)
     elif img.dtype != np.uint8:
         raise ValueError(f"prepare: expected a uint8 crop, got {img.dtype}")
-    if img.shape[0] != spec.size or img.shape[1] != spec.size:
-        shrink = img.shape[0] > spec.size
+    height, width = spec.crop_height, spec.size
+    if img.shape[0] != height or img.shape[1] != width:
+        shrink = img.shape[0] * img.shape[1] > height * width
         img = cv2.resize(
-            img, (spec.size, spec.size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            img, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
         )
     x = _colour(img, spec).astype(np.float32)
     if spec.illumination == "background":
@@ -165,7 +190,7 @@ def prepare(crop: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
 def prepare_batch(crops: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
     """Several crops -> float32 (N, C, H, W)."""
     if len(crops) == 0:
-        return np.zeros((0, spec.channels, spec.size, spec.size), np.float32)
+        return np.zeros((0, *spec.shape), np.float32)
     return np.stack([prepare(c, spec) for c in crops])
 
 
@@ -179,5 +204,5 @@ def crop_for_model(
 
     The single call both training and the station make, so they cannot drift apart.
     """
-    aligned = find_and_align(image, localize_params, align_params, spec.size)
+    aligned = find_and_align(image, localize_params, align_params, spec.size, spec.crop_height)
     return aligned, prepare(aligned.crop, spec)

@@ -91,15 +91,18 @@ class GaussianBlur(nn.Module):
 class ScoringHead(nn.Module):
     """Autoencoder + in-graph scoring: ``image`` -> (``anomaly_map`` [N,1,H,W], ``score`` [N])."""
 
-    def __init__(self, net: ConvAutoencoder, size: int, options: AutoencoderOptions) -> None:
+    def __init__(self, net: ConvAutoencoder, size: int | tuple[int, int],
+                 options: AutoencoderOptions) -> None:
+        """``size``: the crop side (square) or its (height, width)."""
         super().__init__()
+        h, w = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.net = net
         self.blur = GaussianBlur(options.blur_sigma)
         self.score_mode = options.score
-        self.topk = max(1, int(round(options.topk_frac * size * size)))
-        self.register_buffer("mu", torch.zeros(1, 1, size, size))
-        self.register_buffer("sd", torch.ones(1, 1, size, size))
-        self.register_buffer("roi", torch.ones(1, 1, size, size))
+        self.topk = max(1, int(round(options.topk_frac * h * w)))
+        self.register_buffer("mu", torch.zeros(1, 1, h, w))
+        self.register_buffer("sd", torch.ones(1, 1, h, w))
+        self.register_buffer("roi", torch.ones(1, 1, h, w))
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """Smoothed mean absolute reconstruction error, [N, 1, H, W]."""

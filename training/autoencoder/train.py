@@ -199,11 +199,12 @@ def train_autoencoder(
     log: Callable[[dict], None] | None = None,
 ) -> AutoencoderResult:
     """Train on good prepared crops [N,C,H,W] float32; calibrate the head on ``val_good``."""
-    if train.ndim != 4 or train.shape[-1] != train.shape[-2]:
-        raise ValueError(f"expected square prepared crops [N,C,H,W], got shape {train.shape}")
-    size = int(train.shape[-1])
-    if size % (2**options.depth):
-        raise ValueError(f"crop size {size} must be divisible by 2**depth = {2**options.depth}")
+    if train.ndim != 4:
+        raise ValueError(f"expected prepared crops [N,C,H,W], got shape {train.shape}")
+    size = (int(train.shape[-2]), int(train.shape[-1]))  # (height, width)
+    if size[0] % (2**options.depth) or size[1] % (2**options.depth):
+        raise ValueError(f"crop {size[1]}x{size[0]} (width x height) must be divisible by "
+                         f"2**depth = {2**options.depth} both ways")
     torch.manual_seed(options.seed)
     gen = torch.Generator().manual_seed(options.seed)
     net = ConvAutoencoder(int(train.shape[1]), options)

@@ -27,7 +27,8 @@ class ClassifierOptions:
     on synthetic parts).
     """
 
-    size: int = 128
+    size: int = 128  # input width
+    height: int = 0  # input height; 0 = square (size)
     width: float = 0.125
     batch_norm: bool | None = None  # None: on from scratch; as the file says with pretrained
     dropout: float = 0.0
@@ -47,10 +48,11 @@ class ClassifierOptions:
     max_val_synth: int = 64
 
     def validate(self, spec: PreprocessSpec) -> None:
-        if self.size != spec.size:
+        if (self.size, self.height or self.size) != (spec.size, spec.crop_height):
             raise ValueError(
-                f"classifier size {self.size} differs from the preprocessing size {spec.size}; "
-                "the model input must be what station.vision.preprocess makes"
+                f"classifier input {self.size}x{self.height or self.size} differs from the "
+                f"preprocessing size {spec.size}x{spec.crop_height} (width x height); the model "
+                "input must be what station.vision.preprocess makes"
             )
         if self.batch_size < 2:
             raise ValueError(f"classifier batch_size must be >= 2, got {self.batch_size}")
@@ -65,7 +67,7 @@ class ClassifierOptions:
 
     def vgg_config(self, channels: int, batch_norm: bool) -> VGGConfig:
         return VGGConfig(size=self.size, in_channels=channels, width=self.width,
-                         batch_norm=batch_norm, dropout=self.dropout)
+                         batch_norm=batch_norm, dropout=self.dropout, height=self.height)
 
     def resolved_lr(self, batch_norm: bool) -> float:
         """1e-3 for batch norm from scratch; 1e-4 to fine-tune weights or without batch norm."""

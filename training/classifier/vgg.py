@@ -31,15 +31,17 @@ HIDDEN = 4096
 class VGGConfig:
     """Shape of the network; stored in the model's ``architecture`` metadata."""
 
-    size: int = 224
+    size: int = 224  # input width (and height when ``height`` is 0)
     in_channels: int = 1
     width: float = 1.0
     batch_norm: bool = False
     dropout: float = 0.5
+    height: int = 0  # input height; 0 = square (size)
 
     def __post_init__(self) -> None:
-        if self.size < 32 or self.size % 32:
-            raise ValueError(f"VGG16 input size must be a multiple of 32 and >= 32, got {self.size}")
+        for name, v in (("size", self.size), ("height", self.rows)):
+            if v < 32 or v % 32:
+                raise ValueError(f"VGG16 input {name} must be a multiple of 32 and >= 32, got {v}")
         if self.in_channels not in (1, 3):
             raise ValueError(f"VGG16 in_channels must be 1 or 3, got {self.in_channels}")
         if not 0.03 <= self.width <= 1.0:
@@ -50,6 +52,11 @@ class VGGConfig:
     def channels(self, c: int) -> int:
         """Scaled channel count; never below 4 so the narrowest nets still learn."""
         return max(4, int(round(c * self.width)))
+
+    @property
+    def rows(self) -> int:
+        """Input height in px."""
+        return int(self.height) or int(self.size)
 
     @property
     def hidden(self) -> int:
@@ -78,14 +85,16 @@ class FixedAdaptiveAvgPool2d(nn.Module):
     torchvision's keys (``avgpool`` has no parameters there either).
     """
 
-    def __init__(self, n_in: int, n_out: int = POOL_SIZE) -> None:
+    def __init__(self, n_in: int, n_out: int = POOL_SIZE, n_in_cols: int | None = None) -> None:
+        """``n_in`` input rows (and columns, unless ``n_in_cols`` says otherwise)."""
         super().__init__()
-        self.n_in, self.n_out = n_in, n_out
+        cols_in = n_in if n_in_cols is None else n_in_cols
+        self.n_in, self.n_in_cols, self.n_out = n_in, cols_in, n_out
         self.register_buffer("rows", _pool_matrix(n_in, n_out), persistent=False)
-        self.register_buffer("cols", _pool_matrix(n_in, n_out).t().contiguous(), persistent=False)
+        self.register_buffer("cols", _pool_matrix(cols_in, n_out).t().contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.n_in == self.n_out:
+        if self.n_in == self.n_in_cols == self.n_out:
             return x
         return torch.matmul(torch.matmul(self.rows, x), self.cols)
 
@@ -113,7 +122,7 @@ class VGG16(nn.Module):
         super().__init__()
         self.config = cfg = config or VGGConfig()
         self.features = _make_features(cfg)
-        self.avgpool = FixedAdaptiveAvgPool2d(cfg.size // 32)
+        self.avgpool = FixedAdaptiveAvgPool2d(cfg.rows // 32, n_in_cols=cfg.size // 32)
         c_last = cfg.channels(512)
         self.classifier = nn.Sequential(
             nn.Linear(c_last * POOL_SIZE * POOL_SIZE, cfg.hidden),

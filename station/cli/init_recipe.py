@@ -1,0 +1,61 @@
+"""``station init-recipe``: propose a commented recipe from a folder of good images.
+
+The first of three commands for a new product (init-recipe, train, evaluate). The measuring
+and deciding is :mod:`station.config.propose`; this writes the file and checks that the
+station's own loader accepts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True,
+                        help="data set or image folder: its train/good/, good/, or the folder "
+                             "itself holds the good images")
+    parser.add_argument("--out", type=Path, required=True, help="recipe file to write (.toml)")
+    parser.add_argument("--name", default="",
+                        help="product name (default: the data folder's name)")
+    parser.add_argument("--force", action="store_true", help="overwrite --out when it exists")
+
+
+def product_name(data: Path, given: str) -> str:
+    """A short name usable in paths: the given one, else the data folder's."""
+    raw = given or data.resolve().name or "product"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", raw).strip("-.") or "product"
+
+
+def run(args: argparse.Namespace) -> int:
+    from station.config import RecipeError, load_recipe
+    from station.config.propose import ProposalError, propose, recipe_text
+
+    out: Path = args.out
+    if out.exists() and not args.force:
+        print(f"station init-recipe: {out} exists; --force overwrites it", file=sys.stderr)
+        return 2
+    try:
+        proposal = propose(args.data)
+    except ProposalError as exc:
+        print(f"station init-recipe: {exc}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(recipe_text(proposal, out, product_name(args.data, args.name)))
+    try:
+        load_recipe(out)
+    except RecipeError as exc:  # a bug in the proposal: say so, keep the file to look at
+        print(f"station init-recipe: the proposed recipe is refused by the loader: {exc}",
+              file=sys.stderr)
+        return 1
+    p = proposal
+    kind = ("a part to find" if p.method == "segment" else "the image is the part")
+    print(f"{p.n_measured} of {p.n_images} images measured in {p.folder}")
+    print(f"  product: {kind} ({p.notes['method']})")
+    print(f"  pixels: {p.pixel_format}; orientation: {p.orientation}; crop {p.width} x "
+          f"{p.crop_aspect:g} ({p.crop_mode})")
+    print(f"wrote {out}: check it, then `station crops --recipe {out} --data {args.data} "
+          f"--out /tmp/crops --size {p.width}`")
+    return 0

@@ -1,0 +1,375 @@
+"""Propose a recipe from a folder of good images: what kind of product, and how to crop it.
+
+``station init-recipe`` measures a sample of the images with the station's own code
+(:func:`station.vision.localize.localize`, the one segmentation) and decides:
+
+* a part to find against a background (``localize.method = "segment"``) when one part is
+  found in most images with one polarity, else the image is the part (``"fixed"``, the
+  whole image stretched onto the crop: a fixtured part or a surface);
+* grey or colour (``camera.pixel_format``) from how far the colour channels differ;
+* the polarity (dark part on a light background, or light on dark);
+* orientation (``head`` when an elongated part has a clearly wider end in nearly every
+  image, ``axis`` when it is elongated without one, ``none`` otherwise);
+* the crop's aspect (from the found parts' width / length, or the images' height / width)
+  and its width in pixels (the part's own resolution, capped for a CPU training budget).
+
+Every decision carries what was measured, written as a comment beside the key, so the
+engineer checks the proposal rather than trusting it. The module is here, not in
+``training/``, because it needs neither torch nor Qt: a station-only install can propose a
+recipe, and what it measures is what the station will do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from station.sources.datasets import IMAGE_EXTENSIONS, DatasetError, load_image
+from station.vision.gray import to_uint8
+from station.vision.localize import Localization, LocalizeParams, localize
+
+SAMPLE = 60  # images measured (evenly spread over the sorted folder)
+FOUND_SHARE = 0.8  # a part found in at least this share of images: a part to find
+COLOUR_LEVELS = 6.0  # mean channel spread (grey levels) above which images are colour
+ELONGATED = 1.6  # length / width at or above which a part is turned onto its axis
+HEAD_RATIO = 1.25  # wide end / narrow end at or above which the head is recognisable
+HEAD_SHARE = 0.9  # ... in this share of the parts: orientation = head
+MARGIN = 1.25  # crop height = this x the part's width (the background ring must stay clear)
+CROP_SCALE = 1.1  # crop width = this x the part's length
+MAX_CROP_AREA = 65536  # px: 256 x 256, what the training defaults afford on 2 CPU cores
+MIN_WIDTH, MAX_WIDTH = 64, 512
+POLARITIES = ("dark_on_light", "light_on_dark")
+
+
+class ProposalError(ValueError):
+    """The folder cannot be measured (no images, none readable); one line says why."""
+
+
+@dataclass
+class Proposal:
+    """The decisions and, for each recipe key, the comment that says what was measured."""
+
+    folder: Path  # the images measured
+    n_images: int  # images in the folder
+    n_measured: int
+    method: str = "segment"
+    pixel_format: str = "mono8"
+    polarity: str = "dark_on_light"
+    orientation: str = "none"
+    crop_mode: str = "length"
+    crop_scale: float = CROP_SCALE
+    crop_aspect: float = 1.0
+    width: int = 256
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def image_folder(data: Path) -> Path:
+    """The folder of good images in ``data``: ``train/good``, ``good``, or ``data`` itself."""
+    for sub in (data / "train" / "good", data / "good"):
+        if sub.is_dir() and _images(sub):
+            return sub
+    return data
+
+
+def _images(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir()
+                      if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    except OSError:
+        return []
+
+
+def _sample(paths: list[Path], n: int) -> list[Path]:
+    if len(paths) <= n:
+        return paths
+    return [paths[int(i)] for i in np.linspace(0, len(paths) - 1, n).round()]
+
+
+def _load(paths: list[Path]) -> list[np.ndarray]:
+    images = []
+    for p in paths:
+        try:
+            images.append(load_image(p))
+        except DatasetError:
+            continue  # counted below: the proposal says how many were readable
+    return images
+
+
+def propose(data: Path | str, sample: int = SAMPLE) -> Proposal:
+    """Measure the good images of ``data`` and decide each part of the recipe."""
+    data = Path(data)
+    if not data.is_dir():
+        raise ProposalError(f"{data}: not a folder")
+    folder = image_folder(data)
+    paths = _images(folder)
+    if not paths:
+        raise ProposalError(f"{data}: no images ({', '.join(IMAGE_EXTENSIONS)}) in "
+                            f"{data / 'train' / 'good'}, {data / 'good'} or {data} itself")
+    images = _load(_sample(paths, sample))
+    if not images:
+        raise ProposalError(f"{folder}: none of the {min(len(paths), sample)} images measured "
+                            "could be read")
+    prop = Proposal(folder=folder, n_images=len(paths), n_measured=len(images))
+    _colour(prop, images)
+    found = _find_parts(prop, images)
+    if found:
+        _part(prop, found)
+    else:
+        _region(prop, images)
+    return prop
+
+
+def _colour(prop: Proposal, images: list[np.ndarray]) -> None:
+    """bgr8 when the colour channels differ by more than ``COLOUR_LEVELS`` on average."""
+    spreads = []
+    for img in images:
+        if img.ndim == 3 and img.shape[2] >= 3:
+            small = to_uint8(_shrunk(img[:, :, :3])).astype(np.int16)
+            spreads.append(float((small.max(axis=2) - small.min(axis=2)).mean()))
+    n = len(images)
+    if not spreads:
+        prop.notes["pixel_format"] = f"all {n} images measured are single-channel (grey)"
+        return
+    spread = float(np.median(spreads))
+    colour = spread > COLOUR_LEVELS
+    prop.pixel_format = "bgr8" if colour else "mono8"
+    prop.notes["pixel_format"] = (
+        f"{len(spreads)} of {n} images have 3 channels; they differ by {spread:.1f} grey levels "
+        f"on average (median over images; above {COLOUR_LEVELS:g} = colour)"
+        + ("" if colour else ": grey stored as colour"))
+
+
+def _shrunk(img: np.ndarray, side: int = 256) -> np.ndarray:
+    f = side / max(img.shape[:2])
+    if f >= 1:
+        return img
+    size = (max(1, round(img.shape[1] * f)), max(1, round(img.shape[0] * f)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+def _find_parts(prop: Proposal, images: list[np.ndarray]) -> list[Localization]:
+    """Try both polarities; the parts found with the better one when that is most images."""
+    results: dict[str, list[Localization]] = {
+        pol: [localize(img, LocalizeParams(polarity=pol)) for img in images] for pol in POLARITIES}
+    ok = {pol: sum(loc.ok for loc in locs) for pol, locs in results.items()}
+    n = len(images)
+    best = _polarity(results, ok, n)
+    other = next(p for p in POLARITIES if p != best)
+    statuses = Counter(loc.status for loc in results[best] if not loc.ok)
+    why = ", ".join(f"{k} {v}" for k, v in statuses.most_common())
+    measured = (f"{best}: one part found in {ok[best]} of {n} images"
+                + (f" (the others: {why})" if why else "")
+                + f"; {other}: {ok[other]} of {n}")
+    if ok[best] >= FOUND_SHARE * n:
+        prop.method, prop.polarity = "segment", best
+        prop.notes["method"] = f"{measured} -> a part to find against a background"
+        prop.notes["polarity"] = (f"{'dark part on a light' if best == 'dark_on_light' else 'light part on a dark'}"
+                                  f" background: {ok[best]} found this way, {ok[other]} the other"
+                                  + (" (about as many: the one with the smaller parts; the "
+                                     "other finds the background's halo around them)"
+                                     if abs(ok[best] - ok[other]) <= 0.1 * n else ""))
+        return [loc for loc in results[best] if loc.ok]
+    prop.method = "fixed"
+    prop.notes["method"] = (f"{measured}; below {FOUND_SHARE:.0%} -> no separate part against a "
+                            "background: the image is the part (a fixtured part or a surface)")
+    return []
+
+
+def _polarity(results: dict[str, list[Localization]], ok: dict[str, int], n: int) -> str:
+    """The polarity that finds a part in more images; when both find one in nearly as many,
+    the one whose parts are smaller: the wrong polarity finds the background's halo around
+    the part, which is larger than the part."""
+    a, b = POLARITIES
+    if abs(ok[a] - ok[b]) > 0.1 * n or min(ok.values()) == 0:
+        return a if ok[a] >= ok[b] else b
+
+    def size(pol: str) -> float:
+        return float(np.median([(x.length_px or 0.0) * (x.width_px or 0.0)
+                                for x in results[pol] if x.ok]))
+
+    return a if size(a) <= size(b) else b
+
+
+def _part(prop: Proposal, found: list[Localization]) -> None:
+    """Orientation, crop aspect and width from the parts found."""
+    length = np.array([loc.length_px or 0.0 for loc in found])
+    width = np.array([loc.width_px or 0.0 for loc in found])
+    ratio = np.array([loc.head_ratio or 1.0 for loc in found])
+    elong = float(np.median(length / np.maximum(width, 1.0)))
+    headed = float(np.mean(ratio >= HEAD_RATIO))
+    n = len(found)
+    if elong < ELONGATED:
+        prop.orientation, prop.crop_aspect = "none", 1.0
+        prop.notes["orientation"] = (f"the parts are {elong:.2f}x as long as wide (median of "
+                                     f"{n}): not elongated, so not turned; square crop")
+    else:
+        prop.orientation = "head" if headed >= HEAD_SHARE else "axis"
+        prop.notes["orientation"] = (
+            f"the parts are {elong:.2f}x as long as wide (median of {n}); one end is at least "
+            f"{HEAD_RATIO:g}x wider in {headed:.0%} of them -> "
+            + ("turn the wide end (head) to the left" if prop.orientation == "head" else
+               f"no end is recognisable in {HEAD_SHARE:.0%}: only the long axis is levelled"))
+        q95 = float(np.percentile(width / np.maximum(length, 1.0), 95))
+        prop.crop_aspect = _round_up(q95 * MARGIN / CROP_SCALE, 0.05)
+        prop.notes["crop_aspect"] = (
+            f"width / length of the parts: 95th percentile {q95:.3f}; crop height = {MARGIN:g} x "
+            f"that width (background above and below) at crop width {CROP_SCALE:g} x length")
+    native = CROP_SCALE * float(np.median(length))
+    prop.width = _crop_width(native, prop.crop_aspect)
+    prop.notes["width"] = (f"crop width: the part's crop is {native:.0f} frame px wide (median "
+                           f"length {np.median(length):.0f} px x {CROP_SCALE:g}); "
+                           + _width_reason(native, prop.width, prop.crop_aspect))
+
+
+def _region(prop: Proposal, images: list[np.ndarray]) -> None:
+    """The whole image stretched onto a crop of the images' typical aspect."""
+    prop.orientation, prop.crop_mode = "none", "region"
+    shapes = np.array([img.shape[:2] for img in images], float)
+    aspects = shapes[:, 0] / shapes[:, 1]
+    q = np.percentile(aspects, [0, 25, 50, 75, 100])
+    distinct = len({tuple(s) for s in shapes.astype(int)})
+    prop.crop_aspect = max(0.05, round(float(q[2]) * 20) / 20)
+    sizes = ("all " + f"{int(shapes[0, 1])}x{int(shapes[0, 0])}" if distinct == 1 else
+             f"{distinct} different sizes, {int(shapes[:, 1].min())}-{int(shapes[:, 1].max())} x "
+             f"{int(shapes[:, 0].min())}-{int(shapes[:, 0].max())} px")
+    prop.notes["crop_aspect"] = (f"the images' height / width: median {q[2]:.2f}, middle half "
+                                 f"{q[1]:.2f}-{q[3]:.2f}, all {q[0]:.2f}-{q[4]:.2f} ({sizes})")
+    native = float(np.median(shapes[:, 1]))
+    prop.width = _crop_width(native, prop.crop_aspect)
+    prop.notes["width"] = (f"crop width: the images are {native:.0f} px wide (median); "
+                           + _width_reason(native, prop.width, prop.crop_aspect))
+
+
+def _round_up(value: float, step: float) -> float:
+    return round(math.ceil(value / step - 1e-9) * step, 4)
+
+
+def _crop_width(native: float, aspect: float) -> int:
+    """The part's own resolution, at most ``MAX_CROP_AREA`` pixels, a multiple of 32."""
+    cap = math.sqrt(MAX_CROP_AREA / max(aspect, 0.05))
+    w = min(native, cap, MAX_WIDTH)
+    return int(max(MIN_WIDTH, math.floor(w / 32) * 32))
+
+
+def _width_reason(native: float, width: int, aspect: float) -> str:
+    if width >= native - 32:
+        return f"{width} px keeps the part at its own resolution"
+    return (f"{width} px (x{native / width:.1f} smaller) keeps a crop of {width} x "
+            f"{math.ceil(width * aspect)} px within what training affords on 2 CPU cores")
+
+
+# --- the recipe text ------------------------------------------------------------------------
+
+def _comment(text: str, indent: str = "# ") -> str:
+    """A note as comment lines of at most ~92 characters."""
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if line and len(line) + len(w) + 1 > 88:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}" if line else w
+    lines.append(line)
+    return "\n".join(indent + x for x in lines)
+
+
+def _localize_table(p: Proposal) -> str:
+    if p.method == "fixed":
+        return (f'[localize]\n{_comment(p.notes["method"])}\nmethod = "fixed"\n'
+                "roi = [0, 0, 0, 0]            # the whole image; on a line: x, y, w, h of the "
+                "face in the frame\n")
+    return (f'[localize]\n{_comment(p.notes["method"])}\nmethod = "segment"\n'
+            "roi = [0, 0, 0, 0]            # search the whole image\n"
+            f'{_comment(p.notes["polarity"])}\npolarity = "{p.polarity}"\n'
+            "detect_size = 256             # frames are shrunk to this long side to find the part\n"
+            "min_area_frac = 0.005         # smaller blobs are dust\n"
+            "max_area_frac = 0.6\n"
+            "border_margin_px = 2          # a part touching the image edge is reported as cut off\n")
+
+
+def _align_table(p: Proposal) -> str:
+    lines = ["[align]", _comment(p.notes.get("orientation", "a fixed region is not turned")),
+             f'orientation = "{p.orientation}"']
+    if p.orientation == "head":
+        lines.append('head_side = "left"')
+    if p.method == "fixed":
+        lines += ['crop_mode = "region"          # the image is stretched onto the crop, '
+                  "whatever its size"]
+    else:
+        lines += ['crop_mode = "length"', f"crop_scale = {p.crop_scale:g}               "
+                  "# crop width = this x the part's length"]
+    if "crop_aspect" in p.notes:
+        lines.append(_comment(p.notes["crop_aspect"]))
+    lines.append(f"crop_aspect = {p.crop_aspect:g}               # crop height / crop width")
+    return "\n".join(lines) + "\n"
+
+
+def _device_path(folder: Path, out: Path) -> str:
+    """The image folder relative to the recipe's folder when they are near (at most two
+    levels up, as recipes/ and shared/data/ beside a clone), else absolute."""
+    import os
+
+    target, base = folder.resolve(), out.resolve().parent
+    try:
+        common = Path(os.path.commonpath([target, base]))
+        rel = Path(os.path.relpath(target, base))
+    except ValueError:  # another drive (Windows)
+        return target.as_posix()
+    near = common != Path(common.anchor) and rel.parts[:3].count("..") <= 2
+    return rel.as_posix() if near else target.as_posix()
+
+
+def recipe_text(p: Proposal, out: Path, name: str) -> str:
+    """The proposed recipe as commented TOML (paths relative to ``out``'s folder)."""
+    device = _device_path(p.folder, out)
+    models = f"models/{name}"
+    return f'''# Proposed by `station init-recipe` from {p.n_measured} of the {p.n_images} good images in
+# {p.folder.resolve().as_posix()}.
+# Every decision below says what was measured. CHECK IT before training:
+#   station crops --recipe {out.name} --data <data set> --out /tmp/crops --size {p.width}
+# shows the crop of every image (montage.png): each should hold the whole part, in one pose.
+# Then: station train --recipe {out.name} --data <data set> --out {models}
+#       station evaluate --models {models} --data <data set> --json /tmp/eval.json
+# Relative paths are relative to THIS file's folder.
+
+[product]
+name = "{name}"
+description = "proposed by station init-recipe; check it"
+
+[camera]
+source = "folder"             # replay the images; on a line: opencv, genicam, ...
+device = "{device}"
+loop = true
+{_comment(p.notes["pixel_format"])}
+pixel_format = "{p.pixel_format}"
+
+{_localize_table(p)}
+{_align_table(p)}
+[models]
+# Made by `station train` (it writes recipe_fragment.toml beside them): set the two files
+# and the [decision] thresholds from it. Empty = no model yet; the station refuses to run.
+autoencoder = ""
+classifier = ""
+{_comment(p.notes["width"])}
+size = {p.width}
+
+[decision]
+rule = "either"               # reject when either model is above its threshold
+on_error = "reject"
+
+[trigger]
+# hardware = every frame is one part: a folder of photos, or a camera fired by a sensor.
+mode = "hardware"
+
+[reject]
+enabled = false
+
+[records]
+database = "../.station/{name}/records.sqlite"
+images_dir = "../.station/{name}/images"
+'''

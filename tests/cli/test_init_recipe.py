@@ -1,0 +1,157 @@
+"""``station init-recipe`` on synthetic products the test writes: each proposal says what it
+measured, loads, and its crops hold the part in every image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from station.cli import main
+from station.config import load_recipe
+from tests.vision.products import write_parts, write_surfaces
+
+N = 16
+
+
+def _propose(data: Path, tmp_path: Path, capsys) -> tuple[Path, str]:
+    out = tmp_path / "proposed.toml"
+    assert main(["init-recipe", "--data", str(data), "--out", str(out)]) == 0, capsys.readouterr()
+    capsys.readouterr()
+    # the comments as one line, so a test can read a sentence the file wraps
+    text = " ".join(line.strip().lstrip("#").strip() for line in out.read_text().splitlines())
+    return out, text
+
+
+def _crops(recipe: Path, data: Path, tmp_path: Path, capsys, size: int = 128) -> list[dict]:
+    out = tmp_path / "crops"
+    rc = main(["crops", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
+               "--size", str(size), "--no-progress"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err  # a part found in every image
+    return [json.loads(line) for line in (out / "crops.jsonl").read_text().splitlines()]
+
+
+def _part_inside(crop: np.ndarray, polarity: str) -> bool:
+    """The crop's part pixels stay off its edge: the whole part is in the crop."""
+    gray = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    part = gray < 128 if polarity == "dark_on_light" else gray > 128
+    edge = np.concatenate([part[0], part[-1], part[:, 0], part[:, -1]])
+    return part.sum() > 0.05 * part.size and not edge.any()
+
+
+@pytest.mark.parametrize("polarity", ["dark_on_light", "light_on_dark"])
+def test_parts_on_a_plate_become_a_part_to_find_turned_head_left(tmp_path, capsys, polarity):
+    data = write_parts(tmp_path / "d", N, seed=1, polarity=polarity)
+    recipe_path, text = _propose(data, tmp_path, capsys)
+    recipe = load_recipe(recipe_path)
+    assert recipe.localize.method == "segment"
+    assert recipe.localize.polarity == polarity
+    assert recipe.align.orientation == "head" and recipe.align.crop_mode == "length"
+    assert 0.25 <= recipe.align.crop_aspect <= 0.6  # a long part gets a long crop
+    assert recipe.camera.pixel_format == "mono8"
+    # each decision says what it measured
+    assert f"{polarity}: one part found in {N} of {N} images" in text
+    assert "one end is at least 1.25x wider in 100% of them" in text
+    assert "all 16 images measured are single-channel" in text
+    rows = _crops(recipe_path, data, tmp_path, capsys)
+    assert len(rows) == N and all(r["found"] for r in rows)
+    for r in rows:
+        crop = cv2.imread(str(tmp_path / "crops" / r["crop"]), cv2.IMREAD_UNCHANGED)
+        assert crop.shape[1] == 128 and crop.shape[0] < 100
+        assert _part_inside(crop, polarity), r["file"]
+        # head (the wide end) on the left: more part in the left third than the right
+        part = crop < 128 if polarity == "dark_on_light" else crop > 128
+        third = crop.shape[1] // 3
+        assert part[:, :third].sum() > part[:, -third:].sum()
+
+
+def test_parts_without_a_wide_end_are_levelled_on_their_axis(tmp_path, capsys):
+    data = write_parts(tmp_path / "d", N, seed=2, head=False)
+    recipe_path, _ = _propose(data, tmp_path, capsys)
+    recipe = load_recipe(recipe_path)
+    assert recipe.localize.method == "segment" and recipe.align.orientation == "axis"
+    rows = _crops(recipe_path, data, tmp_path, capsys)
+    assert all(r["found"] for r in rows)
+
+
+def test_surfaces_filling_the_image_become_a_fixed_region(tmp_path, capsys):
+    data = write_surfaces(tmp_path / "d", 20, seed=3)
+    recipe_path, text = _propose(data, tmp_path, capsys)
+    recipe = load_recipe(recipe_path)
+    assert recipe.localize.method == "fixed" and recipe.localize.roi == (0, 0, 0, 0)
+    assert recipe.align.crop_mode == "region" and recipe.align.orientation == "none"
+    assert recipe.trigger.mode != "free_run"
+    # surfaces are taller than wide on the whole: the crop follows the images' median
+    shapes = [cv2.imread(str(p), 0).shape for p in sorted((data / "good").iterdir())]
+    median = float(np.median([h / w for h, w in shapes]))
+    assert recipe.align.crop_aspect == pytest.approx(median, abs=0.05)
+    assert "the image is the part" in text and "different sizes" in text
+    rows = _crops(recipe_path, data, tmp_path, capsys, size=64)
+    assert len(rows) == 20 and all(r["found"] for r in rows)
+    # each crop is its whole image stretched: the crop's mean follows the image's
+    for r in rows[:5]:
+        image = cv2.imread(str(data / r["file"]), 0)
+        crop = cv2.imread(str(tmp_path / "crops" / r["crop"]), 0)
+        assert abs(float(crop.mean()) - float(image.mean())) < 3.0
+
+
+def test_colour_parts_are_proposed_in_colour(tmp_path, capsys):
+    data = write_parts(tmp_path / "d", N, seed=4, colour=True)
+    recipe_path, text = _propose(data, tmp_path, capsys)
+    recipe = load_recipe(recipe_path)
+    assert recipe.camera.pixel_format == "bgr8" and recipe.localize.method == "segment"
+    assert "above 6 = colour" in text
+    rows = _crops(recipe_path, data, tmp_path, capsys)
+    assert all(r["found"] for r in rows)
+    crop = cv2.imread(str(tmp_path / "crops" / rows[0]["crop"]), cv2.IMREAD_UNCHANGED)
+    assert crop.ndim == 3  # the crops keep their colour
+
+
+def test_grey_stored_as_colour_stays_grey(tmp_path, capsys):
+    data = write_parts(tmp_path / "d", 6, seed=5)
+    for p in (data / "good").iterdir():  # the same grey, written as three equal channels
+        cv2.imwrite(str(p), cv2.cvtColor(cv2.imread(str(p), 0), cv2.COLOR_GRAY2BGR))
+    recipe_path, text = _propose(data, tmp_path, capsys)
+    assert load_recipe(recipe_path).camera.pixel_format == "mono8"
+    assert "grey stored as colour" in text
+
+
+def test_train_good_of_a_data_set_is_measured(tmp_path, capsys):
+    good = write_parts(tmp_path / "d" / "train", 8, seed=6)  # d/train/good
+    (tmp_path / "d" / "test" / "scratch").mkdir(parents=True)  # defects are not measured
+    recipe_path, text = _propose(tmp_path / "d", tmp_path, capsys)
+    assert f"{(good / 'good').resolve().as_posix()}" in text
+    assert load_recipe(recipe_path).camera.device == str((good / "good").resolve())
+
+
+def test_a_folder_without_images_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    out = tmp_path / "r.toml"
+    assert main(["init-recipe", "--data", str(tmp_path / "empty"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no images" in err[0] and str(tmp_path / "empty") in err[0]
+    assert not out.exists()
+    out.write_text("keep me")
+    data = write_parts(tmp_path / "d", 4)
+    assert main(["init-recipe", "--data", str(data), "--out", str(out)]) == 2
+    assert "exists; --force" in capsys.readouterr().err and out.read_text() == "keep me"
+
+
+def test_when_both_polarities_find_parts_the_smaller_parts_win():
+    from station.config.propose import _polarity
+    from station.vision.localize import Localization
+
+    def found(length: float, width: float) -> Localization:
+        return Localization("ok", (0, 0, 1, 1), (0.0, 0.0), 0.0, length, width)
+
+    part, halo = [found(150, 50)] * 10, [found(200, 115)] * 10
+    results = {"dark_on_light": halo, "light_on_dark": part}
+    assert _polarity(results, {"dark_on_light": 10, "light_on_dark": 10}, 10) == "light_on_dark"
+    # clearly more images found one way: that way, whatever the sizes
+    results = {"dark_on_light": halo, "light_on_dark": part[:5]}
+    assert _polarity(results, {"dark_on_light": 10, "light_on_dark": 5}, 10) == "dark_on_light"

@@ -1,0 +1,173 @@
+"""Training follows the product's recipe: crops of its shape and kind, and a model folder that
+``station evaluate`` crops exactly as it was trained, with no recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from station.cli import main
+from station.models.inference import load_model
+from station.sources.datasets import load_image, read_dataset
+from station.vision.align import AlignParams
+from station.vision.localize import LocalizeParams
+from station.vision.preprocess import crop_for_model
+from tests.vision.products import surface_image, surface_shapes, write_parts
+from training.data import compute_crops
+from training.train import crop_note, crop_spec
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+REGION = AlignParams(crop_mode="region", orientation="none", crop_aspect=1.25)
+FIXED = LocalizeParams(method="fixed")
+
+TILE_RECIPE = """
+[product]
+name = "synthetic-surface"
+
+[camera]
+source = "folder"
+device = "{device}"
+pixel_format = "{pixel_format}"
+
+[localize]
+method = "fixed"
+
+[align]
+crop_mode = "region"
+crop_aspect = 1.25
+
+[trigger]
+mode = "hardware"
+"""
+
+
+def write_surface_dataset(root: Path, n_good: int, n_defect: int, seed: int = 0,
+                          colour: bool = False) -> Path:
+    """Plain-folder data set: surfaces of every size, defects = a dark pit with its mask;
+    ``colour``: BGR surfaces with a copper tint."""
+    rng = np.random.default_rng(seed)
+    (root / "good").mkdir(parents=True)
+    (root / "defect" / "pit").mkdir(parents=True)
+    (root / "masks" / "pit").mkdir(parents=True)
+    for i, shape in enumerate(surface_shapes(rng, n_good + n_defect)):
+        img = surface_image(rng, shape)
+        if colour:
+            img = cv2.merge([(img * 0.55).astype(np.uint8), (img * 0.8).astype(np.uint8), img])
+        if i < n_good:
+            cv2.imwrite(str(root / "good" / f"{i:03d}.png"), img)
+            continue
+        h, w = shape
+        mask = np.zeros(shape, np.uint8)
+        centre = (int(rng.integers(w // 4, 3 * w // 4)), int(rng.integers(h // 4, 3 * h // 4)))
+        cv2.circle(mask, centre, max(4, min(h, w) // 8), 255, -1)
+        img[mask > 0] = 25
+        cv2.imwrite(str(root / "defect" / "pit" / f"{i:03d}.png"), img)
+        cv2.imwrite(str(root / "masks" / "pit" / f"{i:03d}.png"), mask)
+    return root
+
+
+def test_crop_spec_follows_the_recipe_and_says_when_it_rounds():
+    spec = crop_spec(320, AlignParams(crop_aspect=0.35), "mono8", 8)
+    assert spec.shape == (1, 112, 320) and "rounded" not in crop_note("autoencoder", spec,
+                                                                      AlignParams(crop_aspect=0.35), 8)
+    cls = crop_spec(128, AlignParams(crop_aspect=0.35), "mono8", 32)
+    assert cls.shape == (1, 64, 128)
+    note = crop_note("classifier", cls, AlignParams(crop_aspect=0.35), 32)
+    assert "128x64" in note and "0.35 x 128 = 44.8, rounded up to a multiple of 32" in note
+    square = crop_spec(128, AlignParams(), "mono8", 8)
+    assert square.height == 0 and square.shape == (1, 128, 128)  # square metadata as before
+    colour = crop_spec(64, REGION, "bgr8", 8)
+    assert (colour.channels, colour.color, colour.shape) == (3, "rgb", (3, 80, 64))
+    with pytest.raises(ValueError, match="multiple of 8"):
+        crop_spec(100, REGION, "mono8", 8)
+
+
+def test_crops_of_a_fixed_region_product_are_made_for_every_size(tmp_path):
+    data = write_surface_dataset(tmp_path / "d", 6, 2)
+    samples = list(read_dataset(data))
+    crops = compute_crops(samples, FIXED, REGION, 32, tmp_path / "cache", progress=False, height=40)
+    assert crops.ok.all() and crops.crops.shape == (8, 40, 32)
+    sizes = {load_image(s.path).shape for s in samples}
+    assert len(sizes) > 4  # every image a different size, every crop the same shape
+    # the cache knows the height: another height is another file, the same one is reused
+    again = compute_crops(samples, FIXED, REGION, 32, tmp_path / "cache", progress=False, height=40)
+    assert np.array_equal(again.crops, crops.crops)
+    other = compute_crops(samples, FIXED, REGION, 32, tmp_path / "cache", progress=False, height=48)
+    assert other.crops.shape == (8, 48, 32)
+    assert len(list((tmp_path / "cache").glob("crops-32x*.npz"))) == 2
+
+
+def test_colour_parts_keep_their_colour_through_the_crop(tmp_path):
+    data = write_parts(tmp_path / "d", 4, colour=True)
+    samples = list(read_dataset(data))
+    crops = compute_crops(samples, LocalizeParams(), AlignParams(crop_aspect=0.5), 64,
+                          progress=False, height=32)
+    assert crops.ok.all() and crops.crops.shape == (4, 32, 64, 3)
+    spec = crop_spec(64, AlignParams(crop_aspect=0.5), "bgr8", 8)
+    _, tensor = crop_for_model(load_image(samples[0].path), LocalizeParams(),
+                               AlignParams(crop_aspect=0.5), spec)
+    # the part is red (BGR 40, 60, 190): in the RGB tensor red is channel 0 and stands out
+    part = tensor[:, 12:20, 24:40]
+    assert part[0].mean() > part[2].mean() + 0.2
+
+
+@pytest.mark.learning
+@pytest.mark.parametrize("pixel_format", ["mono8", "bgr8"])
+def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, capsys,
+                                                                        pixel_format):
+    colour = pixel_format == "bgr8"
+    data = write_surface_dataset(tmp_path / "data", 24, 8, seed=3, colour=colour)
+    recipe = tmp_path / "surface.toml"
+    recipe.write_text(TILE_RECIPE.format(device=data / "good", pixel_format=pixel_format))
+    kind, channels = ("colour", 3) if colour else ("grey", 1)
+    out = tmp_path / "models"
+    rc = main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
+               "--size", "32", "--cls-size", "32", "--epochs", "1", "--minutes", "0.3",
+               "--folds", "2", "--fold", "0", "--width", "0.05", "--no-int8", "--quiet"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert f"autoencoder: crop 32x40 px (width x height), {kind}" in printed
+    assert "classifier: crop 32x64 px" in printed and "rounded up to a multiple of 32" in printed
+    assert "part not found" not in printed  # a fixed region is found in every image
+    ae = load_model(out / "autoencoder.onnx")
+    assert ae.input_shape == (channels, 40, 32)
+    assert ae.meta.preprocess_spec().color == ("rgb" if colour else "gray")
+    assert (ae.meta.localize["method"], ae.meta.align["crop_mode"]) == ("fixed", "region")
+    assert load_model(out / "classifier.onnx").input_shape == (channels, 64, 32)
+
+    js = tmp_path / "eval.json"
+    rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json", str(js),
+               "--folds", "2", "--fold", "0", "--quiet"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert f"autoencoder: crops 32x40 px ({kind}), localize fixed, align region" in printed
+    result = json.loads(js.read_text())
+    rows = result["per_image"]
+    assert rows and all(r["verdict"] != "ERROR" for r in rows)
+    # evaluation cropped exactly as the station does with the model's own metadata
+    row = rows[0]
+    image = load_image(data / row["path"])
+    _, x = crop_for_model(image, ae.meta.localize_params(), ae.meta.align_params(),
+                          ae.meta.preprocess_spec())
+    _, raw = ae.infer(x[None])
+    assert float(ae.normalized(raw[0])) == pytest.approx(row["autoencoder"], rel=1e-4, abs=1e-5)
+
+
+def test_train_without_a_recipe_says_which_crop_it_makes_and_a_bad_recipe_is_one_line(
+        tmp_path, capsys):
+    from station.cli.train import product_crop
+
+    assert product_crop(None) == {"size": 0}  # the built-in crop, as before recipes
+    assert "no --recipe: the built-in crop" in capsys.readouterr().err
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text('[product]\nname = "x"\n[align]\ncrop_aspect = 0\n')
+    rc = main(["train", "--recipe", str(recipe), "--data", str(tmp_path), "--out",
+               str(tmp_path / "m")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"{recipe}:4: align.crop_aspect = 0" in err[0]
+    assert not (tmp_path / "m").exists()  # refused before anything was written

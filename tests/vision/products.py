@@ -1,0 +1,77 @@
+"""Synthetic products the crop and recipe tests write: parts on a plate, surfaces that fill
+the image. Each image is drawn from a seeded generator, so a test sees the same folder every
+run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def part_image(rng: np.random.Generator, shape: tuple[int, int] = (240, 320), *,
+               polarity: str = "dark_on_light", colour: bool = False,
+               head: bool = True) -> np.ndarray:
+    """One elongated part (shaft, pointed tip, a wider head when ``head``) at a random angle
+    and place on a plate; BGR with a coloured part when ``colour``."""
+    h, w = shape
+    length = rng.uniform(0.45, 0.55) * min(h, w) * 1.2
+    width = 0.16 * length
+    head_w = 2.2 * width if head else width
+    half = length / 2
+    outline = [(-half, 0.0), (-half + 0.15 * length, -width / 2), (half - 0.15 * length, -width / 2),
+               (half - 0.15 * length, -head_w / 2), (half, -head_w / 2), (half, head_w / 2),
+               (half - 0.15 * length, head_w / 2), (half - 0.15 * length, width / 2),
+               (-half + 0.15 * length, width / 2)]
+    a = rng.uniform(-math.pi, math.pi)
+    c, s = math.cos(a), math.sin(a)
+    cx = rng.uniform(0.4, 0.6) * w
+    cy = rng.uniform(0.4, 0.6) * h
+    pts = np.array([(cx + u * c - v * s, cy + u * s + v * c) for u, v in outline])
+    plate, part = (205.0, 60.0) if polarity == "dark_on_light" else (45.0, 200.0)
+    img = np.full((h, w, 3), plate, np.float32)
+    img += rng.normal(0, 3.0, img.shape).astype(np.float32)
+    fill = (40.0, 60.0, 190.0) if colour and polarity == "dark_on_light" else \
+        (60.0, 220.0, 200.0) if colour else (part,) * 3
+    cv2.fillPoly(img, [np.round(pts * 16).astype(np.int32)], fill, cv2.LINE_AA, shift=4)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    return img if colour else img[:, :, 0].copy()
+
+
+def surface_image(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A ground surface filling the whole image: vertical streaks, grain and a lighting
+    falloff toward the sides (a magnetic tile's face, roughly)."""
+    h, w = shape
+    streaks = cv2.resize(rng.normal(0, 14, (1, max(2, w // 3))).astype(np.float32), (w, h),
+                         interpolation=cv2.INTER_LINEAR)
+    grain = cv2.GaussianBlur(rng.normal(0, 10, (h, w)).astype(np.float32), (0, 0), 1.2)
+    x = np.linspace(-1, 1, w, dtype=np.float32)[None, :]
+    img = 120 + streaks + grain - 30 * x**2
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_parts(folder: Path, n: int, seed: int = 0, **kwargs) -> Path:
+    """``n`` part images (see :func:`part_image`) as ``folder/good/NNN.png``."""
+    rng = np.random.default_rng(seed)
+    good = folder / "good"
+    good.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(good / f"{i:03d}.png"), part_image(rng, **kwargs))
+    return folder
+
+
+def surface_shapes(rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
+    """(height, width) of ``n`` surfaces of every size, taller than wide on the whole."""
+    return [(int(rng.integers(90, 160)), int(rng.integers(60, 130))) for _ in range(n)]
+
+
+def write_surfaces(folder: Path, n: int, seed: int = 0) -> Path:
+    """``n`` surfaces of varying sizes as ``folder/good/NNN.png``."""
+    rng = np.random.default_rng(seed)
+    good = folder / "good"
+    good.mkdir(parents=True, exist_ok=True)
+    for i, shape in enumerate(surface_shapes(rng, n)):
+        cv2.imwrite(str(good / f"{i:03d}.png"), surface_image(rng, shape))
+    return folder
