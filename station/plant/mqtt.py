@@ -202,11 +202,12 @@ class MqttPublisher:
         ev.part.connect(self.on_part)
         ev.alarm.connect(self.on_alarm)
         ev.alarm_cleared.connect(self.on_alarm_cleared)
-        ev.state.connect(self._on_change)
+        ev.state.connect(self._on_state)
         ev.line.connect(self._on_change)
         recipe = engine.recipe
         info = {"recipe": Path(recipe.path).stem, "product": recipe.product.name,
-                "model_versions": dict(engine.inspector.model_versions)}
+                "model_versions": dict(engine.inspector.model_versions),
+                "state": "running" if engine.running else "stopped"}
         with self._cond:
             self._engine, self._engine_info = engine, info
             self._status_due = True
@@ -221,7 +222,7 @@ class MqttPublisher:
         ev = engine.events
         for signal, slot in ((ev.part, self.on_part), (ev.alarm, self.on_alarm),
                              (ev.alarm_cleared, self.on_alarm_cleared),
-                             (ev.state, self._on_change), (ev.line, self._on_change)):
+                             (ev.state, self._on_state), (ev.line, self._on_change)):
             with contextlib.suppress(Exception):
                 signal.disconnect(slot)
         if self._alarmed:  # the alarm belongs to that engine's book; the next one gets its own
@@ -253,6 +254,11 @@ class MqttPublisher:
 
     def on_alarm_cleared(self, alarm: Alarm) -> None:
         self._enqueue("alarm", alarm_payload(self.ident, alarm, False), status=True)
+
+    def _on_state(self, state: object) -> None:
+        """running / stopped / ended: the engine's last word, for the status."""
+        self._engine_info = {**self._engine_info, "state": str(state)}
+        self._on_change()
 
     def _on_change(self, _payload: object = None) -> None:
         with self._cond:
@@ -415,10 +421,11 @@ def open_publisher(recipe: Any, url: str | None = None) -> MqttPublisher | None:
     return None if section is None else MqttPublisher(section).start()
 
 
-def station_state(engine: Any) -> str:
-    """running | stopped | ended | not_inspecting | reject_output_down (the status's state)."""
-    if not engine.running:
-        return "ended" if getattr(engine.acquisition, "finished", False) else "stopped"
+def station_state(engine: Any, last: str) -> str:
+    """running | stopped | ended | not_inspecting | reject_output_down: the status's state
+    (``last``: the engine's last state event)."""
+    if last == "ended" or not engine.running:
+        return "ended" if last == "ended" else "stopped"
     state = str(engine.line_state().state)
     return "running" if state == "inspecting" else state
 
@@ -432,6 +439,6 @@ def engine_status(ident: Identity, engine: Any, info: dict[str, Any]) -> dict[st
         raw, shift = {}, None
     counts = {"parts": raw.get("inspected", 0), "passed": raw.get("passed", 0),
               "rejected": raw.get("rejected", 0), "errors": raw.get("errors", 0)}
-    return status_payload(ident, state=station_state(engine), recipe=info.get("recipe", ""),
+    return status_payload(ident, state=station_state(engine, info.get("state", "")), recipe=info.get("recipe", ""),
                           product=info.get("product", ""), counts=counts, shift_start=shift,
                           alarms=engine.alarms())
