@@ -9,19 +9,23 @@ before the line runs.
 
 from __future__ import annotations
 
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from station.config import RecipeError, load_recipe
+from station.config import DecisionSection, MqttSection, RecipeError, load_recipe
 from station.pipeline import ALARM_MQTT, Engine
-from station.plant.mosquitto import Mosquitto
-from station.plant.mqtt import WINDOW, MqttPublisher, open_publisher
+from station.pipeline.inspector import PartResult
+from station.plant.mosquitto import Mosquitto, free_port
+from station.plant.mqtt import WINDOW, MqttConfigError, MqttPublisher, open_publisher
 from station.plant.mqtt_bench import bench_mqtt
 from tests.e2e.test_engine import part_frames, wait_for, write_recipe
 from tests.plant.conftest import Message
@@ -316,3 +320,104 @@ def test_bench_measures_rate_and_verdict_to_puback_latency(mosquitto) -> None:
     assert 0.0 < result.latency_p50_ms <= result.latency_p99_ms <= result.latency_max_ms
     print(f"MQTT bench (small): {result.messages_per_s:.0f} messages/s, verdict -> PUBACK "
           f"p50 {result.latency_p50_ms:.1f} ms p99 {result.latency_p99_ms:.1f} ms")
+
+
+# -- credentials and TLS, against a broker configured for them ------------------------------
+
+
+def publish_one(section: MqttSection, timeout: float = 15.0) -> MqttPublisher:
+    """A started publisher with one result queued (no engine needed for the transport)."""
+    publisher = MqttPublisher(section).start()
+    publisher.enqueue_result(PartResult(part_id="000001", verdict="PASS", ae_score=0.5,
+                                        ae_raw=0.1, latency_ms=3.0, t_trigger=time.monotonic()),
+                             recipe="r", product="p", model_versions={"autoencoder": "ae@1"},
+                             decision=DecisionSection())
+    wait_for(lambda: publisher.connected, timeout)
+    return publisher
+
+
+def test_username_and_password_file_log_in_and_a_wrong_password_is_kept_out(
+        tmp_path: Path, subscriber) -> None:
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "station", "s3cret"],
+                   check=True, timeout=30)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text("s3cret\n")
+    bad.write_text("guess\n")
+    with Mosquitto(tmp_path / "broker", anonymous=False,
+                   extra=f"password_file {passwd}") as broker:
+        sub = subscriber(broker.url, username="station", password="s3cret")
+        base = MqttSection(enabled=True, url=broker.url, station="auth", username="station")
+        publisher = publish_one(replace(base, password_file=str(good),
+                                        buffer_dir=str(tmp_path / "ok")))
+        try:
+            assert publisher.connected
+            assert sub.wait_for(lambda _m: len(sub.of("result")) == 1, 15.0)
+        finally:
+            publisher.close()
+        refused = publish_one(replace(base, password_file=str(bad),
+                                      buffer_dir=str(tmp_path / "refused")), timeout=3.0)
+        try:
+            assert not refused.connected
+            assert len(refused.outbox) == 1, "the result waits on disk"
+        finally:
+            refused.close(flush_s=0.5)
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A CA and a server certificate for 127.0.0.1 (openssl), and a second, unrelated CA."""
+    folder.mkdir()
+    out = {name: folder / f"{name}.pem" for name in ("ca", "ca_key", "server", "server_key",
+                                                     "other_ca", "other_key")}
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+    for ca, key in (("ca", "ca_key"), ("other_ca", "other_key")):
+        openssl("req", "-x509", *ec, "-keyout", str(out[key]), "-out", str(out[ca]),
+                "-days", "2", "-subj", f"/CN=test {ca}")
+    csr = folder / "server.csr"
+    openssl("req", *ec, "-keyout", str(out["server_key"]), "-out", str(csr),
+            "-subj", "/CN=127.0.0.1")
+    ext = folder / "san.txt"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(out["ca"]), "-CAkey",
+            str(out["ca_key"]), "-CAcreateserial", "-out", str(out["server"]), "-days", "2",
+            "-extfile", str(ext))
+    return out
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls_with_the_recipes_ca_and_a_wrong_ca_is_refused(tmp_path: Path, subscriber) -> None:
+    certs = make_certificates(tmp_path / "certs")
+    tls_port = free_port()
+    extra = (f"listener {tls_port} 127.0.0.1\ncafile {certs['ca']}\n"
+             f"certfile {certs['server']}\nkeyfile {certs['server_key']}")
+    with Mosquitto(tmp_path / "broker", extra=extra) as broker:
+        assert wait_for(lambda: port_open(tls_port), 10.0)
+        sub = subscriber(broker.url)
+        base = MqttSection(enabled=True, url=f"mqtts://127.0.0.1:{tls_port}", station="tls")
+        publisher = publish_one(replace(base, ca_file=str(certs["ca"]),
+                                        buffer_dir=str(tmp_path / "ok")))
+        try:
+            assert publisher.connected
+            assert sub.wait_for(lambda _m: len(sub.of("result")) == 1, 15.0)
+        finally:
+            publisher.close()
+        stranger = publish_one(replace(base, ca_file=str(certs["other_ca"]),
+                                       buffer_dir=str(tmp_path / "refused")), timeout=3.0)
+        try:
+            assert not stranger.connected, "a broker the CA did not sign is not trusted"
+        finally:
+            stranger.close(flush_s=0.5)
+    with pytest.raises(MqttConfigError, match=r"^mqtt\.ca_file = .*: expected a PEM"):
+        MqttPublisher(replace(base, ca_file=str(certs["ca"].with_name("san.txt"))))
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
