@@ -421,3 +421,98 @@ def port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+# -- the window ------------------------------------------------------------------------------
+
+
+def folder_recipe(folder: Path, models: Path, frames: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_recipe(folder, models,
+                        camera=f'source = "folder"\ndevice = "{frames}"\nfps = 10\nloop = true',
+                        extra=f'[mqtt]\nstation = "gui"\nbuffer_dir = "{folder / "outbox"}"')
+    return path.rename(folder / f"{name}.toml")
+
+
+def test_the_window_publishes_with_the_mqtt_flag(qtbot, tiny_models: Path, tmp_path: Path,
+                                                 mosquitto, subscriber) -> None:
+    from station.ui.app import run_app
+
+    sub = subscriber(mosquitto.url)
+    path = folder_recipe(tmp_path / "gui", tiny_models, part_frames(tmp_path / "frames", 4),
+                         "window")
+    assert run_app(path, seconds=4.0, mqtt=mosquitto.url) == 0
+    assert sub.wait_for(lambda _m: bool(sub.of("result")) and sub.of("status")[-1].payload[
+        "online"] is False, 20.0), "results, then offline when the window closed"
+    payloads = first_arrivals(sub.of("result"))
+    assert [p["seq"] for p in payloads] == list(range(1, len(payloads) + 1))
+    assert {p["recipe"] for p in payloads} == {"window"}
+    assert any(s.payload.get("state") == "running" for s in sub.of("status"))
+
+
+def test_the_publisher_follows_the_windows_recipe_switch(qtbot, tiny_models: Path,
+                                                         tmp_path: Path, mosquitto,
+                                                         subscriber) -> None:
+    from station.ui.main_window import MainWindow, make_engine
+
+    sub = subscriber(mosquitto.url)
+    frames = part_frames(tmp_path / "frames", 4)
+    first = folder_recipe(tmp_path / "line", tiny_models, frames, "first")
+    second = folder_recipe(tmp_path / "other", tiny_models, frames, "second")
+    publisher = open_publisher(load_recipe(first), mosquitto.url)
+    assert publisher is not None
+    window = MainWindow(make_engine(load_recipe(first)))
+    qtbot.addWidget(window)
+    try:
+        publisher.attach(window.engine)
+        window.engine_changed.connect(publisher.attach)
+        window.engine.start()
+        assert sub.wait_for(lambda _m: len(sub.of("result")) >= 2, 30.0)
+        assert window.switch_recipe(second)
+        assert sub.wait_for(lambda _m: any(m.payload["recipe"] == "second"
+                                           for m in sub.of("result")), 30.0)
+    finally:
+        window.shutdown()
+        publisher.close()
+    payloads = first_arrivals(sub.of("result"))
+    recipes = [p["recipe"] for p in payloads]
+    assert recipes == sorted(recipes), "first's results, then second's"
+    assert [p["seq"] for p in payloads] == list(range(1, len(payloads) + 1))
+    assert any(s.payload.get("recipe") == "second" for s in sub.of("status"))
+
+
+def test_results_wait_on_disk_across_a_restart_and_a_full_buffer_is_alarmed(
+        tiny_models: Path, tmp_path: Path, mosquitto, subscriber) -> None:
+    """No broker at all: results go to disk, past buffer_max_messages the oldest results are
+    dropped and the mqtt alarm says how many; the next start sends what is left, in order."""
+    recipe = load_recipe(folder_recipe(tmp_path / "r", tiny_models,
+                                       part_frames(tmp_path / "frames", 1), "bounded"))
+    section = replace(recipe.mqtt, enabled=True, url=f"mqtt://127.0.0.1:{free_port()}",
+                      buffer_max_messages=10)
+    engine = Engine(recipe)
+    down = MqttPublisher(section).start()
+    try:
+        down.attach(engine)
+        for i in range(1, 26):
+            down.on_part(PartResult(part_id=f"{i:06d}", verdict="PASS", ae_score=0.5,
+                                    ae_raw=0.1, cls_score=0.2, cls_raw=0.1,
+                                    t_trigger=time.monotonic()))
+        assert wait_for(lambda: any(a.kind == ALARM_MQTT and "dropped" in a.message
+                                    for a in engine.alarms()), 20.0)
+        alarm = next(a for a in engine.alarms() if a.kind == ALARM_MQTT)
+        assert "unreachable" in alarm.message and "buffer_max_messages = 10" in alarm.message
+        assert wait_for(lambda: len(down.outbox) == 10, 10.0)
+    finally:
+        down.close(flush_s=0.0)
+        engine.close()
+    sub = subscriber(mosquitto.url)
+    up = MqttPublisher(replace(section, url=mosquitto.url)).start()
+    try:
+        assert sub.wait_for(lambda m: len(m) >= 10, 20.0)
+        assert wait_for(lambda: len(up.outbox) == 0, 10.0)
+    finally:
+        up.close()
+    results = first_arrivals(sub.of("result"))
+    assert [p["seq"] for p in results] == list(range(26 - len(results), 26)), "the newest"
+    assert all(p["seq"] == int(p["part_id"]) for p in results), "a dropped one is a gap"
+    assert len(results) + len(sub.of("alarm")) == 10, "alarms are kept, oldest results go"
