@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 WINDOW = 16  # messages handed to paho and not yet acknowledged, at most
 DOWN_GRACE_S = 2.0  # the broker unreachable this long raises the alarm (a blip does not)
 MAX_PASSWORD_BYTES = 4096
+Times = tuple[float, float] | None  # a result's verdict and queueing moments (monotonic)
 
 
 class MqttConfigError(ValueError):
@@ -135,13 +136,14 @@ class MqttPublisher:
         self._client = make_client(section, self.ident)
         self.outbox = Outbox(buffer_dir or section.buffer_dir, section.buffer_max_messages)
         self._cond = threading.Condition()
-        self._queue: deque[tuple[str, dict[str, Any], float | None]] = deque()
+        self._queue: deque[tuple[str, dict[str, Any], Times]] = deque()
         self._acked: list[tuple[int, float]] = []  # (mid, monotonic time of the PUBACK)
-        self._inflight: dict[int, tuple[int, float | None]] = {}  # mid -> (row id, t queued)
+        self._inflight: dict[int, tuple[int, Times]] = {}  # mid -> row
         self._sent_up_to = 0  # outbox row ids up to here are with paho
         self._stored_up_to = self.outbox.last_id()  # the newest row in the outbox
         self._seq = self.outbox.last_seq  # results' numbering goes on across restarts
-        self._queued_at: dict[int, float | None] = {}  # outbox row id -> monotonic time queued
+        # outbox row id -> (verdict, queued), monotonic: what the latencies run from
+        self._queued_at: dict[int, Times] = {}
         self._connected = False
         self._down_since: float | None = time.monotonic()
         self._down_reason = "not connected yet"
@@ -152,7 +154,8 @@ class MqttPublisher:
         self._stop = False
         self._engine: Any = None
         self._engine_info: dict[str, Any] = {}
-        self.latencies_ms: deque[float] = deque(maxlen=100_000)  # queued -> PUBACK
+        self.latencies_ms: deque[float] = deque(maxlen=100_000)  # verdict -> PUBACK
+        self.own_ms: deque[float] = deque(maxlen=100_000)  # part event -> PUBACK (ours)
         self.acknowledged = 0  # messages the broker acknowledged (results and alarms)
         self.memory_dropped = 0  # results dropped before they reached the outbox
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
@@ -271,8 +274,8 @@ class MqttPublisher:
             if kind == "result":  # numbered here: a result dropped later leaves a gap
                 self._seq += 1
                 payload["seq"] = self._seq
-            self._queue.append((kind, payload, time.monotonic() if t_queued is None
-                                else t_queued))
+            self._queue.append((kind, payload, None if t_queued is None
+                                else (t_queued, time.monotonic())))
             if len(self._queue) > self.section.buffer_max_messages:
                 self._drop_oldest_queued()
             self._status_due = self._status_due or status
@@ -344,7 +347,7 @@ class MqttPublisher:
             if stop:
                 return
 
-    def _store(self, queued: list[tuple[str, dict[str, Any], float | None]]) -> None:
+    def _store(self, queued: list[tuple[str, dict[str, Any], Times]]) -> None:
         if not queued:
             return
         ids = self.outbox.add([(kind, self.ident.topic(kind), payload)
@@ -362,10 +365,11 @@ class MqttPublisher:
             entry = self._inflight.pop(mid, None)
             if entry is None:
                 continue  # a status message (retained, not buffered)
-            row_id, t_queued = entry
+            row_id, times = entry
             done.append(row_id)
-            if t_queued is not None:
-                self.latencies_ms.append((t_ack - t_queued) * 1000.0)
+            if times is not None:
+                self.latencies_ms.append((t_ack - times[0]) * 1000.0)
+                self.own_ms.append((t_ack - times[1]) * 1000.0)
         self.outbox.remove(done)
         self.acknowledged += len(done)
 

@@ -5,15 +5,19 @@ Two measurements, both with the on-disk outbox and QoS 1 as on the line:
 - throughput: result messages queued as fast as possible, counted until the broker has
   acknowledged the last one (messages/s);
 - latency: result messages at a line's pace (``rate_hz``), each from its verdict to the
-  broker's PUBACK (p50/p99 ms) — the issue's "published <= 20 ms p99 after its verdict".
+  broker's PUBACK (p50/p99 ms) — the issue's "published <= 20 ms p99 after its verdict";
+- :func:`bench_line`: the same latency on the real engine running a recipe, split into the
+  engine's share (verdict -> its part event) and the publisher's (part event -> PUBACK).
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from station.config import DecisionSection, MqttSection
 from station.decision import PASS, REJECT
@@ -109,3 +113,45 @@ def bench_mqtt(url: str | None = None, *, messages: int = 2000, latency_messages
         with Mosquitto(Path(tmp) / "broker") as broker:
             return bench_publisher(broker.url, Path(tmp) / "outbox", messages=messages,
                                    latency_messages=latency_messages, rate_hz=rate_hz)
+
+
+@dataclass(frozen=True)
+class LineLatency:
+    """Verdict -> PUBACK on the real engine (ms), and the publisher's own share of it."""
+
+    parts: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    own_p50_ms: float  # part event -> PUBACK: what the publisher adds
+    own_p99_ms: float
+    url: str
+
+
+def bench_line(recipe: Any, seconds: float, url: str | None = None) -> LineLatency:
+    """Run ``recipe`` (its own source, its own models) for ``seconds`` with the publisher
+    attached, through ``url`` or a local Mosquitto, and measure every part."""
+    from dataclasses import replace
+
+    from station.pipeline import Engine
+
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="station-mqtt-")))
+        if url is None:
+            url = stack.enter_context(Mosquitto(tmp / "broker")).url
+        section = replace(recipe.mqtt, enabled=True, url=url, buffer_dir=str(tmp / "outbox"),
+                          station=recipe.mqtt.station or "bench")
+        engine = stack.enter_context(Engine(recipe))
+        publisher = MqttPublisher(section).start()
+        stack.callback(publisher.close)
+        publisher.attach(engine)
+        deadline = time.monotonic() + 20.0
+        while not publisher.connected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        engine.start()
+        time.sleep(seconds)
+        engine.stop()
+        _wait(publisher, len(engine.results()), 30.0)
+        lat, own = sorted(publisher.latencies_ms), sorted(publisher.own_ms)
+    return LineLatency(len(lat), percentile(lat, 0.5), percentile(lat, 0.99),
+                       lat[-1] if lat else 0.0, percentile(own, 0.5), percentile(own, 0.99), url)
