@@ -307,8 +307,9 @@ class MqttSection:
     qos: int = _opt(1, "MQTT quality of service of results and alarms: 1 = at least once "
                     "(a message leaves the buffer once the broker acknowledged it), 2 = "
                     "exactly once to the broker", min=1, max=2)
-    buffer_dir: str = _opt("records/mqtt", "folder of the on-disk buffer of messages waiting "
-                           "for the broker", path=True, must_exist=False, kind="dir")
+    buffer_dir: str = _opt("", "folder of the on-disk buffer of messages waiting for the "
+                           "broker ('' = mqtt-outbox beside the records database)",
+                           path=True, must_exist=False, kind="dir")
     buffer_max_messages: int = _opt(10000, "messages the buffer holds; when full, the oldest "
                                     "results are dropped (counted, alarmed)", min=10,
                                     max=1_000_000)

@@ -66,6 +66,9 @@ def mqtt_section(recipe: Any, url: str | None = None) -> MqttSection | None:
         if problem:
             raise MqttConfigError(f"--mqtt {url!r}: expected {problem}")
         section = replace(section, enabled=True, url=url)
+    if not section.buffer_dir:  # beside the records, not in the recipe's (or the repo's) folder
+        section = replace(section, buffer_dir=str(Path(recipe.records.database).parent
+                                                  / "mqtt-outbox"))
     return section if section.enabled else None
 
 
@@ -134,7 +137,8 @@ class MqttPublisher:
         self.ident = identity(section)
         self._tls, self._host, self._port = mqtt_endpoint(section.url)
         self._client = make_client(section, self.ident)
-        self.outbox = Outbox(buffer_dir or section.buffer_dir, section.buffer_max_messages)
+        self.outbox = Outbox(buffer_dir or section.buffer_dir or "mqtt-outbox",
+                             section.buffer_max_messages)
         self._cond = threading.Condition()
         self._queue: deque[tuple[str, dict[str, Any], Times]] = deque()
         self._acked: list[tuple[int, float]] = []  # (mid, monotonic time of the PUBACK)

@@ -26,7 +26,7 @@ from station.pipeline import ALARM_MQTT, Engine
 from station.pipeline.inspector import PartResult
 from station.plant.mosquitto import Mosquitto, free_port
 from station.plant.mqtt import WINDOW, MqttConfigError, MqttPublisher, open_publisher
-from station.plant.mqtt_bench import bench_mqtt
+from station.plant.mqtt_bench import bench_line, bench_mqtt
 from tests.e2e.test_engine import part_frames, wait_for, write_recipe
 from tests.plant.conftest import Message
 
@@ -200,12 +200,13 @@ def test_broker_killed_and_restarted_loses_no_result(tiny_models: Path, tmp_path
 def test_last_will_says_offline_when_the_station_is_killed(tiny_models: Path, tmp_path: Path,
                                                            mosquitto, subscriber) -> None:
     """``station run --headless --mqtt URL`` (the recipe's [mqtt] is off) killed with -9: the
-    broker publishes its retained last will within a few keepalives."""
+    broker publishes its retained last will within a few keepalives. (``station demo`` takes
+    the same flag through the same code.)"""
     frames = part_frames(tmp_path / "frames", 6)
     path = write_recipe(tmp_path, tiny_models,
                         camera=f'source = "folder"\ndevice = "{frames}"\nfps = 10\nloop = true',
-                        extra=f'[mqtt]\nplant = "p1"\nline = "l1"\nstation = "killed"\n'
-                              f'keepalive_s = 1\nbuffer_dir = "{tmp_path / "outbox"}"')
+                        extra='[mqtt]\nplant = "p1"\nline = "l1"\nstation = "killed"\n'
+                              'keepalive_s = 1')
     sub = subscriber(mosquitto.url, topic="station/p1/l1/killed/#")
     proc = subprocess.Popen([sys.executable, "-m", "station", "run", "--recipe", str(path),
                              "--headless", "--quiet", "--mqtt", mosquitto.url],
@@ -221,6 +222,8 @@ def test_last_will_says_offline_when_the_station_is_killed(tiny_models: Path, tm
         "no last will"
     assert sub.of("status")[-1].payload == {"v": 1, "station": "killed", "plant": "p1",
                                             "line": "l1", "online": False, "time": None}
+    outbox = tmp_path / "records" / "mqtt-outbox" / "outbox.sqlite"
+    assert outbox.exists(), "the outbox lives beside the records by default"
 
 
 def test_a_changeover_keeps_one_numbering(tiny_models: Path, tmp_path: Path, mosquitto,
@@ -313,13 +316,20 @@ def test_bad_mqtt_flag_and_password_file_are_one_line_exit_2(tiny_models: Path,
             proc.stderr
 
 
-def test_bench_measures_rate_and_verdict_to_puback_latency(mosquitto) -> None:
+def test_bench_measures_rate_and_verdict_to_puback_latency(tiny_models: Path, tmp_path: Path,
+                                                          mosquitto) -> None:
+    recipe = load_recipe(folder_recipe(tmp_path / "line", tiny_models,
+                                       part_frames(tmp_path / "frames", 3), "bench"))
+    line = bench_line(recipe, 3.0, url=mosquitto.url)
+    assert line.parts >= 5, "every part of the run is measured"
+    assert 0.0 < line.own_p50_ms <= line.p50_ms <= line.p99_ms <= line.max_ms
     result = bench_mqtt(mosquitto.url, messages=300, latency_messages=60, rate_hz=50.0)
     assert result.messages == 300 and result.latency_messages == 60
     assert result.messages_per_s > 50.0, "slower than any line"
     assert 0.0 < result.latency_p50_ms <= result.latency_p99_ms <= result.latency_max_ms
     print(f"MQTT bench (small): {result.messages_per_s:.0f} messages/s, verdict -> PUBACK "
-          f"p50 {result.latency_p50_ms:.1f} ms p99 {result.latency_p99_ms:.1f} ms")
+          f"p50 {result.latency_p50_ms:.1f} ms p99 {result.latency_p99_ms:.1f} ms; on the "
+          f"engine ({line.parts} parts) p50 {line.p50_ms:.1f} ms p99 {line.p99_ms:.1f} ms")
 
 
 # -- credentials and TLS, against a broker configured for them ------------------------------
