@@ -35,6 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from station.config import MqttSection, mqtt_endpoint, mqtt_url_problem
 from station.pipeline.alarms import ALARM_MQTT, Alarm
 from station.pipeline.inspector import PartResult
+from station.plant.mqtt_link import MqttLink
 from station.plant.outbox import Outbox
 from station.plant.payloads import (
     Identity,
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 WINDOW = 16  # messages handed to paho and not yet acknowledged, at most
 DOWN_GRACE_S = 2.0  # the broker unreachable this long raises the alarm (a blip does not)
+GOODBYE_S = 2.0  # how long a closing publisher waits for the broker to take "online": false
 MAX_PASSWORD_BYTES = 4096
 Times = tuple[float, float] | None  # a result's verdict and queueing moments (monotonic)
 
@@ -111,7 +113,6 @@ def make_client(section: MqttSection, ident: Identity) -> paho.Client:
                          protocol=paho.MQTTv311, clean_session=True)
     client.will_set(ident.topic("status"), encode(offline_payload(ident)), qos=1, retain=True)
     client.max_inflight_messages_set(WINDOW)
-    client.reconnect_delay_set(min_delay=1, max_delay=min(5, section.keepalive_s + 1))
     if tls:
         try:
             client.tls_set(ca_certs=section.ca_file or None, certfile=section.cert_file or None,
@@ -165,12 +166,14 @@ class MqttPublisher:
         self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
         c = self._client
         c.on_connect, c.on_disconnect = self._on_connect, self._on_disconnect
-        c.on_connect_fail, c.on_publish = self._on_connect_fail, self._on_publish
+        c.on_publish = self._on_publish
+        self._link = MqttLink(c, self._host, self._port, section.keepalive_s,
+                              max_delay=min(5, section.keepalive_s + 1), on_fail=self._on_fail)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> MqttPublisher:
-        self._client.connect_async(self._host, self._port, keepalive=self.section.keepalive_s)
-        self._client.loop_start()
+        """Connect and publish from the publisher's thread (a broker that is down at start-up
+        is an alarm later, not a refusal)."""
         self._thread.start()
         return self
 
@@ -190,16 +193,22 @@ class MqttPublisher:
                 self._cond.wait(0.05)
             self._stop = True
             self._cond.notify_all()
+        self._link.wake()
         if self._thread.is_alive():
-            self._thread.join(max(1.0, deadline - time.monotonic() + 1.0))
+            self._thread.join(max(1.0, deadline - time.monotonic()) + GOODBYE_S + 1.0)
+        else:
+            self._link.close()
+        self.outbox.close()
+
+    def _goodbye(self) -> None:
+        """Publisher thread, stopping: ``"online": false`` (retained), then DISCONNECT."""
         if self._connected:
             info = self._client.publish(self.ident.topic("status"),
                                         encode(offline_payload(self.ident)), qos=1, retain=True)
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(2.0)
-        self._client.disconnect()
-        self._client.loop_stop()
-        self.outbox.close()
+            deadline = time.monotonic() + GOODBYE_S
+            while self._connected and not info.is_published() and time.monotonic() < deadline:
+                self._link.poll(0.05)
+        self._link.close()
 
     # -- following an engine -----------------------------------------------------------------
     def attach(self, engine: Any) -> None:
@@ -284,6 +293,7 @@ class MqttPublisher:
                 self._drop_oldest_queued()
             self._status_due = self._status_due or status
             self._cond.notify_all()
+        self._link.wake()
 
     def _drop_oldest_queued(self) -> None:
         """The publisher thread is stuck (a disk that hangs): the oldest result goes."""
@@ -295,7 +305,7 @@ class MqttPublisher:
             self._queue.popleft()
         self.memory_dropped += 1
 
-    # -- paho's thread ---------------------------------------------------------------------
+    # -- paho's callbacks (in the publisher's thread, from MqttLink.poll) -------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
                     props: Any) -> None:
         with self._cond:
@@ -303,6 +313,7 @@ class MqttPublisher:
                 self._down_reason = f"refused: {reason}"
                 return
             self._connected = True
+            self._link.connected_ok()
             self._down_since = None
             self._status_due = True
             self._cond.notify_all()
@@ -317,9 +328,9 @@ class MqttPublisher:
             self._down_reason = f"connection lost ({reason})"
             self._cond.notify_all()
 
-    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+    def _on_fail(self, reason: str) -> None:
         with self._cond:
-            self._down_reason = f"cannot connect to {self._host}:{self._port}"
+            self._down_reason = reason
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any,
                     props: Any) -> None:
@@ -333,8 +344,9 @@ class MqttPublisher:
             with self._cond:
                 sendable = (self._connected and self._stored_up_to > self._sent_up_to
                             and len(self._inflight) < WINDOW)
-                if not (self._queue or self._acked or self._stop or sendable):
-                    self._cond.wait(0.25)
+                busy = bool(self._queue or self._acked or self._stop or sendable)
+            self._link.poll(0.0 if busy else 0.25)  # the network; paho's callbacks fire here
+            with self._cond:
                 queued, self._queue = list(self._queue), deque()
                 acked, self._acked = self._acked, []
                 stop, connected = self._stop, self._connected
@@ -349,6 +361,7 @@ class MqttPublisher:
                 log.exception("MQTT publisher")
                 time.sleep(0.5)
             if stop:
+                self._goodbye()
                 return
 
     def _store(self, queued: list[tuple[str, dict[str, Any], Times]]) -> None:
