@@ -173,6 +173,7 @@ def test_broker_killed_and_restarted_loses_no_result(tiny_models: Path, tmp_path
             assert wait_for(lambda: len(engine.results()) >= n_down + 4, 30.0), \
                 "the station keeps inspecting while the broker is away"
             assert len(publisher.outbox) >= 4, "results wait on disk"
+            assert engine.line_state().inspecting, "the mqtt alarm never stops inspection"
             broker.start()
             assert wait_for(lambda: not any(a.kind == ALARM_MQTT and a.active
                                             for a in engine.alarms()), 30.0)
@@ -378,7 +379,8 @@ def make_certificates(folder: Path) -> dict[str, Path]:
     """A CA and a server certificate for 127.0.0.1 (openssl), and a second, unrelated CA."""
     folder.mkdir()
     out = {name: folder / f"{name}.pem" for name in ("ca", "ca_key", "server", "server_key",
-                                                     "other_ca", "other_key")}
+                                                     "client", "client_key", "other_ca",
+                                                     "other_key")}
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
     def openssl(*args: str) -> None:
@@ -387,25 +389,29 @@ def make_certificates(folder: Path) -> dict[str, Path]:
     for ca, key in (("ca", "ca_key"), ("other_ca", "other_key")):
         openssl("req", "-x509", *ec, "-keyout", str(out[key]), "-out", str(out[ca]),
                 "-days", "2", "-subj", f"/CN=test {ca}")
-    csr = folder / "server.csr"
-    openssl("req", *ec, "-keyout", str(out["server_key"]), "-out", str(csr),
-            "-subj", "/CN=127.0.0.1")
     ext = folder / "san.txt"
     ext.write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(out["ca"]), "-CAkey",
-            str(out["ca_key"]), "-CAcreateserial", "-out", str(out["server"]), "-days", "2",
-            "-extfile", str(ext))
+    for name, subject in (("server", "/CN=127.0.0.1"), ("client", "/CN=station")):
+        csr = folder / f"{name}.csr"
+        openssl("req", *ec, "-keyout", str(out[f"{name}_key"]), "-out", str(csr),
+                "-subj", subject)
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(out["ca"]), "-CAkey",
+                str(out["ca_key"]), "-CAcreateserial", "-out", str(out[name]), "-days", "2",
+                "-extfile", str(ext))
     return out
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
-def test_tls_with_the_recipes_ca_and_a_wrong_ca_is_refused(tmp_path: Path, subscriber) -> None:
+def test_tls_with_the_recipes_ca_and_client_certificate(tmp_path: Path, subscriber) -> None:
+    """mqtts:// with ca_file connects; a broker signed by another CA is not trusted; a
+    broker that requires client certificates takes cert_file/key_file and refuses none."""
     certs = make_certificates(tmp_path / "certs")
-    tls_port = free_port()
-    extra = (f"listener {tls_port} 127.0.0.1\ncafile {certs['ca']}\n"
-             f"certfile {certs['server']}\nkeyfile {certs['server_key']}")
+    tls_port, mutual_port = free_port(), free_port()
+    server = f"cafile {certs['ca']}\ncertfile {certs['server']}\nkeyfile {certs['server_key']}"
+    extra = (f"listener {tls_port} 127.0.0.1\n{server}\n"
+             f"listener {mutual_port} 127.0.0.1\n{server}\nrequire_certificate true")
     with Mosquitto(tmp_path / "broker", extra=extra) as broker:
-        assert wait_for(lambda: port_open(tls_port), 10.0)
+        assert wait_for(lambda: port_open(tls_port) and port_open(mutual_port), 10.0)
         sub = subscriber(broker.url)
         base = MqttSection(enabled=True, url=f"mqtts://127.0.0.1:{tls_port}", station="tls")
         publisher = publish_one(replace(base, ca_file=str(certs["ca"]),
@@ -421,6 +427,20 @@ def test_tls_with_the_recipes_ca_and_a_wrong_ca_is_refused(tmp_path: Path, subsc
             assert not stranger.connected, "a broker the CA did not sign is not trusted"
         finally:
             stranger.close(flush_s=0.5)
+        mutual = replace(base, url=f"mqtts://127.0.0.1:{mutual_port}", ca_file=str(certs["ca"]))
+        with_cert = publish_one(replace(mutual, cert_file=str(certs["client"]),
+                                        key_file=str(certs["client_key"]),
+                                        buffer_dir=str(tmp_path / "mutual")))
+        try:
+            assert with_cert.connected, "the client certificate is presented"
+            assert sub.wait_for(lambda _m: len(sub.of("result")) == 2, 15.0)
+        finally:
+            with_cert.close()
+        without = publish_one(replace(mutual, buffer_dir=str(tmp_path / "no-cert")), timeout=3.0)
+        try:
+            assert not without.connected, "the broker asks for a client certificate"
+        finally:
+            without.close(flush_s=0.5)
     with pytest.raises(MqttConfigError, match=r"^mqtt\.ca_file = .*: expected a PEM"):
         MqttPublisher(replace(base, ca_file=str(certs["ca"].with_name("san.txt"))))
 
