@@ -1,15 +1,16 @@
 """Results, status and alarms on MQTT (paho-mqtt 2), never holding up the line.
 
 The engine's event handlers only build a dict and append it to an in-memory queue (the
-inspection thread never waits for a disk or a network). The publisher's own thread stores
-the messages in the on-disk :class:`~station.plant.outbox.Outbox` (results are numbered,
-``seq``, as they are queued: a result lost on the way leaves a gap), hands them to paho in order with QoS 1, at most :data:`WINDOW` unacknowledged
-at a time, and deletes each from the outbox once the broker acknowledged it (PUBACK). While
-the broker is away the messages wait on disk (bounded: the oldest results go first, counted),
-an ``mqtt`` alarm is raised, and when the broker is back paho re-sends the unacknowledged
-ones first, then the backlog follows in order. QoS 1 is "at least once": a message sent
-just before a broker died can arrive twice, with the same ``seq``, which is how a subscriber
-drops it.
+inspection thread never waits for a disk or a network); results are numbered (``seq``) there,
+so one lost on the way leaves a gap. The publisher's own thread stores the messages in the
+on-disk :class:`~station.plant.outbox.Outbox`, publishes them in order with QoS 1 (at most
+:data:`WINDOW` unacknowledged; :class:`~station.plant.mqtt_link.MqttLink` drives paho from
+this thread) and deletes each from the outbox once the broker acknowledged it (PUBACK).
+While the broker is away the messages wait on disk (bounded: the oldest results go first,
+counted), an ``mqtt`` alarm is raised, and when the broker is back the unacknowledged ones
+are sent again first, then the backlog follows in order. QoS 1 is "at least once": a message
+sent just before a broker died can arrive twice, with the same ``seq``, which is how a
+subscriber drops it.
 
 The status is retained and sent on every change and every ``status_interval_s``; the last
 will (retained, same topic) says ``"online": false`` when the station dies, and a clean
@@ -136,7 +137,7 @@ class MqttPublisher:
     def __init__(self, section: MqttSection, *, buffer_dir: str | Path | None = None) -> None:
         self.section = section
         self.ident = identity(section)
-        self._tls, self._host, self._port = mqtt_endpoint(section.url)
+        _, self._host, self._port = mqtt_endpoint(section.url)
         self._client = make_client(section, self.ident)
         self.outbox = Outbox(buffer_dir or section.buffer_dir or "mqtt-outbox",
                              section.buffer_max_messages)

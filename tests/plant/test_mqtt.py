@@ -472,8 +472,8 @@ def test_the_window_publishes_with_the_mqtt_flag(qtbot, tiny_models: Path, tmp_p
     path = folder_recipe(tmp_path / "gui", tiny_models, part_frames(tmp_path / "frames", 4),
                          "window")
     assert run_app(path, seconds=4.0, mqtt=mosquitto.url) == 0
-    assert sub.wait_for(lambda _m: bool(sub.of("result")) and sub.of("status")[-1].payload[
-        "online"] is False, 20.0), "results, then offline when the window closed"
+    assert sub.wait_for(lambda _m: bool(sub.of("result")) and bool(sub.of("status")) and sub.of(
+        "status")[-1].payload["online"] is False, 20.0), "results, then offline at the end"
     payloads = first_arrivals(sub.of("result"))
     assert [p["seq"] for p in payloads] == list(range(1, len(payloads) + 1))
     assert {p["recipe"] for p in payloads} == {"window"}
