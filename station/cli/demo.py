@@ -75,4 +75,4 @@ def run(args: argparse.Namespace) -> int:
 
     return start_station(DEMO_RECIPE, headless=args.headless, seconds=args.seconds,
                          kiosk=args.kiosk, quiet=args.quiet, command="demo",
-                         modbus=args.modbus, opcua=args.opcua)
+                         modbus=args.modbus, opcua=args.opcua, mqtt=args.mqtt)

@@ -28,7 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_plant_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--modbus`` and ``--opcua``: each overrides (and enables) the recipe's section."""
+    """``--modbus``, ``--opcua`` and ``--mqtt``: each overrides (and enables) the recipe's section."""
+    parser.add_argument("--mqtt", metavar="URL", default=None,
+                        help="publish results, status and alarms to this broker "
+                             "(mqtt://host[:port], mqtts:// for TLS); overrides and enables "
+                             "the recipe's [mqtt]")
     parser.add_argument("--modbus", metavar="HOST:PORT", type=modbus_address, default=None,
                         help="serve the PLC handshake over Modbus TCP on HOST:PORT (overrides "
                              "and enables the recipe's [modbus]; headless)")
@@ -60,15 +64,22 @@ NOT_INSPECTING_EXIT = 3  # the run ended with the camera lost, the trigger blind
 def run(args: argparse.Namespace) -> int:
     return start_station(args.recipe, headless=args.headless, seconds=args.seconds,
                          kiosk=args.kiosk, quiet=args.quiet, modbus=getattr(args, "modbus", None),
-                         opcua=getattr(args, "opcua", None))
+                         opcua=getattr(args, "opcua", None), mqtt=getattr(args, "mqtt", None))
 
 
 def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
                   kiosk: bool = False, quiet: bool = False, command: str = "run",
-                  modbus: tuple[str, int] | None = None, opcua: str | None = None) -> int:
-    """Open the recipe and run it; every startup fault is one clear line and exit code 2."""
-    from station.config import RecipeError, load_recipe
+                  modbus: tuple[str, int] | None = None, opcua: str | None = None,
+                  mqtt: str | None = None) -> int:
+    """Open the recipe and run it; every startup fault is one clear line and exit code 2.
+    ``modbus``, ``opcua`` and ``mqtt`` (the flags) override and enable the recipe's sections."""
+    from station.config import RecipeError, load_recipe, mqtt_url_problem
     from station.plant import with_overrides
+
+    if mqtt is not None and mqtt_url_problem(mqtt):
+        print(f"station {command}: --mqtt {mqtt}: expected {mqtt_url_problem(mqtt)}",
+              file=sys.stderr)
+        return 2
 
     adjust = partial(with_overrides, modbus=modbus, opcua=opcua)
     try:
@@ -87,14 +98,21 @@ def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
         from station.ui.app import run_app
 
         return run_app(recipe.path, kiosk=kiosk, seconds=seconds, command=command,
-                       shown_path=recipe_path)
+                       shown_path=recipe_path, mqtt=mqtt)
     from station.cli.headless import run_headless, truth_summary
     from station.plant import StationHost
+    from station.plant.mqtt import open_publisher
     from station.plant.services import PlantServices
 
+    publisher = None
     try:
         host = StationHost(recipe, adjust=adjust)
         services = PlantServices(host)
+        try:
+            publisher = open_publisher(recipe, mqtt)
+        except startup_errors():
+            host.close()
+            raise
     except startup_errors() as exc:
         print(f"station {command}: {describe_startup_error(recipe_path, recipe, exc)}",
               file=sys.stderr)
@@ -105,6 +123,11 @@ def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
         host.close()
         print(f"station {command}: {recipe_path}: {exc}", file=sys.stderr)
         return 2
+    if publisher is not None:
+        publisher.attach(host.engine)
+        host.engine_changed.connect(publisher.attach)  # follow a changeover
+        print(f"station: publishing to {publisher.section.url} under "
+              f"{publisher.ident.topic('result').rsplit('/', 1)[0]}/", flush=True)
     try:
         engine = host.engine
         print(f"station: {recipe.product.name}: camera {engine.source.name}, trigger "
@@ -119,6 +142,8 @@ def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
     finally:
         services.stop()
         host.close()
+        if publisher is not None:
+            publisher.close()  # the last results, then "online": false
     print(f"inspected {stats.parts} parts: {stats.passed} passed, {stats.rejected} rejected, "
           f"{stats.errors} errors; {stats.dropped_frames} frames dropped", flush=True)
     if summary["unknown"] < stats.parts:

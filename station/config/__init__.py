@@ -47,6 +47,7 @@ from station.config.schema import (
     EngineerSection,
     ModbusSection,
     ModelsSection,
+    MqttSection,
     OpcuaSection,
     ProductSection,
     QualitySection,
@@ -59,6 +60,8 @@ from station.config.schema import (
     UndistortSection,
     field_help,
     field_info,
+    mqtt_endpoint,
+    mqtt_url_problem,
     recipe_to_dict,
 )
 from station.config.toml_io import list_recipes, load_recipe
@@ -72,6 +75,7 @@ __all__ = [
     "ModbusSection",
     "ModelsSection",
     "OpcuaSection",
+    "MqttSection",
     "PIN_ITERATIONS",
     "PIN_MAX_ITERATIONS",
     "PIN_MIN_ITERATIONS",
@@ -93,6 +97,8 @@ __all__ = [
     "hash_pin",
     "list_recipes",
     "load_recipe",
+    "mqtt_endpoint",
+    "mqtt_url_problem",
     "pin_problem",
     "port_problem",
     "recipe_to_dict",

@@ -6,7 +6,9 @@
   ResultValid/ResultAck, counts, alarms, recipe number, heartbeat, the Reject bit;
 - :mod:`~station.plant.pulse`: :class:`RejectPulse`, the Reject bit the reject scheduler drives
   with ``reject.output = "plc"``;
-- :mod:`~station.plant.modbus_server`: the Modbus TCP register map of the handshake.
+- :mod:`~station.plant.modbus_server`: the Modbus TCP register map of the handshake;
+- :mod:`~station.plant.mqtt` (with :mod:`~station.plant.outbox` and
+  :mod:`~station.plant.payloads`): results, status and alarms on MQTT, buffered on disk.
 
 Nothing here imports Qt, torch or the simulator: the window and the headless station share it.
 """
