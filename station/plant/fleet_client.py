@@ -1,0 +1,146 @@
+"""The fleet view's MQTT subscriber: a :class:`FleetModel` fed from a broker by paho-mqtt.
+
+paho runs its own network thread and reconnects by itself; this module turns what it
+reports into :class:`BrokerState` events (connected, or "unreachable, retrying" with the
+reason in words) and never lets a message or a listener end that thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from station.plant.fleet import FleetModel
+
+log = logging.getLogger(__name__)
+
+SCHEMES = {"mqtt": (False, 1883), "tcp": (False, 1883), "mqtts": (True, 8883), "ssl": (True, 8883)}
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool]:
+    """``mqtt://host:port`` (``mqtts://`` = TLS) -> (host, port, tls); ValueError says why."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"broker {url!r}: {exc}") from None
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"broker {url!r}: expected mqtt://host:port or mqtts://host:port")
+    if not parts.hostname:
+        raise ValueError(f"broker {url!r}: no host name")
+    tls, default_port = SCHEMES[parts.scheme]
+    return parts.hostname, port or default_port, tls
+
+
+@dataclass(frozen=True)
+class BrokerOptions:
+    """Where the broker is and how to log in: the keys of a station's ``[mqtt]`` section."""
+
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    keepalive_s: int = 5
+
+
+@dataclass(frozen=True)
+class BrokerState:
+    connected: bool
+    text: str  # "connected to mqtt://...", "broker mqtt://... unreachable, retrying (...)"
+
+
+class FleetClient:
+    """Subscribes ``model`` to a broker (paho-mqtt, its own network thread): reconnects on
+    its own, and checks the stations' silence twice a second. ``start()`` never blocks on
+    the network; a broker that cannot be reached is a :class:`BrokerState` event."""
+
+    def __init__(self, model: FleetModel, options: BrokerOptions) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.model = model
+        self.options = options
+        self.host, self.port, tls = parse_broker_url(options.url)
+        self.state = BrokerState(False, f"connecting to {options.url}")
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                             client_id=f"station-fleet-{threading.get_native_id()}-{id(self):x}",
+                             clean_session=True)
+        if options.username:
+            client.username_pw_set(options.username, options.password)
+        if tls or options.ca_file:
+            client.tls_set(ca_certs=options.ca_file, certfile=options.cert_file,
+                           keyfile=options.key_file)
+        client.reconnect_delay_set(1, 8)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self.client = client
+
+    def start(self) -> None:
+        self.client.connect_async(self.host, self.port, keepalive=self.options.keepalive_s)
+        self.client.loop_start()
+        self._ticker = threading.Thread(target=self._tick, name="fleet-silence", daemon=True)
+        self._ticker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self.model.check_silence()
+            except Exception:  # a listener's fault: logged, the ticker keeps going
+                log.exception("fleet: silence check failed")
+
+    def _set(self, state: BrokerState) -> None:
+        if state != self.state:
+            self.state = state
+            self.model.events.broker.emit(state)
+
+    def _unreachable(self, why: str) -> None:
+        self._set(BrokerState(False, f"broker {self.options.url} unreachable, retrying ({why})"))
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                    properties: Any = None) -> None:
+        if reason.is_failure:
+            self._unreachable(f"refused: {reason}")
+            return
+        for topic in self.model.topics():
+            client.subscribe(topic, qos=1)
+        self._set(BrokerState(True, f"connected to {self.options.url}"))
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self._unreachable(self._probe())
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                       properties: Any = None) -> None:
+        if not self._stop.is_set():
+            self._unreachable(f"connection lost: {reason}")
+
+    def _probe(self) -> str:
+        """Why a connection fails, in words (paho does not say): one short TCP attempt."""
+        import socket
+
+        try:
+            with socket.create_connection((self.host, self.port), timeout=2.0):
+                return "no MQTT answer"
+        except OSError as exc:
+            return exc.strerror or str(exc) or type(exc).__name__
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        try:
+            self.model.handle(message.topic, message.payload, bool(message.retain))
+        except Exception:  # never let one message end paho's network thread
+            log.exception("fleet: message on %r not handled", getattr(message, "_topic", b""))
