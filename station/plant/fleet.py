@@ -105,7 +105,7 @@ class StationSnapshot:
     line: str
     name: str
     online: bool
-    why_offline: str = ""  # "" when online: "went offline (...)" or "silent for 17 s"
+    why_offline: str = ""  # "" when online: "connection lost or shut down", "silent for 17 s"
     state: str = ""
     recipe: str = ""
     product: str = ""
@@ -386,7 +386,7 @@ class FleetModel:
         if not status.online:
             station.gaps.clear()
             station.snap = replace(snap, online=False, last_heard=self._wall(),
-                                   why_offline="went offline (shut down or connection lost)")
+                                   why_offline="connection lost or shut down")
             return
         station.open_alarms = {a.kind: a for a in status.alarms}
         station.snap = replace(
