@@ -22,6 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after this many seconds (default: until Ctrl-C)")
     parser.add_argument("--kiosk", action="store_true", help="full-screen operator window")
     parser.add_argument("--quiet", action="store_true", help="headless: no line per part")
+    add_plant_arguments(parser)
+
+
+def add_plant_arguments(parser: argparse.ArgumentParser) -> None:
+    """The plant-network flags ``station run`` and ``station demo`` share."""
+    parser.add_argument("--mqtt", metavar="URL", default=None,
+                        help="publish results, status and alarms to this broker "
+                             "(mqtt://host[:port], mqtts:// for TLS); overrides and enables "
+                             "the recipe's [mqtt]")
 
 
 NOT_INSPECTING_EXIT = 3  # the run ended with the camera lost, the trigger blind or the output down
@@ -29,13 +38,20 @@ NOT_INSPECTING_EXIT = 3  # the run ended with the camera lost, the trigger blind
 
 def run(args: argparse.Namespace) -> int:
     return start_station(args.recipe, headless=args.headless, seconds=args.seconds,
-                         kiosk=args.kiosk, quiet=args.quiet)
+                         kiosk=args.kiosk, quiet=args.quiet, mqtt=args.mqtt)
 
 
 def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
-                  kiosk: bool = False, quiet: bool = False, command: str = "run") -> int:
-    """Open the recipe and run it; every startup fault is one clear line and exit code 2."""
-    from station.config import RecipeError, load_recipe
+                  kiosk: bool = False, quiet: bool = False, command: str = "run",
+                  mqtt: str | None = None) -> int:
+    """Open the recipe and run it; every startup fault is one clear line and exit code 2.
+    ``mqtt`` (the ``--mqtt`` flag) overrides and enables the recipe's [mqtt]."""
+    from station.config import RecipeError, load_recipe, mqtt_url_problem
+
+    if mqtt is not None and mqtt_url_problem(mqtt):
+        print(f"station {command}: --mqtt {mqtt}: expected {mqtt_url_problem(mqtt)}",
+              file=sys.stderr)
+        return 2
 
     try:
         recipe = load_recipe(recipe_path)
@@ -46,24 +62,39 @@ def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
         from station.ui.app import run_app
 
         return run_app(recipe.path, kiosk=kiosk, seconds=seconds, command=command,
-                       shown_path=recipe_path)
+                       shown_path=recipe_path, mqtt=mqtt)
     from station.cli.headless import run_headless, truth_summary
     from station.pipeline import Engine
+    from station.plant.mqtt import open_publisher
 
+    publisher = None
     try:
         engine = Engine(recipe)
+        try:
+            publisher = open_publisher(recipe, mqtt)
+        except startup_errors():
+            engine.close()
+            raise
     except startup_errors() as exc:
         print(f"station {command}: {describe_startup_error(recipe_path, recipe, exc)}",
               file=sys.stderr)
         return 2
-    with engine:
-        print(f"station: {recipe.product.name}: camera {engine.source.name}, trigger "
-              f"{engine.trigger.name}, models {engine.inspector.model_versions}, decision "
-              f"{engine.inspector.decision.rule}", flush=True)
-        stats = run_headless(engine, seconds, show_parts=not quiet)
-        summary = truth_summary(engine)
-        timing = stats.reject_timing
-        blocked = engine.not_inspecting()
+    if publisher is not None:
+        publisher.attach(engine)
+        print(f"station: publishing to {publisher.section.url} under "
+              f"{publisher.ident.topic('result').rsplit('/', 1)[0]}/", flush=True)
+    try:
+        with engine:
+            print(f"station: {recipe.product.name}: camera {engine.source.name}, trigger "
+                  f"{engine.trigger.name}, models {engine.inspector.model_versions}, decision "
+                  f"{engine.inspector.decision.rule}", flush=True)
+            stats = run_headless(engine, seconds, show_parts=not quiet)
+            summary = truth_summary(engine)
+            timing = stats.reject_timing
+            blocked = engine.not_inspecting()
+    finally:
+        if publisher is not None:
+            publisher.close()  # the last results, then "online": false
     print(f"inspected {stats.parts} parts: {stats.passed} passed, {stats.rejected} rejected, "
           f"{stats.errors} errors; {stats.dropped_frames} frames dropped", flush=True)
     if summary["unknown"] < stats.parts:

@@ -46,6 +46,7 @@ from station.config.schema import (
     DecisionSection,
     EngineerSection,
     ModelsSection,
+    MqttSection,
     ProductSection,
     QualitySection,
     Recipe,
@@ -57,6 +58,8 @@ from station.config.schema import (
     UndistortSection,
     field_help,
     field_info,
+    mqtt_endpoint,
+    mqtt_url_problem,
     recipe_to_dict,
 )
 from station.config.toml_io import list_recipes, load_recipe
@@ -68,6 +71,7 @@ __all__ = [
     "EngineerSection",
     "MIN_PIN_LENGTH",
     "ModelsSection",
+    "MqttSection",
     "PIN_ITERATIONS",
     "PIN_MAX_ITERATIONS",
     "PIN_MIN_ITERATIONS",
@@ -89,6 +93,8 @@ __all__ = [
     "hash_pin",
     "list_recipes",
     "load_recipe",
+    "mqtt_endpoint",
+    "mqtt_url_problem",
     "pin_problem",
     "port_problem",
     "recipe_to_dict",

@@ -15,7 +15,13 @@ from station.config.convert import Context
 from station.config.errors import Invalid
 from station.config.paths import check_exists, resolve_path
 from station.config.pin import PIN_MAX_ITERATIONS, PIN_MIN_ITERATIONS, PIN_UNSET_HELP, pin_parts
-from station.config.schema import REJECT_MESSAGE_FIELDS, Recipe, UndistortSection
+from station.config.schema import (
+    REJECT_MESSAGE_FIELDS,
+    Recipe,
+    UndistortSection,
+    mqtt_url_problem,
+    topic_name_problem,
+)
 from station.config.show import num_text, show_value
 
 
@@ -26,6 +32,7 @@ def check_recipe(recipe: Recipe, ctx: Context) -> Recipe:
     _check_localize(recipe, ctx)
     recipe = _check_models(recipe, ctx)
     _check_reject(recipe, ctx)
+    _check_mqtt(recipe, ctx)
     if recipe.quality.enabled and not recipe.quality.reference:
         ctx.error("quality.reference", 'quality.reference = "": expected a reference JSON '
                   "(station calibrate check) because quality.enabled is true", "quality")
@@ -232,3 +239,27 @@ def _template_problem(template: str) -> str | None:
     except (ValueError, IndexError, KeyError, TypeError, OverflowError) as exc:
         return str(exc)
     return None
+
+
+def _check_mqtt(recipe: Recipe, ctx: Context) -> None:
+    """[mqtt]: a broker URL, topic levels MQTT accepts, TLS files only with mqtts://."""
+    mq = recipe.mqtt
+    problem = mqtt_url_problem(mq.url)
+    if problem:
+        ctx.error("mqtt.url", f"mqtt.url = {show_value(mq.url)}: expected {problem}")
+    for key in ("topic_root", "plant", "line", "station"):
+        problem = topic_name_problem(getattr(mq, key))
+        if problem:
+            ctx.error(f"mqtt.{key}", f"mqtt.{key} = {show_value(getattr(mq, key))}: "
+                      f"expected {problem}")
+    tls_files = [k for k in ("ca_file", "cert_file", "key_file") if getattr(mq, k)]
+    if tls_files and not mq.url.startswith("mqtts://"):
+        ctx.error(f"mqtt.{tls_files[0]}", f"mqtt.{tls_files[0]} = "
+                  f"{show_value(getattr(mq, tls_files[0]))}: expected mqtt.url to start with "
+                  "mqtts:// (TLS) when TLS files are set", "mqtt.url", "mqtt")
+    if mq.key_file and not mq.cert_file:
+        ctx.error("mqtt.key_file", f"mqtt.key_file = {show_value(mq.key_file)}: expected "
+                  "mqtt.cert_file too (the key belongs to a client certificate)")
+    if mq.password_file and not mq.username:
+        ctx.error("mqtt.password_file", f"mqtt.password_file = {show_value(mq.password_file)}: "
+                  "expected mqtt.username too (a password belongs to a user)")

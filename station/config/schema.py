@@ -249,6 +249,75 @@ class EngineerSection:
         return self.pin_set
 
 
+MQTT_SCHEMES = {"mqtt": 1883, "mqtts": 8883}
+_TOPIC_BAD = frozenset("/+#")
+
+
+def mqtt_endpoint(url: str) -> tuple[bool, str, int]:
+    """``(tls, host, port)`` of a broker URL ``mqtt[s]://host[:port]``; ValueError with the
+    'expected' text when it is not one. The recipe check and the ``--mqtt`` flag use it."""
+    scheme, sep, rest = url.partition("://")
+    host, colon, port = rest.partition(":")
+    if (not sep or scheme not in MQTT_SCHEMES or not host or ":" in port
+            or any(ch in rest for ch in "/@?#[] ") or any(ord(ch) < 0x21 for ch in rest)):
+        raise ValueError("mqtt://host[:port] or mqtts://host[:port] (TLS)")
+    if colon and not (port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+        raise ValueError("a port between 1 and 65535 after the host")
+    return scheme == "mqtts", host, int(port) if colon else MQTT_SCHEMES[scheme]
+
+
+def mqtt_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a broker URL (the 'expected ...' text), or None."""
+    try:
+        mqtt_endpoint(url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one level of an MQTT topic, or None."""
+    bad = next((ch for ch in name if ch in _TOPIC_BAD or ord(ch) < 0x20), None)
+    return None if bad is None else f"a topic level without / + # (this one holds {bad!r})"
+
+
+@dataclass(frozen=True)
+class MqttSection:
+    """Results, status and alarms on MQTT (station.plant.mqtt): topics
+    ``<topic_root>/<plant>/<line>/<station>/{result,status,alarm}``."""
+
+    enabled: bool = _opt(False, "publish results, status and alarms to an MQTT broker")
+    url: str = _opt("mqtt://127.0.0.1:1883", "broker: mqtt://host[:port], or mqtts://host[:port] "
+                    "for TLS (ca_file, cert_file, key_file)", max_len=512)
+    topic_root: str = _opt("station", "first level of every topic", nonempty=True, max_len=64)
+    plant: str = _opt("plant", "plant name (a topic level)", nonempty=True, max_len=64)
+    line: str = _opt("line", "line name (a topic level)", nonempty=True, max_len=64)
+    station: str = _opt("", "station name (a topic level); '' = this computer's host name",
+                        max_len=64)
+    username: str = _opt("", "broker user name ('' = anonymous)", max_len=256)
+    password_file: str = _opt("", "file holding the broker password on its first line (the "
+                              "recipe never holds the password)", path=True, kind="file",
+                              file_only=True)
+    ca_file: str = _opt("", "TLS: CA certificate (PEM) the broker's certificate is checked "
+                        "against ('' = the system's)", path=True, kind="file")
+    cert_file: str = _opt("", "TLS: client certificate (PEM), when the broker asks for one",
+                          path=True, kind="file")
+    key_file: str = _opt("", "TLS: the client certificate's private key (PEM)", path=True,
+                         kind="file", file_only=True)
+    qos: int = _opt(1, "MQTT quality of service of results and alarms: 1 = at least once "
+                    "(a message leaves the buffer once the broker acknowledged it), 2 = "
+                    "exactly once to the broker", min=1, max=2)
+    buffer_dir: str = _opt("records/mqtt", "folder of the on-disk buffer of messages waiting "
+                           "for the broker", path=True, must_exist=False, kind="dir")
+    buffer_max_messages: int = _opt(10000, "messages the buffer holds; when full, the oldest "
+                                    "results are dropped (counted, alarmed)", min=10,
+                                    max=1_000_000)
+    status_interval_s: float = _opt(5.0, "seconds between retained status messages (also "
+                                    "sent on every change)", gt=0, max=3600)
+    keepalive_s: int = _opt(5, "MQTT keepalive (s): how fast the broker notices a dead "
+                            "station and publishes its last will", min=1, max=3600)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A whole product recipe. ``path`` is the file it was read from (absolute)."""
@@ -266,6 +335,7 @@ class Recipe:
     quality: QualitySection = _opt(QualitySection(), "image-quality checks")
     scale: ScaleSection = _opt(ScaleSection(), "pixel scale")
     engineer: EngineerSection = _opt(EngineerSection(), "engineer mode")
+    mqtt: MqttSection = _opt(MqttSection(), "results, status and alarms on MQTT")
     path: Path = field(default=Path("recipe.toml"), metadata={"internal": True})
 
     @property

@@ -9,6 +9,7 @@ numbers, ``overlay`` the heatmap drawn over a crop.
 from station.pipeline.alarms import (
     ALARM_CAMERA,
     ALARM_MODEL,
+    ALARM_MQTT,
     ALARM_OVERLOAD,
     ALARM_QUALITY,
     ALARM_RECORDS,
@@ -30,6 +31,7 @@ from station.pipeline.stats import EngineStats, percentile
 __all__ = [
     "ALARM_CAMERA",
     "ALARM_MODEL",
+    "ALARM_MQTT",
     "ALARM_OVERLOAD",
     "ALARM_QUALITY",
     "ALARM_RECORDS",

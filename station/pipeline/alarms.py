@@ -31,14 +31,17 @@ ALARM_RECORDS = "records"
 ALARM_OVERLOAD = "overload"
 ALARM_TRIGGER = "trigger"
 ALARM_REJECT_OUTPUT = "reject_output"  # a reject output was attempted and not delivered
+# The MQTT broker cannot be reached (or the publish buffer dropped results): the line is
+# inspected and protected as before, so this one never makes the line "not inspecting".
+ALARM_MQTT = "mqtt"
 # Alarms whose cause means the line is not being inspected (or not protected) while they last.
 NOT_INSPECTING_KINDS = frozenset({ALARM_CAMERA, ALARM_TRIGGER, ALARM_SERIAL, ALARM_REJECT_OUTPUT})
 # Kinds whose end the engine reports (clear_condition): acknowledged, they stay until it does.
 # The others (a model error, a streak of rejects) are events with no end to wait for.
-LASTING_KINDS = NOT_INSPECTING_KINDS | {ALARM_QUALITY, ALARM_OVERLOAD}
+LASTING_KINDS = NOT_INSPECTING_KINDS | {ALARM_QUALITY, ALARM_OVERLOAD, ALARM_MQTT}
 # The engine's own kinds: the records echo every alarm they store, and these are not theirs.
 ENGINE_ALARMS = (ALARM_CAMERA, ALARM_SERIAL, ALARM_STREAK, ALARM_MODEL, ALARM_QUALITY,
-                 ALARM_OVERLOAD, ALARM_TRIGGER, ALARM_REJECT_OUTPUT)
+                 ALARM_OVERLOAD, ALARM_TRIGGER, ALARM_REJECT_OUTPUT, ALARM_MQTT)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The station on the plant's network: PLC handshake, results on MQTT, the fleet view's model.
+"""The station on the plant's network: results, status and alarms on MQTT (``mqtt``,
+``outbox``, ``payloads``), the PLC interface and the fleet model (other modules).
 
-Qt-free (the fleet *window* is ``station.ui.fleet``).
+Qt-free: headless runs and the window both use it.
 """

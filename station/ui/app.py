@@ -6,19 +6,21 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 
 def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = None,
             screenshot: Path | None = None, command: str = "run",
-            shown_path: Path | None = None) -> int:
+            shown_path: Path | None = None, mqtt: str | None = None) -> int:
     """Open the operator window on ``recipe_path`` and start inspecting.
 
     ``seconds`` quits after that long (demos, checks under Xvfb); ``screenshot`` saves the
     window as a PNG just before quitting. Returns the exit code: 2 when the recipe or its
     models are refused (one line on stderr, as ``station <command>: <file>: <key> = ...``,
-    the file named as ``shown_path`` when given), else 0.
+    the file named as ``shown_path`` when given), else 0. ``mqtt`` (``--mqtt``) overrides
+    and enables the recipe's [mqtt]: the publisher follows the window's engine.
     """
     from PySide6.QtCore import QCoreApplication, QEvent, QTimer
     from PySide6.QtWidgets import QApplication
@@ -36,11 +38,14 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     app.setApplicationName("Inspection station")
     try:
         engine = make_engine(recipe)
+        publisher = _open_publisher(recipe, mqtt, engine)
     except startup_errors() as exc:  # a refused model, serial port, camera, records: one line
         where = shown_path if shown_path is not None else recipe_path
         print(f"station {command}: {describe_startup_error(where, recipe, exc)}", file=sys.stderr)
         return 2
     window = MainWindow(engine)
+    if publisher is not None:
+        window.engine_changed.connect(publisher.attach)  # a recipe switch: the new engine
     if kiosk:
         window.showFullScreen()
     else:
@@ -84,7 +89,24 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     app.aboutToQuit.connect(window.shutdown)
     code = app.exec()
     window.shutdown()
+    if publisher is not None:
+        publisher.close()
     # Closing the last window also posted a Quit of its own, still waiting: handled after
     # exec returned it would stop every later event loop of this process (tests run more)
     QCoreApplication.removePostedEvents(app, QEvent.Type.Quit)
     return int(code)
+
+
+def _open_publisher(recipe: Any, url: str | None, engine: Any) -> Any:
+    """The MQTT publisher following ``engine`` (None when MQTT is off); a setting that
+    cannot work closes the engine and raises (one line, like any start-up fault)."""
+    from station.plant.mqtt import open_publisher
+
+    try:
+        publisher = open_publisher(recipe, url)
+    except Exception:
+        engine.close()
+        raise
+    if publisher is not None:
+        publisher.attach(engine)
+    return publisher

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -65,7 +65,10 @@ def make_engine(recipe: Any, inspector: Any = None) -> Any:
 
 
 class MainWindow(QMainWindow):
-    """``MainWindow(engine)``; the engine may be running or not. ``close`` closes it."""
+    """``MainWindow(engine)``; the engine may be running or not. ``close`` closes it.
+    ``engine_changed(engine)`` after a recipe switch (publishers re-attach to it)."""
+
+    engine_changed = Signal(object)
 
     def __init__(self, engine: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -246,6 +249,7 @@ class MainWindow(QMainWindow):
         self.refresh_alarms()
         self.show_line_state(engine.line_state())
         self.on_state("running" if engine.running else "stopped")
+        self.engine_changed.emit(engine)
 
     def _on_recipe_chosen(self, index: int) -> None:
         """Another product chosen: only in engineer mode, and only once confirmed."""
