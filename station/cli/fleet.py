@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,30 +37,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the options, in one line (None: nothing)."""
-    from station.plant.fleet_client import parse_broker_url
+    from station.config import mqtt_url_problem
+    from station.config.schema import topic_name_problem
 
-    try:
-        parse_broker_url(args.broker)
-    except ValueError as exc:
-        return f"--broker: {exc}"
-    if not args.topic_root.strip("/") or any(c in args.topic_root for c in "+#"):
-        return f"--topic-root {args.topic_root!r}: expected a topic like 'station' (no + or #)"
+    problem = mqtt_url_problem(args.broker)
+    if problem:
+        return f"--broker {args.broker}: expected {problem}"
+    root = args.topic_root.strip("/")
+    for level in root.split("/"):
+        if not level or topic_name_problem(level):
+            return f"--topic-root {args.topic_root}: expected topic levels without + or #"
     for flag in ("password_file", "ca_file", "cert_file", "key_file"):
         path = getattr(args, flag)
         if path is not None and not path.is_file():
             return f"--{flag.replace('_', '-')} {path}: no such file"
+    tls = args.broker.startswith("mqtts://")
+    if not tls and (args.ca_file or args.cert_file or args.key_file):
+        return "--ca-file, --cert-file and --key-file need an mqtts:// broker (TLS)"
     if args.key_file is not None and args.cert_file is None:
-        return "--key-file needs --cert-file"
+        return "--key-file needs --cert-file (the key belongs to a client certificate)"
+    if args.password_file is not None and not args.username:
+        return "--password-file needs --username (a password belongs to a user)"
     if args.seconds is not None and args.seconds <= 0:
         return f"--seconds {args.seconds}: expected a positive number"
     return None
-
-
-def _password(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return lines[0].strip() if lines else ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,23 +68,25 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"station fleet: {problem}", file=sys.stderr)
         return 2
-    from station.plant.fleet_client import BrokerOptions
+    from station.config import MqttSection
+    from station.plant.mqtt import MqttConfigError
     from station.ui.fleet import run_fleet
 
+    def text(path: Path | None) -> str:
+        return "" if path is None else str(path)
+
+    options = MqttSection(
+        enabled=True, url=args.broker, topic_root=args.topic_root.strip("/"),
+        username=args.username or "", password_file=text(args.password_file),
+        ca_file=text(args.ca_file), cert_file=text(args.cert_file), key_file=text(args.key_file))
     try:
-        password = _password(args.password_file)
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"station fleet: --password-file {args.password_file}: cannot read: {exc}",
-              file=sys.stderr)
+        return run_fleet(options, seconds=args.seconds, screenshot=args.screenshot,
+                         on_broker=_say)
+    except MqttConfigError as exc:  # a password or TLS file that cannot be used
+        print(f"station fleet: {exc}", file=sys.stderr)
         return 2
-    options = BrokerOptions(
-        url=args.broker, username=args.username, password=password,
-        ca_file=None if args.ca_file is None else str(args.ca_file),
-        cert_file=None if args.cert_file is None else str(args.cert_file),
-        key_file=None if args.key_file is None else str(args.key_file))
-    return run_fleet(options, args.topic_root.strip("/"), seconds=args.seconds,
-                     screenshot=args.screenshot, on_broker=_say)
 
 
-def _say(state) -> None:  # noqa: ANN001 (a BrokerState; printed from paho's thread)
+def _say(state: Any) -> None:
+    """A change of the broker's state, one line (from paho's thread)."""
     print(f"station fleet: {state.text}", file=sys.stderr, flush=True)

@@ -12,41 +12,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import paho.mqtt.client as mqtt
+
+from station.config import MqttSection, mqtt_endpoint
 from station.plant.fleet import FleetModel
+from station.plant.mqtt import MqttConfigError, read_password
 
 log = logging.getLogger(__name__)
-
-SCHEMES = {"mqtt": (False, 1883), "tcp": (False, 1883), "mqtts": (True, 8883), "ssl": (True, 8883)}
-
-
-def parse_broker_url(url: str) -> tuple[str, int, bool]:
-    """``mqtt://host:port`` (``mqtts://`` = TLS) -> (host, port, tls); ValueError says why."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"broker {url!r}: {exc}") from None
-    if parts.scheme not in SCHEMES:
-        raise ValueError(f"broker {url!r}: expected mqtt://host:port or mqtts://host:port")
-    if not parts.hostname:
-        raise ValueError(f"broker {url!r}: no host name")
-    tls, default_port = SCHEMES[parts.scheme]
-    return parts.hostname, port or default_port, tls
-
-
-@dataclass(frozen=True)
-class BrokerOptions:
-    """Where the broker is and how to log in: the keys of a station's ``[mqtt]`` section."""
-
-    url: str = "mqtt://127.0.0.1:1883"
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    keepalive_s: int = 5
 
 
 @dataclass(frozen=True)
@@ -56,16 +28,17 @@ class BrokerState:
 
 
 class FleetClient:
-    """Subscribes ``model`` to a broker (paho-mqtt, its own network thread): reconnects on
-    its own, and checks the stations' silence twice a second. ``start()`` never blocks on
-    the network; a broker that cannot be reached is a :class:`BrokerState` event."""
+    """Subscribes ``model`` to the broker of ``options`` (a station's [mqtt] keys: url,
+    username, password_file, ca_file, cert_file, key_file, keepalive_s) with paho-mqtt's
+    own network thread; it reconnects by itself, and the stations' silence is checked twice
+    a second. ``start()`` never blocks on the network; a broker that cannot be reached is a
+    :class:`BrokerState` event. A password file or TLS file that cannot be used is a
+    ``MqttConfigError`` (one line) from the constructor."""
 
-    def __init__(self, model: FleetModel, options: BrokerOptions) -> None:
-        import paho.mqtt.client as mqtt
-
+    def __init__(self, model: FleetModel, options: MqttSection) -> None:
         self.model = model
         self.options = options
-        self.host, self.port, tls = parse_broker_url(options.url)
+        tls, self.host, self.port = mqtt_endpoint(options.url)
         self.state = BrokerState(False, f"connecting to {options.url}")
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -73,10 +46,16 @@ class FleetClient:
                              client_id=f"station-fleet-{threading.get_native_id()}-{id(self):x}",
                              clean_session=True)
         if options.username:
-            client.username_pw_set(options.username, options.password)
-        if tls or options.ca_file:
-            client.tls_set(ca_certs=options.ca_file, certfile=options.cert_file,
-                           keyfile=options.key_file)
+            password = read_password(options.password_file) if options.password_file else None
+            client.username_pw_set(options.username, password)
+        if tls:
+            try:
+                client.tls_set(ca_certs=options.ca_file or None,
+                               certfile=options.cert_file or None,
+                               keyfile=options.key_file or None)
+            except (OSError, ValueError) as exc:
+                raise MqttConfigError(f"TLS files {options.ca_file or options.cert_file!r}: "
+                                      f"expected PEM certificates TLS can load ({exc})") from None
         client.reconnect_delay_set(1, 8)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail

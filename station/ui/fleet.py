@@ -28,8 +28,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from station.config import MqttSection
 from station.plant.fleet import FleetEvents, FleetModel, StationSnapshot
-from station.plant.fleet_client import BrokerOptions, BrokerState, FleetClient
+from station.plant.fleet_client import BrokerState, FleetClient
 from station.ui import theme
 from station.ui.fleet_detail import StationDetail
 from station.ui.fleet_tile import StationTile
@@ -249,10 +250,11 @@ class FleetWindow(QMainWindow):
         self.bridge.detach()
 
 
-def run_fleet(options: BrokerOptions, root: str = "station", *, seconds: float | None = None,
+def run_fleet(options: MqttSection, *, seconds: float | None = None,
               screenshot: Path | None = None,
               on_broker: Callable[[BrokerState], None] | None = None) -> int:
-    """Open the fleet window on ``options.url`` until it is closed (or ``seconds`` pass);
+    """Open the fleet window on the broker of ``options`` (a station's [mqtt] keys; its
+    ``topic_root`` too) until it is closed (or ``seconds`` pass);
     ``screenshot`` saves the window as a PNG just before quitting; ``on_broker`` hears each
     change of the broker's state (from the MQTT thread: the command prints it)."""
     from PySide6.QtCore import QCoreApplication
@@ -260,7 +262,7 @@ def run_fleet(options: BrokerOptions, root: str = "station", *, seconds: float |
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Station fleet")
-    model = FleetModel(root)
+    model = FleetModel(options.topic_root)
     client = FleetClient(model, options)
     window = FleetWindow(model, options.url)
     window.show()

@@ -6,30 +6,30 @@ counts, verdicts, rejects and alarms; a station that dies is shown offline withi
 garbage on the stations' topics is ignored (counted, one line logged) and never stops the
 view; a broker that is down is retried until it is back.
 
-The broker and the publisher below are also used by the window's and the end-to-end tests.
+The broker is tests/plant/conftest.py's ``mosquitto``; the publisher below is also used by
+the window's test.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import socket
+import logging
+import os
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from station.config import MqttSection
+from station.plant.fleet import MAX_PAYLOAD, FleetModel, StationSnapshot
+from station.plant.fleet_client import FleetClient
+from station.plant.mosquitto import Mosquitto, free_port
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
@@ -44,62 +44,10 @@ def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = ""
         time.sleep(0.05)
 
 
-class Broker:
-    """``mosquitto`` on 127.0.0.1:``port``; ``start``/``stop`` (kill) as a test needs."""
-
-    def __init__(self, folder: Path, port: int | None = None) -> None:
-        self.folder = folder
-        self.port = port or free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Broker:
-        conf = self.folder / f"mosquitto-{self.port}.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                        f"persistence false\n")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                    raise RuntimeError(
-                        f"mosquitto on port {self.port} exited: {err.strip()}") from None
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"mosquitto on port {self.port} did not listen") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
-@contextmanager
-def running_broker(folder: Path) -> Iterator[Broker]:
-    for attempt in range(3):  # a free port can be taken between the pick and the bind
-        broker = Broker(folder)
-        try:
-            broker.start()
-            break
-        except RuntimeError:
-            if attempt == 2:
-                raise
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
 class Station:
     """A publisher for one station, with the last will a real station sets."""
 
-    def __init__(self, broker: Broker, name: str, plant: str = "p1", line: str = "l1",
+    def __init__(self, broker: Mosquitto, name: str, plant: str = "p1", line: str = "l1",
                  root: str = "station") -> None:
         self.name, self.plant, self.line = name, plant, line
         self.base = f"{root}/{plant}/{line}/{name}"
@@ -151,28 +99,16 @@ class Station:
 
 
 # -- the tests ------------------------------------------------------------------------------
-
-import logging  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-
-import pytest  # noqa: E402
-
-from station.plant.fleet import MAX_PAYLOAD, FleetModel, StationSnapshot  # noqa: E402
-from station.plant.fleet_client import BrokerOptions, FleetClient, parse_broker_url  # noqa: E402
-
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    with running_broker(tmp_path) as b:
-        yield b
+def broker(mosquitto: Mosquitto) -> Mosquitto:
+    return mosquitto
 
 
 @pytest.fixture
-def stations(broker: Broker) -> Iterator[Callable[..., Station]]:
+def stations(broker: Mosquitto) -> Iterator[Callable[..., Station]]:
     made: list[Station] = []
 
     def make(name: str, **kw: Any) -> Station:
@@ -188,7 +124,7 @@ def stations(broker: Broker) -> Iterator[Callable[..., Station]]:
 @contextmanager
 def following(url: str, root: str = "station") -> Iterator[tuple[FleetModel, FleetClient]]:
     model = FleetModel(root)
-    client = FleetClient(model, BrokerOptions(url=url))
+    client = FleetClient(model, MqttSection(url=url, topic_root=root))
     client.start()
     try:
         yield model, client
@@ -197,7 +133,7 @@ def following(url: str, root: str = "station") -> Iterator[tuple[FleetModel, Fle
 
 
 @pytest.fixture
-def fleet(broker: Broker) -> Iterator[FleetModel]:
+def fleet(broker: Mosquitto) -> Iterator[FleetModel]:
     with following(broker.url) as (model, client):
         wait_for(lambda: client.state.connected, what="the fleet to connect")
         yield model
@@ -405,7 +341,7 @@ def test_messages_outside_the_topic_layout_are_ignored():
 
 
 def test_the_view_waits_for_a_broker_that_is_down_and_reads_it_once_it_is_up(tmp_path):
-    down = Broker(tmp_path)
+    down = Mosquitto(tmp_path / "later", port=free_port())
     states: list[Any] = []
     with following(down.url) as (model, client):
         model.events.broker.connect(states.append)
@@ -427,11 +363,17 @@ def test_the_view_waits_for_a_broker_that_is_down_and_reads_it_once_it_is_up(tmp
     assert states[-1].text.startswith(f"broker {down.url} unreachable, retrying")
 
 
-def test_broker_urls():
-    assert parse_broker_url("mqtt://10.0.0.5:1884") == ("10.0.0.5", 1884, False)
-    assert parse_broker_url("mqtts://broker.plant") == ("broker.plant", 8883, True)
-    assert parse_broker_url("127.0.0.1") == ("127.0.0.1", 1883, False)
-    for bad, why in (("http://x:1", "expected mqtt://host:port"), ("mqtt://:1883", "no host"),
-                     ("mqtt://h:99999", "out of range")):
-        with pytest.raises(ValueError, match=why):
-            parse_broker_url(bad)
+def test_the_command_refuses_bad_options_in_one_line(capsys, tmp_path):
+    from station.cli import main
+
+    for argv, said in (
+            (["--broker", "http://x:1"], "--broker http://x:1: expected mqtt://host[:port]"),
+            (["--broker", "mqtt://h:99999"], "a port between 1 and 65535"),
+            (["--topic-root", "a/+"], "--topic-root a/+: expected topic levels"),
+            (["--username", "u", "--password-file", str(tmp_path / "none")],
+             "--password-file " + str(tmp_path / "none") + ": no such file"),
+            (["--ca-file", __file__], "need an mqtts:// broker"),
+            (["--seconds", "0"], "--seconds 0.0: expected a positive number")):
+        assert main(["fleet", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("station fleet: ") and said in err and "\n" not in err, err
