@@ -14,7 +14,9 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QFrame,
     QLabel,
+    QScrollArea,
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
@@ -110,7 +112,12 @@ class StationDetail(QWidget):
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.plot)
         split.addWidget(self.table)
-        split.addWidget(self.detail)
+        detail_area = QScrollArea()  # a long reference or model name never cuts the rest
+        detail_area.setWidgetResizable(True)
+        detail_area.setFrameShape(QFrame.Shape.NoFrame)
+        detail_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        detail_area.setWidget(self.detail)
+        split.addWidget(detail_area)
         split.setSizes([150, 260, 150])
         split.setChildrenCollapsible(False)
         layout = QVBoxLayout(self)
@@ -132,6 +139,7 @@ class StationDetail(QWidget):
             self.curve.setData([], [])
         if same and snap.rejects == self.rows:
             return
+        # a row the user chose stays chosen; else the newest is shown, as rejects come in
         chosen = self._chosen() if same else None
         self.rows = snap.rejects
         self.table.setRowCount(len(self.rows))
@@ -147,12 +155,13 @@ class StationDetail(QWidget):
                      and (r.seq, r.part_id) == chosen), 0)
         if self.rows:
             self.table.selectRow(keep)
+            self._show_selected()  # the same row number may now hold another part
         else:
             self.detail.setText("no rejects received from this station yet")
 
     def _chosen(self) -> tuple[int | None, str] | None:
         sel = self.table.selectionModel().selectedRows()
-        if not sel or sel[0].row() >= len(self.rows):
+        if not sel or sel[0].row() == 0 or sel[0].row() >= len(self.rows):
             return None
         r = self.rows[sel[0].row()]
         return r.seq, r.part_id

@@ -146,7 +146,8 @@ class StationTile(QFrame):
         self.where.setText(where if online else f"{where} · {snap.why_offline}")
         self.where.setStyleSheet(f"color: {theme.MUTED if online else '#ffb74d'};")
         state = (snap.state or "—").replace("_", " ")
-        self.what.setText(f"{state} · {snap.recipe or 'no recipe'}")
+        what = f"{state} · {snap.recipe or 'no recipe'}"
+        self.what.setText(what if online else f"last seen {what}")  # not what it does now
         for key in ("parts", "passed", "rejected", "errors"):
             self.numbers[key].setText(str(snap.counts.get(key, 0)) if snap.counts else "—")
         self.numbers["yield"].setText(yield_text(snap))

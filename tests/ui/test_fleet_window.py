@@ -130,9 +130,16 @@ def test_clicking_a_station_shows_its_recent_rejects(qtbot, broker, three, open_
     assert "part 000004" in text and "autoencoder 1.73" in text and "fired" in text
     assert "images/000004-frame.png" in text and "images/000004-crop.png" in text
     assert "3 recent rejects" in window.detail.title.text()
-    three[0].result("000007", "REJECT", reason="dent")  # a new reject: shown on top
-    qtbot.waitUntil(lambda: table.rowCount() == 4 and table.item(0, 1).text() == "000007",
-                    timeout=20000)
+    three[0].result("000007", "REJECT", reason="dent")  # a new reject: on top; the part
+    qtbot.waitUntil(lambda: table.rowCount() == 4, timeout=20000)  # chosen stays chosen
+    assert table.item(0, 1).text() == "000007"
+    assert table.selectionModel().selectedRows()[0].row() == 2
+    assert "part 000004" in window.detail.detail.text()
+    table.selectRow(0)  # the newest chosen: the view follows the newest
+    three[0].result("000008", "ERROR", reason="no part found")
+    qtbot.waitUntil(lambda: table.rowCount() == 5, timeout=20000)
+    assert table.selectionModel().selectedRows()[0].row() == 0
+    assert "part 000008" in window.detail.detail.text()
 
 
 def test_a_broker_that_is_down_is_said_on_screen(qtbot, open_window):
