@@ -36,6 +36,7 @@ DEFAULT_INTERVAL_S = 5.0  # the station's status interval until it is measured
 INTERVAL_BOUNDS_S = (1.0, 60.0)
 ROLLING = 20  # the reject-rate trend: rate over this many latest results
 LOGGED_PER_REASON = 20  # ignored messages logged one by one, then every 1000th
+MAX_STATIONS = 1000  # stations remembered; messages naming more are ignored
 
 
 class Ignored(ValueError):
@@ -50,9 +51,13 @@ class Score:
 
 @dataclass(frozen=True)
 class AlarmInfo:
+    """An alarm the station shows: ``active`` while its condition holds; a cleared one stays
+    (not active) until someone acknowledges it at the station."""
+
     kind: str
     message: str
     since: str | None = None
+    active: bool = True
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,8 @@ class StationSnapshot:
     line: str
     name: str
     online: bool
-    why_offline: str = ""  # "" when online: "connection lost or shut down", "silent for 17 s"
+    why_offline: str = ""  # "" when online: "connection lost or shut down", "no message since
+    #                        01:02:03" (silent for 3 status intervals)
     state: str = ""
     recipe: str = ""
     product: str = ""
@@ -207,7 +213,8 @@ def _alarm_infos(obj: Mapping[str, Any]) -> tuple[AlarmInfo, ...]:
             raise Ignored(f"alarms[{i}] = {_short(item)}: expected object")
         alarms.append(AlarmInfo(_get(item, "kind", "string", required=True),
                                 _get(item, "message", "string", ""),
-                                _get(item, "since", "string")))
+                                _get(item, "since", "string"),
+                                _get(item, "active", "bool", True)))
     return tuple(alarms)
 
 
@@ -312,7 +319,8 @@ class FleetModel:
 
     @property
     def ignored_total(self) -> int:
-        return sum(self.ignored.values())
+        with self._lock:
+            return sum(self.ignored.values())
 
     # feeding -----------------------------------------------------------------------------
     def topics(self) -> list[str]:
@@ -335,16 +343,26 @@ class FleetModel:
             return False
         with self._lock:
             station = self._station(plant, line, name)
-            if kind == "status":
-                self._on_status(station, message, retained)
-            elif kind == "result":
-                if not self._on_result(station, message):
-                    return True
-            else:
-                self._on_alarm(station, message)
-            snap = self._publish(station)
-        self.events.station.emit(snap)
+            snap = None if station is None else self._apply(station, kind, message, retained)
+        if station is None:
+            self._ignore(topic, f"more than {MAX_STATIONS} stations: not shown")
+            return False
+        if snap is not None:
+            self.events.station.emit(snap)
         return True
+
+    def _apply(self, station: _Station, kind: str, message: Any,
+               retained: bool) -> StationSnapshot | None:
+        """Fold one message into ``station`` (under the lock); its new snapshot, or None
+        when nothing changed (a duplicate result)."""
+        if kind == "status":
+            self._on_status(station, message, retained)
+        elif kind == "result":
+            if not self._on_result(station, message):
+                return None
+        else:
+            self._on_alarm(station, message)
+        return self._publish(station)
 
     def _where(self, topic: str) -> tuple[str, str, str, str]:
         prefix = self.root + "/"
@@ -364,9 +382,12 @@ class FleetModel:
             log.warning("fleet: %s (%d %s messages ignored so far)", line, n, kind)
         self.events.ignored.emit(line)
 
-    def _station(self, plant: str, line: str, name: str) -> _Station:
+    def _station(self, plant: str, line: str, name: str) -> _Station | None:
+        """The station's state, made when it is first heard (None: too many stations)."""
         key = f"{plant}/{line}/{name}"
         found = self._stations.get(key)
+        if found is None and len(self._stations) >= MAX_STATIONS:
+            return None
         if found is None:
             found = _Station(StationSnapshot(key, plant, line, name, online=False,
                                              why_offline="no status yet"))
@@ -420,8 +441,9 @@ class FleetModel:
         station.heard = self._clock()
         if alarm.raised:
             station.open_alarms[alarm.kind] = AlarmInfo(alarm.kind, alarm.message, alarm.time)
-        else:
-            station.open_alarms.pop(alarm.kind, None)
+        elif alarm.kind in station.open_alarms:  # cleared: shown until acknowledged there
+            station.open_alarms[alarm.kind] = replace(station.open_alarms[alarm.kind],
+                                                      active=False)
         station.snap = replace(station.snap, online=True, why_offline="",
                                last_heard=self._wall())
 
@@ -442,8 +464,9 @@ class FleetModel:
             for station in self._stations.values():
                 quiet = now - station.heard
                 if station.snap.online and quiet > SILENT_INTERVALS * station.interval():
+                    since = time.strftime("%H:%M:%S", time.localtime(station.snap.last_heard))
                     station.snap = replace(station.snap, online=False,
-                                           why_offline=f"silent for {quiet:.0f} s")
+                                           why_offline=f"no message since {since}")
                     changed.append(self._publish(station))
         for snap in changed:
             self.events.station.emit(snap)

@@ -4,7 +4,6 @@ reject-rate trend. Clicking it shows the station's recent rejects."""
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 import numpy as np
@@ -154,19 +153,30 @@ class StationTile(QFrame):
         for key, label in self.numbers.items():  # an offline station's numbers are old: grey
             label.setStyleSheet(f"color: {self.colours[key] if online else theme.MUTED};")
         self.verdicts.setText(verdict_chips(snap.verdicts))
-        n = len(snap.alarms)
-        if n:
-            first = snap.alarms[0]
-            self.alarms.setText(f"⚠ {n} alarm{'s' if n > 1 else ''}: {first.kind}: {first.message}")
-            self.alarms.setStyleSheet(f"background: {theme.ALARM_BG}; color: #ffffff; "
-                                      "padding: 1px 4px;")
-        else:
-            self.alarms.setText("no alarms")
-            self.alarms.setStyleSheet(f"color: {theme.MUTED};")
-        self.alarms.setToolTip("\n".join(html.escape(f"{a.kind}: {a.message}")
-                                         for a in snap.alarms) or "no alarms")
+        self._show_alarms(snap)
         self._draw_trend(snap)
         self._frame()
+
+    def _show_alarms(self, snap: StationSnapshot) -> None:
+        """Red while an alarm's condition holds; amber when all are cleared but not yet
+        acknowledged at the station (as its own alarm list shows them)."""
+        active = [a for a in snap.alarms if a.active]
+        n = len(active) or len(snap.alarms)
+        plural = "s" if n > 1 else ""
+        if active:
+            self.alarms.setText(f"⚠ {n} alarm{plural}: {active[0].kind}: {active[0].message}")
+            colours = f"background: {theme.ALARM_BG}; color: #ffffff;"
+        elif snap.alarms:
+            self.alarms.setText(f"{n} alarm{plural} cleared, not acknowledged: "
+                                f"{snap.alarms[0].kind}")
+            colours = f"background: {theme.ALARM_CLEARED_BG}; color: #1a1a1a;"
+        else:
+            self.alarms.setText("no alarms")
+            colours = f"color: {theme.MUTED};"
+        self.alarms.setStyleSheet(colours + " padding: 1px 4px;")
+        self.alarms.setToolTip("\n".join(
+            f"{a.kind}: {a.message}{'' if a.active else ' (cleared)'}" for a in snap.alarms)
+            or "no alarms")
 
     def _draw_trend(self, snap: StationSnapshot) -> None:
         if not snap.trend:

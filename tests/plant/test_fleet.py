@@ -188,9 +188,13 @@ def test_alarms_open_and_close_from_alarm_and_status_messages(fleet, stations):
     st.alarm("serial", "reject output down")
     snap = seen(fleet, "p1/l1/st1", lambda s: len(s.alarms) == 2)
     assert {a.message for a in snap.alarms} == {"no frames for 2 s", "reject output down"}
-    st.alarm("camera", "frames again", raised=False)
-    seen(fleet, "p1/l1/st1", lambda s: [a.kind for a in s.alarms] == ["serial"])
-    st.status(alarms=[])  # the station's own list is the truth when it comes
+    st.alarm("camera", "frames again", raised=False)  # cleared, not yet acknowledged
+    snap = seen(fleet, "p1/l1/st1", lambda s: [a.active for a in s.alarms] == [False, True])
+    assert [a.kind for a in snap.alarms] == ["camera", "serial"]
+    st.status(alarms=[{"kind": "serial", "message": "reject output down", "since": "t",
+                       "active": True}])  # acknowledged there: the station's list is the truth
+    seen(fleet, "p1/l1/st1", lambda s: [(a.kind, a.active) for a in s.alarms] == [("serial", True)])
+    st.status(alarms=[])
     seen(fleet, "p1/l1/st1", lambda s: s.alarms == ())
 
 
@@ -269,7 +273,7 @@ def test_a_station_whose_status_stops_is_offline_after_three_status_intervals():
     assert model.check_silence() == [] and model.station("p1/l1/st1").online
     clock.now += 0.3
     [snap] = model.check_silence()
-    assert not snap.online and snap.why_offline == "silent for 6 s"
+    assert not snap.online and snap.why_offline.startswith("no message since ")
     assert model.check_silence() == []  # said once
     model.handle(topic, _status())
     assert model.station("p1/l1/st1").online  # back
@@ -328,6 +332,18 @@ def test_garbage_on_the_stations_topics_is_ignored_counted_and_logged_in_one_lin
         assert "\n" not in line and f"station/p1/l1/st1/{kind}: ignored:" in line, line
         assert why in line, (why, line)
         assert len(line) < 300
+
+
+def test_the_number_of_stations_is_bounded(monkeypatch):
+    import station.plant.fleet as fleet_module
+
+    monkeypatch.setattr(fleet_module, "MAX_STATIONS", 3)
+    model = FleetModel()
+    for i in range(5):
+        body = json.dumps({"v": 1, "station": f"s{i}", "online": True}).encode()
+        assert model.handle(f"station/p/l/s{i}/status", body) == (i < 3)
+    assert len(model.stations()) == 3 and model.ignored["status"] == 2
+    assert model.handle("station/p/l/s0/status", _status(online=False).replace(b"st1", b"s0"))
 
 
 def test_messages_outside_the_topic_layout_are_ignored():

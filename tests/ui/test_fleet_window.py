@@ -19,6 +19,7 @@ from station.config import MqttSection
 from station.plant.fleet import FleetModel
 from station.plant.fleet_client import FleetClient
 from station.plant.mosquitto import Mosquitto, find_mosquitto, free_port
+from station.ui import theme
 from station.ui.fleet import FleetWindow
 from station.ui.fleet_tile import OFFLINE_BG, ONLINE_BG, StationTile
 from tests.plant.test_fleet import Station
@@ -108,6 +109,10 @@ def test_every_station_appears_with_online_and_offline_in_colour_and_words(
     assert press.alarms.full_text == "no alarms"
     assert window.summary.text() == "3 stations · 2 online · 1 offline"
     assert window.broker_label.full_text == f"● connected to {broker.url}"
+    three[1].alarm("camera", "frames again", raised=False)  # amber until acknowledged there
+    qtbot.waitUntil(lambda: alarmed.alarms.full_text
+                    == "1 alarm cleared, not acknowledged: camera", timeout=20000)
+    assert theme.ALARM_CLEARED_BG in alarmed.alarms.styleSheet()
 
 
 def test_clicking_a_station_shows_its_recent_rejects(qtbot, broker, three, open_window):
