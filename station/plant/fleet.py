@@ -300,7 +300,7 @@ class FleetModel:
                  wall: Callable[[], float] = time.time) -> None:
         self.root = root.strip("/")
         self.events = FleetEvents()
-        self.ignored: Counter[str] = Counter()  # message kind ("status", "garbage", ...) -> n
+        self.ignored: Counter[str] = Counter()  # "status" | "result" | "alarm" | "other" -> n
         self._n_verdicts, self._n_rejects = verdicts, rejects
         self._clock, self._wall = clock, wall
         self._lock = threading.RLock()
@@ -377,7 +377,8 @@ class FleetModel:
         with self._lock:
             self.ignored[kind] += 1
             n = self.ignored[kind]
-        line = f"{topic}: ignored: {why}"
+        shown = topic if len(topic) <= 120 else topic[:117] + "..."
+        line = f"{shown}: ignored: {why}"
         if n <= LOGGED_PER_REASON or n % 1000 == 0:
             log.warning("fleet: %s (%d %s messages ignored so far)", line, n, kind)
         self.events.ignored.emit(line)
