@@ -35,11 +35,12 @@ def free_port() -> int:
 class Mosquitto:
     """``start()``, ``kill()`` (SIGKILL), ``stop()`` (SIGTERM), ``restart()`` on the same
     port; ``url`` is ``mqtt://127.0.0.1:<port>``. ``extra`` lines go into the config (a TLS
-    listener, a password file); ``persistent`` keeps sessions across a restart. Use it as a
-    context manager, or call ``stop()``."""
+    listener, a ``password_file``); ``persistent`` keeps sessions across a restart;
+    ``anonymous=False`` lets only known users in. Use it as a context manager, or ``stop()``."""
 
     def __init__(self, folder: str | Path, port: int | None = None, extra: str = "",
-                 binary: str | None = None, persistent: bool = False) -> None:
+                 binary: str | None = None, persistent: bool = False,
+                 anonymous: bool = True) -> None:
         found = binary or find_mosquitto()
         if found is None:
             raise FileNotFoundError("mosquitto is not installed (Debian: apt-get install "
@@ -50,7 +51,8 @@ class Mosquitto:
         self.port = port or free_port()
         self.config = self.folder / "mosquitto.conf"
         self.log = self.folder / "mosquitto.log"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+        lines = [f"listener {self.port} 127.0.0.1",
+                 f"allow_anonymous {'true' if anonymous else 'false'}",
                  "log_dest stderr", "log_type error", "log_type warning"]
         # persistent: sessions and subscriptions survive a restart (saved every second)
         lines += ([f"persistence true\npersistence_location {self.folder}/",

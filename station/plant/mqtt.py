@@ -2,8 +2,8 @@
 
 The engine's event handlers only build a dict and append it to an in-memory queue (the
 inspection thread never waits for a disk or a network). The publisher's own thread stores
-the messages in the on-disk :class:`~station.plant.outbox.Outbox` (results get their
-``seq`` there), hands them to paho in order with QoS 1, at most :data:`WINDOW` unacknowledged
+the messages in the on-disk :class:`~station.plant.outbox.Outbox` (results are numbered,
+``seq``, as they are queued: a result lost on the way leaves a gap), hands them to paho in order with QoS 1, at most :data:`WINDOW` unacknowledged
 at a time, and deletes each from the outbox once the broker acknowledged it (PUBACK). While
 the broker is away the messages wait on disk (bounded: the oldest results go first, counted),
 an ``mqtt`` alarm is raised, and when the broker is back paho re-sends the unacknowledged
@@ -139,6 +139,8 @@ class MqttPublisher:
         self._acked: list[tuple[int, float]] = []  # (mid, monotonic time of the PUBACK)
         self._inflight: dict[int, tuple[int, float | None]] = {}  # mid -> (row id, t queued)
         self._sent_up_to = 0  # outbox row ids up to here are with paho
+        self._stored_up_to = self.outbox.last_id()  # the newest row in the outbox
+        self._seq = self.outbox.last_seq  # results' numbering goes on across restarts
         self._queued_at: dict[int, float | None] = {}  # outbox row id -> monotonic time queued
         self._connected = False
         self._down_since: float | None = time.monotonic()
@@ -175,7 +177,8 @@ class MqttPublisher:
         self.detach()
         deadline = time.monotonic() + flush_s
         with self._cond:
-            while (self._connected and (self._queue or self._inflight or self._unsent())
+            while (self._connected and (self._queue or self._inflight
+                                        or self._stored_up_to > self._sent_up_to)
                    and time.monotonic() < deadline):
                 self._cond.wait(0.05)
             self._stop = True
@@ -191,9 +194,6 @@ class MqttPublisher:
         self._client.loop_stop()
         self.outbox.close()
 
-    def _unsent(self) -> bool:
-        return len(self.outbox) > len(self._inflight)
-
     # -- following an engine -----------------------------------------------------------------
     def attach(self, engine: Any) -> None:
         """Follow ``engine`` (the next one after a changeover): its parts, alarms and state."""
@@ -202,11 +202,12 @@ class MqttPublisher:
         ev.part.connect(self.on_part)
         ev.alarm.connect(self.on_alarm)
         ev.alarm_cleared.connect(self.on_alarm_cleared)
-        ev.state.connect(self._on_change)
+        ev.state.connect(self._on_state)
         ev.line.connect(self._on_change)
         recipe = engine.recipe
         info = {"recipe": Path(recipe.path).stem, "product": recipe.product.name,
-                "model_versions": dict(engine.inspector.model_versions)}
+                "model_versions": dict(engine.inspector.model_versions),
+                "state": "running" if engine.running else "stopped"}
         with self._cond:
             self._engine, self._engine_info = engine, info
             self._status_due = True
@@ -221,7 +222,7 @@ class MqttPublisher:
         ev = engine.events
         for signal, slot in ((ev.part, self.on_part), (ev.alarm, self.on_alarm),
                              (ev.alarm_cleared, self.on_alarm_cleared),
-                             (ev.state, self._on_change), (ev.line, self._on_change)):
+                             (ev.state, self._on_state), (ev.line, self._on_change)):
             with contextlib.suppress(Exception):
                 signal.disconnect(slot)
         if self._alarmed:  # the alarm belongs to that engine's book; the next one gets its own
@@ -254,6 +255,11 @@ class MqttPublisher:
     def on_alarm_cleared(self, alarm: Alarm) -> None:
         self._enqueue("alarm", alarm_payload(self.ident, alarm, False), status=True)
 
+    def _on_state(self, state: object) -> None:
+        """running / stopped / ended: the engine's last word, for the status."""
+        self._engine_info = {**self._engine_info, "state": str(state)}
+        self._on_change()
+
     def _on_change(self, _payload: object = None) -> None:
         with self._cond:
             self._status_due = True
@@ -262,6 +268,9 @@ class MqttPublisher:
     def _enqueue(self, kind: str, payload: dict[str, Any], status: bool = False,
                  t_queued: float | None = None) -> None:
         with self._cond:
+            if kind == "result":  # numbered here: a result dropped later leaves a gap
+                self._seq += 1
+                payload["seq"] = self._seq
             self._queue.append((kind, payload, time.monotonic() if t_queued is None
                                 else t_queued))
             if len(self._queue) > self.section.buffer_max_messages:
@@ -315,7 +324,8 @@ class MqttPublisher:
     def _run(self) -> None:
         while True:
             with self._cond:
-                sendable = self._connected and self._unsent() and len(self._inflight) < WINDOW
+                sendable = (self._connected and self._stored_up_to > self._sent_up_to
+                            and len(self._inflight) < WINDOW)
                 if not (self._queue or self._acked or self._stop or sendable):
                     self._cond.wait(0.25)
                 queued, self._queue = list(self._queue), deque()
@@ -340,6 +350,7 @@ class MqttPublisher:
         ids = self.outbox.add([(kind, self.ident.topic(kind), payload)
                                for kind, payload, _ in queued])
         self._queued_at.update(zip(ids, (t for _, _, t in queued), strict=True))
+        self._stored_up_to = max(self._stored_up_to, *ids)
         if len(self._queued_at) > 2 * self.section.buffer_max_messages:  # dropped ones
             for row_id in list(self._queued_at)[:self.section.buffer_max_messages]:
                 del self._queued_at[row_id]
@@ -364,6 +375,9 @@ class MqttPublisher:
             return
         for msg in self.outbox.next_batch(self._sent_up_to, room):
             info = self._client.publish(msg.topic, msg.payload, qos=self.section.qos)
+            if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+                log.warning("MQTT: publish refused (%s): trying again", info.rc)
+                return  # (NO_CONN: paho holds it and sends it on reconnecting)
             self._inflight[info.mid] = (msg.id, self._queued_at.pop(msg.id, None))
             self._sent_up_to = msg.id
 
@@ -415,10 +429,11 @@ def open_publisher(recipe: Any, url: str | None = None) -> MqttPublisher | None:
     return None if section is None else MqttPublisher(section).start()
 
 
-def station_state(engine: Any) -> str:
-    """running | stopped | ended | not_inspecting | reject_output_down (the status's state)."""
-    if not engine.running:
-        return "ended" if getattr(engine.acquisition, "finished", False) else "stopped"
+def station_state(engine: Any, last: str) -> str:
+    """running | stopped | ended | not_inspecting | reject_output_down: the status's state
+    (``last``: the engine's last state event)."""
+    if last == "ended" or not engine.running:
+        return "ended" if last == "ended" else "stopped"
     state = str(engine.line_state().state)
     return "running" if state == "inspecting" else state
 
@@ -432,6 +447,6 @@ def engine_status(ident: Identity, engine: Any, info: dict[str, Any]) -> dict[st
         raw, shift = {}, None
     counts = {"parts": raw.get("inspected", 0), "passed": raw.get("passed", 0),
               "rejected": raw.get("rejected", 0), "errors": raw.get("errors", 0)}
-    return status_payload(ident, state=station_state(engine), recipe=info.get("recipe", ""),
+    return status_payload(ident, state=station_state(engine, info.get("state", "")), recipe=info.get("recipe", ""),
                           product=info.get("product", ""), counts=counts, shift_start=shift,
                           alarms=engine.alarms())

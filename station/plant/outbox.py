@@ -3,9 +3,9 @@
 SQLite in WAL mode, so a killed station loses none of what it had buffered: a message is
 deleted only once the broker acknowledged it (PUBACK). It is bounded: past ``max_messages``
 the *oldest result* messages make room (a status is retained anyway, and alarms are few and
-matter more); every drop is counted. Result messages get their ``seq`` here, when they are
-stored, from a counter kept in the same file: it goes on across restarts, so a subscriber
-can check order and spot a re-delivery.
+matter more); every drop is counted. The last result ``seq`` is kept in the same file, so
+the numbering goes on across restarts and a subscriber can check order, spot a re-delivery
+(a seq seen before) and a loss (a gap).
 
 One thread uses an outbox (the publisher's); it is not locked.
 """
@@ -71,6 +71,10 @@ class Outbox:
     def __len__(self) -> int:
         return self._count
 
+    def last_id(self) -> int:
+        """The newest row id (0 when empty): rows after a given id are the ones to send."""
+        return int(self._db.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()[0])
+
     @property
     def last_seq(self) -> int:
         """The ``seq`` of the last result stored (0 before the first)."""
@@ -78,8 +82,8 @@ class Outbox:
 
     def add(self, messages: list[tuple[str, str, dict[str, Any]]]) -> list[int]:
         """Store ``(kind, topic, payload dict)`` messages in one transaction, oldest first; a
-        result's payload gets the next ``seq``. Returns their row ids (past the bound, the
-        oldest results are dropped to make room: see :attr:`dropped`)."""
+        result without a ``seq`` gets the next one. Returns their row ids (past the bound,
+        the oldest results are dropped to make room: see :attr:`dropped`)."""
         if not messages:
             return []
         seq = self.last_seq
@@ -88,9 +92,11 @@ class Outbox:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 for kind, topic, payload in messages:
-                    if kind == "result":
+                    if kind == "result" and payload.get("seq") is None:
                         seq += 1
                         payload = {**payload, "seq": seq}
+                    elif kind == "result":
+                        seq = max(seq, int(payload["seq"]))
                     cur = self._db.execute("INSERT INTO messages (kind, topic, payload) "
                                            "VALUES (?, ?, ?)", (kind, topic, encode(payload)))
                     ids.append(int(cur.lastrowid or 0))

@@ -59,8 +59,8 @@ def _num(value: float | None) -> float | None:
 def result_payload(ident: Identity, r: PartResult, *, recipe: str, product: str,
                    model_versions: dict[str, str], decision: Any,
                    verdict_time: float | None = None) -> dict[str, Any]:
-    """One inspected part. ``seq`` is set by the publisher when the message is buffered
-    (per-station, increasing, for order and duplicate checks). ``reject_fired`` is
+    """One inspected part. ``seq`` is set by the publisher when the message is queued
+    (per-station, increasing, for order, duplicate and loss checks). ``reject_fired`` is
     ``false`` for a manual trigger (never fires the output) and ``null`` otherwise: the
     reject point lies after the verdict. ``images`` are ``null``: the records write them
     later (sampled), under names known only then."""

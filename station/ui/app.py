@@ -19,8 +19,7 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     ``seconds`` quits after that long (demos, checks under Xvfb); ``screenshot`` saves the
     window as a PNG just before quitting. Returns the exit code: 2 when the recipe or its
     models are refused (one line on stderr, as ``station <command>: <file>: <key> = ...``,
-    the file named as ``shown_path`` when given), else 0. ``mqtt`` (``--mqtt``) overrides
-    and enables the recipe's [mqtt]: the publisher follows the window's engine.
+    the file named as ``shown_path`` when given), else 0. ``mqtt``: the ``--mqtt`` flag.
     """
     from PySide6.QtCore import QCoreApplication, QEvent, QTimer
     from PySide6.QtWidgets import QApplication
@@ -37,15 +36,13 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Inspection station")
     try:
-        engine = make_engine(recipe)
-        publisher = _open_publisher(recipe, mqtt, engine)
+        engine, publisher = _engine_and_publisher(recipe, mqtt, make_engine)
     except startup_errors() as exc:  # a refused model, serial port, camera, records: one line
         where = shown_path if shown_path is not None else recipe_path
         print(f"station {command}: {describe_startup_error(where, recipe, exc)}", file=sys.stderr)
         return 2
     window = MainWindow(engine)
-    if publisher is not None:
-        window.engine_changed.connect(publisher.attach)  # a recipe switch: the new engine
+    _follow(window, publisher)
     if kiosk:
         window.showFullScreen()
     else:
@@ -89,19 +86,20 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     app.aboutToQuit.connect(window.shutdown)
     code = app.exec()
     window.shutdown()
-    if publisher is not None:
-        publisher.close()
+    _close(publisher)
     # Closing the last window also posted a Quit of its own, still waiting: handled after
     # exec returned it would stop every later event loop of this process (tests run more)
     QCoreApplication.removePostedEvents(app, QEvent.Type.Quit)
     return int(code)
 
 
-def _open_publisher(recipe: Any, url: str | None, engine: Any) -> Any:
-    """The MQTT publisher following ``engine`` (None when MQTT is off); a setting that
-    cannot work closes the engine and raises (one line, like any start-up fault)."""
+def _engine_and_publisher(recipe: Any, url: str | None, make_engine: Any) -> tuple[Any, Any]:
+    """The engine, and the MQTT publisher (the recipe's [mqtt], ``url`` overriding it)
+    following it, or None when MQTT is off. A setting that cannot work closes the engine and
+    raises (one line, like any start-up fault)."""
     from station.plant.mqtt import open_publisher
 
+    engine = make_engine(recipe)
     try:
         publisher = open_publisher(recipe, url)
     except Exception:
@@ -109,4 +107,16 @@ def _open_publisher(recipe: Any, url: str | None, engine: Any) -> Any:
         raise
     if publisher is not None:
         publisher.attach(engine)
-    return publisher
+    return engine, publisher
+
+
+def _follow(window: Any, publisher: Any) -> None:
+    """The publisher follows the window's engine across recipe switches."""
+    if publisher is not None:
+        window.engine_changed.connect(publisher.attach)
+
+
+def _close(publisher: Any) -> None:
+    """The last results, then "online": false (after the engine closed)."""
+    if publisher is not None:
+        publisher.close()

@@ -7,7 +7,8 @@ Fixtures (any test under tests/plant can use them):
   is ``mqtt://127.0.0.1:<port>``; ``kill()`` (SIGKILL), ``start()`` / ``restart()`` on the
   same port. Stopped at the end of the test. Skipped, saying why, only when mosquitto is
   not installed (``.ci/run`` installs it).
-- ``subscriber``: ``subscriber(url, topic="station/#", persistent=False)`` connects a
+- ``subscriber``: ``subscriber(url, topic="station/#", persistent=False, username=None,
+  password=None)`` connects a
   :class:`Subscriber` that records every message (topic, JSON payload, retain flag) and
   reconnects by itself; closed at the end of the test.
 
@@ -64,7 +65,8 @@ class Subscriber:
     messages published while it is away wait for it (needs a broker with persistence to
     survive a broker restart)."""
 
-    def __init__(self, url: str, topic: str = "station/#", persistent: bool = False) -> None:
+    def __init__(self, url: str, topic: str = "station/#", persistent: bool = False,
+                 username: str | None = None, password: str | None = None) -> None:
         _, host, port = mqtt_endpoint(url)
         self.topic = topic
         self.messages: list[Message] = []
@@ -74,6 +76,8 @@ class Subscriber:
                                   client_id=f"test-sub-{uuid.uuid4().hex[:8]}",
                                   clean_session=not persistent)
         self.client.reconnect_delay_set(1, 1)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
@@ -122,11 +126,12 @@ class Subscriber:
 
 @pytest.fixture
 def subscriber() -> Iterator[Callable[..., Subscriber]]:
-    """``subscriber(url, topic="station/#", persistent=False)``: a connected Subscriber."""
+    """``subscriber(url, topic, persistent, username, password)``: a connected Subscriber."""
     made: list[Subscriber] = []
 
-    def make(url: str, topic: str = "station/#", persistent: bool = False) -> Subscriber:
-        sub = Subscriber(url, topic, persistent)
+    def make(url: str, topic: str = "station/#", persistent: bool = False,
+             username: str | None = None, password: str | None = None) -> Subscriber:
+        sub = Subscriber(url, topic, persistent, username, password)
         made.append(sub)
         return sub
 
