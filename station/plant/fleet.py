@@ -37,6 +37,7 @@ INTERVAL_BOUNDS_S = (1.0, 60.0)
 ROLLING = 20  # the reject-rate trend: rate over this many latest results
 LOGGED_PER_REASON = 20  # ignored messages logged one by one, then every 1000th
 MAX_STATIONS = 1000  # stations remembered; messages naming more are ignored
+SEQS_KEPT = 1000  # a result repeating one of a station's latest this many is a duplicate
 
 
 class Ignored(ValueError):
@@ -277,7 +278,8 @@ class _Station:
     rejects: deque[ResultMessage] = field(default_factory=deque)
     recent: deque[bool] = field(default_factory=lambda: deque(maxlen=ROLLING))
     trend: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=300))
-    seqs: deque[int] = field(default_factory=lambda: deque(maxlen=1000))
+    seqs: set[int] = field(default_factory=set)  # the latest results' sequence numbers
+    seq_order: deque[int] = field(default_factory=deque)
 
     def interval(self) -> float:
         """The station's status interval: told, else the longest of its latest gaps."""
@@ -422,7 +424,10 @@ class FleetModel:
             if result.seq in station.seqs:
                 self.duplicates += 1
                 return False
-            station.seqs.append(result.seq)
+            station.seqs.add(result.seq)
+            station.seq_order.append(result.seq)
+            if len(station.seq_order) > SEQS_KEPT:
+                station.seqs.discard(station.seq_order.popleft())
         station.heard = self._clock()
         station.verdicts.append(result.verdict)
         while len(station.verdicts) > self._n_verdicts:
