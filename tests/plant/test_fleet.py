@@ -393,3 +393,15 @@ def test_the_command_refuses_bad_options_in_one_line(capsys, tmp_path):
         assert main(["fleet", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("station fleet: ") and said in err and "\n" not in err, err
+
+
+def test_a_flood_of_garbage_is_counted_without_flooding_the_log(caplog):
+    caplog.set_level(logging.WARNING, logger="station.plant.fleet")
+    model = FleetModel()
+    for _ in range(3000):
+        assert not model.handle("station/p1/l1/st1/result", b"\x00garbage")
+    assert model.ignored["result"] == 3000
+    logged = [r.getMessage() for r in caplog.records if r.name == "station.plant.fleet"]
+    assert len(logged) == 20 + 3  # the first 20, then every 1000th, with the count
+    assert logged[-1].endswith("(3000 result messages ignored so far)")
+    assert model.handle("station/p1/l1/st1/status", _status())  # and it still reads
