@@ -8,6 +8,8 @@ reason in words) and never lets a message or a listener end that thread.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +40,7 @@ class FleetClient:
     def __init__(self, model: FleetModel, options: MqttSection) -> None:
         self.model = model
         self.options = options
-        tls, self.host, self.port = mqtt_endpoint(options.url)
+        self.tls, self.host, self.port = mqtt_endpoint(options.url)
         self.state = BrokerState(False, f"connecting to {options.url}")
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -48,7 +50,7 @@ class FleetClient:
         if options.username:
             password = read_password(options.password_file) if options.password_file else None
             client.username_pw_set(options.username, password)
-        if tls:
+        if self.tls:
             try:
                 client.tls_set(ca_certs=options.ca_file or None,
                                certfile=options.cert_file or None,
@@ -105,16 +107,24 @@ class FleetClient:
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
                        properties: Any = None) -> None:
-        if not self._stop.is_set():
+        if not self._stop.is_set() and self.state.connected:  # else: a refusal, said already
             self._unreachable(f"connection lost: {reason}")
 
     def _probe(self) -> str:
-        """Why a connection fails, in words (paho does not say): one short TCP attempt."""
-        import socket
-
+        """Why a connection fails, in words (paho does not say): one short TCP attempt,
+        and the TLS handshake with the same files on an mqtts:// broker."""
         try:
-            with socket.create_connection((self.host, self.port), timeout=2.0):
+            with socket.create_connection((self.host, self.port), timeout=2.0) as sock:
+                if self.tls:
+                    o = self.options
+                    context = ssl.create_default_context(cafile=o.ca_file or None)
+                    if o.cert_file:
+                        context.load_cert_chain(o.cert_file, o.key_file or None)
+                    with context.wrap_socket(sock, server_hostname=self.host):
+                        pass
                 return "no MQTT answer"
+        except ssl.SSLError as exc:
+            return f"TLS: {getattr(exc, 'verify_message', None) or exc.reason or exc}"
         except OSError as exc:
             return exc.strerror or str(exc) or type(exc).__name__
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,13 +49,15 @@ class Station:
     """A publisher for one station, with the last will a real station sets."""
 
     def __init__(self, broker: Mosquitto, name: str, plant: str = "p1", line: str = "l1",
-                 root: str = "station") -> None:
+                 root: str = "station", login: tuple[str, str] | None = None) -> None:
         self.name, self.plant, self.line = name, plant, line
         self.base = f"{root}/{plant}/{line}/{name}"
         self.seq = 0
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{name}")
         self.client.will_set(f"{self.base}/status", json.dumps(self._who(online=False, time=None)),
                              qos=1, retain=True)
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.connect("127.0.0.1", broker.port, keepalive=5)
         self.client.loop_start()
 
@@ -122,9 +125,11 @@ def stations(broker: Mosquitto) -> Iterator[Callable[..., Station]]:
 
 
 @contextmanager
-def following(url: str, root: str = "station") -> Iterator[tuple[FleetModel, FleetClient]]:
+def following(url: str, root: str = "station",
+              **login: str) -> Iterator[tuple[FleetModel, FleetClient]]:
+    """A started fleet client (``login``: the [mqtt] keys username, password_file, ...)."""
     model = FleetModel(root)
-    client = FleetClient(model, MqttSection(url=url, topic_root=root))
+    client = FleetClient(model, MqttSection(url=url, topic_root=root, **login))
     client.start()
     try:
         yield model, client
@@ -405,3 +410,52 @@ def test_a_flood_of_garbage_is_counted_without_flooding_the_log(caplog):
     assert len(logged) == 20 + 3  # the first 20, then every 1000th, with the count
     assert logged[-1].endswith("(3000 result messages ignored so far)")
     assert model.handle("station/p1/l1/st1/status", _status())  # and it still reads
+
+
+def test_a_broker_with_users_lets_the_view_in_with_the_password_file(tmp_path):
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "viewer", "s3cret"],
+                   check=True, timeout=30)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwd), "st1", "st1-pw"], check=True,
+                   timeout=30)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text("s3cret\n")
+    bad.write_text("guess\n")
+    with Mosquitto(tmp_path / "broker", anonymous=False,
+                   extra=f"password_file {passwd}") as broker:
+        with following(broker.url, username="viewer", password_file=str(bad)) as (model, client):
+            wait_for(lambda: "refused" in client.state.text, what="the refusal")
+            assert not client.state.connected and model.stations() == []
+        with following(broker.url, username="viewer", password_file=str(good)) as (model, client):
+            wait_for(lambda: client.state.connected, what="the login")
+            st = Station(broker, "st1", login=("st1", "st1-pw"))
+            try:
+                st.status(recipe="logged-in")
+                assert seen(model, "p1/l1/st1", lambda s: s.online).recipe == "logged-in"
+            finally:
+                st.client.disconnect()
+                st.client.loop_stop()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_tls_with_the_ca_file_and_a_wrong_ca_said_in_words(tmp_path):
+    from tests.plant.test_mqtt import make_certificates
+
+    certs = make_certificates(tmp_path / "certs")
+    tls_port = free_port()
+    extra = (f"listener {tls_port} 127.0.0.1\ncafile {certs['ca']}\n"
+             f"certfile {certs['server']}\nkeyfile {certs['server_key']}")
+    url = f"mqtts://127.0.0.1:{tls_port}"
+    with Mosquitto(tmp_path / "broker", extra=extra) as broker:
+        with following(url, ca_file=str(certs["other_ca"])) as (model, client):
+            wait_for(lambda: "TLS" in client.state.text, what="the TLS refusal")
+            assert "certificate" in client.state.text and not client.state.connected
+        with following(url, ca_file=str(certs["ca"])) as (model, client):
+            wait_for(lambda: client.state.connected, what="the TLS connection")
+            st = Station(broker, "st1")  # the station on the plain listener, the view on TLS
+            try:
+                st.status(recipe="over-tls")
+                assert seen(model, "p1/l1/st1", lambda s: s.online).recipe == "over-tls"
+            finally:
+                st.client.disconnect()
+                st.client.loop_stop()
