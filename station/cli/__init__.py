@@ -35,6 +35,7 @@ register("calibrate", "calibrate", "calibrate camera, ROI, pixel scale, threshol
 register("bench", "bench", "measure model latency, pipeline throughput and memory: JSON out")
 register("export-records", "export_records", "export the inspection records database to CSV")
 register("set-pin", "set_pin", "set the engineer PIN of a recipe (stored hashed in the recipe)")
+register("fleet", "fleet", "one window with every station an MQTT broker knows")
 
 def _load(name: str):
     module, _ = COMMANDS[name]
