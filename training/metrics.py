@@ -125,3 +125,30 @@ def image_metrics(norm_scores, labels, predicted) -> dict[str, Any]:
     y = np.asarray(labels)
     out["n_good"], out["n_defect"] = int((y == 0).sum()), int((y == 1).sum())
     return out
+
+
+def pixel_metrics(maps: list[np.ndarray], masks: list[np.ndarray]) -> dict[str, float]:
+    """Pixel AUROC over every pixel, and AUPRO, of maps against their boolean masks
+    (empty when no mask marks a defect)."""
+    if not maps or not any(m.any() for m in masks):
+        return {}
+    flat_s = np.concatenate([m.ravel() for m in maps])
+    flat_y = np.concatenate([m.ravel() for m in masks])
+    return {"pixel_auroc": roc_auc(flat_s, flat_y), "aupro": aupro(maps, masks)}
+
+
+def per_type(labels, types: list[str], scores, predicted) -> dict[str, dict[str, Any]]:
+    """Per defect type: its count, its image AUROC against all good images, and its recall at
+    the threshold that made ``predicted``; for ``good`` the false reject rate."""
+    labels, scores = np.asarray(labels), np.asarray(scores, np.float64)
+    predicted = np.asarray(predicted, bool)
+    out: dict[str, dict[str, Any]] = {}
+    good = labels == 0
+    for t in sorted(set(types) - {"good"}):
+        m = np.array([x == t for x in types])
+        yy = np.r_[np.zeros(good.sum()), np.ones(m.sum())]
+        out[t] = {"n": int(m.sum()), "image_auroc": roc_auc(np.r_[scores[good], scores[m]], yy),
+                  "recall": float(predicted[m].mean()) if m.any() else float("nan")}
+    if good.any():
+        out["good"] = {"n": int(good.sum()), "false_reject_rate": float(predicted[good].mean())}
+    return out
