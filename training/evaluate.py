@@ -9,10 +9,18 @@ with ``--good-from-train`` also the train good images never used (those the spli
 aside, or all of them on another data set): the lighting trap, where a brightness-reading
 score fails.
 
-Metrics are plain numpy (no scikit-learn): image AUROC, AUPR (average precision), and
-precision/recall/F1/F2/accuracy at the stored thresholds; for the autoencoder also pixel
-AUROC and AUPRO (FPR <= 0.3, normalized) on the full-image masks, the crop-space map being
-warped back onto the image with the crop's ``crop_to_frame``.
+Metrics are plain numpy (``training.metrics``, no scikit-learn): image AUROC, AUPR (average
+precision), and precision/recall/F1/F2/accuracy at the stored thresholds, for each model and
+the fused verdict, and per defect type (recall at the threshold, image AUROC of that type
+against the good parts). Each model with a map (the autoencoder's anomaly map, the
+classifier's class activation map when its graph outputs one) also gets pixel AUROC and
+AUPRO (FPR <= 0.3, normalized) on the full-image masks, overall and per type, the crop-space
+map being warped back onto the image with the crop's ``crop_to_frame``.
+
+``gallery`` names each type's best- and worst-detected part (highest and lowest fused score;
+``best``/``worst`` index ``per_image``). ``int8_check`` compares every ``*.int8.onnx`` copy
+with its float model on the same images (``training.int8_check``; ``prune_int8`` deletes a
+copy failing the rule).
 """
 
 from __future__ import annotations

@@ -4,9 +4,13 @@
 * ``histograms.png``: normalized score histograms of good and defective images, with the
   threshold line at 1.0 (the fused panel uses the fused score, whose 1.0 is the rule);
 * ``worst_misses.png``: the missed defects with the lowest and the false rejects with the
-  highest fused score: the crop, its anomaly heatmap and the true defect outline;
-* ``defect_gallery.png``: per defect type, the highest- and lowest-scored image with its
-  heatmap, to see whether the heatmaps land on the defects.
+  highest fused score: the crop with the true defect outlined, and each model's map;
+* ``defect_gallery.png``: one row per defect type, its best- and worst-detected part (highest
+  and lowest fused score), each with the map of every model that has one (autoencoder
+  anomaly map, classifier class activation map) and the true defect outlined, to see
+  whether the maps land on the defects;
+* ``per_type.png``: per defect type and model, recall at the chosen threshold and image
+  AUROC against the good parts (``per_type_table`` is the same as printed text).
 """
 
 from __future__ import annotations
