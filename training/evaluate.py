@@ -83,17 +83,13 @@ def _infer(model: AutoencoderModel | ClassifierModel, x: np.ndarray
     return model.infer(x), None
 
 
-def _map_range(kind: str, maps: np.ndarray | None, ok: np.ndarray, threshold: float
+def _map_range(kind: str, maps: np.ndarray | None, threshold: float
                ) -> tuple[float, float] | None:
     """One colour scale for every map of a model: the autoencoder's red is 1.5x its threshold;
-    a class activation map (no threshold of its own) spans its own 0.5..99.5 percentiles."""
+    the classifier's class activation map peaks at p_defect, so its red is p = 1."""
     if maps is None:
         return None
-    if kind == "autoencoder":
-        return 0.0, 1.5 * threshold
-    vals = maps[ok] if ok.any() else maps
-    lo, hi = (float(v) for v in np.percentile(vals, [0.5, 99.5]))
-    return lo, hi if hi > lo else lo + 1.0
+    return (0.0, 1.5 * threshold) if kind == "autoencoder" else (0.0, 1.0)
 
 
 def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
@@ -123,7 +119,7 @@ def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
     norm[np.isnan(raw)] = np.nan
     return ModelScores(raw=raw, normalized=norm, maps=maps, crops=crops,
                        threshold=model.meta.threshold, kind=model.kind,
-                       map_range=_map_range(model.kind, maps, crops.ok, model.meta.threshold))
+                       map_range=_map_range(model.kind, maps, model.meta.threshold))
 
 
 def _small(shape: tuple[int, int]) -> tuple[int, int]:
