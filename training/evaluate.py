@@ -83,13 +83,10 @@ def _infer(model: AutoencoderModel | ClassifierModel, x: np.ndarray
     return model.infer(x), None
 
 
-def _map_range(kind: str, maps: np.ndarray | None, threshold: float
-               ) -> tuple[float, float] | None:
-    """One colour scale for every map of a model: the autoencoder's red is 1.5x its threshold;
-    the classifier's class activation map peaks at p_defect, so its red is p = 1."""
-    if maps is None:
-        return None
-    return (0.0, 1.5 * threshold) if kind == "autoencoder" else (0.0, 1.0)
+def _map_range(maps: np.ndarray | None, threshold: float) -> tuple[float, float] | None:
+    """One colour scale for every map of a model, red at 1.5x its threshold: both models'
+    maps are on their score's raw scale (the classifier's peaks at p_defect)."""
+    return None if maps is None else (0.0, 1.5 * threshold)
 
 
 def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
@@ -119,7 +116,7 @@ def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
     norm[np.isnan(raw)] = np.nan
     return ModelScores(raw=raw, normalized=norm, maps=maps, crops=crops,
                        threshold=model.meta.threshold, kind=model.kind,
-                       map_range=_map_range(model.kind, maps, model.meta.threshold))
+                       map_range=_map_range(maps, model.meta.threshold))
 
 
 def _small(shape: tuple[int, int]) -> tuple[int, int]:

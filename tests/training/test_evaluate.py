@@ -20,6 +20,7 @@ from station.sim import write_mvtec_dataset
 from station.sources.datasets import read_dataset
 from station.vision.preprocess import prepare_batch
 from training.data import compute_crops
+from training.export import float_nodes
 from training.quantize import quantize_static
 from training.report import DPI, ROW_INCHES
 
@@ -141,10 +142,11 @@ def _normalized(model, x: np.ndarray) -> np.ndarray:
 def test_int8_copies_failing_the_rule_are_pruned_and_others_kept(folder, tmp_path, capsys):
     models, data = folder
     # a classifier copy calibrated on blank crops (its activation ranges collapse: real parts
-    # saturate them), and an autoencoder copy whose quantized ops change no number
+    # saturate them; its map stays float as in training), and an autoencoder copy whose
+    # quantized ops change no number
     x_cls, f_cls = _crops_and_scores(models, data, "classifier")
     quantize_static(models / "classifier.onnx", models / "classifier.int8.onnx",
-                    np.zeros_like(x_cls[:4]))
+                    np.zeros_like(x_cls[:4]), nodes_to_exclude=float_nodes(models / "classifier.onnx"))
     x_ae, f_ae = _crops_and_scores(models, data, "autoencoder")
     quantize_static(models / "autoencoder.onnx", models / "autoencoder.int8.onnx", x_ae,
                     op_types=("Relu",), preprocess=False)
