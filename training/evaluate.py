@@ -77,10 +77,7 @@ def _infer(model: AutoencoderModel | ClassifierModel, x: np.ndarray
     if isinstance(model, AutoencoderModel):
         m, s = model.infer(x)
         return s, m
-    infer_map = getattr(model, "infer_map", None)
-    if infer_map is not None:
-        return infer_map(x)
-    return model.infer(x), None
+    return model.infer_map(x)  # (p_defect, None) for a file exported without ``cam``
 
 
 def _map_range(maps: np.ndarray | None, threshold: float) -> tuple[float, float] | None:

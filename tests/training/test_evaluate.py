@@ -8,10 +8,12 @@ import contextlib
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+import onnx
 import pytest
 
 from station.cli import main
@@ -20,7 +22,7 @@ from station.sim import write_mvtec_dataset
 from station.sources.datasets import read_dataset
 from station.vision.preprocess import prepare_batch
 from training.data import compute_crops
-from training.export import float_nodes
+from training.export import float_nodes, write_metadata
 from training.quantize import quantize_static
 from training.report import DPI, ROW_INCHES
 
@@ -94,12 +96,10 @@ def test_per_type_recall_and_auroc_match_a_hand_computation(evaluated):
 def test_every_map_gets_pixel_metrics_overall_and_per_type(evaluated):
     result, _, _ = evaluated
     types = {r["defect_type"] for r in result["per_image"] if r["label"] == 1}
-    assert result["autoencoder"]["has_map"]
+    # training exports the classifier with its class activation map
+    assert result["autoencoder"]["has_map"] and result["classifier"]["has_map"]
     for kind in ("autoencoder", "classifier"):
         block = result[kind]
-        if not block["has_map"]:  # a classifier exported without a class activation map
-            assert "pixel_auroc" not in block
-            continue
         assert 0.0 <= block["pixel_auroc"] <= 1.0 and 0.0 <= block["aupro"] <= 1.0
         for t in types:
             assert 0.0 <= block["per_defect_type"][t]["pixel_auroc"] <= 1.0, (kind, t)
@@ -176,3 +176,30 @@ def test_int8_copies_failing_the_rule_are_pruned_and_others_kept(folder, tmp_pat
     check = json.loads((tmp_path / "prune.json").read_text())["int8_check"]["copies"]
     assert (check["classifier"]["action"], check["autoencoder"]["action"]) == ("pruned", "kept")
     (models / "autoencoder.int8.onnx").unlink()
+
+
+def test_a_classifier_file_without_a_map_is_evaluated_without_one(folder, tmp_path):
+    """Files exported before the class activation map: scored as before, no pixel metrics,
+    and the gallery shows the autoencoder's map alone."""
+    models, data = folder
+    old = tmp_path / "models"
+    old.mkdir()
+    for name in ("autoencoder.onnx", "recipe_fragment.toml", "split.json"):
+        shutil.copy(models / name, old / name)
+    graph = onnx.load(str(models / "classifier.onnx"))
+    outputs = [o for o in graph.graph.output if o.name == "p_defect"]
+    del graph.graph.output[:]
+    graph.graph.output.extend(outputs)
+    onnx.save(graph, str(old / "classifier.onnx"))
+    meta = load_model(models / "classifier.onnx", "cpu").meta
+    write_metadata(old / "classifier.onnx", replace(meta, output_names=("p_defect",)))
+    assert not load_model(old / "classifier.onnx", "cpu").has_map
+
+    js = tmp_path / "eval.json"
+    assert main(["evaluate", "--models", str(old), "--data", str(data), "--json", str(js),
+                 "--report", str(tmp_path / "report"), "--quiet"]) == 0
+    result = json.loads(js.read_text())
+    assert not result["classifier"]["has_map"] and "pixel_auroc" not in result["classifier"]
+    assert result["autoencoder"]["has_map"] and "pixel_auroc" in result["autoencoder"]
+    png = cv2.imread(str(tmp_path / "report" / "defect_gallery.png"))
+    assert png.shape[1] == pytest.approx(2.3 * 2 * 2 * DPI, abs=2)  # crop + one map, twice
