@@ -198,30 +198,41 @@ def _types(result: dict) -> list[str]:
     return sorted(found)
 
 
+_PANELS = (("recall", "recall at the chosen threshold"),
+           ("image_auroc", "image AUROC vs good parts"),
+           ("aupro", "AUPRO of the map (does it land on the defect)"))
+
+
+def _bars(ax, result: dict, kinds: list[str], types: list[str], key: str) -> None:
+    """One group of bars per type, one bar per model that has ``key`` for it."""
+    width = 0.8 / len(kinds)
+    x = np.arange(len(types))
+    for j, kind in enumerate(kinds):
+        by = result[kind]["per_defect_type"]
+        vals = [_num(by.get(t, {}).get(key)) for t in types]
+        bars = ax.bar(x + (j - (len(kinds) - 1) / 2) * width, vals, width, label=_NAMES[kind])
+        ax.bar_label(bars, labels=[f"{v:.2f}" if np.isfinite(v) else "" for v in vals],
+                     fontsize=6, padding=1)
+    ax.set_xticks(x, types, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.3)
+
+
 def _per_type_png(path: Path, result: dict) -> Path | None:
-    """Per defect type, grouped bars per model: recall at the chosen threshold, and image
-    AUROC of that type against the good parts."""
+    """Per defect type, grouped bars per model: recall at the chosen threshold, image AUROC
+    of that type against the good parts, and the AUPRO of each model's map."""
     types, kinds = _types(result), [k for k in KINDS if result.get(k)]
     if not types:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 2 * (1.5 + 0.8 * len(types))), 3.8))
-    width = 0.8 / len(kinds)
-    x = np.arange(len(types))
-    for ax, key, name in zip(axes, ("recall", "image_auroc"),
-                             ("recall at the chosen threshold", "image AUROC vs good parts"),
-                             strict=True):
-        for j, kind in enumerate(kinds):
-            by = result[kind]["per_defect_type"]
-            vals = [_num(by.get(t, {}).get(key)) for t in types]
-            bars = ax.bar(x + (j - (len(kinds) - 1) / 2) * width, vals, width, label=_NAMES[kind])
-            ax.bar_label(bars, labels=[f"{v:.2f}" if np.isfinite(v) else "-" for v in vals],
-                         fontsize=6, padding=1)
-        ax.set_xticks(x, types, rotation=30, ha="right", fontsize=8)
-        ax.set_ylim(0, 1.3)
+    mapped = [k for k in kinds if k != "fused" and "aupro" in result[k]]
+    panels = _PANELS if mapped else _PANELS[:2]
+    fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                             figsize=(len(panels) * (1.5 + 0.8 * len(types)), 3.8))
+    for ax, (key, name) in zip(axes[0], panels, strict=True):
+        _bars(ax, result, mapped if key == "aupro" else kinds, types, key)
         ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", ncol=3)
     frr = [f"{_NAMES[k]} {_num(result[k]['per_defect_type'].get('good', {}).get('false_reject_rate')):.3f}"
            for k in kinds]
-    axes[0].legend(fontsize=7, loc="upper left", ncol=len(kinds))
     fig.suptitle("per defect type; good parts falsely rejected: " + ", ".join(frr), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
