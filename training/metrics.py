@@ -93,7 +93,10 @@ def aupro(maps: list[np.ndarray], masks: list[np.ndarray], max_fpr: float = PRO_
 
     For each threshold: PRO = mean over connected defect regions of the share of the region
     at or above it; FPR = share of defect-free pixels at or above it. Thresholds are the
-    good-pixel quantiles giving FPRs 0 .. max_fpr evenly, so the integral is exact in FPR.
+    good-pixel quantiles for FPRs 0 .. max_fpr evenly, and one past it; the curve goes
+    through the FPR each threshold really gives, so tied map values (a flat or empty map)
+    count as a straight line between the points they allow, as ties do in ROC, never as a
+    perfect overlap at a small FPR.
     """
     neg, regions = [], []
     for m, gt in zip(maps, masks, strict=True):
@@ -106,15 +109,21 @@ def aupro(maps: list[np.ndarray], masks: list[np.ndarray], max_fpr: float = PRO_
         return float("nan")
     negs = np.sort(np.concatenate(neg))
     fprs = np.linspace(0.0, max_fpr, steps + 1)
-    # threshold t_i with share(neg >= t_i) == fpr_i
     idx = np.clip(np.ceil((1.0 - fprs) * len(negs)).astype(np.int64), 0, len(negs) - 1)
     thr = negs[idx]
     thr[0] = np.nextafter(negs[-1], np.inf)
+    below = np.searchsorted(negs, thr[-1], side="left") - 1
+    if below >= 0:  # the next lower good-pixel value: a point past max_fpr to end the curve on
+        thr = np.r_[thr, negs[below]]
+    fpr = (len(negs) - np.searchsorted(negs, thr, side="left")) / len(negs)
     pro = np.zeros(len(thr))
     for reg in regions:
         pro += (len(reg) - np.searchsorted(reg, thr, side="left")) / len(reg)
     pro /= len(regions)
-    return float(np.trapezoid(pro, fprs) / max_fpr)
+    inside = fpr < max_fpr
+    x = np.r_[fpr[inside], max_fpr]
+    y = np.r_[pro[inside], np.interp(max_fpr, fpr, pro)]
+    return float(np.trapezoid(y, x) / max_fpr)
 
 
 def image_metrics(norm_scores, labels, predicted) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from training.int8_check import INT8_MAX_AUROC_CHANGE, apply_rule, compare, int8_paths
-from training.metrics import per_type, pixel_metrics
+from training.metrics import aupro, per_type, pixel_metrics
 
 
 def test_per_type_counts_recall_and_auroc_against_the_good_parts():
@@ -76,3 +76,20 @@ def test_apply_rule_deletes_only_failing_copies_and_only_when_asked(tmp_path):
     assert paths["autoencoder"].is_file() and not paths["classifier"].exists()
     assert lines[1].startswith("int8 classifier: pruned")
     assert int8_paths(tmp_path) == {"autoencoder": paths["autoencoder"]}
+
+
+def test_aupro_of_a_flat_map_is_chance_not_perfect():
+    """A map with one value everywhere (a class activation map with no evidence) ties every
+    pixel: its curve is the diagonal, AUPRO 0.15 at FPR 0.3, as a random map scores."""
+    mask = np.zeros((40, 40), bool)
+    mask[5:12, 5:12] = True
+    flat = np.zeros(mask.shape, np.float32)
+    assert aupro([flat, flat], [mask, np.zeros_like(mask)]) == pytest.approx(0.15)
+    assert pixel_metrics([flat], [mask])["pixel_auroc"] == pytest.approx(0.5)
+    # two levels: the defect region and a third of the good pixels high, the rest low
+    two = np.zeros(mask.shape, np.float32)
+    two[mask] = 1.0
+    good = np.flatnonzero(~mask.ravel())
+    two.ravel()[good[: len(good) // 3]] = 1.0
+    fpr = (len(good) // 3) / len(good)  # ~0.33 > 0.3: full PRO only past the limit
+    assert aupro([two], [mask]) == pytest.approx(0.5 * 0.3 / fpr, abs=1e-6)
