@@ -50,9 +50,13 @@ class GradCam(nn.Module):
                 pooled_cells: int) -> torch.Tensor:
         """``a``: last conv block [N, C, h, w]; ``h1``/``h2``: the head's ReLU outputs;
         ``w1..w3``: its Linear weights; returns the map [N, 1, H, W] (peak = ``p``)."""
+        # Einsum, not MatMul: the weights are shared with the head's Gemm nodes, and an int8
+        # quantizer that met them in a MatMul too would give them two conflicting per-channel
+        # scales (onnxruntime's fails outright); Einsum is never quantized, so the map's
+        # products stay float whatever the quantizer is told to exclude.
         g_z2 = w3 * (h2 > 0).to(h2.dtype)  # d logit / d (pre-ReLU 2), [N, hidden]
-        g_z1 = torch.matmul(g_z2, w2) * (h1 > 0).to(h1.dtype)
-        g_f = torch.matmul(g_z1, w1)  # d logit / d (flattened pooled map), [N, C * 7 * 7]
+        g_z1 = torch.einsum("nj,ji->ni", g_z2, w2) * (h1 > 0).to(h1.dtype)
+        g_f = torch.einsum("nj,ji->ni", g_z1, w1)  # d logit / d (flat pooled map), [N, C*7*7]
         channels, cells = a.shape[1], a.shape[2] * a.shape[3]
         alpha = g_f.reshape(-1, channels, pooled_cells).sum(-1) / cells
         low = torch.relu((alpha[:, :, None, None] * a).sum(1, keepdim=True))
