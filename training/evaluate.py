@@ -9,10 +9,18 @@ with ``--good-from-train`` also the train good images never used (those the spli
 aside, or all of them on another data set): the lighting trap, where a brightness-reading
 score fails.
 
-Metrics are plain numpy (no scikit-learn): image AUROC, AUPR (average precision), and
-precision/recall/F1/F2/accuracy at the stored thresholds; for the autoencoder also pixel
-AUROC and AUPRO (FPR <= 0.3, normalized) on the full-image masks, the crop-space map being
-warped back onto the image with the crop's ``crop_to_frame``.
+Metrics are plain numpy (``training.metrics``, no scikit-learn): image AUROC, AUPR (average
+precision), and precision/recall/F1/F2/accuracy at the stored thresholds, for each model and
+the fused verdict, and per defect type (recall at the threshold, image AUROC of that type
+against the good parts). Each model with a map (the autoencoder's anomaly map, the
+classifier's class activation map when its graph outputs one) also gets pixel AUROC and
+AUPRO (FPR <= 0.3, normalized) on the full-image masks, overall and per type, the crop-space
+map being warped back onto the image with the crop's ``crop_to_frame``.
+
+``gallery`` names each type's best- and worst-detected part (highest and lowest fused score;
+``best``/``worst`` index ``per_image``). ``int8_check`` compares every ``*.int8.onnx`` copy
+with its float model on the same images (``training.int8_check``; ``prune_int8`` deletes a
+copy failing the rule).
 """
 
 from __future__ import annotations
@@ -39,8 +47,11 @@ from station.sources.datasets import (
 from station.vision.align import AlignedCrop, warp_map_to_frame
 from station.vision.preprocess import prepare_batch
 from training.data import CropSet, SplitOptions, compute_crops, make_split
-from training.metrics import aupro, image_metrics, roc_auc
+from training.int8_check import apply_rule, compare, int8_paths
+from training.metrics import image_metrics, per_type
+from training.metrics import pixel_metrics as pixel_block
 
+AnyModel = AutoencoderModel | ClassifierModel
 PIXEL_SIDE = 256  # long side (px) the full-image masks and maps are compared at
 
 
@@ -52,36 +63,57 @@ class ModelScores:
 
     raw: np.ndarray  # [N] (NaN where the part was not found)
     normalized: np.ndarray  # [N]
-    maps: np.ndarray | None  # [N, S, S] autoencoder maps (crop space)
+    maps: np.ndarray | None  # [N, h, w] crop-space maps (autoencoder; classifier CAM), or None
     crops: CropSet
     threshold: float  # the model's raw threshold (scales the heatmaps of the report)
+    kind: str = "autoencoder"
+    map_range: tuple[float, float] | None = None  # the report's colour scale for the maps
+
+
+def _infer(model: AutoencoderModel | ClassifierModel, x: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(raw scores, maps or None): the autoencoder's anomaly map, the classifier's class
+    activation map when its graph has one."""
+    if isinstance(model, AutoencoderModel):
+        m, s = model.infer(x)
+        return s, m
+    return model.infer_map(x)  # (p_defect, None) for a file exported without ``cam``
+
+
+def _map_range(maps: np.ndarray | None, threshold: float) -> tuple[float, float] | None:
+    """One colour scale for every map of a model, red at 1.5x its threshold: both models'
+    maps are on their score's raw scale (the classifier's peaks at p_defect)."""
+    return None if maps is None else (0.0, 1.5 * threshold)
 
 
 def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
-              cache_dir: Path | None, batch: int = 16, progress: bool = True) -> ModelScores:
-    """Crop every sample with the model's own parameters and run it through onnxruntime."""
+              cache_dir: Path | None, batch: int = 16, progress: bool = True,
+              crops: CropSet | None = None) -> ModelScores:
+    """Crop every sample with the model's own parameters (or reuse ``crops`` made with them:
+    an int8 copy reads the crops of its float model) and run it through onnxruntime."""
     from tqdm import tqdm
 
     spec = model.meta.preprocess_spec()
-    crops = compute_crops(samples, model.meta.localize_params(), model.meta.align_params(),
-                          spec.size, cache_dir, progress, height=spec.crop_height)
+    if crops is None:
+        crops = compute_crops(samples, model.meta.localize_params(), model.meta.align_params(),
+                              spec.size, cache_dir, progress, height=spec.crop_height)
     raw = np.full(len(samples), np.nan)
-    maps = np.zeros((len(samples), spec.crop_height, spec.size), np.float32) if model.kind == "autoencoder" else None
+    maps: np.ndarray | None = None
     ok = np.nonzero(crops.ok)[0]
     for i in tqdm(range(0, len(ok), batch), desc=f"{model.kind} inference", unit="batch",
                   disable=not progress):
         ii = ok[i:i + batch]
-        x = prepare_batch([crops.crops[j] for j in ii], spec)
-        if isinstance(model, AutoencoderModel):
-            m, s = model.infer(x)
+        s, m = _infer(model, prepare_batch([crops.crops[j] for j in ii], spec))
+        raw[ii] = np.asarray(s).reshape(-1)
+        if m is not None:
+            if maps is None:
+                maps = np.zeros((len(samples), *np.asarray(m).shape[1:]), np.float32)
             maps[ii] = m
-            raw[ii] = s
-        else:
-            raw[ii] = model.infer(x)
     norm = np.asarray(model.normalized(np.where(np.isnan(raw), 0.0, raw)), np.float64)
     norm[np.isnan(raw)] = np.nan
     return ModelScores(raw=raw, normalized=norm, maps=maps, crops=crops,
-                       threshold=model.meta.threshold)
+                       threshold=model.meta.threshold, kind=model.kind,
+                       map_range=_map_range(maps, model.meta.threshold))
 
 
 def _small(shape: tuple[int, int]) -> tuple[int, int]:
@@ -91,7 +123,8 @@ def _small(shape: tuple[int, int]) -> tuple[int, int]:
 
 
 def frame_map(scores: ModelScores, i: int) -> np.ndarray:
-    """The crop-space anomaly map of image ``i`` drawn onto its full image (float32 HxW)."""
+    """The crop-space map of image ``i`` drawn onto its full image (float32 HxW)."""
+    assert scores.maps is not None
     cs = scores.crops
     aligned = AlignedCrop(crop=cs.crops[i], frame_to_crop=cs.frame_to_crop[i],
                           crop_to_frame=cs.crop_to_frame[i], localization=None)
@@ -100,28 +133,33 @@ def frame_map(scores: ModelScores, i: int) -> np.ndarray:
 
 
 def pixel_metrics(scores: ModelScores, samples: list[Sample], progress: bool = True) -> dict:
-    """Pixel AUROC and AUPRO on full-image masks (good images count as all-good masks)."""
+    """Pixel AUROC and AUPRO of a model's maps on full-image masks (good images count as
+    all-good masks), overall and per defect type (that type's images and the good ones)."""
     from tqdm import tqdm
 
-    if not any(s.mask_path is not None for s in samples):
+    if scores.maps is None or not any(s.mask_path is not None for s in samples):
         return {}
-    maps, masks = [], []
-    for i, s in enumerate(tqdm(samples, desc="pixel metrics", unit="img", disable=not progress)):
+    maps, masks, types = [], [], []
+    for i, s in enumerate(tqdm(samples, desc=f"{scores.kind} pixel metrics", unit="img",
+                               disable=not progress)):
         if not scores.crops.ok[i] or (s.label == 1 and s.mask_path is None):
             continue
         shape = tuple(int(v) for v in scores.crops.frame_shapes[i])
         gt = (load_mask(s.mask_path, shape, s.path) if s.mask_path is not None
               else np.zeros(shape, bool))
-        fm = frame_map(scores, i)
         size = _small(shape)
-        maps.append(cv2.resize(fm, size, interpolation=cv2.INTER_AREA))
+        maps.append(cv2.resize(frame_map(scores, i), size, interpolation=cv2.INTER_AREA))
         masks.append(cv2.resize(gt.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0)
-    if not maps or not any(m.any() for m in masks):
+        types.append(s.defect_type if s.label == 1 else "good")
+    out: dict[str, Any] = pixel_block(maps, masks)
+    if not out:
         return {}
-    flat_s = np.concatenate([m.ravel() for m in maps])
-    flat_y = np.concatenate([m.ravel() for m in masks])
-    return {"pixel_auroc": roc_auc(flat_s, flat_y), "aupro": aupro(maps, masks),
-            "pixel_images": len(maps), "pixel_side": PIXEL_SIDE}
+    out.update({"pixel_images": len(maps), "pixel_side": PIXEL_SIDE, "pixel_per_defect_type": {}})
+    for t in sorted(set(types) - {"good"}):
+        keep = [k for k, x in enumerate(types) if x in (t, "good")]
+        out["pixel_per_defect_type"][t] = pixel_block([maps[k] for k in keep],
+                                                      [masks[k] for k in keep])
+    return out
 
 
 # --- which images ------------------------------------------------------------------------------
@@ -217,37 +255,30 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def per_type(labels: np.ndarray, types: list[str], scores: np.ndarray, predicted: np.ndarray) -> dict:
-    """Per defect type: count, AUROC of that type against all good images, recall."""
-    out = {}
-    good = labels == 0
-    for t in sorted(set(types) - {"good"}):
-        m = np.array([x == t for x in types])
-        yy = np.r_[np.zeros(good.sum()), np.ones(m.sum())]
-        out[t] = {"n": int(m.sum()), "image_auroc": roc_auc(np.r_[scores[good], scores[m]], yy),
-                  "recall": float(predicted[m].mean()) if m.any() else float("nan")}
-    if good.any():
-        out["good"] = {"n": int(good.sum()), "false_reject_rate": float(predicted[good].mean())}
-    return out
-
-
-def _load_models(models_dir: Path, variant: str, provider: str,
-                 threads: int) -> dict[str, AutoencoderModel | ClassifierModel]:
-    """The folder's models of the variant asked for, each checked to be the kind it is named."""
-    suffix = ".int8.onnx" if variant == "int8" else ".onnx"
-    models: dict[str, AutoencoderModel | ClassifierModel] = {}
+def _load_models(models_dir: Path, provider: str, threads: int
+                 ) -> tuple[dict[str, AnyModel], dict[str, AnyModel]]:
+    """The folder's float models and their int8 copies, each checked to be the kind its file
+    name says."""
+    models: dict[str, AnyModel] = {}
+    copies: dict[str, AnyModel] = {}
     for kind in ("autoencoder", "classifier"):
-        path = models_dir / f"{kind}{suffix}"
-        if not path.is_file() and variant == "int8":
-            path = models_dir / f"{kind}.onnx"  # no int8 copy (it did not pay): the float one runs
+        path = models_dir / f"{kind}.onnx"
         if path.is_file():
-            models[kind] = load_model(path, provider, threads)
-            if models[kind].kind != kind:
-                raise EvaluationError(f"{path}: metadata kind is {models[kind].kind!r}, "
-                                      f"expected {kind!r} from the file name")
+            models[kind] = _load_kind(path, kind, provider, threads)
     if not models:
-        raise EvaluationError(f"{models_dir}: no autoencoder{suffix} or classifier{suffix}")
-    return models
+        raise EvaluationError(f"{models_dir}: no autoencoder.onnx or classifier.onnx")
+    for kind, path in int8_paths(models_dir).items():
+        if kind in models:
+            copies[kind] = _load_kind(path, kind, provider, threads)
+    return models, copies
+
+
+def _load_kind(path: Path, kind: str, provider: str, threads: int) -> AnyModel:
+    model = load_model(path, provider, threads)
+    if model.kind != kind:
+        raise EvaluationError(f"{path}: metadata kind is {model.kind!r}, "
+                              f"expected {kind!r} from the file name")
+    return model
 
 
 @dataclass
@@ -270,17 +301,22 @@ class _Decision:
                    decision.get("on_error", "reject"))
 
 
-def _model_block(kind: str, model: AutoencoderModel | ClassifierModel, sc: ModelScores,
-                 chosen: list[Sample], labels: np.ndarray, types: list[str], on_error: str,
-                 progress: bool) -> dict[str, Any]:
-    """One model's metrics at its stored threshold (and its pixel metrics, autoencoder)."""
+def _model_block(model: AnyModel, sc: ModelScores, chosen: list[Sample], labels: np.ndarray,
+                 types: list[str], on_error: str, progress: bool) -> dict[str, Any]:
+    """One model's metrics at its stored threshold, per defect type too, and the pixel metrics
+    of its maps (the autoencoder's; the classifier's class activation map when it has one)."""
     pred = np.where(np.isnan(sc.normalized), on_error == "reject", sc.normalized >= 1.0)
     block = image_metrics(sc.normalized, labels, pred)
     block["threshold_raw"] = model.meta.threshold
     block["not_found"] = int((~sc.crops.ok).sum())
-    if kind == "autoencoder":
-        block.update(pixel_metrics(sc, chosen, progress))
+    block["file"] = model.path.name
+    block["has_map"] = sc.maps is not None
+    pixels = pixel_metrics(sc, chosen, progress)
+    by_type = pixels.pop("pixel_per_defect_type", {})
+    block.update(pixels)
     block["per_defect_type"] = per_type(labels, types, sc.normalized, pred)
+    for t, px in by_type.items():
+        block["per_defect_type"][t].update(px)
     return block
 
 
@@ -312,12 +348,73 @@ def _per_image(chosen: list[Sample], roles: list[str], root: Path | None,
     ]
 
 
+def gallery_rows(chosen: list[Sample], root: Path | None, fused: np.ndarray
+                 ) -> list[dict[str, Any]]:
+    """Per defect type, its best-detected part (highest fused score) and its worst-detected
+    (lowest): the gallery's rows."""
+    rows = []
+    for t in sorted({s.defect_type for s in chosen if s.label == 1}):
+        idx = [i for i, s in enumerate(chosen)
+               if s.label == 1 and s.defect_type == t and np.isfinite(fused[i])]
+        if not idx:
+            continue
+        best, worst = max(idx, key=lambda i: fused[i]), min(idx, key=lambda i: fused[i])
+        rows.append({"defect_type": t, "best": best, "worst": worst,
+                     "best_path": _rel(chosen[best].path, root), "best_fused": fused[best],
+                     "worst_path": _rel(chosen[worst].path, root), "worst_fused": fused[worst]})
+    return rows
+
+
+def _int8_check(floats: dict[str, ModelScores], copies: dict[str, ModelScores], labels: np.ndarray,
+                names: list[str], d: _Decision, models_dir: Path, prune: bool) -> dict[str, Any]:
+    """Each int8 copy against its float model on the evaluated images, and the rule applied."""
+    if not copies:
+        return {"copies": {}, "summary": [f"int8: no *.int8.onnx copies in {models_dir}"]}
+    n = len(labels)
+    _, _, f_pred = _fuse(floats, n, d)
+    checks = {}
+    for kind, sc in copies.items():
+        _, _, q_pred = _fuse({**floats, kind: sc}, n, d)
+        checks[kind] = compare(floats[kind].normalized, sc.normalized, labels, f_pred, q_pred,
+                               names)
+    _, _, all_pred = _fuse({**floats, **copies}, n, d)
+    summary = apply_rule(checks, {k: models_dir / f"{k}.int8.onnx" for k in checks}, prune)
+    return {"copies": checks, "fused_verdicts_flipped_all_int8": int((all_pred != f_pred).sum()),
+            "summary": summary}
+
+
+def _score_all(models: dict[str, AnyModel], copies: dict[str, AnyModel], chosen: list[Sample],
+               cache_dir: Path, progress: bool
+               ) -> tuple[dict[str, ModelScores], dict[str, ModelScores]]:
+    """Every float model and every int8 copy on the evaluation images (a copy on its float
+    model's crops)."""
+    floats = {k: run_model(m, chosen, cache_dir, progress=progress) for k, m in models.items()}
+    ints = {k: run_model(m, chosen, cache_dir, progress=progress, crops=floats[k].crops)
+            for k, m in copies.items()}
+    return floats, ints
+
+
+def _fused_block(labels: np.ndarray, types: list[str], fused: np.ndarray, fpred: np.ndarray,
+                 verdicts: list[str], d: _Decision) -> dict[str, Any]:
+    block = image_metrics(fused, labels, fpred)
+    block["rule"] = d.rule
+    block["autoencoder_threshold"], block["classifier_threshold"] = d.ae_t, d.cls_t
+    block["errors"] = int(sum(v == ERROR for v in verdicts))
+    block["per_defect_type"] = per_type(labels, types, fused, fpred)
+    return block
+
+
 def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
              fold: int | None = None, good_from_train: bool = False, variant: str = "float",
              rule: str | None = None, provider: str = "auto", threads: int = 0,
              cache_dir: Path | None = None, report_dir: Path | None = None,
-             progress: bool = True) -> dict:
-    """Evaluate the model folder's ONNX models on a data set; returns the JSON-ready dict."""
+             progress: bool = True, prune_int8: bool = False) -> dict:
+    """Evaluate the model folder's ONNX models on a data set; returns the JSON-ready dict.
+
+    ``variant`` picks the models the report is about (``int8``: each int8 copy where there
+    is one); either way every int8 copy is checked against its float model, and with
+    ``prune_int8`` one failing the rule is deleted.
+    """
     models_dir, data = Path(models_dir), Path(data)
     if not models_dir.is_dir():
         raise EvaluationError(f"{models_dir}: model folder not found")
@@ -325,40 +422,38 @@ def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
         samples = read_dataset(data)
     except DatasetError as exc:
         raise EvaluationError(str(exc)) from None
-    models = _load_models(models_dir, variant, provider, threads)
+    models, copies = _load_models(models_dir, provider, threads)
     chosen, roles, note = select_samples(models_dir, samples, folds, fold, good_from_train)
     labels = np.array([s.label for s in chosen])
     if len(chosen) == 0:
         raise EvaluationError(f"{data}: no evaluation images")
     types = [s.defect_type for s in chosen]
+    root = getattr(samples, "root", None)
     d = _Decision.read(models_dir, rule, list(models))
-    cache_dir = cache_dir or models_dir / "cache"
+    floats, ints = _score_all(models, copies, chosen, cache_dir or models_dir / "cache", progress)
+    used = {**models, **copies} if variant == "int8" else models
+    scores = {**floats, **ints} if variant == "int8" else floats
 
     result: dict[str, Any] = {"autoencoder": None, "classifier": None, "fused": None}
-    scores: dict[str, ModelScores] = {}
-    for kind, model in models.items():
-        scores[kind] = run_model(model, chosen, cache_dir, progress=progress)
-        result[kind] = _model_block(kind, model, scores[kind], chosen, labels, types,
-                                    d.on_error, progress)
+    for kind, model in used.items():
+        result[kind] = _model_block(model, scores[kind], chosen, labels, types, d.on_error,
+                                    progress)
     verdicts, fused, fpred = _fuse(scores, len(chosen), d)
-    fblock = image_metrics(fused, labels, fpred)
-    fblock["rule"] = d.rule
-    fblock["autoencoder_threshold"], fblock["classifier_threshold"] = d.ae_t, d.cls_t
-    fblock["errors"] = int(sum(v == ERROR for v in verdicts))
-    fblock["per_defect_type"] = per_type(labels, types, fused, fpred)
-    result["fused"] = fblock
-    result["per_image"] = _per_image(chosen, roles, getattr(samples, "root", None), scores,
-                                     fused, verdicts)
+    result["fused"] = _fused_block(labels, types, fused, fpred, verdicts, d)
+    result["per_image"] = _per_image(chosen, roles, root, scores, fused, verdicts)
+    result["gallery"] = gallery_rows(chosen, root, fused)
+    names = [_rel(s.path, root) for s in chosen]
+    result["int8_check"] = _int8_check(floats, ints, labels, names, d, models_dir, prune_int8)
     counts = {r: int(sum(1 for x in roles if x == r)) for r in sorted(set(roles))}
     result["meta"] = {
         "models": str(models_dir), "data": str(data), "variant": variant,
         "good_from_train": good_from_train, "images": len(chosen), "by_role": counts,
         "n_good": int((labels == 0).sum()), "n_defect": int((labels == 1).sum()),
-        "model_versions": {k: m.meta.version for k, m in models.items()}, **note,
+        "model_versions": {k: m.meta.version for k, m in used.items()}, **note,
     }
     if report_dir is not None:
         from training.report import write_report
 
         result["meta"]["report"] = [str(p) for p in write_report(
-            Path(report_dir), chosen, labels, scores, fused, fpred, d.rule)]
+            Path(report_dir), chosen, labels, scores, fused, fpred, d.rule, result)]
     return _clean(result)

@@ -3,11 +3,13 @@
 The legacy TorchScript exporter (``dynamo=False``) writes one self-contained file (weights
 inside, no ``.data`` side file), with a dynamic batch axis; ``metadata_props`` are then
 written with the ``onnx`` package. :func:`parity` holds torch and onnxruntime to the same
-outputs. Static int8 quantization lives in :mod:`training.quantize`.
+outputs. :func:`export_classifier` exports a classifier with its in-graph Grad-CAM map
+(:mod:`training.classifier.cam`). Static int8 quantization lives in :mod:`training.quantize`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import warnings
 from pathlib import Path
@@ -18,6 +20,8 @@ import torch
 from torch import nn
 
 from station.models.metadata import INPUT_NAME, OUTPUTS, ModelMetadata
+from training.classifier.cam import MAP_OUTPUTS, ClassifierWithMap, map_nodes
+from training.classifier.vgg import VGG16
 
 OPSET = 17
 
@@ -40,11 +44,13 @@ def write_metadata(path: Path | str, meta: ModelMetadata) -> None:
 
 def export_onnx(model: nn.Module, out: Path | str, meta: ModelMetadata, example: torch.Tensor,
                 opset: int = OPSET) -> Path:
-    """Export ``model`` (``image`` -> the kind's outputs) to ``out`` and stamp ``meta`` on it."""
+    """Export ``model`` (``image`` -> ``meta.output_names``, by default the kind's required
+    outputs) to ``out`` and stamp ``meta`` on it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    names = list(OUTPUTS[meta.kind])
+    names = list(meta.output_names or OUTPUTS[meta.kind])
     model = model.cpu().eval()
+    shapes = [o.shape for o in torch_outputs(model, example.cpu().float().numpy())]
     dynamic = {INPUT_NAME: {0: "N"}, **{n: {0: "N"} for n in names}}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -58,12 +64,57 @@ def export_onnx(model: nn.Module, out: Path | str, meta: ModelMetadata, example:
             opset_version=opset,
             dynamo=False,
         )
-    onnx.checker.check_model(str(out))
     stray = out.with_name(out.name + ".data")
     if stray.exists():
         raise RuntimeError(f"{out}: export wrote an external data file {stray}; expected one file")
+    _declare_output_dims(out, shapes)
+    onnx.checker.check_model(str(out))
     write_metadata(out, meta)
     return out
+
+
+def _declare_output_dims(path: Path, shapes: list[tuple[int, ...]]) -> None:
+    """Write each output's fixed dims (all but the batch axis) into the graph.
+
+    Why: ONNX shape inference cannot follow a size computed in the graph (the map's Resize),
+    so the exporter leaves such dims symbolic, and the station's load-time check of the map
+    against the crop size (:func:`station.models.metadata.validate`) would see nothing.
+    """
+    model = onnx.load(str(path))
+    for output, shape in zip(model.graph.output, shapes, strict=True):
+        dims = output.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            continue
+        for dim, size in list(zip(dims, shape, strict=True))[1:]:
+            dim.ClearField("dim_param")
+            dim.dim_value = int(size)
+    onnx.save_model(model, str(path), save_as_external_data=False)
+
+
+def export_classifier(net: VGG16, out: Path | str, meta: ModelMetadata, example: torch.Tensor,
+                      with_map: bool = True) -> tuple[nn.Module, ModelMetadata]:
+    """Export a trained classifier; ``with_map`` adds its Grad-CAM output ``cam``.
+
+    Returns the exported torch module (for :func:`parity`) and the metadata written, whose
+    ``output_names`` say whether the file has the map.
+    """
+    model: nn.Module = ClassifierWithMap(net) if with_map else net
+    meta = dataclasses.replace(meta, output_names=MAP_OUTPUTS if with_map else OUTPUTS["classifier"])
+    export_onnx(model, out, meta, example)
+    return model, meta
+
+
+def float_nodes(path: Path | str) -> list[str]:
+    """Nodes of an exported classifier that int8 quantization keeps float: its map's.
+
+    Why float: Grad-CAM multiplies activations by gradients that span orders of magnitude
+    and divides by the map's peak; the conv stack feeding it is quantized as before.
+    A classifier without a map has none.
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    if "cam" not in {o.name for o in model.graph.output}:
+        return []
+    return map_nodes([n.name for n in model.graph.node])
 
 
 @torch.no_grad()

@@ -93,7 +93,10 @@ def aupro(maps: list[np.ndarray], masks: list[np.ndarray], max_fpr: float = PRO_
 
     For each threshold: PRO = mean over connected defect regions of the share of the region
     at or above it; FPR = share of defect-free pixels at or above it. Thresholds are the
-    good-pixel quantiles giving FPRs 0 .. max_fpr evenly, so the integral is exact in FPR.
+    good-pixel quantiles for FPRs 0 .. max_fpr evenly, and one past it; the curve goes
+    through the FPR each threshold really gives, so tied map values (a flat or empty map)
+    count as a straight line between the points they allow, as ties do in ROC, never as a
+    perfect overlap at a small FPR.
     """
     neg, regions = [], []
     for m, gt in zip(maps, masks, strict=True):
@@ -106,15 +109,21 @@ def aupro(maps: list[np.ndarray], masks: list[np.ndarray], max_fpr: float = PRO_
         return float("nan")
     negs = np.sort(np.concatenate(neg))
     fprs = np.linspace(0.0, max_fpr, steps + 1)
-    # threshold t_i with share(neg >= t_i) == fpr_i
     idx = np.clip(np.ceil((1.0 - fprs) * len(negs)).astype(np.int64), 0, len(negs) - 1)
     thr = negs[idx]
     thr[0] = np.nextafter(negs[-1], np.inf)
+    below = np.searchsorted(negs, thr[-1], side="left") - 1
+    if below >= 0:  # the next lower good-pixel value: a point past max_fpr to end the curve on
+        thr = np.r_[thr, negs[below]]
+    fpr = (len(negs) - np.searchsorted(negs, thr, side="left")) / len(negs)
     pro = np.zeros(len(thr))
     for reg in regions:
         pro += (len(reg) - np.searchsorted(reg, thr, side="left")) / len(reg)
     pro /= len(regions)
-    return float(np.trapezoid(pro, fprs) / max_fpr)
+    inside = fpr < max_fpr
+    x = np.r_[fpr[inside], max_fpr]
+    y = np.r_[pro[inside], np.interp(max_fpr, fpr, pro)]
+    return float(np.trapezoid(y, x) / max_fpr)
 
 
 def image_metrics(norm_scores, labels, predicted) -> dict[str, Any]:
@@ -124,4 +133,31 @@ def image_metrics(norm_scores, labels, predicted) -> dict[str, Any]:
     out.update(binary_stats(predicted, labels))
     y = np.asarray(labels)
     out["n_good"], out["n_defect"] = int((y == 0).sum()), int((y == 1).sum())
+    return out
+
+
+def pixel_metrics(maps: list[np.ndarray], masks: list[np.ndarray]) -> dict[str, float]:
+    """Pixel AUROC over every pixel, and AUPRO, of maps against their boolean masks
+    (empty when no mask marks a defect)."""
+    if not maps or not any(m.any() for m in masks):
+        return {}
+    flat_s = np.concatenate([m.ravel() for m in maps])
+    flat_y = np.concatenate([m.ravel() for m in masks])
+    return {"pixel_auroc": roc_auc(flat_s, flat_y), "aupro": aupro(maps, masks)}
+
+
+def per_type(labels, types: list[str], scores, predicted) -> dict[str, dict[str, Any]]:
+    """Per defect type: its count, its image AUROC against all good images, and its recall at
+    the threshold that made ``predicted``; for ``good`` the false reject rate."""
+    labels, scores = np.asarray(labels), np.asarray(scores, np.float64)
+    predicted = np.asarray(predicted, bool)
+    out: dict[str, dict[str, Any]] = {}
+    good = labels == 0
+    for t in sorted(set(types) - {"good"}):
+        m = np.array([x == t for x in types])
+        yy = np.r_[np.zeros(good.sum()), np.ones(m.sum())]
+        out[t] = {"n": int(m.sum()), "image_auroc": roc_auc(np.r_[scores[good], scores[m]], yy),
+                  "recall": float(predicted[m].mean()) if m.any() else float("nan")}
+    if good.any():
+        out["good"] = {"n": int(good.sum()), "false_reject_rate": float(predicted[good].mean())}
     return out

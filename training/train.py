@@ -505,12 +505,15 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
             "batch_norm": copts.batch_norm, "epochs_run": len(res.history)}
     meta = _metadata("classifier", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)
     x = prepare_batch(list(val_set.crops[:8]), spec)
-    export_onnx(res.model, path, meta, torch.from_numpy(x[:2]))
-    diffs = _check_parity(res.model, path, x, log, "classifier")
+    # with its Grad-CAM map ``cam``, held to torch by the parity check and kept float in int8
+    from training.export import export_classifier, float_nodes
+
+    exported, meta = export_classifier(res.model, path, meta, torch.from_numpy(x[:2]))
+    diffs = _check_parity(exported, path, x, log, "classifier")
     int8 = None
     if opts.int8:
         calib, check = _int8_sets(train_set, val_set, spec, opts.seed)
-        int8 = _quantize("classifier", path, meta, calib, check, [], log)
+        int8 = _quantize("classifier", path, meta, calib, check, float_nodes(path), log)
     info = {"file": str(path), "threshold": choice.value, "threshold_rule": choice.rule,
             "validation": metrics, "parity": diffs, "int8": int8}
     log({"model": "classifier", "event": "exported", **info})

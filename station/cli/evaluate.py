@@ -26,7 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--good-from-train", action="store_true",
                         help="also score train good images the models never used (those split.json "
                              "held aside; on another data set, all of its train good)")
-    parser.add_argument("--int8", action="store_true", help="evaluate the *.int8.onnx copies")
+    parser.add_argument("--int8", action="store_true",
+                        help="report on the *.int8.onnx copies (each is checked against its "
+                             "float model either way)")
+    parser.add_argument("--prune-int8", action="store_true",
+                        help="delete each int8 copy that changes image AUROC by more than 0.005 "
+                             "or flips a verdict on the evaluated images")
     parser.add_argument("--rule", default=None,
                         choices=("either", "both", "autoencoder", "classifier"),
                         help="fusion rule (default: the model folder's recipe_fragment.toml)")
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     require_torch("evaluate")
     from station.models.metadata import ModelRefused
     from training.evaluate import EvaluationError, evaluate
+    from training.report import per_type_table
 
     if (args.folds is None) != (args.fold is None):
         print("station evaluate: give --folds and --fold together", file=sys.stderr)
@@ -58,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
                           good_from_train=args.good_from_train,
                           variant="int8" if args.int8 else "float", rule=args.rule,
                           provider=args.provider, threads=args.threads, cache_dir=args.cache,
-                          report_dir=args.report, progress=not args.quiet)
+                          report_dir=args.report, progress=not args.quiet,
+                          prune_int8=args.prune_int8)
     except (EvaluationError, ModelRefused, ValueError) as exc:
         print(f"station evaluate: {exc}", file=sys.stderr)
         return 2
@@ -74,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
                  if "pixel_auroc" in b else "")
         print(f"{kind:>12}: AUROC {_fmt(b['image_auroc'])} F1 {_fmt(b['f1'])} "
               f"precision {_fmt(b['precision'])} recall {_fmt(b['recall'])}{extra}")
+    for line in per_type_table(result) + result["int8_check"]["summary"]:
+        print(line)
     print(f"wrote {args.json}")
     return 0
 

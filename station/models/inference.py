@@ -154,11 +154,30 @@ class AutoencoderModel(_Model):
 
 
 class ClassifierModel(_Model):
-    """``infer(batch) -> p_defect [N]`` (raw score = probability of a defect)."""
+    """``infer(batch) -> p_defect [N]`` (raw score = probability of a defect), and
+    ``infer_map(batch)`` with the in-graph Grad-CAM map when the file has one."""
+
+    @property
+    def has_map(self) -> bool:
+        """Whether the file outputs ``cam`` (files exported before the map do not)."""
+        return "cam" in self.meta.output_names
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        (p,) = self._run(batch)
+        (p,) = self.session.run(["p_defect"], {self._input: self._batch(batch)})
         return p.reshape(-1)
+
+    def infer_map(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(p_defect [N], maps [N, H, W] or None)``: the map where the defect evidence is,
+        at crop resolution, raw scale (its peak = p_defect; ``normalized`` puts 1.0 at the
+        threshold, as for the autoencoder's map). ``None`` for a file without ``cam``."""
+        if not self.has_map:
+            return self.infer(batch), None
+        p, cam = self.session.run(["p_defect", "cam"], {self._input: self._batch(batch)})
+        if cam.ndim != 4 or tuple(cam.shape[1:]) != (1, *self.input_shape[1:]):
+            # a graph that left the map's dims symbolic got past the load-time check
+            raise ValueError(f"{self.path.name}: cam has shape {tuple(cam.shape)}; expected "
+                             f"[N, 1, {self.input_shape[1]}, {self.input_shape[2]}]")
+        return p.reshape(-1), cam[:, 0]
 
 
 def load_model(path: Path | str, provider: str = "auto", threads: int = 0

@@ -29,6 +29,9 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "autoencoder": ("anomaly_map", "score"),
     "classifier": ("p_defect",),
 }
+#: outputs a kind may add after its required ones: a classifier's in-graph Grad-CAM map
+#: ``cam`` [N, 1, H, W] (raw scale, its peak = p_defect). Files without it stay valid.
+OPTIONAL_OUTPUTS: dict[str, tuple[str, ...]] = {"autoencoder": (), "classifier": ("cam",)}
 REQUIRED_KEYS = ("format_version", "kind", "version", "created", "preprocess", "localize",
                  "align", "threshold", "score_normalization")
 _JSON_KEYS = ("preprocess", "localize", "align", "score_normalization", "metrics",
@@ -227,22 +230,39 @@ def validate(
     if len(dims) != 4 or any(d is not None and d != w for d, w in zip(dims[1:], want[1:], strict=True)):
         raise ModelRefused(source, f"graph input {name!r} has shape {list(shape)}, but the "
                                    f"preprocess spec makes [N, {want[1]}, {want[2]}, {want[3]}]")
-    expected = OUTPUTS[meta.kind]
+    _validate_outputs(meta, outputs, int(spec.size), int(spec.size), source)
+
+
+def allowed_outputs(kind: str) -> list[tuple[str, ...]]:
+    """The output-name tuples a model of ``kind`` may have: the required ones, then each
+    longer run of the optional ones (``("p_defect",)`` or ``("p_defect", "cam")``)."""
+    required, optional = OUTPUTS[kind], OPTIONAL_OUTPUTS.get(kind, ())
+    return [required + optional[:i] for i in range(len(optional) + 1)]
+
+
+def _validate_outputs(meta: ModelMetadata, outputs: list[tuple[str, list[Any]]], height: int,
+                      width: int, source: Path | str) -> None:
+    """The graph's outputs: the kind's names in order (optional ones may be left out, but
+    the metadata must list what the graph has), and their shapes."""
+    allowed = allowed_outputs(meta.kind)
     got = tuple(n for n, _ in outputs)
-    if got != expected or tuple(meta.output_names) != expected:
-        raise ModelRefused(source, f"a {meta.kind} must output {list(expected)}; the graph has "
+    if got not in allowed or tuple(meta.output_names) != got:
+        options = " or ".join(str(list(a)) for a in allowed)
+        raise ModelRefused(source, f"a {meta.kind} must output {options}; the graph has "
                                    f"{list(got)} (metadata lists {list(meta.output_names)})")
-    if meta.kind == "autoencoder":
-        map_dims = _dims(outputs[0][1])
+    shapes = dict(outputs)
+    for name in ("anomaly_map", "cam"):
+        if name not in shapes:
+            continue
+        map_dims = _dims(shapes[name])
         if len(map_dims) != 4 or any(
-            d is not None and d != w for d, w in zip(map_dims[1:], [1, want[2], want[3]], strict=True)
+            d is not None and d != w for d, w in zip(map_dims[1:], [1, height, width], strict=True)
         ):
-            raise ModelRefused(source, f"anomaly_map has shape {list(outputs[0][1])}; expected "
-                                       f"[N, 1, {want[2]}, {want[3]}] (crop resolution)")
-        if len(_dims(outputs[1][1])) != 1:
-            raise ModelRefused(source, f"score has shape {list(outputs[1][1])}; expected [N]")
-    elif len(_dims(outputs[0][1])) != 1:
-        raise ModelRefused(source, f"p_defect has shape {list(outputs[0][1])}; expected [N]")
+            raise ModelRefused(source, f"{name} has shape {list(shapes[name])}; expected "
+                                       f"[N, 1, {height}, {width}] (crop resolution)")
+    for name in ("score", "p_defect"):
+        if name in shapes and len(_dims(shapes[name])) != 1:
+            raise ModelRefused(source, f"{name} has shape {list(shapes[name])}; expected [N]")
 
 
 def from_session(session, source: Path | str = "") -> ModelMetadata:

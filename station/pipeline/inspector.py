@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from station.config import DecisionSection, Recipe
-from station.decision import ERROR, Rule, Verdict, decide
+from station.decision import ERROR, REJECT, Rule, Verdict, decide
 from station.models.inference import (
     AutoencoderModel,
     ClassifierModel,
@@ -63,7 +63,8 @@ class PartResult:
     inspect_ms: float = 0.0  # this part's own work: crop, models, decision (no queueing)
     error: str = ""
     crop: np.ndarray | None = None  # aligned crop, uint8, autoencoder size
-    heatmap: np.ndarray | None = None  # anomaly map over the crop, 1.0 = threshold level
+    heatmap: np.ndarray | None = None  # the shown map over the crop, 1.0 = threshold level
+    map_source: str = ""  # whose map ``heatmap`` is: "autoencoder" | "classifier" | "" (none)
     crop_to_frame: np.ndarray | None = None  # 2x3 affine, crop pixel -> frame pixel
     box: tuple[int, int, int, int] | None = None  # the part in the frame
     frame_seq: int | None = None
@@ -235,31 +236,69 @@ class Inspector:
         try:
             t_models = time.monotonic()
             ae_raw = ae_norm = cls_raw = cls_norm = None
-            heatmap = None
+            ae_map = cls_map = None
             if self.autoencoder is not None and part.ae_input is not None:
                 maps, scores = self.autoencoder.infer(part.ae_input)
                 ae_raw = float(scores[0])
                 ae_norm = float(self.autoencoder.normalized(ae_raw))
-                heatmap = np.asarray(self.autoencoder.normalized(maps[0]), np.float32)
+                ae_map = np.asarray(self.autoencoder.normalized(maps[0]), np.float32)
             if self.classifier is not None and part.cls_input is not None:
-                cls_raw = float(self.classifier.infer(part.cls_input)[0])
+                p, cams = self.classifier.infer_map(part.cls_input)
+                cls_raw = float(p[0])
                 cls_norm = float(self.classifier.normalized(cls_raw))
+                if cams is not None:
+                    cls_map = np.asarray(self.classifier.normalized(cams[0]), np.float32)
             inference_ms = (time.monotonic() - t_models) * 1000.0
             d = self.decision
             verdict = decide(ae_norm, cls_norm, d.rule, d.ae_threshold, d.cls_threshold)
             main_crop = part.aligned
             assert main_crop is not None
+            heatmap, source = deciding_map(verdict, ae_norm, cls_norm, ae_map, cls_map, d)
+            if heatmap is not None and heatmap.shape[:2] != main_crop.crop.shape[:2]:
+                height, width = main_crop.crop.shape[:2]  # the classifier's crop size differs
+                heatmap = cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR)
             return PartResult(
                 part_id=part.part_id, verdict=verdict, ae_score=ae_norm, ae_raw=ae_raw,
                 cls_score=cls_norm, cls_raw=cls_raw, inference_ms=inference_ms,
                 error="" if verdict != ERROR else "a score the decision rule needs is not finite",
-                crop=main_crop.crop, heatmap=heatmap, crop_to_frame=main_crop.crop_to_frame,
-                box=part.box, t_trigger=part.t_trigger,
+                crop=main_crop.crop, heatmap=heatmap, map_source=source,
+                crop_to_frame=main_crop.crop_to_frame, box=part.box, t_trigger=part.t_trigger,
             )
         except Exception as exc:  # a model failure must not stop the line
             crop = part.aligned.crop if part.aligned is not None else None
             return PartResult(part_id=part.part_id, verdict=ERROR, crop=crop, box=part.box,
                               error=f"{type(exc).__name__}: {exc}", t_trigger=part.t_trigger)
+
+
+def deciding_map(verdict: Verdict, ae_norm: float | None, cls_norm: float | None,
+                 ae_map: np.ndarray | None, cls_map: np.ndarray | None,
+                 decision: DecisionSection) -> tuple[np.ndarray | None, str]:
+    """The map the operator is shown, and whose it is ("autoencoder", "classifier" or "").
+
+    A REJECT shows the map of the model that decided it: a model the rule counts whose
+    score reached its limit. When both did, the one further over its limit (score / limit,
+    the scale :func:`station.decision.fused_score` ranks by; with the limits at 1.0 that is
+    the higher normalized score), the autoencoder on a tie. A deciding model with no map (a
+    classifier file exported before ``cam``) yields to the other one's. A PASS or an ERROR
+    shows the autoencoder's map, as the station always did.
+    """
+    fallback = (ae_map, "autoencoder") if ae_map is not None else (None, "")
+    if verdict != REJECT:
+        return fallback
+    d = decision
+    counted = {Rule.EITHER: ("autoencoder", "classifier"), Rule.BOTH: ("autoencoder", "classifier"),
+               Rule.AUTOENCODER: ("autoencoder",), Rule.CLASSIFIER: ("classifier",)}
+    over: list[tuple[float, int, str, np.ndarray]] = []
+    for order, (name, score, limit, amap) in enumerate((
+            ("autoencoder", ae_norm, d.ae_threshold, ae_map),
+            ("classifier", cls_norm, d.cls_threshold, cls_map))):
+        if (name in counted.get(Rule(d.rule), ()) and amap is not None and score is not None
+                and np.isfinite(score) and score >= limit):
+            over.append((score / limit, -order, name, amap))
+    if not over:
+        return fallback
+    _, _, name, amap = max(over, key=lambda item: (item[0], item[1]))
+    return amap, name
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from station.config import DecisionSection
 from station.pipeline.inspector import PartResult
-from station.pipeline.overlay import heatmap_overlay
+from station.pipeline.overlay import MAP_IMAGE_KINDS, captioned, heatmap_overlay, map_label
 from station.records import PartRecord, Records
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,18 @@ def reasons(r: PartResult, d: DecisionSection) -> str:
 
 
 def part_images(r: PartResult) -> dict[str, np.ndarray]:
-    """The crop and its heatmap overlay, and an ERROR's frame, for the records' image store."""
+    """The crop and its map overlay, and an ERROR's frame, for the records' image store.
+
+    The map is the deciding model's (``r.map_source``): its image kind says whose it is
+    (``heatmap`` for the autoencoder's, ``heatmap_classifier`` for the classifier's), and a
+    caption under it says so in words."""
     images: dict[str, np.ndarray] = {}
     if r.crop is not None:
         images["crop"] = r.crop
         if r.heatmap is not None:
-            images["heatmap"] = heatmap_overlay(r.crop, r.heatmap)
+            source = r.map_source or "autoencoder"
+            images[MAP_IMAGE_KINDS.get(source, "heatmap")] = captioned(
+                heatmap_overlay(r.crop, r.heatmap), map_label(source, short=True))
     if r.frame is not None:
         images["frame"] = r.frame
     return images

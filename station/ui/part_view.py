@@ -1,5 +1,6 @@
-"""The last inspected part: its aligned crop with the autoencoder heatmap over it, and the two
-normalized scores (1.0 = threshold) next to the thresholds in force."""
+"""The last inspected part: its aligned crop with the map of the model that decided it over it
+(named under the picture), and the two normalized scores (1.0 = threshold) next to the
+thresholds in force."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from station.pipeline import heatmap_overlay
+from station.pipeline.overlay import map_label
 from station.ui import theme
 from station.ui.formatting import score_text, threshold_note
 from station.ui.imaging import to_qimage
@@ -56,15 +58,21 @@ class ScaledImage(QLabel):
 
 
 class PartView(QGroupBox):
-    """Crop + heatmap (opacity slider) and the scores of the last part."""
+    """Crop + map (opacity slider), whose map it is, and the scores of the last part.
+
+    A reject shows the map of the model that decided it (the classifier's Grad-CAM when the
+    classifier did); a pass shows the autoencoder's, as always."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Last part: where it differs from good parts", parent)
+        super().__init__("Last part: where it differs", parent)
         self.image = ScaledImage("no part yet")
+        self.source = QLabel("")
+        self.source.setWordWrap(True)
+        self.source.setStyleSheet(f"color: {theme.MUTED}; font-size: 13px;")
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(50)
-        self.opacity.setToolTip("heatmap opacity: 0 = the crop alone")
+        self.opacity.setToolTip("map opacity: 0 = the crop alone")
         self.opacity.valueChanged.connect(self._redraw)
         big = QFont()
         big.setPointSize(26)
@@ -88,14 +96,17 @@ class PartView(QGroupBox):
         self.note.setStyleSheet(f"color: {theme.MUTED}; font-size: 13px;")
         scores.addWidget(self.note, 2, 0, 1, 3)
         slider_row = QHBoxLayout()
-        slider_row.addWidget(QLabel("heatmap"))
+        slider_row.addWidget(QLabel("map"))
         slider_row.addWidget(self.opacity)
         right = QVBoxLayout()
         right.addLayout(scores)
         right.addStretch(1)
         right.addLayout(slider_row)
+        left = QVBoxLayout()
+        left.addWidget(self.image, 1)
+        left.addWidget(self.source)
         layout = QHBoxLayout(self)
-        layout.addWidget(self.image, 3)
+        layout.addLayout(left, 3)
         layout.addLayout(right, 2)
         self._result: Any = None
 
@@ -119,6 +130,8 @@ class PartView(QGroupBox):
 
     def _redraw(self) -> None:
         r = self._result
+        source = getattr(r, "map_source", "") or "autoencoder"
+        self.source.setText(map_label(source) if r is not None and r.heatmap is not None else "")
         if r is None or r.crop is None:
             self.image.set_image(None)
             self.image.setText("no crop: " + (r.error if r is not None and r.error else "—"))

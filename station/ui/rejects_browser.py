@@ -1,5 +1,6 @@
-"""Browse recent rejects from the records: the crop, its heatmap, the scores and the reason,
-so a shift lead can see *why* parts were thrown off without opening the database.
+"""Browse recent rejects from the records: the crop, the map of the model that decided it
+(named), the scores and the reason, so a shift lead can see *why* and *where* parts were
+thrown off without opening the database.
 
 A reject whose output failed (the part was judged REJECT but never pushed off the line) is
 marked: its row is red with "OUTPUT FAILED", since that part may be among the good ones."""
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from station.pipeline.overlay import MAP_IMAGE_KINDS, map_label, map_source_of_kind
 from station.ui.formatting import score_text
 from station.ui.part_view import ScaledImage
 
@@ -69,7 +71,9 @@ class RejectsBrowser(QDialog):
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.reload)
         self.crop = ScaledImage("crop")
-        self.heat = ScaledImage("heatmap")
+        self.heat = ScaledImage("map")
+        self.map_source = QLabel("")
+        self.map_source.setWordWrap(True)
         self.detail = QLabel("select a part")
         self.detail.setWordWrap(True)
         self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -79,6 +83,7 @@ class RejectsBrowser(QDialog):
         pics.addWidget(self.crop)
         pics.addWidget(self.heat)
         il.addLayout(pics, 1)
+        il.addWidget(self.map_source)
         il.addWidget(self.detail)
         split = QSplitter()
         split.addWidget(self.table)
@@ -123,8 +128,10 @@ class RejectsBrowser(QDialog):
         if not sel:
             return
         r = self.rows[sel[0].row()]
-        shown = {"crop": self.crop, "heatmap": self.heat}
+        shown = {"crop": self.crop, **{kind: self.heat for kind in MAP_IMAGE_KINDS.values()}}
         kinds = {image["kind"] for image in r.get("images", [])}
+        source = next((map_source_of_kind(k) for k in kinds if map_source_of_kind(k)), "")
+        self.map_source.setText(map_label(source))
         if "frame" in kinds:  # an ERROR's frame: what made the part uninspectable
             shown["frame"] = self.heat if "crop" in kinds else self.crop
         for widget in shown.values():

@@ -140,3 +140,101 @@ def test_a_missing_provider_names_itself():
     with pytest.raises(ProviderUnavailable) as missing:
         choose_providers("cuda")
     assert missing.value.provider == "cuda" and "CPUExecutionProvider" in missing.value.available
+
+
+# --- the classifier's Grad-CAM map (optional output ``cam``) ----------------------------------
+def _vgg_with_a_head(seed: int) -> VGG16:
+    """A tiny VGG16 whose head weights are large enough that its ReLUs gate part of the
+    gradient (the default init leaves the logit nearly constant), so the map has structure."""
+    torch.manual_seed(seed)
+    vgg = VGG16(VGGConfig(size=SIZE, in_channels=1, width=0.05))
+    for layer in vgg.classifier:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, 0.0, 0.2)
+            torch.nn.init.normal_(layer.bias, 0.0, 0.1)
+    return vgg.eval()
+
+
+@pytest.fixture(scope="module")
+def map_files(tmp_path_factory) -> dict[str, tuple[torch.nn.Module, Path]]:
+    """The same classifier exported with its map and without (as files made before it)."""
+    from training.export import export_classifier
+
+    folder = tmp_path_factory.mktemp("classifier_map")
+    vgg = _vgg_with_a_head(1)
+    x = torch.rand(2, 1, SIZE, SIZE)
+    with_map, _ = export_classifier(vgg, folder / "with_map.onnx", _meta("classifier", 0.4), x)
+    old, _ = export_classifier(vgg, folder / "old.onnx", _meta("classifier", 0.4), x,
+                               with_map=False)
+    return {"with_map": (with_map, folder / "with_map.onnx"), "old": (old, folder / "old.onnx")}
+
+
+def test_classifier_map_is_at_crop_resolution_and_peaks_at_p_defect(map_files):
+    exported, path = map_files["with_map"]
+    model = load_model(path, provider="cpu", threads=1)
+    assert isinstance(model, ClassifierModel) and model.has_map
+    assert model.meta.output_names == ("p_defect", "cam")
+    x = np.random.default_rng(2).random((5, 1, SIZE, SIZE), dtype=np.float32)
+    p, maps = model.infer_map(x)
+    assert p.shape == (5,) and maps is not None and maps.shape == (5, SIZE, SIZE)
+    np.testing.assert_array_equal(model.infer(x), p)  # infer() is unchanged: p_defect only
+    assert (maps >= 0).all()  # ReLU'd: only evidence for a defect is drawn
+    # on the station's "1.0 = threshold" footing the map's peak is the classifier's score
+    np.testing.assert_allclose(maps.max(axis=(1, 2)), p, rtol=1e-5)
+    np.testing.assert_allclose(model.normalized(maps).max(axis=(1, 2)), model.normalized(p),
+                               rtol=1e-5)
+    assert np.ptp(maps, axis=(1, 2)).min() > 0.1 * p.min()  # a map, not a flat level
+    diffs = parity(exported, path, x)
+    assert set(diffs) == {"p_defect", "cam"} and max(diffs.values()) <= 1e-4, diffs
+
+
+def test_classifier_file_without_a_map_still_loads_and_says_so(map_files):
+    _, old_path = map_files["old"]
+    _, new_path = map_files["with_map"]
+    old = load_model(old_path, provider="cpu", threads=1)
+    assert isinstance(old, ClassifierModel) and not old.has_map
+    assert old.meta.output_names == ("p_defect",)
+    x = np.random.default_rng(3).random((3, 1, SIZE, SIZE), dtype=np.float32)
+    p, maps = old.infer_map(x)
+    assert maps is None
+    np.testing.assert_allclose(p, load_model(new_path, "cpu", 1).infer(x), atol=1e-6)
+
+
+def test_a_map_the_metadata_does_not_list_is_refused(map_files, tmp_path):
+    from dataclasses import replace
+
+    from station.models.metadata import ModelRefused
+    from training.export import write_metadata
+
+    _, path = map_files["with_map"]
+    lying = tmp_path / "lying.onnx"
+    lying.write_bytes(path.read_bytes())
+    write_metadata(lying, replace(_meta("classifier", 0.4), output_names=("p_defect",)))
+    with pytest.raises(ModelRefused, match=r"must output \['p_defect'\] or \['p_defect', 'cam'\]; "
+                                           r"the graph has \['p_defect', 'cam'\]"):
+        load_model(lying, "cpu")
+
+
+class _CoarseMap(torch.nn.Module):
+    """A classifier whose map is not at crop resolution (half of it)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p, cam = self.net(x)
+        return p, cam[:, :, ::2, ::2]
+
+
+def test_a_map_not_at_crop_resolution_is_refused(map_files, tmp_path):
+    from dataclasses import replace
+
+    from station.models.metadata import ModelRefused
+
+    exported, _ = map_files["with_map"]
+    meta = replace(_meta("classifier", 0.4), output_names=("p_defect", "cam"))
+    path = export_onnx(_CoarseMap(exported), tmp_path / "coarse.onnx", meta,
+                       torch.rand(2, 1, SIZE, SIZE))
+    with pytest.raises(ModelRefused, match=rf"cam has shape .*expected \[N, 1, {SIZE}, {SIZE}\]"):
+        load_model(path, "cpu")

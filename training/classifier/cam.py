@@ -1,0 +1,102 @@
+"""Grad-CAM of the defect logit, written as forward-pass operations so it exports in-graph.
+
+Why in the graph: the station runs onnxruntime only, so a map the operator sees when the
+classifier rejects a part must come out of the model file. Grad-CAM (Selvaraju et al. 2017)
+weights the last convolutional block's activations ``A`` (the ReLU before VGG16's last max
+pool; 1/16 of the crop) by the spatial mean of the logit's gradient with respect to them.
+
+That gradient is not a constant of the trained net: the head is avgpool -> Linear -> ReLU
+-> (Dropout) -> Linear -> ReLU -> (Dropout) -> Linear, and the ReLUs gate it per part. But
+the backward pass through such a head is a few matrix products with the ReLU masks of this
+very forward pass, so :class:`ClassifierWithMap` writes it out (dropout is the identity in
+eval mode):
+
+    g_z2 = w3 * [h2 > 0];  g_z1 = (g_z2 @ W2) * [h1 > 0];  g_f = g_z1 @ W1
+
+``g_f`` is the gradient at the flattened 7x7 pooled map. The channel weight is the
+*spatial sum* of the gradient at ``A`` over its H x W cells, and both layers between ``A``
+and ``g_f`` keep that sum: max pooling routes each cell's gradient to one input, and the
+fixed average pooling's rows each sum to one. So ``alpha_k = sum(g_f[k]) / (H W)``, exactly
+(no max-pool argmax, hence no ties to break), and the tests hold it to ``torch.autograd``.
+
+The map is ReLU(sum_k alpha_k A_k), upsampled bilinearly to the crop, then scaled so that
+its peak equals ``p_defect``. Why that scale: Grad-CAM's magnitude is arbitrary (it is a
+gradient times an activation) while the station colours every map on "1.0 = the model's
+threshold" (``normalized(map) = map / threshold``, like the autoencoder's). With the peak at
+``p_defect`` the normalized map's peak is exactly the classifier's normalized score, so a part
+the classifier rejects shows its evidence at or above 1.0, and a pass peaks below 1.0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - torch's own convention
+from torch import nn
+
+from training.classifier.vgg import VGG16
+
+#: the ONNX output names of a classifier with a map, in graph order
+MAP_OUTPUTS: tuple[str, str] = ("p_defect", "cam")
+#: smallest map peak divided by: a map that is zero everywhere stays zero
+_TINY = 1e-12
+
+
+class GradCam(nn.Module):
+    """The map from the head's forward values; a module of its own so that its ONNX nodes
+    are named ``/gradcam/...`` and int8 quantization can keep them float (:func:`map_nodes`)."""
+
+    def forward(self, x: torch.Tensor, a: torch.Tensor, h1: torch.Tensor, h2: torch.Tensor,
+                p: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor,
+                pooled_cells: int) -> torch.Tensor:
+        """``a``: last conv block [N, C, h, w]; ``h1``/``h2``: the head's ReLU outputs;
+        ``w1..w3``: its Linear weights; returns the map [N, 1, H, W] (peak = ``p``)."""
+        # Einsum, not MatMul: the weights are shared with the head's Gemm nodes, and an int8
+        # quantizer that met them in a MatMul too would give them two conflicting per-channel
+        # scales (onnxruntime's fails outright); Einsum is never quantized, so the map's
+        # products stay float whatever the quantizer is told to exclude.
+        g_z2 = w3 * (h2 > 0).to(h2.dtype)  # d logit / d (pre-ReLU 2), [N, hidden]
+        g_z1 = torch.einsum("nj,ji->ni", g_z2, w2) * (h1 > 0).to(h1.dtype)
+        g_f = torch.einsum("nj,ji->ni", g_z1, w1)  # d logit / d (flat pooled map), [N, C*7*7]
+        channels, cells = a.shape[1], a.shape[2] * a.shape[3]
+        alpha = g_f.reshape(-1, channels, pooled_cells).sum(-1) / cells
+        low = torch.relu((alpha[:, :, None, None] * a).sum(1, keepdim=True))
+        up = F.interpolate(low, size=(int(x.shape[2]), int(x.shape[3])), mode="bilinear",
+                           align_corners=False)
+        peak = torch.amax(up, dim=(2, 3), keepdim=True).clamp_min(_TINY)
+        return up / peak * p[:, None, None, None]
+
+
+class ClassifierWithMap(nn.Module):
+    """``image -> (p_defect [N], cam [N, 1, H, W])`` around a trained :class:`VGG16`.
+
+    ``p_defect`` is computed by the network's own modules, exactly as ``VGG16.forward`` does.
+    """
+
+    def __init__(self, net: VGG16) -> None:
+        super().__init__()
+        self.net = net
+        self.gradcam = GradCam()
+        head = list(net.classifier)
+        if len(head) != 7 or not all(isinstance(head[i], nn.Linear) for i in (0, 3, 6)):
+            raise ValueError("Grad-CAM expects VGG16's head Linear-ReLU-Dropout-Linear-ReLU-"
+                             f"Dropout-Linear, got {[type(m).__name__ for m in head]}")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.net
+        layers = list(net.features)
+        a = x
+        for layer in layers[:-1]:
+            a = layer(a)  # a: the last conv block's activations, [N, C, H/16, W/16]
+        pooled = net.avgpool(layers[-1](a))
+        fc1, relu1, drop1, fc2, relu2, drop2, fc3 = net.classifier
+        h1 = relu1(fc1(torch.flatten(pooled, 1)))
+        h2 = relu2(fc2(drop1(h1)))
+        p = torch.sigmoid(fc3(drop2(h2)).squeeze(1))
+        cells = int(pooled.shape[2] * pooled.shape[3])
+        return p, self.gradcam(x, a, h1, h2, p, fc1.weight, fc2.weight, fc3.weight, cells)
+
+
+def map_nodes(node_names: list[str]) -> list[str]:
+    """The nodes of an exported :class:`ClassifierWithMap` that compute the map: those of
+    :class:`GradCam`, kept float by int8 quantization."""
+    return [n for n in node_names if n.startswith("/gradcam/")]
