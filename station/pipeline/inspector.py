@@ -10,7 +10,7 @@ import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import cv2
 import numpy as np
@@ -279,8 +279,8 @@ def deciding_map(verdict: Verdict, ae_norm: float | None, cls_norm: float | None
     score reached its limit. When both did, the one further over its limit (score / limit,
     the scale :func:`station.decision.fused_score` ranks by; with the limits at 1.0 that is
     the higher normalized score), the autoencoder on a tie. A deciding model with no map (a
-    classifier file exported before ``cam``) yields to the other one's. A PASS or an ERROR
-    shows the autoencoder's map, as the station always did.
+    classifier file exported before ``cam``) or an all-zero one yields to the other one's.
+    A PASS or an ERROR shows the autoencoder's map, as the station always did.
     """
     fallback = (ae_map, "autoencoder") if ae_map is not None else (None, "")
     if verdict != REJECT:
@@ -292,13 +292,19 @@ def deciding_map(verdict: Verdict, ae_norm: float | None, cls_norm: float | None
     for order, (name, score, limit, amap) in enumerate((
             ("autoencoder", ae_norm, d.ae_threshold, ae_map),
             ("classifier", cls_norm, d.cls_threshold, cls_map))):
-        if (name in counted.get(Rule(d.rule), ()) and amap is not None and score is not None
-                and np.isfinite(score) and score >= limit):
+        if (name in counted.get(Rule(d.rule), ()) and _shows_something(amap)
+                and score is not None and np.isfinite(score) and score >= limit):
             over.append((score / limit, -order, name, amap))
     if not over:
         return fallback
     _, _, name, amap = max(over, key=lambda item: (item[0], item[1]))
     return amap, name
+
+
+def _shows_something(amap: np.ndarray | None) -> TypeGuard[np.ndarray]:
+    """A map with something to see: Grad-CAM is all zero on a part where nothing speaks for
+    a defect, and an empty map would tell the operator nothing."""
+    return amap is not None and bool(np.nanmax(amap, initial=0.0) > 0.0)
 
 
 @dataclass(frozen=True)

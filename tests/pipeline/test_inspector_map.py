@@ -161,7 +161,7 @@ def test_a_classifier_alone_shows_its_map_on_a_reject_and_none_on_a_pass(files, 
 
 
 def test_deciding_map_reads_the_limits_and_the_rule() -> None:
-    ae_map, cls_map = np.zeros((4, 4), np.float32), np.ones((4, 4), np.float32)
+    ae_map, cls_map = np.full((4, 4), 0.5, np.float32), np.ones((4, 4), np.float32)
     d = DecisionSection(rule="either", autoencoder_threshold=2.0, classifier_threshold=1.0)
     # 3.0 is 1.5x its limit, 1.2 is 1.2x: the autoencoder is further over
     assert deciding_map("REJECT", 3.0, 1.2, ae_map, cls_map, d)[1] == "autoencoder"
@@ -175,6 +175,9 @@ def test_deciding_map_reads_the_limits_and_the_rule() -> None:
     assert deciding_map("ERROR", None, 5.0, ae_map, cls_map, d)[1] == "autoencoder"
     assert deciding_map("REJECT", float("nan"), 1.2, ae_map, cls_map, d)[1] == "classifier"
     assert deciding_map("PASS", None, 0.2, None, cls_map, d) == (None, "")
+    # an all-zero Grad-CAM (nothing spoke for a defect) yields to the other model's map
+    shown, source = deciding_map("REJECT", 1.9, 5.0, cls_map, np.zeros((4, 4)), d)
+    assert source == "autoencoder" and shown is cls_map
 
 
 def test_the_reject_image_is_named_and_captioned_by_the_deciding_model(files, frame, scores,

@@ -18,6 +18,7 @@ eval mode):
 and ``g_f`` keep that sum: max pooling routes each cell's gradient to one input, and the
 fixed average pooling's rows each sum to one. So ``alpha_k = sum(g_f[k]) / (H W)``, exactly
 (no max-pool argmax, hence no ties to break), and the tests hold it to ``torch.autograd``.
+Summing W1 over the 49 cells once, at wrapping, makes that one small product per part.
 
 The map is ReLU(sum_k alpha_k A_k), upsampled bilinearly to the crop, then scaled so that
 its peak equals ``p_defect``. Why that scale: Grad-CAM's magnitude is arbitrary (it is a
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
-from training.classifier.vgg import VGG16
+from training.classifier.vgg import POOL_SIZE, VGG16
 
 #: the ONNX output names of a classifier with a map, in graph order
 MAP_OUTPUTS: tuple[str, str] = ("p_defect", "cam")
@@ -43,22 +44,33 @@ _TINY = 1e-12
 
 class GradCam(nn.Module):
     """The map from the head's forward values; a module of its own so that its ONNX nodes
-    are named ``/gradcam/...`` and int8 quantization can keep them float (:func:`map_nodes`)."""
+    are named ``/gradcam/...`` and int8 quantization can keep them float (:func:`map_nodes`).
+
+    ``w1``: the head's first Linear weight [hidden, C * 7 * 7]. The map only needs
+    ``g_z1 @ w1`` summed over each channel's 7 x 7 cells, so the cells are summed once here:
+    a [hidden, C] buffer (1/49 of ``w1``, exported as a constant of its own) and one small
+    product per part. It is a snapshot: wrap the network once it is trained.
+    """
+
+    def __init__(self, w1: torch.Tensor) -> None:
+        super().__init__()
+        cells = POOL_SIZE * POOL_SIZE
+        w1 = w1.detach()
+        self.register_buffer("w1_cells", w1.reshape(w1.shape[0], -1, cells).sum(-1).clone(),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor, a: torch.Tensor, h1: torch.Tensor, h2: torch.Tensor,
-                p: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor,
-                pooled_cells: int) -> torch.Tensor:
+                p: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor) -> torch.Tensor:
         """``a``: last conv block [N, C, h, w]; ``h1``/``h2``: the head's ReLU outputs;
-        ``w1..w3``: its Linear weights; returns the map [N, 1, H, W] (peak = ``p``)."""
+        ``w2``/``w3``: its later Linear weights; returns the map [N, 1, H, W] (peak = ``p``)."""
         # Einsum, not MatMul: the weights are shared with the head's Gemm nodes, and an int8
         # quantizer that met them in a MatMul too would give them two conflicting per-channel
         # scales (onnxruntime's fails outright); Einsum is never quantized, so the map's
         # products stay float whatever the quantizer is told to exclude.
         g_z2 = w3 * (h2 > 0).to(h2.dtype)  # d logit / d (pre-ReLU 2), [N, hidden]
         g_z1 = torch.einsum("nj,ji->ni", g_z2, w2) * (h1 > 0).to(h1.dtype)
-        g_f = torch.einsum("nj,ji->ni", g_z1, w1)  # d logit / d (flat pooled map), [N, C*7*7]
-        channels, cells = a.shape[1], a.shape[2] * a.shape[3]
-        alpha = g_f.reshape(-1, channels, pooled_cells).sum(-1) / cells
+        cells = int(a.shape[2]) * int(a.shape[3])  # the last conv block's H x W
+        alpha = torch.einsum("nj,jc->nc", g_z1, self.w1_cells) / cells  # [N, C]
         low = torch.relu((alpha[:, :, None, None] * a).sum(1, keepdim=True))
         up = F.interpolate(low, size=(int(x.shape[2]), int(x.shape[3])), mode="bilinear",
                            align_corners=False)
@@ -75,11 +87,11 @@ class ClassifierWithMap(nn.Module):
     def __init__(self, net: VGG16) -> None:
         super().__init__()
         self.net = net
-        self.gradcam = GradCam()
         head = list(net.classifier)
         if len(head) != 7 or not all(isinstance(head[i], nn.Linear) for i in (0, 3, 6)):
             raise ValueError("Grad-CAM expects VGG16's head Linear-ReLU-Dropout-Linear-ReLU-"
                              f"Dropout-Linear, got {[type(m).__name__ for m in head]}")
+        self.gradcam = GradCam(head[0].weight)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.net
@@ -92,8 +104,7 @@ class ClassifierWithMap(nn.Module):
         h1 = relu1(fc1(torch.flatten(pooled, 1)))
         h2 = relu2(fc2(drop1(h1)))
         p = torch.sigmoid(fc3(drop2(h2)).squeeze(1))
-        cells = int(pooled.shape[2] * pooled.shape[3])
-        return p, self.gradcam(x, a, h1, h2, p, fc1.weight, fc2.weight, fc3.weight, cells)
+        return p, self.gradcam(x, a, h1, h2, p, fc2.weight, fc3.weight)
 
 
 def map_nodes(node_names: list[str]) -> list[str]:
