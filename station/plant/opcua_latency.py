@@ -2,9 +2,9 @@
 
 :class:`OpcUaPlc` is a real asyncua client doing what a PLC program does: wait for Ready, call
 ``Trigger``, wait for ``ResultValid``, read the result, write ``ResultAck``. It follows the
-state with a subscription (publishing interval 0: the server publishes each change at once)
-rather than polling, so what :func:`measure_latency` reports is the station's latency plus one
-loopback round trip, not a poll period. ``station bench`` runs :func:`bench_opcua` on a PLC-
+state with a subscription (publishing interval ``PUBLISH_MS``, as a PLC task cycle) rather than
+polling, so what :func:`measure_latency` reports is the station's latency plus one loopback
+round trip and at most one publishing interval. ``station bench`` runs :func:`bench_opcua` on a PLC-
 triggered copy of the bench recipe.
 """
 
@@ -22,6 +22,10 @@ from station.plant.opcua_nodes import NAMESPACE, node_id
 
 WATCHED = ("StateCode", "ResultValid", "Result.Sequence")
 READY = 1
+# The subscription's publishing interval: a PLC task's cycle. (0 = "publish each change at
+# once" has no keep-alive, so asyncua's client takes an idle subscription for stale and
+# recreates it every second, losing changes meanwhile.)
+PUBLISH_MS = 5.0
 
 
 class _Watch:
@@ -58,7 +62,7 @@ class OpcUaPlc:
             self.idx = await self.client.get_namespace_index(NAMESPACE)
             names = {node_id(self.idx, name): name for name in WATCHED}
             self._watch = _Watch(names)
-            self._subscription = await self.client.create_subscription(0, self._watch)
+            self._subscription = await self.client.create_subscription(PUBLISH_MS, self._watch)
             await self._subscription.subscribe_data_change([self.node(n) for n in WATCHED])
         except BaseException:
             await self.client.disconnect()

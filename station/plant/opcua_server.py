@@ -101,6 +101,11 @@ class OpcUaServer:
         self._own_ack: ua.DataValue | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    @classmethod
+    def from_recipe(cls, handshake: PlcHandshake, recipe: Any) -> OpcUaServer:
+        """The server of ``recipe.opcua`` (after ``--opcua`` was applied to it)."""
+        return cls(handshake, recipe.opcua)
+
     # -- lifecycle (any thread) -------------------------------------------------------------
     @property
     def url(self) -> str:

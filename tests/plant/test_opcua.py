@@ -36,7 +36,7 @@ from station.config import load_recipe
 from station.config.pin import PIN_MIN_ITERATIONS, hash_pin
 from station.plant import PlcHandshake, StationHost
 from station.plant.opcua_auth import OpcUaConfigError
-from station.plant.opcua_latency import OpcUaPlc, bench_opcua
+from station.plant.opcua_latency import PUBLISH_MS, OpcUaPlc, bench_opcua
 from station.plant.opcua_nodes import layout_markdown
 from station.plant.opcua_server import OpcUaServer
 from tests.e2e.test_engine import part_frames, wait_for, write_recipe
@@ -102,10 +102,10 @@ def check_result(result: dict[str, Any], part_id: str) -> None:
     assert result["Reason"]
     assert abs(result["Time"].replace(tzinfo=dt.UTC).timestamp() - time.time()) < 120
     assert result["LatencyMs"] > 0
-    assert sorted(v.split("=")[0] for v in result["ModelVersions"]) == ["autoencoder",
-                                                                        "classifier"]
-    if result["Verdict"] != "ERROR":
-        assert math.isfinite(result["AutoencoderScore"])
+    models = sorted(v.split("=")[0] for v in result["ModelVersions"])
+    assert models in (["autoencoder", "classifier"], ["classifier"]), result["ModelVersions"]
+    if result["Verdict"] != "ERROR":  # a score for each model the recipe runs, NaN for none
+        assert math.isfinite(result["AutoencoderScore"]) == ("autoencoder" in models)
         assert math.isfinite(result["ClassifierScore"])
         assert result["Reason"].startswith(result["Verdict"])
 
@@ -228,7 +228,7 @@ defects = {json.dumps(list(line_defects))}""", trigger='mode = "free_run"\nline_
 
     async def the_plc(server: OpcUaServer, host: StationHost) -> None:
         async with OpcUaPlc(server.url) as plc:
-            sub = await plc.client.create_subscription(0, edges)
+            sub = await plc.client.create_subscription(PUBLISH_MS, edges)
             await sub.subscribe_data_change(plc.node("Reject"))
             reader = asyncio.create_task(_read_every_result(plc, done, got))
             loop = asyncio.get_running_loop()
