@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train the demo models again from fresh synthetic parts")
     parser.add_argument("--kiosk", action="store_true", help="full-screen operator window")
     parser.add_argument("--quiet", action="store_true", help="headless: no line per part")
+    from station.cli.run import add_plant_arguments
+
+    add_plant_arguments(parser)
 
 
 def _models_ok(folder: Path) -> bool:
@@ -71,4 +74,5 @@ def run(args: argparse.Namespace) -> int:
     from station.cli.run import start_station
 
     return start_station(DEMO_RECIPE, headless=args.headless, seconds=args.seconds,
-                         kiosk=args.kiosk, quiet=args.quiet, command="demo")
+                         kiosk=args.kiosk, quiet=args.quiet, command="demo",
+                         modbus=args.modbus, opcua=args.opcua)

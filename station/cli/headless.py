@@ -11,6 +11,7 @@ from typing import TextIO
 
 from station.pipeline import Alarm, Engine, EngineStats
 from station.pipeline.inspector import PartResult
+from station.plant import StationHost
 
 
 def format_stats(s: EngineStats) -> str:
@@ -25,27 +26,48 @@ def format_stats(s: EngineStats) -> str:
             + (f"  rows lost {s.rows_lost}" if s.rows_lost else ""))
 
 
-def run_headless(engine: Engine, seconds: float | None, out: TextIO = sys.stdout,
-                 show_parts: bool = True, interval: float = 1.0) -> EngineStats:
-    """Run until ``seconds`` pass (or the source ends, or Ctrl-C); print as it goes."""
+def part_line(r: PartResult) -> str:
+    """One part on the terminal: id, verdict, scores, latency, truth when known, why."""
+    truth = getattr(r.truth, "label", None)
+    known = "" if truth is None else f"  truth {'defect' if truth else 'good'}"
+    scores = []
+    if r.ae_score is not None:
+        scores.append(f"ae {r.ae_score:5.2f}")
+    if r.cls_score is not None:
+        scores.append(f"cls {r.cls_score:5.2f}")
+    why = f"  ({r.error})" if r.error else ""
+    return (f"part {r.part_id:>6}  {r.verdict:6}  {'  '.join(scores)}  "
+            f"{r.latency_ms:6.1f} ms{known}{why}")
+
+
+def run_headless(station: Engine | StationHost, seconds: float | None,
+                 out: TextIO = sys.stdout, show_parts: bool = True,
+                 interval: float = 1.0) -> EngineStats:
+    """Run until ``seconds`` pass (or the source ends, or Ctrl-C); print as it goes.
+
+    Given a :class:`StationHost`, it follows the engine a changeover (a PLC's recipe
+    selection) puts in place."""
     def on_part(r: PartResult) -> None:
-        truth = getattr(r.truth, "label", None)
-        known = "" if truth is None else f"  truth {'defect' if truth else 'good'}"
-        scores = []
-        if r.ae_score is not None:
-            scores.append(f"ae {r.ae_score:5.2f}")
-        if r.cls_score is not None:
-            scores.append(f"cls {r.cls_score:5.2f}")
-        why = f"  ({r.error})" if r.error else ""
-        print(f"part {r.part_id:>6}  {r.verdict:6}  {'  '.join(scores)}  "
-              f"{r.latency_ms:6.1f} ms{known}{why}", file=out, flush=True)
+        print(part_line(r), file=out, flush=True)
 
     def on_alarm(alarm: Alarm) -> None:
         print(f"ALARM {alarm.kind}: {alarm.message}", file=out, flush=True)
 
-    if show_parts:
-        engine.events.part.connect(on_part)
-    engine.events.alarm.connect(on_alarm)
+    def attach(engine: Engine) -> None:
+        if show_parts:
+            engine.events.part.connect(on_part)
+        engine.events.alarm.connect(on_alarm)
+
+    def changed(engine: Engine) -> None:
+        print(f"recipe changed to {engine.recipe.path.name} ({engine.recipe.product.name})",
+              file=out, flush=True)
+        attach(engine)
+
+    host = station if isinstance(station, StationHost) else None
+    engine = station.engine if isinstance(station, StationHost) else station
+    attach(engine)
+    if host is not None:
+        host.engine_changed.connect(changed)
     for alarm in engine.alarms():  # raised while the engine was built (a port missing at start)
         print(f"ALARM {alarm.kind}: {alarm.message}", file=out, flush=True)
     start = time.monotonic()
@@ -53,10 +75,12 @@ def run_headless(engine: Engine, seconds: float | None, out: TextIO = sys.stdout
     next_line = start + interval
     try:
         while True:
+            engine = host.engine if host is not None else engine
             now = time.monotonic()
             if seconds is not None and now - start >= seconds:
                 break
-            if engine.acquisition.finished:
+            if engine.acquisition.finished and (host is None or (
+                    not host.changing and engine is host.engine)):  # not a changeover's stop
                 break
             if now >= next_line:
                 print(format_stats(engine.stats()), file=out, flush=True)
@@ -64,6 +88,9 @@ def run_headless(engine: Engine, seconds: float | None, out: TextIO = sys.stdout
             time.sleep(0.05)
     except KeyboardInterrupt:
         print("stopping", file=out)
+    if host is not None:
+        host.engine_changed.disconnect(changed)
+        engine = host.engine
     engine.stop()
     stats = engine.stats()
     print(format_stats(stats), file=out, flush=True)

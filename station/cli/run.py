@@ -8,7 +8,9 @@ one line on stderr naming the recipe file and the key, and exit code 2; never a 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from functools import partial
 from pathlib import Path
 
 from station.pipeline.startup import describe_startup_error, startup_errors
@@ -22,6 +24,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after this many seconds (default: until Ctrl-C)")
     parser.add_argument("--kiosk", action="store_true", help="full-screen operator window")
     parser.add_argument("--quiet", action="store_true", help="headless: no line per part")
+    add_plant_arguments(parser)
+
+
+def add_plant_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--modbus`` and ``--opcua``: each overrides (and enables) the recipe's section."""
+    parser.add_argument("--modbus", metavar="HOST:PORT", type=modbus_address, default=None,
+                        help="serve the PLC handshake over Modbus TCP on HOST:PORT (overrides "
+                             "and enables the recipe's [modbus]; headless)")
+    parser.add_argument("--opcua", metavar="ENDPOINT", type=opcua_endpoint, default=None,
+                        help="serve the station over OPC UA at ENDPOINT, e.g. "
+                             "opc.tcp://127.0.0.1:4840/station (overrides and enables the "
+                             "recipe's [opcua]; headless)")
+
+
+def modbus_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) for ``--modbus``."""
+    found = re.fullmatch(r"\[?([^\s\[\]]+?)\]?:(\d{1,5})", text.strip())
+    if not found or not 1 <= int(found.group(2)) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT with a port 1..65535, "
+                                         "e.g. 127.0.0.1:5020")
+    return found.group(1), int(found.group(2))
+
+
+def opcua_endpoint(text: str) -> str:
+    if not re.fullmatch(r"opc\.tcp://[^\s/:]+(:\d{1,5})?(/\S*)?", text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected opc.tcp://HOST:PORT/PATH, e.g. "
+                                         "opc.tcp://127.0.0.1:4840/station")
+    return text.strip()
 
 
 NOT_INSPECTING_EXIT = 3  # the run ended with the camera lost, the trigger blind or the output down
@@ -29,41 +59,66 @@ NOT_INSPECTING_EXIT = 3  # the run ended with the camera lost, the trigger blind
 
 def run(args: argparse.Namespace) -> int:
     return start_station(args.recipe, headless=args.headless, seconds=args.seconds,
-                         kiosk=args.kiosk, quiet=args.quiet)
+                         kiosk=args.kiosk, quiet=args.quiet, modbus=getattr(args, "modbus", None),
+                         opcua=getattr(args, "opcua", None))
 
 
 def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
-                  kiosk: bool = False, quiet: bool = False, command: str = "run") -> int:
+                  kiosk: bool = False, quiet: bool = False, command: str = "run",
+                  modbus: tuple[str, int] | None = None, opcua: str | None = None) -> int:
     """Open the recipe and run it; every startup fault is one clear line and exit code 2."""
     from station.config import RecipeError, load_recipe
+    from station.plant import with_overrides
 
+    adjust = partial(with_overrides, modbus=modbus, opcua=opcua)
     try:
-        recipe = load_recipe(recipe_path)
+        recipe = adjust(load_recipe(recipe_path))
     except RecipeError as exc:
         print(f"station {command}: {exc}", file=sys.stderr)
         return 2
     if not headless:
+        if modbus is not None or opcua is not None:
+            print(f"station {command}: --modbus and --opcua serve the headless station; add "
+                  "--headless", file=sys.stderr)
+            return 2
+        if recipe.modbus.enabled or recipe.opcua.enabled:
+            print(f"station {command}: note: [modbus] / [opcua] are served by the headless "
+                  "station (--headless); the window does not serve them", file=sys.stderr)
         from station.ui.app import run_app
 
         return run_app(recipe.path, kiosk=kiosk, seconds=seconds, command=command,
                        shown_path=recipe_path)
     from station.cli.headless import run_headless, truth_summary
-    from station.pipeline import Engine
+    from station.plant import StationHost
+    from station.plant.services import PlantServices
 
     try:
-        engine = Engine(recipe)
+        host = StationHost(recipe, adjust=adjust)
+        services = PlantServices(host)
     except startup_errors() as exc:
         print(f"station {command}: {describe_startup_error(recipe_path, recipe, exc)}",
               file=sys.stderr)
         return 2
-    with engine:
+    try:
+        services.start()
+    except OSError as exc:  # a port in use: one line, nothing left running
+        host.close()
+        print(f"station {command}: {recipe_path}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        engine = host.engine
         print(f"station: {recipe.product.name}: camera {engine.source.name}, trigger "
               f"{engine.trigger.name}, models {engine.inspector.model_versions}, decision "
-              f"{engine.inspector.decision.rule}", flush=True)
-        stats = run_headless(engine, seconds, show_parts=not quiet)
+              f"{engine.inspector.decision.rule}"
+              + "".join(f"; {line}" for line in services.describe()), flush=True)
+        stats = run_headless(host, seconds, show_parts=not quiet)
+        engine = host.engine
         summary = truth_summary(engine)
         timing = stats.reject_timing
         blocked = engine.not_inspecting()
+    finally:
+        services.stop()
+        host.close()
     print(f"inspected {stats.parts} parts: {stats.passed} passed, {stats.rejected} rejected, "
           f"{stats.errors} errors; {stats.dropped_frames} frames dropped", flush=True)
     if summary["unknown"] < stats.parts:

@@ -119,6 +119,7 @@ class PlcHandshake:
         self.acknowledged = 0
         self.triggers_refused = 0
         self.last_refusal = ""
+        self.trigger_pending = ""  # the part the PLC triggered, until its result is latched
         self.select_code = SelectCode.NONE
         self.select_reason = ""
         self.select_requested = ""
@@ -177,6 +178,8 @@ class PlcHandshake:
         with self._lock:
             self.counts["inspected"] += 1
             self.counts[key] += 1
+            if str(r.part_id) == self.trigger_pending:
+                self.trigger_pending = ""
             if r.trigger != MANUAL_TRIGGER:
                 self._seq += 1
                 self._results.append(PlcResult(
@@ -246,6 +249,8 @@ class PlcHandshake:
             event = plc_trigger.fire() if ok and isinstance(plc_trigger, PlcTrigger) else None
             if ok and event is None:
                 ok, why = False, "debounced: within trigger.debounce_ms of the last trigger"
+            elif event is not None:  # its result (inspection thread) waits for this lock
+                self.trigger_pending = str(event.part_id)
             if not ok:
                 self.triggers_refused += 1
                 self.last_refusal = why
@@ -266,6 +271,12 @@ class PlcHandshake:
         """The presented result: the oldest not acknowledged (None while ResultAck is held)."""
         with self._lock:
             return self._results[0] if self._results and not self._ack_held else None
+
+    @property
+    def ack_held(self) -> bool:
+        """ResultAck is held high by the PLC (bit protocols: :meth:`set_ack`)."""
+        with self._lock:
+            return self._ack_held
 
     @property
     def results_waiting(self) -> int:
@@ -293,6 +304,8 @@ class PlcHandshake:
                 return True, "unchanged"
             if level:
                 ok, what = self.acknowledge()
+                if not ok:  # nothing presented: refused, and not held
+                    return ok, what
                 self._ack_held = True
             else:
                 self._ack_held = False

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -65,6 +66,18 @@ class Changeover:
     error: BaseException | None = None
     recipe: Recipe | None = None
     was_running: bool = False
+
+
+def _number_of(path: Path) -> int:
+    """``[product] number`` of a recipe that does not validate (0 if unreadable), so a PLC
+    selecting it hears why it is refused rather than "unknown"."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(1 << 20)  # a recipe is a few kB; a huge file is not read whole
+        number = tomllib.loads(raw.decode("utf-8")).get("product", {}).get("number", 0)
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return 0
+    return number if isinstance(number, int) and 0 < number <= 65535 else 0
 
 
 def check_plc_needs(recipe: Recipe) -> None:
@@ -135,7 +148,8 @@ class StationHost:
                                            r.product.name, path.resolve()))
             except Exception as exc:  # a broken file is listed, with why
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                entries.append(RecipeEntry(position, path.stem, "", path.resolve(), first))
+                entries.append(RecipeEntry(_number_of(path) or position, path.stem, "",
+                                           path.resolve(), first))
         return entries
 
     def current_entry(self) -> RecipeEntry | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from station.config import load_recipe
 from station.plant import PlcHandshake, PlcState, StationHost
 from tests.e2e.test_engine import wait_for, write_recipe
-from tests.plant.conftest import folder_recipe
+from tests.plant.plc_recipes import folder_recipe
 
 CODES = {"PASS": 1, "REJECT": 2, "ERROR": 3}
 
@@ -77,24 +77,28 @@ def test_plc_triggers_each_part_and_acknowledges_each_result(tiny_models: Path,
 
 
 def test_results_queue_behind_the_ack_and_show_counts(tiny_models: Path, tmp_path: Path) -> None:
+    """Nobody acknowledges: results wait in order up to the queue's size (Busy), then the
+    oldest are dropped and counted; every part is still counted and recorded."""
     recipe = folder_recipe(tmp_path, tiny_models, name="alpha", trigger="hardware")
     host = StationHost(load_recipe(recipe))
     plc = PlcHandshake(host, queue_size=4)
     try:
         host.start()
         assert wait_for(lambda: plc.results_waiting >= 4, 30.0)
-        assert plc.state == PlcState.BUSY  # the queue is full: nothing more is accepted
-        first = plc.current_result()
-        assert first is not None and first.seq == 1, "a second result never overwrites the first"
+        assert plc.state == PlcState.BUSY  # the queue is full: no PLC trigger is accepted
         assert wait_for(lambda: plc.overruns >= 1, 30.0), "a self-triggering line goes on"
         host.engine.stop()
-        waiting = plc.results_waiting
-        assert waiting == 4
+        assert plc.results_waiting == 4
         presented = plc.current_result()
         assert presented is not None
+        assert presented.seq == plc.overruns + 1, "the oldest kept result is presented"
         assert plc.acknowledge(seq=presented.seq + 1)[0] is False
-        assert plc.acknowledge(seq=presented.seq) == (True, presented.part_id)
-        assert plc.results_waiting == 3
+        seqs = []
+        while (current := plc.current_result()) is not None:
+            assert plc.acknowledge(seq=current.seq) == (True, current.part_id)
+            seqs.append(current.seq)
+        assert seqs == list(range(plc.overruns + 1, plc.overruns + 5)), "in order, none lost"
+        assert plc.results_waiting == 0 and not plc.result_valid
         counts = host.engine.counts()
         assert plc.counts == counts and counts["inspected"] == len(host.engine.results())
         assert plc.overruns + 4 == counts["inspected"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from station.config import load_recipe
 from station.plant import SelectCode, StationHost
 from tests.e2e.test_engine import part_frames, wait_for
-from tests.plant.conftest import folder_recipe
+from tests.plant.plc_recipes import folder_recipe
 
 
 def test_catalogue_numbers_recipes_by_key_or_position(tiny_models: Path, tmp_path: Path) -> None:
