@@ -29,8 +29,9 @@ DEFAULT_PORT = 4840
 MAX_CREDENTIAL = 1024  # longer user names or passwords are refused without hashing them
 
 
-class OpcUaConfigError(ValueError):
-    """The recipe's [opcua] section cannot be served as it is (one line: key, value, why)."""
+class OpcUaStartError(OSError):
+    """The server cannot serve the recipe's [opcua] section (a setting, a port in use, an
+    unreadable key): one line naming the key, its value and why."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def parse_endpoint(endpoint: str) -> Listen:
     found = _ENDPOINT.fullmatch(endpoint) if isinstance(endpoint, str) else None
     port = int(found.group(2)) if found and found.group(2) else DEFAULT_PORT
     if found is None or port > 65535:
-        raise OpcUaConfigError(f"opcua.endpoint = {endpoint!r}: expected "
+        raise OpcUaStartError(f"opcua.endpoint = {endpoint!r}: expected "
                                "opc.tcp://HOST:PORT/PATH (e.g. opc.tcp://127.0.0.1:4840/station)")
     host = found.group(1)
     return Listen(host, port, found.group(3) or "", _is_loopback(host))
@@ -76,22 +77,22 @@ def _is_loopback(host: str) -> bool:
 
 def check_settings(settings: Any) -> Listen:
     """The recipe's [opcua] section, checked for what serving it needs; raises
-    :class:`OpcUaConfigError` with the key at fault."""
+    :class:`OpcUaStartError` with the key at fault."""
     listen = parse_endpoint(settings.endpoint)
     if not listen.loopback and not settings.username:
-        raise OpcUaConfigError(
+        raise OpcUaStartError(
             f"opcua.endpoint = {settings.endpoint!r}: anonymous access is only served on "
             "loopback (127.0.0.1); set opcua.username and opcua.password_hash to open it to "
             "the plant network")
     if bool(settings.username) != bool(settings.password_hash):
-        raise OpcUaConfigError("opcua.username / opcua.password_hash: expected both, or "
+        raise OpcUaStartError("opcua.username / opcua.password_hash: expected both, or "
                                "neither (anonymous)")
     if settings.security not in ("none", "Basic256Sha256"):
-        raise OpcUaConfigError(f"opcua.security = {settings.security!r}: expected 'none' or "
+        raise OpcUaStartError(f"opcua.security = {settings.security!r}: expected 'none' or "
                                "'Basic256Sha256'")
     if settings.security == "Basic256Sha256" and not (settings.certificate
                                                       and settings.private_key):
-        raise OpcUaConfigError("opcua.security = 'Basic256Sha256': expected "
+        raise OpcUaStartError("opcua.security = 'Basic256Sha256': expected "
                                "opcua.certificate and opcua.private_key")
     return listen
 
@@ -138,12 +139,12 @@ async def configure_security(server: Server, settings: Any) -> None:
         try:
             await server.load_certificate(settings.certificate)
         except Exception as exc:
-            raise OpcUaConfigError(f"opcua.certificate = {settings.certificate!r}: cannot "
+            raise OpcUaStartError(f"opcua.certificate = {settings.certificate!r}: cannot "
                                    f"load it: {exc}") from exc
         try:
             await server.load_private_key(settings.private_key)
         except Exception as exc:
-            raise OpcUaConfigError(f"opcua.private_key = {settings.private_key!r}: cannot "
+            raise OpcUaStartError(f"opcua.private_key = {settings.private_key!r}: cannot "
                                    f"load it: {exc}") from exc
         uri = certificate_uri(settings.certificate)
         if uri:

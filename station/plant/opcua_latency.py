@@ -3,21 +3,23 @@
 :class:`OpcUaPlc` is a real asyncua client doing what a PLC program does: wait for Ready, call
 ``Trigger``, wait for ``ResultValid``, read the result, write ``ResultAck``. It follows the
 state with a subscription (publishing interval ``PUBLISH_MS``, as a PLC task cycle) rather than
-polling, so what :func:`measure_latency` reports is the station's latency plus one loopback
-round trip and at most one publishing interval. ``station bench`` runs :func:`bench_opcua` on a PLC-
-triggered copy of the bench recipe.
+polling, so what :func:`measure_opcua_latency` reports is the station's latency plus one loopback
+round trip and at most one publishing interval. ``station bench`` runs
+:func:`measure_opcua_latency` beside :func:`station.plant.latency.measure_modbus_latency`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from typing import Any
 
 from asyncua import Client, ua
 
-from station.pipeline.stats import percentile
+from station.config import Recipe
+from station.plant.handshake import PlcHandshake
+from station.plant.host import StationHost
+from station.plant.latency import LatencyReport, plc_recipe, report
 from station.plant.opcua_nodes import NAMESPACE, node_id
 
 WATCHED = ("StateCode", "ResultValid", "Result.Sequence")
@@ -120,13 +122,14 @@ class OpcUaPlc:
 
     async def cycle(self) -> tuple[dict[str, Any], float]:
         """One part: Ready -> Trigger -> ResultValid -> read -> ResultAck. Returns the result
-        and the trigger -> ResultValid time in ms (call sent to notification received)."""
+        and the trigger -> ResultValid time in ms (call sent to notification received);
+        :class:`TriggerRefused` when the station says no."""
         await self.wait("StateCode", lambda v: v == READY)
         await self.wait("ResultValid", lambda v: v is False)
         t0 = time.perf_counter()
         ok, part_id, reason = await self.call("Trigger")
         if not ok:
-            raise RuntimeError(f"Trigger refused: {reason}")
+            raise TriggerRefused(reason)
         await self.wait("ResultValid", lambda v: v is True)
         latency_ms = (self.stamp("ResultValid") - t0) * 1000.0
         result = await self.read_result()
@@ -136,43 +139,46 @@ class OpcUaPlc:
         return result, latency_ms
 
 
-async def measure_latency(url: str, parts: int, timeout: float = 30.0) -> dict[str, Any]:
-    """``parts`` full handshakes over OPC UA: trigger -> ResultValid p50 / p99 in ms."""
+class TriggerRefused(RuntimeError):
+    """The station refused a Trigger (its reason)."""
+
+
+async def _cycles(url: str, parts: int, warmup: int, timeout_s: float
+                  ) -> tuple[list[float], int]:
     latencies: list[float] = []
-    verdicts: dict[str, int] = {}
-    async with OpcUaPlc(url, timeout=timeout) as plc:
-        for _ in range(parts):
-            result, latency_ms = await plc.cycle()
-            latencies.append(latency_ms)
-            verdicts[result["Verdict"]] = verdicts.get(result["Verdict"], 0) + 1
+    refused = 0
+    async with OpcUaPlc(url, timeout=timeout_s) as plc:
+        for i in range(warmup + parts):
+            try:
+                _result, latency_ms = await plc.cycle()
+            except TriggerRefused:
+                refused += 1
+                continue
+            if i >= warmup:
+                latencies.append(latency_ms)
         await plc.wait("ResultValid", lambda v: v is False)
-    ordered = sorted(latencies)
-    return {"parts": len(latencies), "verdicts": verdicts,
-            "trigger_to_result_valid_ms_p50": round(percentile(ordered, 0.5), 2),
-            "trigger_to_result_valid_ms_p99": round(percentile(ordered, 0.99), 2),
-            "trigger_to_result_valid_ms_max": round(ordered[-1], 2) if ordered else 0.0}
+    return latencies, refused
 
 
-def bench_opcua(recipe: Any, parts: int, timeout: float = 60.0) -> dict[str, Any]:
-    """``station bench``: the recipe PLC-triggered, served on a free loopback port, and
-    ``parts`` handshakes measured by a client in this thread."""
-    from station.plant.handshake import PlcHandshake
-    from station.plant.host import StationHost
+def measure_opcua_latency(recipe: Recipe, parts: int = 100, *, warmup: int = 3,
+                          timeout_s: float = 30.0) -> LatencyReport:
+    """Run ``recipe`` PLC-triggered with the OPC UA server on a free loopback port and an
+    asyncua client as the PLC; ``parts`` Trigger/ResultValid/ResultAck cycles after
+    ``warmup`` (as :func:`station.plant.latency.measure_modbus_latency` does over Modbus)."""
     from station.plant.opcua_server import OpcUaServer
 
-    recipe = dataclasses.replace(
-        recipe, trigger=dataclasses.replace(recipe.trigger, mode="plc", debounce_ms=0.0),
-        reject=dataclasses.replace(recipe.reject, enabled=False),
-        opcua=dataclasses.replace(recipe.opcua, enabled=True, security="none", username="",
-                                  password_hash="", endpoint="opc.tcp://127.0.0.1:0/station"))
-    host = StationHost(recipe, engine_options={"records": False})
-    handshake = PlcHandshake(host)
-    server = OpcUaServer(handshake)
+    recipe = plc_recipe(recipe, opcua={"enabled": True, "security": "none", "username": "",
+                                       "password_hash": "",
+                                       "endpoint": "opc.tcp://127.0.0.1:0/station"})
+    host = StationHost(recipe)
+    plc = PlcHandshake(host)
+    server = OpcUaServer(plc)
     try:
         server.start()
         host.start()
-        return asyncio.run(measure_latency(server.url, parts, timeout))
+        latencies, refused = asyncio.run(_cycles(server.url, parts, warmup, timeout_s))
+        return report("opcua", latencies, refused, host.engine)
     finally:
         server.stop()
-        handshake.close()
+        plc.close()
         host.close()

@@ -34,7 +34,7 @@ from asyncua.server.address_space import NodeData
 from station.plant.handshake import PlcHandshake
 from station.plant.host import RecipeEntry
 from station.plant.opcua_auth import (
-    OpcUaConfigError,
+    OpcUaStartError,
     StationUsers,
     check_settings,
     configure_security,
@@ -51,7 +51,7 @@ from station.plant.opcua_nodes import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OpcUaConfigError", "OpcUaServer"]
+__all__ = ["OpcUaStartError", "OpcUaServer"]
 
 TICK_S = 1.0  # heartbeat and safety-net refresh
 CATALOGUE_S = 10.0  # re-read the recipe folder this often (a recipe added meanwhile)
@@ -81,7 +81,7 @@ class OpcUaServer:
         if endpoint is not None:
             settings = dataclasses.replace(settings, endpoint=endpoint)
         self.settings = settings
-        self.listen = check_settings(settings)  # OpcUaConfigError before any thread
+        self.listen = check_settings(settings)  # OpcUaStartError before any thread
         self.users = StationUsers(self.settings.username, self.settings.password_hash)
         self.methods = StationMethods(handshake)
         self.port: int | None = None
@@ -113,13 +113,18 @@ class OpcUaServer:
         return self.listen.url(self.port)
 
     @property
+    def address(self) -> str:
+        """Where clients connect (``PlantServices`` prints it)."""
+        return self.url
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self._ready.is_set() \
             and self._error is None
 
     def start(self, timeout: float = 120.0) -> None:
         """Listen; returns once clients can connect. A port in use, an unreadable key or
-        certificate: :class:`OpcUaConfigError` with the key at fault (no thread is left)."""
+        certificate: :class:`OpcUaStartError` with the key at fault (no thread is left)."""
         if self._thread is not None:
             return
         self._ready.clear()
@@ -128,15 +133,15 @@ class OpcUaServer:
         self._thread.start()
         if not self._ready.wait(timeout):
             self.stop()
-            raise OpcUaConfigError(f"opcua.endpoint = {self.settings.endpoint!r}: the server did not "
+            raise OpcUaStartError(f"opcua.endpoint = {self.settings.endpoint!r}: the server did not "
                                    f"start within {timeout:.0f} s")
         if self._error is not None:
             error, self._error = self._error, None
             self._thread.join(10.0)
             self._thread = None
-            if isinstance(error, OpcUaConfigError):
+            if isinstance(error, OpcUaStartError):
                 raise error
-            raise OpcUaConfigError(f"opcua.endpoint = {self.settings.endpoint!r}: cannot serve it: "
+            raise OpcUaStartError(f"opcua.endpoint = {self.settings.endpoint!r}: cannot serve it: "
                                    f"{error}") from error
         log.info("OPC UA server listening on %s", self.url)
 
@@ -180,7 +185,7 @@ class OpcUaServer:
         try:
             await server.start()
         except OSError as exc:
-            raise OpcUaConfigError(f"opcua.endpoint = {self.settings.endpoint!r}: cannot listen on "
+            raise OpcUaStartError(f"opcua.endpoint = {self.settings.endpoint!r}: cannot listen on "
                                    f"{self.listen.host}:{self.listen.port}: {exc.strerror or exc}"
                                    ) from exc
         self._server = server

@@ -16,8 +16,11 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import signal
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,12 +38,12 @@ from cryptography.x509.oid import NameOID
 from station.config import load_recipe
 from station.config.pin import PIN_MIN_ITERATIONS, hash_pin
 from station.plant import PlcHandshake, StationHost
-from station.plant.opcua_auth import OpcUaConfigError
-from station.plant.opcua_latency import PUBLISH_MS, OpcUaPlc, bench_opcua
+from station.plant.opcua_auth import OpcUaStartError
+from station.plant.opcua_latency import PUBLISH_MS, OpcUaPlc, measure_opcua_latency
 from station.plant.opcua_nodes import layout_markdown
 from station.plant.opcua_server import OpcUaServer
 from tests.e2e.test_engine import part_frames, wait_for, write_recipe
-from tests.plant.conftest import folder_recipe
+from tests.plant.plc_recipes import folder_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 CODES = {"PASS": 1, "REJECT": 2, "ERROR": 3}
@@ -395,15 +398,15 @@ def test_server_stops_cleanly_and_refuses_what_it_cannot_serve(tiny_models: Path
     host = StationHost(recipe)
     plc = PlcHandshake(host)
     try:
-        with pytest.raises(OpcUaConfigError, match="only served on loopback"):
+        with pytest.raises(OpcUaStartError, match="only served on loopback"):
             OpcUaServer(plc, endpoint="opc.tcp://0.0.0.0:4840/station")
-        with pytest.raises(OpcUaConfigError, match="opcua.endpoint = 'http://x': expected"):
+        with pytest.raises(OpcUaStartError, match="opcua.endpoint = 'http://x': expected"):
             OpcUaServer(plc, endpoint="http://x")
         server = OpcUaServer(plc)
         server.start()
         assert server.url == f"opc.tcp://127.0.0.1:{port}/station"
         second = OpcUaServer(plc)  # the port is taken: refused with the key and the reason
-        with pytest.raises(OpcUaConfigError, match=rf"opcua.endpoint = .*:{port}.*cannot listen"):
+        with pytest.raises(OpcUaStartError, match=rf"opcua.endpoint = .*:{port}.*cannot listen"):
             second.start()
 
         async def read_state() -> str:
@@ -428,19 +431,76 @@ def test_server_stops_cleanly_and_refuses_what_it_cannot_serve(tiny_models: Path
         [t.name for t in threading.enumerate() if t.ident not in before]
 
 
+def test_station_run_headless_serves_opcua_from_the_flag(tiny_models: Path,
+                                                          tmp_path: Path) -> None:
+    """``station run --headless --opcua ENDPOINT``: a PLC triggers and acknowledges parts
+    over the flag's endpoint; Ctrl-C ends it cleanly. A taken port: one line, exit 2."""
+    frames = part_frames(tmp_path / "frames", 6)
+    recipe = ua_recipe(tmp_path, tiny_models, name="alpha", number=1, port=1, frames=frames)
+    port = free_port()
+    url = f"opc.tcp://127.0.0.1:{port}/line4"
+    base = [sys.executable, "-m", "station", "run", "--recipe", str(recipe), "--headless",
+            "--quiet"]
+    proc = subprocess.Popen(base + ["--opcua", url], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    async def the_plc() -> list[str]:
+        deadline = time.monotonic() + 180.0
+        while True:  # the station loads its models and starts its server first
+            if proc.poll() is not None:
+                return []
+            try:
+                async with OpcUaPlc(url, timeout=20.0) as plc:
+                    return [(await plc.cycle())[0]["PartId"] for _ in range(3)]
+            except (OSError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    try:
+        parts = asyncio.run(the_plc())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert len(parts) == 3, err
+    assert proc.returncode == 0, err
+    assert f"opcua on {url}" in out
+    assert "inspected 3 parts" in out
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        done = subprocess.run(base + ["--seconds", "1", "--opcua",
+                                      f"opc.tcp://127.0.0.1:{busy}/station"],
+                              capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"station run: {recipe}: opcua.endpoint = 'opc.tcp://127.0.0.1:{busy}/station': "
+        f"cannot listen on 127.0.0.1:{busy}")
+    assert "Traceback" not in done.stderr
+
+
 # -- the latency `station bench` reports ---------------------------------------------------------
 
 
 def test_bench_measures_trigger_to_result_valid(tiny_models: Path, tmp_path: Path) -> None:
+    """``station bench``'s OPC UA figure: a real client, one Trigger per part, every part
+    acknowledged; the engine's own latency beside it; nothing left running."""
     frames = part_frames(tmp_path / "frames", 4)
     recipe = load_recipe(ua_recipe(tmp_path, tiny_models, name="alpha", number=1,
-                                   port=free_port(), frames=frames))
-    report = bench_opcua(recipe, 12)
-    assert report["parts"] == 12
-    assert sum(report["verdicts"].values()) == 12
-    assert 0 < report["trigger_to_result_valid_ms_p50"] <= report["trigger_to_result_valid_ms_p99"]
-    assert report["trigger_to_result_valid_ms_p99"] <= report["trigger_to_result_valid_ms_max"]
-    assert report["trigger_to_result_valid_ms_max"] < 10_000
+                                   port=free_port(), frames=frames, trigger="hardware"))
+    before = {t.ident for t in threading.enumerate()}
+    rep = measure_opcua_latency(recipe, parts=12, warmup=2)
+    assert (rep.protocol, rep.parts, rep.refused) == ("opcua", 12, 0)
+    assert 0.0 < rep.p50_ms <= rep.p99_ms <= rep.max_ms < 10_000.0
+    assert 0.0 < rep.verdict_p50_ms <= rep.verdict_p99_ms, "the engine's own latency"
+    assert rep.verdict_p50_ms < rep.p50_ms, "over OPC UA is the engine's latency and more"
+    assert "opcua: trigger -> result-valid over 12 parts: p50" in rep.line()
+    db = sqlite3.connect(tmp_path / "records" / "station.sqlite")
+    assert db.execute("SELECT count(*) FROM parts").fetchone()[0] == 14, \
+        "one part per trigger, warm-up included"
+    assert wait_for(lambda: {t.ident for t in threading.enumerate()} <= before, 10.0), \
+        [t.name for t in threading.enumerate() if t.ident not in before]
 
 
 def test_docs_show_the_node_layout_the_server_builds() -> None:
