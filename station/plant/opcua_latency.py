@@ -2,7 +2,7 @@
 
 :class:`OpcUaPlc` is a real asyncua client doing what a PLC program does: wait for Ready, call
 ``Trigger``, wait for ``ResultValid``, read the result, write ``ResultAck``. It follows the
-state with a subscription (publishing interval ``PUBLISH_MS``, as a PLC task cycle) rather than
+state with a subscription (publishing interval ``PUBLISH_MS``: 1 ms, a fast PLC) rather than
 polling, so what :func:`measure_opcua_latency` reports is the station's latency plus one loopback
 round trip and at most one publishing interval. ``station bench`` runs
 :func:`measure_opcua_latency` beside :func:`station.plant.latency.measure_modbus_latency`.
@@ -24,10 +24,10 @@ from station.plant.opcua_nodes import NAMESPACE, node_id
 
 WATCHED = ("StateCode", "ResultValid", "Result.Sequence")
 READY = 1
-# The subscription's publishing interval: a PLC task's cycle. (0 = "publish each change at
+# The subscription's publishing interval, ms. (0 = "publish each change at
 # once" has no keep-alive, so asyncua's client takes an idle subscription for stale and
 # recreates it every second, losing changes meanwhile.)
-PUBLISH_MS = 5.0
+PUBLISH_MS = 1.0
 
 
 class _Watch:
