@@ -113,7 +113,8 @@ class RejectScheduler:
                 "serial" else 'reject.output = "plc" but no PLC interface carries the Reject '
                 "bit (enable [modbus] or [opcua], or pass --modbus / --opcua)")
         if settings.enabled and settings.output == "serial" and settings.mode == "line":
-            cast(SerialLink, link).check_modem_lines()  # a pty / bare adapter: refused now  # refuse a pty / bare adapter now, not at the first reject
+            # refuse a pty / bare adapter now, not at the first reject
+            cast(SerialLink, link).check_modem_lines()
         self.link = link
         self.settings = settings
         self.reject_on_error = reject_on_error

@@ -158,3 +158,34 @@ defects = {json.dumps(list(line_defects))}""", trigger='mode = "free_run"\nline_
         assert truth is not None
         assert seen.verdict == ("REJECT" if truth.label else "PASS"), \
             f"part {r.part_id}: {seen.reason}, truth {truth.defect}"
+
+
+def test_reject_bit_goes_through_the_scheduler_with_its_fail_safe() -> None:
+    """reject.output = "plc": the one reject scheduler drives the Reject bit, the fail-safe
+    included (no verdict at the reject point = reject), and times every pulse."""
+    from station.config import RejectSection
+    from station.plant import RejectPulse
+    from station.reject import RejectScheduler
+
+    pulse = RejectPulse()
+    edges: list[tuple[float, bool]] = []
+    pulse.changed.connect(lambda active: edges.append((time.monotonic(), active)))
+    fired: list[tuple[str, str]] = []
+    section = RejectSection(enabled=True, output="plc", delay_ms=40, pulse_ms=20)
+    sched = RejectScheduler(pulse, section, lambda pid, action, *_: fired.append((pid, action)))
+    try:
+        t0 = time.monotonic()
+        for pid in ("1", "2", "3"):
+            sched.register(pid, t0)
+        sched.set_verdict("1", "PASS")
+        sched.set_verdict("2", "REJECT")  # part 3 gets no verdict in time: fail-safe
+        assert wait_for(lambda: len(fired) == 3 and len(edges) == 2, 10.0), (fired, edges)
+        assert sched.set_verdict("3", "PASS") == "late"
+    finally:
+        sched.close()
+        pulse.close()
+    assert sorted(fired) == [("1", "pass"), ("2", "reject"), ("3", "reject")]
+    assert sched.fail_safe_count == 1 and "fail-safe reject" in sched.outcome("3").reason
+    assert pulse.pulses == 2 and sched.timing_stats()["count"] == 2
+    assert [active for _, active in edges] == [True, False], "two pulses at once: one held bit"
+    assert 40 - 1 <= (edges[0][0] - t0) * 1000 <= 40 + 50
