@@ -99,8 +99,9 @@ LAYOUT: tuple[NodeSpec, ...] = (
     NodeSpec("ResultValid", "Boolean", "true while a result not yet acknowledged is presented "
              "in Result"),
     NodeSpec("ResultAck", "Boolean", "write true to acknowledge the presented result; the "
-             "station sets it back to false and presents the next one (if any, with a new "
-             "Sequence). true with no result presented: BadInvalidState", writable=True),
+             "station sets it back to false and presents the next one at once (if one waits: "
+             "compare Sequence). true with no result presented: BadInvalidState",
+             writable=True),
     NodeSpec("Counts", "Object", "this shift's counts"),
     NodeSpec("Counts.Inspected", "UInt32", "parts inspected"),
     NodeSpec("Counts.Passed", "UInt32", "parts passed"),

@@ -263,6 +263,45 @@ defects = {json.dumps(list(line_defects))}""", trigger='mode = "free_run"\nline_
     assert len(rises) == sum(labels) == pulses, "one Reject pulse per defective part"
 
 
+def test_results_waiting_behind_the_ack_are_presented_one_by_one(tiny_models: Path,
+                                                                 tmp_path: Path) -> None:
+    """A station that triggers itself (every frame a part) while the PLC is slow: results
+    queue, none is overwritten; each ResultAck presents the next with the next Sequence."""
+    frames = part_frames(tmp_path / "frames", 4)
+    recipe = ua_recipe(tmp_path, tiny_models, name="alpha", number=1, port=free_port(),
+                       frames=frames, trigger="hardware")
+
+    async def the_plc(url: str, handshake: PlcHandshake, host: StationHost) -> list[dict]:
+        async with OpcUaPlc(url) as plc:
+            await asyncio.get_running_loop().run_in_executor(None, host.start)
+            assert await eventually(lambda: plc.read("ResultValid"), True) is True
+            assert wait_for(lambda: handshake.results_waiting >= 4, 30.0)
+            await asyncio.get_running_loop().run_in_executor(None, host.engine.stop)
+            waiting = handshake.results_waiting
+            got = []
+            for _ in range(waiting):
+                seq = await plc.read("Result.Sequence")
+                assert await plc.read("ResultValid") is True
+                got.append(await plc.read_result())
+                await plc.acknowledge()
+                await eventually(lambda: plc.read("Result.Sequence"), seq + 1, timeout=5.0)
+            assert await eventually(lambda: plc.read("ResultValid"), False) is False
+            with pytest.raises(ua.uaerrors.BadInvalidState):
+                await plc.acknowledge()
+            return got
+
+    with serving(recipe) as (host, handshake, server):
+        got = asyncio.run(the_plc(server.url, handshake, host))
+        results = host.engine.results()
+        assert handshake.acknowledged == len(got)
+        assert handshake.overruns + len(got) == len(results), "a full queue drops the oldest"
+    first = got[0]["Sequence"]
+    assert [r["Sequence"] for r in got] == list(range(first, first + len(got)))
+    kept = results[len(results) - len(got):]
+    assert [r["PartId"] for r in got] == [r.part_id for r in kept]
+    assert [r["Verdict"] for r in got] == [r.verdict for r in kept]
+
+
 # -- bad input from the network ----------------------------------------------------------------
 
 
