@@ -87,6 +87,7 @@ class OpcUaServer:
         self.port: int | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
+        self._ending = threading.Event()  # stop() was called (maybe before the loop ran)
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -128,21 +129,22 @@ class OpcUaServer:
         if self._thread is not None:
             return
         self._ready.clear()
+        self._ending.clear()
         self._error = None
         self._thread = threading.Thread(target=self._run, name="opcua", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
             self.stop()
-            raise OpcUaStartError(f"opcua.endpoint = {self.settings.endpoint!r}: the server did not "
-                                   f"start within {timeout:.0f} s")
+            raise OpcUaStartError(f"opcua.endpoint = {self.settings.endpoint!r}: the server did "
+                                  f"not start within {timeout:.0f} s")
         if self._error is not None:
             error, self._error = self._error, None
             self._thread.join(10.0)
             self._thread = None
             if isinstance(error, OpcUaStartError):
                 raise error
-            raise OpcUaStartError(f"opcua.endpoint = {self.settings.endpoint!r}: cannot serve it: "
-                                   f"{error}") from error
+            raise OpcUaStartError(f"opcua.endpoint = {self.settings.endpoint!r}: cannot serve "
+                                  f"it: {error}") from error
         log.info("OPC UA server listening on %s", self.url)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -150,6 +152,7 @@ class OpcUaServer:
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        self._ending.set()  # first: a loop not running yet sees it once it is (see _main)
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None:
             with contextlib.suppress(RuntimeError):  # the loop has ended already
@@ -185,13 +188,15 @@ class OpcUaServer:
         try:
             await server.start()
         except OSError as exc:
-            raise OpcUaStartError(f"opcua.endpoint = {self.settings.endpoint!r}: cannot listen on "
-                                   f"{self.listen.host}:{self.listen.port}: {exc.strerror or exc}"
-                                   ) from exc
+            raise OpcUaStartError(f"opcua.endpoint = {self.settings.endpoint!r}: cannot listen "
+                                  f"on {self.listen.host}:{self.listen.port}: "
+                                  f"{exc.strerror or exc}") from exc
         self._server = server
         self.port = server.bserver.port if server.bserver is not None else self.listen.port
-        self._loop = asyncio.get_running_loop()
         self._stop, self._wake = asyncio.Event(), asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._ending.is_set():  # stop() came while the server was starting
+            self._stop.set()
         await self._refresh()
         self.handshake.changed.connect(self._poke)
         self.host.engine_changed.connect(self._on_engine_changed)
@@ -206,7 +211,7 @@ class OpcUaServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
             await server.stop()
-            self._server = None
+            self._server = self._loop = None
             log.info("OPC UA server on %s stopped", self.url)
 
     async def _make_server(self) -> Server:
