@@ -99,6 +99,9 @@ class OpcUaServer:
         self._catalogue: list[RecipeEntry] = []
         self._catalogue_at = -math.inf
         self._has_reject = False
+        self._rises = 0  # Reject pulses begun (pulse thread), and those shown (the loop)
+        self._rises_shown = 0
+        self._reject_hold = 0.0  # monotonic time a late-shown pulse ends
         self._own_ack: ua.DataValue | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -184,6 +187,7 @@ class OpcUaServer:
 
     async def _main(self) -> None:
         self._shown, self._shown_seq, self._catalogue_at = {}, None, -math.inf  # a new space
+        self._rises_shown = self._rises
         server = await self._make_server()
         try:
             await server.start()
@@ -199,6 +203,7 @@ class OpcUaServer:
             self._stop.set()
         await self._refresh()
         self.handshake.changed.connect(self._poke)
+        self.host.pulse.changed.connect(self._on_pulse)
         self.host.engine_changed.connect(self._on_engine_changed)
         refresher = asyncio.create_task(self._refresher())
         self._ready.set()
@@ -206,6 +211,7 @@ class OpcUaServer:
             await self._stop.wait()
         finally:
             self.handshake.changed.disconnect(self._poke)
+            self.host.pulse.changed.disconnect(self._on_pulse)
             self.host.engine_changed.disconnect(self._on_engine_changed)
             refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -237,6 +243,12 @@ class OpcUaServer:
             return
         with contextlib.suppress(RuntimeError):  # the loop is closing
             loop.call_soon_threadsafe(wake.set)
+
+    def _on_pulse(self, active: bool) -> None:
+        """A Reject pulse began: latched, so it is shown even if the loop is late for it."""
+        if active:
+            self._rises += 1
+        self._poke()
 
     def _on_engine_changed(self, _engine: object) -> None:
         self._catalogue_at = -math.inf  # a changeover: re-read the folder, the Reject node
@@ -279,6 +291,8 @@ class OpcUaServer:
         values = station_values(self.handshake, self._catalogue)
         if not self._has_reject:
             values.pop(REJECT_PATH)
+        else:
+            values[REJECT_PATH] = self._show_reject(values[REJECT_PATH])
         result = self.handshake.current_result()
         if result is not None and result.seq != self._shown_seq:
             if self._shown.get("ResultValid"):
@@ -289,6 +303,18 @@ class OpcUaServer:
         for path, value in values.items():
             await self._write(path, value)
         await self._write("ResultValid", result is not None)
+
+    def _show_reject(self, active: bool) -> bool:
+        """Reject as shown: a pulse that began and ended between two refreshes (a loop late
+        on a loaded machine) is shown late, held a pulse width, rather than not at all."""
+        now = time.monotonic()
+        if self._rises != self._rises_shown:
+            self._rises_shown = self._rises
+            if not active and self._loop is not None and self._wake is not None:
+                width_s = self.host.recipe.reject.pulse_ms / 1000.0
+                self._reject_hold = now + width_s
+                self._loop.call_later(width_s, self._wake.set)
+        return active or now < self._reject_hold
 
     async def _write(self, path: str, value: Any) -> None:
         if path in self._shown and _same(self._shown[path], value):

@@ -533,7 +533,6 @@ def test_bench_measures_trigger_to_result_valid(tiny_models: Path, tmp_path: Pat
     assert (rep.protocol, rep.parts, rep.refused) == ("opcua", 12, 0)
     assert 0.0 < rep.p50_ms <= rep.p99_ms <= rep.max_ms < 10_000.0
     assert 0.0 < rep.verdict_p50_ms <= rep.verdict_p99_ms, "the engine's own latency"
-    assert rep.verdict_p50_ms < rep.p50_ms, "over OPC UA is the engine's latency and more"
     assert "opcua: trigger -> result-valid over 12 parts: p50" in rep.line()
     db = sqlite3.connect(tmp_path / "records" / "station.sqlite")
     assert db.execute("SELECT count(*) FROM parts").fetchone()[0] == 14, \
