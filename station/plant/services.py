@@ -14,6 +14,7 @@ from typing import Protocol
 from station.plant.handshake import PlcHandshake
 from station.plant.host import StationHost
 from station.plant.modbus_server import ModbusServer
+from station.plant.opcua_server import OpcUaServer
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class PlantServices:
                 modbus = ModbusServer.from_recipe(self.plc, recipe)
                 modbus.start()
                 self.servers.append(modbus)
+            if recipe.opcua.enabled:
+                opcua = OpcUaServer.from_recipe(self.plc, recipe)
+                opcua.start()
+                self.servers.append(opcua)
         except OSError:
             self.stop()
             raise
