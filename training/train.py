@@ -28,7 +28,12 @@ from station.sources.datasets import dataset_fingerprint, read_dataset
 from station.vision.align import AlignParams, crop_height
 from station.vision.localize import LocalizeParams
 from station.vision.preprocess import PreprocessSpec, prepare_batch
-from training.autoencoder import AutoencoderOptions, score_batches, train_autoencoder
+from training.autoencoder import (
+    AutoencoderOptions,
+    neighbour_head,
+    score_batches,
+    train_autoencoder,
+)
 from training.data import CropSet, Split, SplitOptions, compute_crops, make_split
 from training.device import pick_device
 from training.export import export_onnx, now_iso, parity, write_metadata
@@ -438,18 +443,37 @@ def _fuse_scores(model_norm: np.ndarray, cs_samples: list, fuse_samples: list) -
     return np.array([model_norm[idx[s.path]] if s.path in idx else np.nan for s in fuse_samples])
 
 
+def _ae_options(opts: TrainOptions, loc: LocalizeParams, minutes: float) -> AutoencoderOptions:
+    """The autoencoder's options for this product: a fixed region (the crop IS the part) is
+    scored edge to edge and, never aligned by the station, gets more jitter."""
+    ae = AutoencoderOptions(**{**opts.ae.to_dict(), "seed": opts.seed, "minutes": minutes})
+    if opts.epochs:
+        ae.epochs = opts.epochs
+    fixed = loc.method == "fixed"
+    if ae.jitter_px < 0:
+        ae.jitter_px = 2 if fixed else 1
+    ae.whole_region = ae.whole_region or fixed
+    if ae.reference not in ("neighbours", "network"):
+        raise ValueError(f"autoencoder reference {ae.reference!r}: expected neighbours or network")
+    return ae
+
+
 def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minutes, device,
               path: Path, log: TrainLog, fuse_samples):
-    ae_opts = AutoencoderOptions(**{**opts.ae.to_dict(), "seed": opts.seed, "minutes": minutes})
-    if opts.epochs:
-        ae_opts.epochs = opts.epochs
+    ae_opts = _ae_options(opts, loc, minutes)
     train_t = prepare_batch(crops.select(roles["train_good"]).good_crops(), spec)
     val_t = prepare_batch(crops.select(roles["val_good"]).good_crops(), spec)
     if len(val_t) < 2:  # tiny data sets: statistics from the training crops themselves
         val_t = train_t
-    print(f"autoencoder: {len(train_t)} training crops, {len(val_t)} for per-pixel statistics, "
-          f"{minutes:.1f} min budget, {spec.size}x{spec.crop_height}px, device {device}")
-    res = train_autoencoder(train_t, val_t, ae_opts, device=device, progress=opts.progress, log=log)
+    print(f"autoencoder ({ae_opts.reference}): {len(train_t)} good training crops, "
+          f"{len(val_t)} for per-pixel statistics, {spec.size}x{spec.crop_height}px"
+          + (f", {minutes:.1f} min budget, device {device}" if ae_opts.reference == "network"
+             else f", {ae_opts.neighbours} nearest, jitter {ae_opts.jitter_px} px"))
+    if ae_opts.reference == "network":
+        res = train_autoencoder(train_t, val_t, ae_opts, device=device, progress=opts.progress,
+                                log=log)
+    else:
+        res = neighbour_head(train_t, val_t, ae_opts)
     log({"model": "autoencoder", "event": "calibrated", **res.calibration})
     thr_set = _ok(crops.select(roles["thr_good"] + roles["val_labeled"] + roles["train_defect"]))
     thr_t = prepare_batch(list(thr_set.crops), spec)
@@ -459,14 +483,15 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     _, raw = score_batches(res.head, thr_t)
     choice = choose_threshold(raw, labels)
     metrics = _val_metrics(raw, labels, choice.value)
-    arch = {"name": "conv_autoencoder_l1_pixelnorm", **ae_opts.to_dict(),
+    arch = {"name": "conv_autoencoder_l1_pixelnorm" if ae_opts.reference == "network"
+            else "nearest_good_l1_pixelnorm", **ae_opts.to_dict(),
             "calibration": res.calibration, "epochs_run": max(
                 (h.get("epoch", 0) for h in res.history), default=0)}
     meta = _metadata("autoencoder", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)
     export_onnx(res.head, path, meta, torch.from_numpy(thr_t[:2]))
     diffs = _check_parity(res.head, path, thr_t[:8], log, "autoencoder")
     int8 = None
-    if opts.int8:
+    if opts.int8 and ae_opts.reference == "network":  # retrieval has no convolutions to speed up
         calib_from = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
         calib, check = _int8_sets(calib_from, thr_set, spec, opts.seed)
         int8 = _quantize("autoencoder", path, meta, calib, check, _head_nodes(path), log)

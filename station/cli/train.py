@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ae-share", type=float, default=None,
                         help="share of --minutes the autoencoder gets when both models train "
                              "(default: the training default)")
+    parser.add_argument("--ae-reference", choices=("neighbours", "network"), default=None,
+                        help="what the autoencoder reconstructs a part from: the nearest good "
+                             "training parts (default: nothing to train) or its trained network")
     parser.add_argument("--width", type=float, default=None,
                         help="classifier width multiplier (1.0 = VGG16 proper; default: the "
                              "classifier's CPU-friendly default)")
@@ -87,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         opts.ae_share = args.ae_share
+    if args.ae_reference:
+        opts.ae.reference = args.ae_reference
     try:
         summary = train(opts)
     except (DatasetError, ValueError, FileNotFoundError) as exc:

@@ -230,7 +230,7 @@ def validate(
     if len(dims) != 4 or any(d is not None and d != w for d, w in zip(dims[1:], want[1:], strict=True)):
         raise ModelRefused(source, f"graph input {name!r} has shape {list(shape)}, but the "
                                    f"preprocess spec makes [N, {want[1]}, {want[2]}, {want[3]}]")
-    _validate_outputs(meta, outputs, int(spec.size), int(spec.size), source)
+    _validate_outputs(meta, outputs, int(spec.crop_height), int(spec.size), source)
 
 
 def allowed_outputs(kind: str) -> list[tuple[str, ...]]:

@@ -1,6 +1,7 @@
-"""The convolutional autoencoder: its network and in-graph scoring head (:mod:`.model`), the
-part region it scores (:mod:`.region`), its knobs (:mod:`.options`) and its training
-(:mod:`.train`)."""
+"""The anomaly model ("autoencoder" in the model contract): the scoring head that makes the
+map and score in-graph (:mod:`.model`), its reconstruction (the nearest good parts,
+:mod:`.neighbours`, or the convolutional autoencoder network), the part region it scores
+(:mod:`.region`), its knobs (:mod:`.options`) and its training (:mod:`.train`)."""
 
 from training.autoencoder.model import (
     ConvAutoencoder,
@@ -9,17 +10,20 @@ from training.autoencoder.model import (
     gaussian_kernel,
     score_batches,
 )
+from training.autoencoder.neighbours import NeighbourReference
 from training.autoencoder.options import AutoencoderOptions
 from training.autoencoder.region import part_region
-from training.autoencoder.train import AutoencoderResult, train_autoencoder
+from training.autoencoder.train import AutoencoderResult, neighbour_head, train_autoencoder
 
 __all__ = [
     "AutoencoderOptions",
     "AutoencoderResult",
     "ConvAutoencoder",
     "GaussianBlur",
+    "NeighbourReference",
     "ScoringHead",
     "gaussian_kernel",
+    "neighbour_head",
     "part_region",
     "score_batches",
     "train_autoencoder",

@@ -61,6 +61,10 @@ class ConvAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(x))
 
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean absolute reconstruction error over the channels, [N, 1, H, W]."""
+        return (x - self(x)).abs().mean(dim=1, keepdim=True)
+
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
     """1-D normalized Gaussian taps (odd length, radius 3 sigma)."""
@@ -91,7 +95,7 @@ class GaussianBlur(nn.Module):
 class ScoringHead(nn.Module):
     """Autoencoder + in-graph scoring: ``image`` -> (``anomaly_map`` [N,1,H,W], ``score`` [N])."""
 
-    def __init__(self, net: ConvAutoencoder, size: int | tuple[int, int],
+    def __init__(self, net: nn.Module, size: int | tuple[int, int],
                  options: AutoencoderOptions) -> None:
         """``size``: the crop side (square) or its (height, width)."""
         super().__init__()
@@ -105,9 +109,10 @@ class ScoringHead(nn.Module):
         self.register_buffer("roi", torch.ones(1, 1, h, w))
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
-        """Smoothed mean absolute reconstruction error, [N, 1, H, W]."""
-        r = (x - self.net(x)).abs().mean(dim=1, keepdim=True)
-        return self.blur(r)
+        """Smoothed absolute residual against the reconstruction, [N, 1, H, W]: the network's
+        (:class:`ConvAutoencoder`) or the nearest good parts'
+        (:class:`~training.autoencoder.neighbours.NeighbourReference`)."""
+        return self.blur(self.net.residual(x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         amap = (self.residual(x) - self.mu) / self.sd * self.roi

@@ -11,6 +11,16 @@ from typing import Any
 class AutoencoderOptions:
     """Architecture, training and scoring knobs (all land in the model's ``architecture``)."""
 
+    # "neighbours": reconstruct from the nearest good training crops (retrieval, see
+    # training.autoencoder.neighbours; nothing to train, the budget goes to the classifier);
+    # "network": the convolutional autoencoder trained below.
+    reference: str = "neighbours"
+    neighbours: int = 5  # nearest good crops a crop is compared with
+    jitter_px: int = -1  # how far a neighbour's pixel may move; -1 = by product kind: 1 for a
+    #                      found and turned part (aligned to ~1 px), 2 for a fixed region
+    input_blur: float = 1.0  # Gaussian blur of crop and bank before comparing (sensor noise)
+    bank_max: int = 400  # good crops kept in the bank (a seeded sample beyond that)
+    whole_region: bool = False  # score the whole crop (a fixed region: the crop IS the part)
     base_channels: int = 16  # channels after the first stage; doubled per stage (capped)
     max_channels: int = 64
     depth: int = 3  # number of stride-2 stages: the bottleneck is size / 2**depth
@@ -20,9 +30,9 @@ class AutoencoderOptions:
     lr: float = 2e-3
     weight_decay: float = 1e-5
     shift_px: int = 2  # random translation augmentation (crop pixels), absorbs alignment jitter
-    blur_sigma: float = 2.0  # Gaussian smoothing of the residual (crop pixels)
-    sd_floor: float = 0.1  # sd floor as a fraction of the mean sd: no division by ~0
-    sd_blur_sigma: float = 2.0  # smoothing of the per-pixel statistics (few validation crops)
+    blur_sigma: float = 3.0  # Gaussian smoothing of the residual (crop pixels)
+    sd_floor: float = 0.3  # sd floor as a fraction of the mean sd: no division by ~0
+    sd_blur_sigma: float = 3.0  # smoothing of the per-pixel statistics (few validation crops)
     roi_dilate_frac: float = 0.02  # part region grown by this share of the crop side
     roi_border_frac: float = 0.025  # crop edge band never scored (padding artefacts)
     roi_min_share: float = 0.2  # a pixel is part region when this share of good crops has part there

@@ -19,6 +19,8 @@ def part_region(tensors: np.ndarray, options: AutoencoderOptions) -> np.ndarray:
     """
     x = np.asarray(tensors, np.float32).mean(axis=1)  # [N, H, W]
     n, h, w = x.shape
+    if options.whole_region:  # a fixed region: the crop is the part, edge to edge
+        return _without_border(np.ones((h, w), np.uint8), options)
     r = max(1, int(round(0.125 * min(h, w))))
     ring = np.concatenate([x[:, :r].reshape(n, -1), x[:, -r:].reshape(n, -1),
                            x[:, :, :r].reshape(n, -1), x[:, :, -r:].reshape(n, -1)], axis=1)
@@ -30,9 +32,14 @@ def part_region(tensors: np.ndarray, options: AutoencoderOptions) -> np.ndarray:
     k = max(1, int(round(options.roi_dilate_frac * max(h, w))))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
     region = cv2.dilate(region, kernel)
-    # the crop's own edge is out: convolutions see padding there, not the part
-    b = max(2, int(round(options.roi_border_frac * max(h, w))))
-    region[:b], region[-b:], region[:, :b], region[:, -b:] = 0, 0, 0, 0
     if region.sum() == 0:  # nothing found (blank crops): score everywhere
         region[:] = 1
+    return _without_border(region, options)
+
+
+def _without_border(region: np.ndarray, options: AutoencoderOptions) -> np.ndarray:
+    """The crop's own edge is out: convolutions and blurs see padding there, not the part."""
+    h, w = region.shape
+    b = max(2, int(round(options.roi_border_frac * max(h, w))))
+    region[:b], region[-b:], region[:, :b], region[:, -b:] = 0, 0, 0, 0
     return region.astype(np.float32)

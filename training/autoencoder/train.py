@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from training.autoencoder.model import ConvAutoencoder, ScoringHead
+from training.autoencoder.neighbours import NeighbourReference, bank_from
 from training.autoencoder.options import AutoencoderOptions
 from training.autoencoder.region import part_region
 
@@ -214,3 +215,19 @@ def train_autoencoder(
     calibration = head.calibrate(np.ascontiguousarray(val_good, dtype=np.float32), options,
                                  region_from=train)
     return AutoencoderResult(head=head.cpu().eval(), history=history, calibration=calibration)
+
+
+def neighbour_head(train: np.ndarray, val_good: np.ndarray, options: AutoencoderOptions
+                   ) -> AutoencoderResult:
+    """The retrieval reference over good prepared crops [N,C,H,W]: nothing to train; the head
+    is calibrated on ``val_good`` like the network's."""
+    if train.ndim != 4:
+        raise ValueError(f"expected prepared crops [N,C,H,W], got shape {train.shape}")
+    bank = bank_from(np.ascontiguousarray(train, dtype=np.float32), options)
+    ref = NeighbourReference(bank, options.neighbours, max(0, options.jitter_px),
+                             options.input_blur)
+    head = ScoringHead(ref, (int(train.shape[-2]), int(train.shape[-1])), options).eval()
+    calibration = head.calibrate(np.ascontiguousarray(val_good, dtype=np.float32), options,
+                                 region_from=train)
+    calibration["bank"] = int(len(bank))
+    return AutoencoderResult(head=head, history=[], calibration=calibration)
