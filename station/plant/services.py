@@ -36,12 +36,18 @@ class PlantServices:
 
     def __init__(self, host: StationHost) -> None:
         self.host = host
-        self.plc = PlcHandshake(host)
+        # The handshake latches results for a PLC to acknowledge: only where a PLC is served
+        # (without one, nobody would ever acknowledge and its queue would only overflow).
+        recipe = host.recipe
+        self.plc: PlcHandshake | None = (PlcHandshake(host) if recipe.modbus.enabled
+                                         or recipe.opcua.enabled else None)
         self.servers: list[PlantServer] = []
 
     def start(self) -> None:
         """Start each enabled server; on a failure those already started are stopped."""
         recipe = self.host.recipe
+        if self.plc is None:
+            return
         try:
             if recipe.modbus.enabled:
                 modbus = ModbusServer.from_recipe(self.plc, recipe)
@@ -68,4 +74,5 @@ class PlantServices:
             except Exception:
                 log.exception("stopping %s failed", type(server).__name__)
         self.servers.clear()
-        self.plc.close()
+        if self.plc is not None:
+            self.plc.close()

@@ -61,7 +61,7 @@ def test_bench_writes_pipeline_and_model_numbers(model_dir: Path, tmp_path: Path
     out = tmp_path / "bench.json"
     rc = main(["bench", "--models", str(model_dir), "--json", str(out), "--parts", "12",
                "--repeats", "3", "--threads", "1", "--min-seconds", "0.1",
-               "--long-parts", "300"])
+               "--long-parts", "300", "--plant-parts", "5", "--plant-seconds", "3"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "ratio" in printed and str(out) in printed
@@ -110,6 +110,17 @@ def test_bench_writes_pipeline_and_model_numbers(model_dir: Path, tmp_path: Path
     assert long.get("peak_rss_mb", 1.0) > 0
     assert result["peak_rss_mb"] > 0
     assert "long run: 300 parts" in printed and "300 rows (= parts)" in printed
+    # the plant network: a real pymodbus / asyncua client triggers 5 parts each and waits for
+    # result-valid; MQTT through a real local Mosquitto
+    plant = result["plant"]
+    for proto in ("modbus", "opcua"):
+        rep = plant[f"{proto}_trigger_to_result_valid"]
+        assert rep["parts"] == 5 and 0 < rep["p50_ms"] <= rep["p99_ms"] <= rep["max_ms"]
+        assert f"{proto}: trigger -> result-valid over 5 parts" in printed
+    if "skipped" not in plant["mqtt"]:
+        assert plant["mqtt"]["publisher"]["messages_per_s"] > 0
+        line = plant["mqtt"]["line"]
+        assert line["parts"] > 0 and 0 < line["p50_ms"] <= line["p99_ms"]
 
 
 def test_bench_refuses_a_folder_without_models(tmp_path: Path, capsys):

@@ -70,7 +70,7 @@ def trained(tmp_path_factory):
     out = base / "models"
     rc = main(["train", "--data", str(data), "--out", str(out), "--size", "64",
                "--cls-size", "64", "--epochs", "2", "--minutes", "0.5", "--folds", "2",
-               "--fold", "0", "--width", "0.05", "--quiet"])
+               "--fold", "0", "--width", "0.05", "--ae-reference", "network", "--quiet"])
     assert rc == 0
     return data, out
 

@@ -63,9 +63,7 @@ class NeighbourReference(nn.Module):
         padded = F.pad(b, (j, j, j, j), mode="replicate") if j else b
         # float16 halves the file; only the k crops gathered are cast to float32
         self.register_buffer("bank", padded.half())
-        flat = self._retrieval_view(b)
-        self.register_buffer("flat", flat.t().contiguous())  # [D, K]
-        self.register_buffer("norms", (flat**2).sum(1)[None])  # [1, K]
+        self.register_buffer("flat", self._retrieval_view(b)[None])  # [1, K, D]
 
     @staticmethod
     def _retrieval_view(x: torch.Tensor) -> torch.Tensor:
@@ -75,8 +73,10 @@ class NeighbourReference(nn.Module):
 
     def nearest(self, q: torch.Tensor) -> torch.Tensor:
         """Indices [N, k] of the bank crops nearest to the (blurred) queries."""
-        qf = self._retrieval_view(q)
-        d = self.norms - 2.0 * (qf @ self.flat)  # |q|^2 is the same for every bank crop
+        # the squared differences themselves, not |q|^2 - 2 q.b + |b|^2: that expansion loses
+        # the small distance between two near parts to rounding, and torch and onnxruntime
+        # would then pick different neighbours
+        d = ((self._retrieval_view(q)[:, None] - self.flat) ** 2).sum(dim=2)  # [N, K]
         return torch.topk(-d, self.k, dim=1).indices
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ class AutoencoderOptions:
     reference: str = "neighbours"
     neighbours: int = 5  # nearest good crops a crop is compared with
     jitter_px: int = -1  # how far a neighbour's pixel may move; -1 = by product kind: 1 for a
-    #                      found and turned part (aligned to ~1 px), 2 for a fixed region
+    #                      found and turned part (aligned to ~1 px), 4 for a fixed region
     input_blur: float = 1.0  # Gaussian blur of crop and bank before comparing (sensor noise)
     bank_max: int = 400  # good crops kept in the bank (a seeded sample beyond that)
     whole_region: bool = False  # score the whole crop (a fixed region: the crop IS the part)
