@@ -52,21 +52,14 @@ def ensure_demo_models(folder: Path = DEMO_MODELS, retrain: bool = False,
     from station.cli import require_torch
 
     require_torch("demo (to train its models on first run)")
-    from station.config import load_recipe
-    from station.sim import write_line_dataset
-    from station.sim.conveyor import SimulatedConveyor
+    from station.sim import write_mvtec_dataset
     from training.train import TrainOptions, train
 
     t0 = time.monotonic()
-    print(f"station demo: first run — training the demo models on parts from the simulated "
-          f"line (about {seconds:.0f} s) into {folder}", flush=True)
-    sim = load_recipe(DEMO_RECIPE, check_files=False).camera.simulated
-    # the demo line's own camera and belt, other parts (another seed), half of them defective
-    conveyor = SimulatedConveyor(width=sim.width, height=sim.height, fps=sim.fps,
-                                 speed_px_s=sim.speed_px_s, pitch_px=sim.pitch_px,
-                                 defect_rate=0.5, seed=sim.seed + 1000, color=sim.color)
-    write_line_dataset(DEMO_DATA, conveyor, n_train_good=150, n_test_good=30,
-                       n_test_per_defect=10, overwrite=True)
+    print(f"station demo: first run — training the demo models on synthetic parts "
+          f"(about {seconds:.0f} s) into {folder}", flush=True)
+    write_mvtec_dataset(DEMO_DATA, n_train_good=120, n_test_good=24, n_test_per_defect=8,
+                        size=256, seed=1, overwrite=True)
     train(TrainOptions(
         data=DEMO_DATA, out=folder, size=96, cls_size=96, width=0.125, minutes=seconds / 60.0,
         rule="auto", int8=True, progress=sys.stderr.isatty(), cache=DEMO_DATA.parent / "cache"))

@@ -5,7 +5,7 @@ a part on a pixel grid; ``render`` makes whole photos with exact masks; ``datase
 in the MVTec AD layout; ``conveyor`` and ``source`` run the simulated line.
 """
 
-from station.sim.dataset import write_line_dataset, write_mvtec_dataset
+from station.sim.dataset import write_mvtec_dataset
 from station.sim.defects import DEFECT_TYPES
 from station.sim.layers import render_sprite
 from station.sim.parts import (  # the package's public names: import them from station.sim
@@ -26,6 +26,5 @@ __all__ = [
     "part_extent",
     "render_part",
     "render_sprite",
-    "write_line_dataset",
     "write_mvtec_dataset",
 ]
