@@ -4,34 +4,41 @@ a local Mosquitto. Each figure runs the bench's own models on the demo line."""
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 
-def with_models(recipe: Any, model_dir: Path) -> Any:
-    """The recipe running the bench's model files (absolute paths)."""
+def with_models(recipe: Any, model_dir: Path, records_dir: Path) -> Any:
+    """The recipe running the bench's model files (absolute paths), its records in
+    ``records_dir`` (never the line's own database, which a running station holds)."""
     models = replace(recipe.models, autoencoder=str((model_dir / "autoencoder.onnx").resolve()),
                      classifier=str((model_dir / "classifier.onnx").resolve()))
-    return replace(recipe, models=models)
+    records = replace(recipe.records, database=str(records_dir / "bench.sqlite"),
+                      images_dir=str(records_dir / "images"))
+    return replace(recipe, models=models, records=records)
 
 
 def bench_plant(recipe: Any, model_dir: Path, parts: int, line_seconds: float = 30.0
                 ) -> dict[str, Any]:
     """PLC latencies over ``parts`` parts each, MQTT rate and the line's publish latency;
     a protocol that cannot run here (no broker binary) is reported with the reason."""
+    with tempfile.TemporaryDirectory(prefix="station-plant-bench-") as tmp:
+        return _bench(with_models(recipe, model_dir, Path(tmp)), parts, line_seconds)
+
+
+def _bench(recipe: Any, parts: int, line_seconds: float) -> dict[str, Any]:
     from station.plant.latency import measure_modbus_latency
+    from station.plant.mosquitto import find_mosquitto
     from station.plant.mqtt_bench import bench_line, bench_mqtt
     from station.plant.opcua_latency import measure_opcua_latency
 
-    recipe = with_models(recipe, model_dir)
     out: dict[str, Any] = {}
     for name, measure in (("modbus", measure_modbus_latency), ("opcua", measure_opcua_latency)):
         rep = measure(recipe, parts)
         out[f"{name}_trigger_to_result_valid"] = asdict(rep)
         print(rep.line(), flush=True)
-    from station.plant.mosquitto import find_mosquitto
-
     if find_mosquitto() is None:
         out["mqtt"] = {"skipped": "no mosquitto broker installed (apt-get install mosquitto)"}
         return out
