@@ -248,6 +248,8 @@ class Engine:
                 thread.join(10.0)
         self._thread = self._crop_thread = None
         self._running = False
+        if self._rows is not None:  # recorded means on disk: the next engine numbers from it
+            self._rows.drain(10.0)
         emit_safely(self.events.state, EngineState.STOPPED)
         self.watch.refresh()
 
