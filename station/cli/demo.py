@@ -8,6 +8,7 @@ for the air-jet. Opens the operator window, or runs headless with ``--headless``
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,7 @@ def ensure_demo_models(folder: Path = DEMO_MODELS, retrain: bool = False,
     t0 = time.monotonic()
     print(f"station demo: first run — training the demo models on synthetic parts "
           f"(about {seconds:.0f} s) into {folder}", flush=True)
+    shutil.rmtree(DEMO_DATA, ignore_errors=True)  # whatever an older demo left there
     write_mvtec_dataset(DEMO_DATA, n_train_good=120, n_test_good=24, n_test_per_defect=8,
                         size=256, seed=1, overwrite=True)
     train(TrainOptions(
