@@ -132,6 +132,21 @@ def wait_for(predicate, timeout: float) -> bool:
 # -- the simulated line into a PLC peer ------------------------------------------------------
 
 
+
+def simulated_line(defects: tuple[str, ...] | list[str]) -> str:
+    """The ``[camera]`` text of the simulated line the line tests run: 3 parts/s, 40 %
+    defective (of ``defects``), seed 11."""
+    return f"""source = "simulated"
+[camera.simulated]
+width = 480
+height = 270
+fps = 30
+speed_px_s = 720
+pitch_px = 240
+defect_rate = 0.4
+seed = 11
+defects = {json.dumps(list(defects))}"""
+
 def test_every_defective_part_gets_one_timed_reject(line_models: Path, line_defects: tuple,
                                                     tmp_path: Path) -> None:
     """Free-run trigger on the simulated conveyor with known defective parts; the PLC peer on
@@ -146,16 +161,7 @@ def test_every_defective_part_gets_one_timed_reject(line_models: Path, line_defe
     delay_ms = 400.0
     recipe_path = write_recipe(
         tmp_path, line_models, rule="classifier",
-        camera=f"""source = "simulated"
-[camera.simulated]
-width = 480
-height = 270
-fps = 30
-speed_px_s = 720
-pitch_px = 240
-defect_rate = 0.4
-seed = 11
-defects = {json.dumps(list(line_defects))}""",
+        camera=simulated_line(line_defects),
         trigger='mode = "free_run"\nline_frac = 0.5',
         reject=f"""enabled = true
 port = "{peer.port}"

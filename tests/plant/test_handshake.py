@@ -3,7 +3,6 @@ Reject bit through the reject scheduler, and every verdict of the simulated line
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from station.config import load_recipe
 from station.plant import PlcHandshake, PlcState, StationHost
-from tests.e2e.test_engine import wait_for, write_recipe
+from tests.e2e.test_engine import simulated_line, wait_for, write_recipe
 from tests.plant.plc_recipes import folder_recipe
 
 CODES = {"PASS": 1, "REJECT": 2, "ERROR": 3}
@@ -113,16 +112,7 @@ def test_handshake_on_the_simulated_line_matches_the_conveyor(line_models: Path,
                                                               tmp_path: Path) -> None:
     """Free-run trigger on the simulated conveyor; a PLC thread does ResultValid/ResultAck
     for every part and gets every verdict, in order, matching the conveyor's truth."""
-    path = write_recipe(tmp_path, line_models, rule="classifier", camera=f"""source = "simulated"
-[camera.simulated]
-width = 480
-height = 270
-fps = 30
-speed_px_s = 720
-pitch_px = 240
-defect_rate = 0.4
-seed = 11
-defects = {json.dumps(list(line_defects))}""", trigger='mode = "free_run"\nline_frac = 0.5')
+    path = write_recipe(tmp_path, line_models, rule="classifier", camera=simulated_line(line_defects), trigger='mode = "free_run"\nline_frac = 0.5')
     host = StationHost(load_recipe(path))
     plc = PlcHandshake(host)
     got = []

@@ -4,7 +4,6 @@ the full handshake for every part, a changeover the PLC commands, and bad reques
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import sqlite3
 import struct
@@ -20,7 +19,7 @@ from station.config import load_recipe
 from station.plant import PlcHandshake, StationHost
 from station.plant.modbus_map import MIRROR, Coil, Input, Reg
 from station.plant.modbus_server import ModbusServer, ModbusStartError
-from tests.e2e.test_engine import part_frames, wait_for, write_recipe
+from tests.e2e.test_engine import part_frames, simulated_line, wait_for, write_recipe
 from tests.plant.plc_recipes import folder_recipe
 
 UNIT = 1
@@ -84,16 +83,7 @@ def test_plc_acknowledges_every_part_of_the_simulated_line(line_models: Path,
     PLC (a pymodbus client in its own thread) takes every result through ResultValid /
     ResultAck. Every verdict matches the conveyor's truth, none is missed or read twice, and
     the Reject bit pulsed once per defective part, through the reject scheduler."""
-    path = write_recipe(tmp_path, line_models, rule="classifier", camera=f"""source = "simulated"
-[camera.simulated]
-width = 480
-height = 270
-fps = 30
-speed_px_s = 720
-pitch_px = 240
-defect_rate = 0.4
-seed = 11
-defects = {json.dumps(list(line_defects))}""", trigger='mode = "free_run"\nline_frac = 0.5',
+    path = write_recipe(tmp_path, line_models, rule="classifier", camera=simulated_line(line_defects), trigger='mode = "free_run"\nline_frac = 0.5',
         reject='enabled = true\noutput = "plc"\ndelay_ms = 300\npulse_ms = 40',
         extra="[modbus]\nenabled = true\nport = 1502")
     got: list[dict] = []

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import math
 import signal
 import socket
@@ -42,7 +41,7 @@ from station.plant.opcua_auth import OpcUaStartError
 from station.plant.opcua_latency import PUBLISH_MS, OpcUaPlc, measure_opcua_latency
 from station.plant.opcua_nodes import layout_markdown
 from station.plant.opcua_server import OpcUaServer
-from tests.e2e.test_engine import part_frames, wait_for, write_recipe
+from tests.e2e.test_engine import part_frames, simulated_line, wait_for, write_recipe
 from tests.plant.plc_recipes import folder_recipe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -213,16 +212,7 @@ def test_simulated_line_over_opcua_matches_the_conveyor(line_models: Path, line_
     the OPC UA PLC reads and acknowledges every result, each matches the conveyor's truth,
     and Reject pulses once per defective part."""
     port = free_port()
-    path = write_recipe(tmp_path, line_models, rule="classifier", camera=f"""source = "simulated"
-[camera.simulated]
-width = 480
-height = 270
-fps = 30
-speed_px_s = 720
-pitch_px = 240
-defect_rate = 0.4
-seed = 11
-defects = {json.dumps(list(line_defects))}""", trigger='mode = "free_run"\nline_frac = 0.5',
+    path = write_recipe(tmp_path, line_models, rule="classifier", camera=simulated_line(line_defects), trigger='mode = "free_run"\nline_frac = 0.5',
         reject='enabled = true\noutput = "plc"\ndelay_ms = 150\npulse_ms = 60',
         extra=opcua_section(port))
     got: list[dict] = []
