@@ -386,6 +386,8 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     loc, align = opts.localize or LocalizeParams(), opts.align or AlignParams()
     cache = opts.cache or out / "cache"
     kinds = [opts.only] if opts.only else ["autoencoder", "classifier"]
+    for kind in kinds:  # an int8 copy left by an earlier run is not a copy of the new model
+        (out / f"{kind}.int8.onnx").unlink(missing_ok=True)
     budget = opts.minutes * 60.0
     summary: dict[str, Any] = {"models": {}, "split": counts}
     files: dict[str, str] = {}
