@@ -515,7 +515,13 @@ class Engine:
         self._finish(result)
 
     def _finish(self, result: PartResult, shed: bool = False) -> None:
-        """A part is done (judged, or shed): verdict to the scheduler, counts, its row."""
+        """A part is done (judged, or shed): verdict to the scheduler, counts, its row.
+
+        A part that never reached the models (shed, unreadable image, no frame) still gets
+        its trigger-to-verdict latency, so every record and PLC result carries one.
+        """
+        if not result.latency_ms and result.t_trigger:
+            result = replace(result, latency_ms=(time.monotonic() - result.t_trigger) * 1000.0)
         if not shed and result.trigger != MANUAL_TRIGGER:  # shed: the fail-safe acts for it
             self.scheduler.set_verdict(result.part_id, result.verdict)
         with self._lock:

@@ -9,7 +9,8 @@ Five ways a part announces itself, all ending in the same ``TriggerEvent`` (``ba
 * ``SoftwareTrigger`` (``software``) is the operator's button: the latest frame;
 * ``HardwareTrigger`` (``hardware``) is a GenICam camera in trigger mode: each delivered frame
   is a part;
-* ``PlcTrigger`` (``plc``) is the PLC's Trigger (station.plant): the latest frame.
+* ``PlcTrigger`` (``plc``) is the PLC's Trigger (station.plant): the latest frame (the first,
+  when it comes before any).
 
 Frame-driven triggers are fed with ``on_frame(frame)`` (every frame, in order, e.g. from an
 ``Acquisition`` frame listener); all triggers also deliver their events to listeners.

@@ -94,12 +94,13 @@ def test_a_trigger_burst_is_debounced_shed_explicitly_and_fully_recorded(tiny_mo
     assert 10 <= stats.parts <= burst_s / 0.020 + 2, (stats.parts, burst_s)
     assert stats.debounced == 2000 - stats.parts
     assert rows(tmp_path) == [(stats.parts,)], "every part, inspected or shed, has its row"
-    shed = rows(tmp_path, "SELECT verdict, reject_action, reject_reason FROM parts "
+    shed = rows(tmp_path, "SELECT verdict, reject_action, reject_reason, latency_ms FROM parts "
                           "WHERE error LIKE 'overload: shed%'")
     # whether this machine kept up with ~50 parts/s or not, the books balance
     assert len(shed) == stats.shed
     assert all(v == "ERROR" and a == "reject" and r.startswith("fail-safe reject: overload: shed")
-               for v, a, r in shed)
+               for v, a, r, _ in shed)
+    assert all(ms is not None and ms > 0 for *_, ms in shed), "a shed part keeps its latency"
     if stats.shed:
         assert shed_alarms and f"{stats.shed} part(s) shed" in shed_alarms[0].message
         assert not shed_alarms[0].active, "the condition ended once the station caught up"

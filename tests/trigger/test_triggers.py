@@ -17,6 +17,7 @@ from station.trigger import (
     FreeRunTrigger,
     HardwareTrigger,
     PartCounter,
+    PlcTrigger,
     SerialTrigger,
     SoftwareTrigger,
     TriggerEvent,
@@ -205,6 +206,25 @@ def test_serial_trigger_takes_the_frame_closest_to_the_pulse(tmp_path):
     assert all(e.source == "serial" and e.frame is not None for e in got)
     # the nearest frame of a 50 fps stream is at most half a period (+ scheduling) away
     assert all(abs(e.frame.timestamp - e.t) < 0.5 / 50 + 0.015 for e in got)
+
+
+def test_plc_trigger_before_the_first_frame_waits_for_it(tmp_path):
+    """A PLC that triggers as the station starts gets a picture, not a failed part."""
+    acq = Acquisition(FolderSource(write_folder(tmp_path / "f", 4), fps=20.0, loop=True))
+    trigger = PlcTrigger(acq, first_frame_s=3.0)
+    fired: list[TriggerEvent | None] = []
+    worker = threading.Thread(target=lambda: fired.append(trigger.fire()))
+    worker.start()
+    time.sleep(0.2)  # the PLC's trigger is waiting: no frame yet
+    assert not fired
+    with acq:
+        worker.join(3.0)
+        assert fired and fired[0] is not None and fired[0].frame is not None
+        assert fired[0].frame.timestamp >= fired[0].t  # the first frame after the trigger
+        later = trigger.fire()
+    assert later is not None and later.frame is not None and later.part_id == 2
+    no_camera = PlcTrigger(None)
+    assert no_camera.fire().frame is None  # no camera at all: the part fails at once
 
 
 def test_make_trigger_from_recipe_sections():
