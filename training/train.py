@@ -68,6 +68,11 @@ class TrainOptions:
     fold: int = 0
     seed: int = 0
     rule: str = "auto"  # "auto" = chosen on validation images
+    # The largest share of good validation parts a threshold may reject: F1 alone favours
+    # recall when defects outnumber good parts in validation; a line where most parts are
+    # good (the demo's conveyor: 80 %) needs a tighter cap, and enough good validation parts
+    # for the cap to mean something.
+    max_false_reject: float = 0.2
     device: str = "auto"
     cache: Path | None = None
     int8: bool = True
@@ -256,8 +261,8 @@ def _f1(pred: np.ndarray, y: np.ndarray) -> float:
     return float(2 * tp / max(2 * tp + fp + fn, 1))
 
 
-def _fuse_thresholds(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: str
-                     ) -> tuple[str, float, float, dict]:
+def _fuse_thresholds(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: str,
+                     max_false_reject: float = 1.0) -> tuple[str, float, float, dict]:
     """The fusion rule and its recipe thresholds (normalized), from validation images.
 
     Each model's own threshold is already F1-optimal alone; fusing with ``either`` adds the
@@ -266,6 +271,8 @@ def _fuse_thresholds(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: s
     with the best validation F1 (ties keep both models in the decision), so a model that
     does not help on this product cannot drag the verdict down; a model whose validation
     AUROC is below ``MIN_FUSED_AUROC`` while the other's is not is left out of it outright.
+    Pairs that reject more than ``max_false_reject`` of the good parts are not considered
+    (unless every pair does).
     """
     y = labels > 0
     if not 0 < y.sum() < len(y):
@@ -284,7 +291,7 @@ def _fuse_thresholds(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: s
         candidates = tuple(k for k in aurocs if k not in weak)
     results = []
     for r in candidates:
-        best = (-1.0, math.inf, 1.0, 1.0)
+        best: tuple[tuple[bool, float, float], float, float, float, float] | None = None
         a_grid = grid if r in ("either", "both", "autoencoder") else [1.0]
         c_grid = grid if r in ("either", "both", "classifier") else [1.0]
         if r in ("autoencoder", "classifier"):  # one model alone: keep its own threshold
@@ -294,14 +301,20 @@ def _fuse_thresholds(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: s
                 pred = np.array([decide(x, z, r, a, c) == "REJECT"
                                  for x, z in zip(ae, cl, strict=True)])
                 f1 = _f1(pred, y)
+                frr = float(pred[~y].mean())
+                kept = frr <= max_false_reject  # over the cap only if no pair keeps to it
                 dist = abs(math.log(a)) + abs(math.log(c))
-                if f1 > best[0] + 1e-12 or (abs(f1 - best[0]) <= 1e-12 and dist < best[1]):
-                    best = (f1, dist, float(a), float(c))
+                key = (kept, f1, -dist)
+                if best is None or key > best[0]:
+                    best = (key, float(a), float(c), f1, frr)
+        assert best is not None
         results.append((r, best))
     # first candidate wins ties: either, both, then the single models
-    chosen, (f1, _, a, c) = max(results, key=lambda rb: (rb[1][0], -candidates.index(rb[0])))
-    return chosen, a, c, {"tuned": True, "val_f1": f1, "n": int(len(labels)),
-                          "val_auroc": aurocs, "candidates": {r: b[0] for r, b in results}}
+    chosen, (_, a, c, f1, frr) = max(results, key=lambda rb: (rb[1][0][:2],
+                                                             -candidates.index(rb[0])))
+    return chosen, a, c, {"tuned": True, "val_f1": f1, "val_false_reject": frr,
+                          "max_false_reject": max_false_reject, "n": int(len(labels)),
+                          "val_auroc": aurocs, "candidates": {r: b[3] for r, b in results}}
 
 
 def _write_fragment(out: Path, files: dict[str, str], rule: str, ae_t: float, cls_t: float,
@@ -428,7 +441,8 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     if len(kinds) == 2:
         labels = np.array([s.label for s in fuse_samples])
         rule, ae_t, cls_t, tuning = _fuse_thresholds(fuse_val["autoencoder"],
-                                                     fuse_val["classifier"], labels, opts.rule)
+                                                     fuse_val["classifier"], labels, opts.rule,
+                                                     opts.max_false_reject)
         log({"event": "decision_thresholds", "rule": rule, "autoencoder_threshold": ae_t,
              "classifier_threshold": cls_t, **tuning})
         summary["decision"] = {"rule": rule, "autoencoder_threshold": ae_t,
@@ -484,7 +498,7 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     if len(thr_t) == 0:  # no separate threshold images: fall back to the statistics crops
         thr_t, labels = val_t, np.zeros(len(val_t), np.int64)
     _, raw = score_batches(res.head, thr_t)
-    choice = choose_threshold(raw, labels)
+    choice = choose_threshold(raw, labels, max_false_reject=opts.max_false_reject)
     metrics = _val_metrics(raw, labels, choice.value)
     arch = {"name": "conv_autoencoder_l1_pixelnorm" if ae_opts.reference == "network"
             else "nearest_good_l1_pixelnorm", **ae_opts.to_dict(),
@@ -529,7 +543,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     for row in res.history:
         log({"model": "classifier", **row})
     labels = _labels(val_set)
-    choice = choose_threshold(res.val_p, labels)
+    choice = choose_threshold(res.val_p, labels, max_false_reject=opts.max_false_reject)
     metrics = _val_metrics(res.val_p, labels, choice.value)
     arch = {"name": "vgg16", "width": copts.width, "size": spec.size, "height": spec.crop_height,
             "pretrained": str(opts.pretrained) if opts.pretrained else None,

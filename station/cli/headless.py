@@ -29,7 +29,9 @@ def format_stats(s: EngineStats) -> str:
 def part_line(r: PartResult) -> str:
     """One part on the terminal: id, verdict, scores, latency, truth when known, why."""
     truth = getattr(r.truth, "label", None)
-    known = "" if truth is None else f"  truth {'defect' if truth else 'good'}"
+    kind = getattr(r.truth, "defect", "")
+    known = "" if truth is None else (f"  truth defect ({kind})" if truth and kind
+                                      else f"  truth {'defect' if truth else 'good'}")
     scores = []
     if r.ae_score is not None:
         scores.append(f"ae {r.ae_score:5.2f}")

@@ -140,3 +140,19 @@ def test_auto_rule_leaves_a_chance_level_model_out_of_the_verdict():
     assert set(info["candidates"]) == {"either", "both", "autoencoder", "classifier"}
     # a rule asked for is honoured whatever the validation says
     assert _fuse_thresholds(autoencoder, classifier, labels, "either")[0] == "either"
+
+
+def test_fused_thresholds_keep_to_the_false_reject_cap():
+    """A line where most parts are good asks for few false rejects: the pair tuned for F1
+    alone rejects more good parts than the cap allows; with the cap, it keeps to it."""
+    from training.train import _fuse_thresholds
+
+    rng = np.random.default_rng(5)
+    labels = np.r_[np.zeros(200), np.ones(100)].astype(int)
+    ae = np.r_[rng.normal(0.7, 0.15, 200), rng.normal(1.4, 0.4, 100)]
+    cls = np.r_[rng.normal(0.7, 0.15, 200), rng.normal(1.4, 0.4, 100)]
+    *_, free = _fuse_thresholds(ae, cls, labels, "either")
+    rule, a, c, capped = _fuse_thresholds(ae, cls, labels, "either", max_false_reject=0.01)
+    assert free["val_false_reject"] > 0.01, free  # F1 alone trades good parts for recall
+    assert capped["val_false_reject"] <= 0.01 and capped["max_false_reject"] == 0.01
+    assert min(a, c) >= 1.0 and capped["val_f1"] <= free["val_f1"]

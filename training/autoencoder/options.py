@@ -19,6 +19,10 @@ class AutoencoderOptions:
     jitter_px: int = -1  # how far a neighbour's pixel may move; -1 = by product kind: 1 for a
     #                      found and turned part (aligned to ~1 px), 4 for a fixed region
     input_blur: float = 1.0  # Gaussian blur of crop and bank before comparing (sensor noise)
+    match_sigma: float = 2.0  # > 0: each neighbour's difference is smoothed over this many px
+    #                          before the smallest is taken, so a stretch must match ONE good
+    #                          part as a patch (missing thread crests do not match the gaps of
+    #                          other parts' threads); 0 = pixel by pixel
     bank_max: int = 400  # good crops kept in the bank (a seeded sample beyond that)
     whole_region: bool = False  # score the whole crop (a fixed region: the crop IS the part)
     base_channels: int = 16  # channels after the first stage; doubled per stage (capped)

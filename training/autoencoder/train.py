@@ -225,7 +225,7 @@ def neighbour_head(train: np.ndarray, val_good: np.ndarray, options: Autoencoder
         raise ValueError(f"expected prepared crops [N,C,H,W], got shape {train.shape}")
     bank = bank_from(np.ascontiguousarray(train, dtype=np.float32), options)
     ref = NeighbourReference(bank, options.neighbours, max(0, options.jitter_px),
-                             options.input_blur)
+                             options.input_blur, options.match_sigma)
     head = ScoringHead(ref, (int(train.shape[-2]), int(train.shape[-1])), options).eval()
     calibration = head.calibrate(np.ascontiguousarray(val_good, dtype=np.float32), options,
                                  region_from=train)
