@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rule", default="auto",
                         choices=("auto", "either", "both", "autoencoder", "classifier"),
-                        help="fusion rule written into the recipe fragment (auto = the best "
-                             "on validation images)")
+                        help="fusion rule written into the recipe fragment (auto = either, "
+                             "or one model alone, the best on validation images; never both)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="torch device (auto = CUDA when present)")
     parser.add_argument("--cache", type=Path, default=None,

@@ -134,10 +134,10 @@ def test_auto_rule_leaves_a_chance_level_model_out_of_the_verdict():
     rule, _, cls_t, info = _fuse_thresholds(autoencoder, classifier, labels, "auto")
     assert rule == "classifier" and cls_t == 1.0
     assert info["val_auroc"]["autoencoder"] < 0.75 < info["val_auroc"]["classifier"]
-    # both useful: every rule competes, and the pair is tuned jointly
+    # both useful: either and each model alone compete, and the pair is tuned jointly
     ae_good = np.r_[rng.uniform(0.2, 0.95, 30), rng.uniform(0.9, 2.0, 30)]
     rule, *_, info = _fuse_thresholds(ae_good, classifier, labels, "auto")
-    assert set(info["candidates"]) == {"either", "both", "autoencoder", "classifier"}
+    assert set(info["candidates"]) == {"either", "autoencoder", "classifier"}  # never "both"
     # a rule asked for is honoured whatever the validation says
     assert _fuse_thresholds(autoencoder, classifier, labels, "either")[0] == "either"
 

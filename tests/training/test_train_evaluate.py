@@ -101,7 +101,7 @@ def test_train_writes_the_model_folder(trained):
     assert len(parities) == 2 and all(max(r["max_abs_diff"].values()) <= 1e-4 for r in parities)
     fragment = tomllib.loads((out / "recipe_fragment.toml").read_text())
     assert fragment["models"] == {"autoencoder": "autoencoder.onnx", "classifier": "classifier.onnx"}
-    assert fragment["decision"]["rule"] in ("either", "both", "autoencoder", "classifier")
+    assert fragment["decision"]["rule"] in ("either", "autoencoder", "classifier")
     assert fragment["decision"]["autoencoder_threshold"] > 0
     split = json.loads((out / "split.json").read_text())
     roles = split["roles"]
