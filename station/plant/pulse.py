@@ -58,9 +58,9 @@ class RejectPulse:
             self._timer = threading.Timer(self._until - now, self._fall)
             self._timer.daemon = True
             self._timer.start()
-        future.set_result(SendResult(True, now))
-        if rising:
+        if rising:  # before the future's callbacks: the served bit rises at the reject point
             self.changed.emit(True)
+        future.set_result(SendResult(True, now))
         return future
 
     def _fall(self) -> None:
