@@ -27,7 +27,7 @@ from station.pipeline.inspector import PartResult
 from station.plant.mosquitto import Mosquitto, free_port
 from station.plant.mqtt import WINDOW, MqttConfigError, MqttPublisher, open_publisher
 from station.plant.mqtt_bench import bench_line, bench_mqtt
-from tests.e2e.test_engine import part_frames, wait_for, write_recipe
+from tests.e2e.test_engine import part_frames, simulated_line, wait_for, write_recipe
 from tests.plant.conftest import Message
 
 RESULT_KEYS = {"v", "station", "plant", "line", "seq", "part_id", "time", "recipe", "product",
@@ -36,15 +36,7 @@ RESULT_KEYS = {"v", "station", "plant", "line", "seq", "part_id", "time", "recip
 STATUS_KEYS = {"v", "station", "plant", "line", "online", "state", "recipe", "product", "time",
                "shift_start", "counts", "yield", "alarms"}
 
-SIMULATED_LINE = """source = "simulated"
-[camera.simulated]
-width = 480
-height = 270
-fps = 30
-speed_px_s = 720
-pitch_px = 240
-defect_rate = 0.4
-seed = 11"""
+SIMULATED_LINE = simulated_line([])  # the line tests' conveyor, every defect kind
 
 
 def line_recipe(folder: Path, models: Path, url: str, mqtt: str = "") -> Path:
