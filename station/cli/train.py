@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ae-reference", choices=("neighbours", "network"), default=None,
                         help="what the autoencoder reconstructs a part from: the nearest good "
                              "training parts (default: nothing to train) or its trained network")
+    parser.add_argument("--ae-topk", type=float, default=None, metavar="SHARE",
+                        help="score a part by the mean of its SHARE most different pixels "
+                             "(e.g. 0.002: thin long defects such as scratches) instead of the "
+                             "most different one (the default)")
     parser.add_argument("--width", type=float, default=None,
                         help="classifier width multiplier (1.0 = VGG16 proper; default: the "
                              "classifier's CPU-friendly default)")
@@ -92,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
         opts.ae_share = args.ae_share
     if args.ae_reference:
         opts.ae.reference = args.ae_reference
+    if args.ae_topk is not None:
+        if not 0.0 < args.ae_topk < 0.5:
+            print(f"station train: --ae-topk {args.ae_topk}: expected a share between 0 and 0.5",
+                  file=sys.stderr)
+            return 2
+        opts.ae.score, opts.ae.topk_frac = "topk", args.ae_topk
     try:
         summary = train(opts)
     except (DatasetError, ValueError, FileNotFoundError) as exc:

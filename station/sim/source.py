@@ -61,10 +61,9 @@ class SimulatedSource(FrameSource):
         self._open = False
 
 
-def simulated_source(camera: Any, trigger: Any = None, *, paced: bool = True,
-                     output: str = "") -> SimulatedSource:
-    """The ``camera.source = "simulated"`` plugin (entry point ``station.sources``): the
-    recipe's ``[camera.simulated]`` table and the trigger's travel direction."""
+def conveyor_settings(camera: Any, trigger: Any = None) -> dict[str, Any]:
+    """``SimulatedConveyor`` keyword arguments from a recipe's ``[camera.simulated]`` table and
+    the trigger's travel direction (what the recipe leaves out keeps the conveyor's default)."""
     sim = config_value(camera, "simulated", None)
     kwargs: dict[str, Any] = {}
     for key in ("width", "height", "fps", "speed_px_s", "pitch_px", "defect_rate", "seed",
@@ -84,4 +83,10 @@ def simulated_source(camera: Any, trigger: Any = None, *, paced: bool = True,
             raise SourceError(f"trigger.direction {direction!r}: the simulated conveyor runs "
                               "left_to_right or right_to_left")
         kwargs["direction"] = direction
-    return SimulatedSource(paced=paced, output=output, **kwargs)
+    return kwargs
+
+
+def simulated_source(camera: Any, trigger: Any = None, *, paced: bool = True,
+                     output: str = "") -> SimulatedSource:
+    """The ``camera.source = "simulated"`` plugin (entry point ``station.sources``)."""
+    return SimulatedSource(paced=paced, output=output, **conveyor_settings(camera, trigger))

@@ -70,7 +70,8 @@ def trained(tmp_path_factory):
     out = base / "models"
     rc = main(["train", "--data", str(data), "--out", str(out), "--size", "64",
                "--cls-size", "64", "--epochs", "2", "--minutes", "0.5", "--folds", "2",
-               "--fold", "0", "--width", "0.05", "--ae-reference", "network", "--quiet"])
+               "--fold", "0", "--width", "0.05", "--ae-reference", "network", "--ae-topk", "0.01",
+               "--quiet"])
     assert rc == 0
     return data, out
 
@@ -96,6 +97,8 @@ def test_train_writes_the_model_folder(trained):
                     or events[0]["verdicts_changed"] > 0)
             assert not (out / f"{kind}.int8.onnx").exists()
     assert rows[0]["event"] == "start" and rows[-1]["event"] == "done"
+    arch = load_model(out / "autoencoder.onnx").meta.architecture  # --ae-topk reached the model
+    assert (arch["score"], arch["topk_frac"]) == ("topk", 0.01)
     assert any(r.get("model") == "autoencoder" and "loss" in r for r in rows)
     parities = [r for r in rows if r.get("event") == "export_parity"]
     assert len(parities) == 2 and all(max(r["max_abs_diff"].values()) <= 1e-4 for r in parities)
