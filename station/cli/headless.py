@@ -5,9 +5,13 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
-from typing import TextIO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
 
 from station.pipeline import Alarm, Engine, EngineStats
 from station.pipeline.inspector import PartResult
@@ -40,6 +44,29 @@ def part_line(r: PartResult) -> str:
     why = f"  ({r.error})" if r.error else ""
     return (f"part {r.part_id:>6}  {r.verdict:6}  {'  '.join(scores)}  "
             f"{r.latency_ms:6.1f} ms{known}{why}")
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM end the run as Ctrl-C does: the engine stops, its records are kept.
+
+    A service manager stops a station with SIGTERM, whose default would kill it mid-part; a
+    station started in the background by a script inherits SIGINT ignored and could not be
+    stopped with it. Signals reach only the main thread, so elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_headless(station: Engine | StationHost, seconds: float | None,
@@ -76,20 +103,22 @@ def run_headless(station: Engine | StationHost, seconds: float | None,
     engine.start()
     next_line = start + interval
     try:
-        while True:
-            engine = host.engine if host is not None else engine
-            now = time.monotonic()
-            if seconds is not None and now - start >= seconds:
-                break
-            if engine.acquisition.finished and (host is None or (
-                    not host.changing and engine is host.engine)):  # not a changeover's stop
-                break
-            if now >= next_line:
-                print(format_stats(engine.stats()), file=out, flush=True)
-                next_line += interval
-            time.sleep(0.05)
+        with stop_on_signals():
+            while True:
+                engine = host.engine if host is not None else engine
+                now = time.monotonic()
+                if seconds is not None and now - start >= seconds:
+                    break
+                # the source has ended, and not for a changeover's stop
+                if engine.acquisition.finished and (host is None or (
+                        not host.changing and engine is host.engine)):
+                    break
+                if now >= next_line:
+                    print(format_stats(engine.stats()), file=out, flush=True)
+                    next_line += interval
+                time.sleep(0.05)
     except KeyboardInterrupt:
-        print("stopping", file=out)
+        print("stopping", file=out, flush=True)
     if host is not None:
         host.engine_changed.disconnect(changed)
         engine = host.engine

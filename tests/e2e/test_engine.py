@@ -312,6 +312,44 @@ def test_bad_recipe_is_refused_naming_key_and_line(tiny_models: Path, tmp_path: 
     assert f"recipe.toml:{line}" in proc.stderr and "reject.pulse_ms" in proc.stderr
 
 
+def _rows(db_path: Path) -> int:
+    if not db_path.exists():
+        return 0
+    try:
+        with sqlite3.connect(db_path, timeout=1) as db:
+            return db.execute("SELECT count(*) FROM parts").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_headless_station_stops_cleanly_on_sigterm_and_sigint(sig: int, tiny_models: Path,
+                                                              tmp_path: Path) -> None:
+    """A service manager's SIGTERM, or a SIGINT to a station a script started in the background
+    (which inherits SIGINT ignored), stops it as Ctrl-C does: exit 0, every part recorded."""
+    frames = part_frames(tmp_path / "frames", 6)
+    path = write_recipe(tmp_path, tiny_models,
+                        camera=f'source = "folder"\ndevice = "{frames}"\nfps = 30\nloop = true')
+    db_path = tmp_path / "records" / "station.sqlite"
+    proc = subprocess.Popen([sys.executable, "-m", "station", "run", "--recipe", str(path),
+                             "--headless", "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint)
+    try:
+        assert wait_for(lambda: proc.poll() is not None or _rows(db_path) >= 4, 60.0)
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopping" in out and "Traceback" not in err
+    final = [line for line in out.splitlines() if line.startswith("parts ")][-1]
+    assert _rows(db_path) == int(final.split()[1])  # the last status line's count, all recorded
+
+
 def test_killed_process_leaves_complete_records(tiny_models: Path, tmp_path: Path) -> None:
     frames = part_frames(tmp_path / "frames", 6)
     path = write_recipe(tmp_path, tiny_models,
@@ -321,17 +359,8 @@ def test_killed_process_leaves_complete_records(tiny_models: Path, tmp_path: Pat
                              "--headless", "--quiet"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
 
-    def rows() -> int:
-        if not db_path.exists():
-            return 0
-        try:
-            with sqlite3.connect(db_path, timeout=1) as db:
-                return db.execute("SELECT count(*) FROM parts").fetchone()[0]
-        except sqlite3.Error:
-            return 0
-
     try:
-        assert wait_for(lambda: rows() >= 8, 60.0), proc.stderr.read1().decode() if proc.poll() else ""
+        assert wait_for(lambda: _rows(db_path) >= 8, 60.0), proc.stderr.read1().decode() if proc.poll() else ""
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
