@@ -20,6 +20,7 @@ import threading
 import time
 import tty
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -322,6 +323,17 @@ def _rows(db_path: Path) -> int:
         return 0
 
 
+def _looping_station(tiny_models: Path, tmp_path: Path,
+                     **popen: Any) -> tuple[subprocess.Popen, Path]:
+    """``station run --headless --quiet`` on a looping folder of parts, and its database."""
+    frames = part_frames(tmp_path / "frames", 6)
+    path = write_recipe(tmp_path, tiny_models,
+                        camera=f'source = "folder"\ndevice = "{frames}"\nfps = 30\nloop = true')
+    proc = subprocess.Popen([sys.executable, "-m", "station", "run", "--recipe", str(path),
+                             "--headless", "--quiet"], stderr=subprocess.PIPE, **popen)
+    return proc, tmp_path / "records" / "station.sqlite"
+
+
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -331,13 +343,8 @@ def test_headless_station_stops_cleanly_on_sigterm_and_sigint(sig: int, tiny_mod
                                                               tmp_path: Path) -> None:
     """A service manager's SIGTERM, or a SIGINT to a station a script started in the background
     (which inherits SIGINT ignored), stops it as Ctrl-C does: exit 0, every part recorded."""
-    frames = part_frames(tmp_path / "frames", 6)
-    path = write_recipe(tmp_path, tiny_models,
-                        camera=f'source = "folder"\ndevice = "{frames}"\nfps = 30\nloop = true')
-    db_path = tmp_path / "records" / "station.sqlite"
-    proc = subprocess.Popen([sys.executable, "-m", "station", "run", "--recipe", str(path),
-                             "--headless", "--quiet"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_ignore_sigint)
+    proc, db_path = _looping_station(tiny_models, tmp_path, stdout=subprocess.PIPE, text=True,
+                                     preexec_fn=_ignore_sigint)
     try:
         assert wait_for(lambda: proc.poll() is not None or _rows(db_path) >= 4, 60.0)
         assert proc.poll() is None, proc.communicate()
@@ -351,14 +358,7 @@ def test_headless_station_stops_cleanly_on_sigterm_and_sigint(sig: int, tiny_mod
 
 
 def test_killed_process_leaves_complete_records(tiny_models: Path, tmp_path: Path) -> None:
-    frames = part_frames(tmp_path / "frames", 6)
-    path = write_recipe(tmp_path, tiny_models,
-                        camera=f'source = "folder"\ndevice = "{frames}"\nfps = 30\nloop = true')
-    db_path = tmp_path / "records" / "station.sqlite"
-    proc = subprocess.Popen([sys.executable, "-m", "station", "run", "--recipe", str(path),
-                             "--headless", "--quiet"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-
+    proc, db_path = _looping_station(tiny_models, tmp_path, stdout=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: _rows(db_path) >= 8, 60.0), proc.stderr.read1().decode() if proc.poll() else ""
     finally:
