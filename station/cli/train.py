@@ -45,6 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score a part by the mean of its SHARE most different pixels "
                              "(e.g. 0.002: thin long defects such as scratches) instead of the "
                              "most different one (the default)")
+    parser.add_argument("--ae-neighbours", type=int, default=None, metavar="K",
+                        help="nearest good parts each region of a crop is compared with "
+                             "(default 5)")
+    parser.add_argument("--ae-regions", default=None, metavar="ROWSxCOLS",
+                        help="cut the crop into ROWS x COLS regions that each find their own "
+                             "nearest good parts, e.g. 1x6 (default: a found part along its "
+                             "length, stretches about half the crop's height long; a fixed "
+                             "region whole)")
     parser.add_argument("--width", type=float, default=None,
                         help="classifier width multiplier (1.0 = VGG16 proper; default: the "
                              "classifier's CPU-friendly default)")
@@ -57,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rule", default="auto",
                         choices=("auto", "either", "both", "autoencoder", "classifier"),
-                        help="fusion rule written into the recipe fragment (auto = either, "
-                             "or one model alone, the best on validation images; never both)")
+                        help="fusion rule written into the recipe fragment (auto = either; "
+                             "one model alone only when the other ranks the validation images "
+                             "little better than chance)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="torch device (auto = CUDA when present)")
     parser.add_argument("--cache", type=Path, default=None,
@@ -88,20 +97,10 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds, fold=args.fold, seed=args.seed, rule=args.rule, device=args.device,
         cache=args.cache, int8=not args.no_int8, progress=not args.quiet, **product,
     )
-    if args.ae_share is not None:
-        if not 0.0 < args.ae_share < 1.0:
-            print(f"station train: --ae-share {args.ae_share}: expected a share between 0 and 1",
-                  file=sys.stderr)
-            return 2
-        opts.ae_share = args.ae_share
-    if args.ae_reference:
-        opts.ae.reference = args.ae_reference
-    if args.ae_topk is not None:
-        if not 0.0 < args.ae_topk < 0.5:
-            print(f"station train: --ae-topk {args.ae_topk}: expected a share between 0 and 0.5",
-                  file=sys.stderr)
-            return 2
-        opts.ae.score, opts.ae.topk_frac = "topk", args.ae_topk
+    problem = _apply_ae_args(args, opts)
+    if problem:
+        print(f"station train: {problem}", file=sys.stderr)
+        return 2
     try:
         summary = train(opts)
     except (DatasetError, ValueError, FileNotFoundError) as exc:
@@ -110,6 +109,31 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps({k: summary[k] for k in ("decision", "seconds") if k in summary}))
     print(f"wrote {args.out} (recipe fragment: {summary['recipe_fragment']})")
     return 0
+
+
+def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
+    """The autoencoder's command-line knobs into ``opts``; a one-line problem, or None."""
+    if args.ae_share is not None:
+        if not 0.0 < args.ae_share < 1.0:
+            return f"--ae-share {args.ae_share}: expected a share between 0 and 1"
+        opts.ae_share = args.ae_share
+    if args.ae_reference:
+        opts.ae.reference = args.ae_reference
+    if args.ae_topk is not None:
+        if not 0.0 < args.ae_topk < 0.5:
+            return f"--ae-topk {args.ae_topk}: expected a share between 0 and 0.5"
+        opts.ae.score, opts.ae.topk_frac = "topk", args.ae_topk
+    if args.ae_neighbours is not None:
+        if not 1 <= args.ae_neighbours <= 64:
+            return f"--ae-neighbours {args.ae_neighbours}: expected 1 to 64"
+        opts.ae.neighbours = args.ae_neighbours
+    if args.ae_regions is not None:
+        rows, x, cols = args.ae_regions.lower().partition("x")
+        if not (x and rows.isdigit() and cols.isdigit() and 1 <= int(rows) <= 16
+                and 1 <= int(cols) <= 16):
+            return f"--ae-regions {args.ae_regions!r}: expected ROWSxCOLS, each 1 to 16 (e.g. 1x6)"
+        opts.ae.regions = (int(rows), int(cols))
+    return None
 
 
 def product_crop(recipe_path: Path | None) -> dict[str, Any]:

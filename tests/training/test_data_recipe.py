@@ -128,7 +128,8 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     out = tmp_path / "models"
     rc = main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
                "--size", "32", "--cls-size", "32", "--epochs", "1", "--minutes", "0.3",
-               "--folds", "2", "--fold", "0", "--width", "0.05", "--no-int8", "--quiet"])
+               "--folds", "2", "--fold", "0", "--width", "0.05", "--no-int8", "--quiet",
+               *(["--ae-regions", "2x1", "--ae-neighbours", "2"] if colour else [])])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert f"autoencoder: crop 32x40 px (width x height), {kind}" in printed
@@ -138,6 +139,9 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     assert ae.input_shape == (channels, 40, 32)
     assert ae.meta.preprocess_spec().color == ("rgb" if colour else "gray")
     assert (ae.meta.localize["method"], ae.meta.align["crop_mode"]) == ("fixed", "region")
+    arch = ae.meta.architecture  # a surface: one retrieval region, more play; or as told
+    assert (tuple(arch["regions"]), arch["neighbours"], arch["jitter_px"]) == (
+        ((2, 1), 2, 4) if colour else ((1, 1), 5, 4))
     assert load_model(out / "classifier.onnx").input_shape == (channels, 64, 32)
 
     js = tmp_path / "eval.json"

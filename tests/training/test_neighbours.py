@@ -79,3 +79,81 @@ def test_patch_matching_exports_in_graph(parts, tmp_path: Path):
     path = export_onnx(h, tmp_path / "ae.onnx", meta, torch.from_numpy(parts["good"][:2]))
     diffs = parity(h, path, np.concatenate([parts["good"], parts["gap"]]))
     assert max(diffs.values()) <= 1e-3, diffs
+
+
+
+def headed(mark: int, phase: int, rng: np.random.Generator, missing: bool = False
+           ) -> np.ndarray:
+    """A part with a head (left half: a mark at one of 8 places) and a thread (right half:
+    crests from ``phase``, a pitch clear of the middle; ``missing``: two pitches of it
+    without crests); noise as above."""
+    img = np.full((H, W), 0.8, np.float32)
+    img[9:17] = 0.2
+    img[17:24, 2 + 2 * mark:6 + 2 * mark] = 0.2
+    for x0 in range(W // 2 + PITCH + phase % PITCH, W, PITCH):
+        img[5:9, x0:x0 + PITCH // 2] = 0.2
+    if missing:
+        img[5:9, 44:60] = 0.8
+    img += rng.normal(0.0, 0.03, img.shape).astype(np.float32)
+    return img[None]
+
+
+@pytest.fixture(scope="module")
+def headed_parts() -> dict[str, np.ndarray]:
+    """Good parts whose head mark and thread phase go together in every part the bank has;
+    the "mixed" parts combine them another way: good in each stretch, new as a whole."""
+    rng = np.random.default_rng(1)
+    pairs = [(v, v) for v in range(PITCH)]
+    return {
+        "train": np.stack([headed(m, p, rng) for m, p in pairs * 2]),
+        "val": np.stack([headed(m, p, rng) for m, p in pairs * 2]),
+        "good": np.stack([headed(m, p, rng) for m, p in pairs]),
+        "mixed": np.stack([headed(v, (v + PITCH // 2) % PITCH, rng) for v in range(PITCH)]),
+        "gap": np.stack([headed(v, v, rng, missing=True) for v in range(PITCH)]),
+    }
+
+def region_head(parts: dict[str, np.ndarray], regions: tuple[int, int]):
+    options = AutoencoderOptions(neighbours=1, jitter_px=1, input_blur=0.5, blur_sigma=1.0,
+                                 sd_blur_sigma=1.0, whole_region=True, match_sigma=2.0,
+                                 regions=regions)
+    return neighbour_head(parts["train"], parts["val"], options).head
+
+
+def test_each_region_finds_its_own_neighbours(headed_parts):
+    """Whole-crop retrieval gives a part ONE set of neighbours, wrong on its head or on its
+    thread when the part combines them in a way no good part in the bank does; with two
+    regions each half finds the good parts that match it there, so the part scores like a
+    good part, and a missing stretch of thread still stands out."""
+    p = headed_parts
+    whole, halves = region_head(p, (1, 1)), region_head(p, (1, 2))
+    good = scores(halves, p["good"]).max()
+    assert scores(halves, p["mixed"]).max() < 1.5 * good  # measured 0.6x
+    assert scores(whole, p["mixed"]).min() > 3 * scores(whole, p["good"]).max()  # 18x
+    assert scores(halves, p["gap"]).min() > 3 * good  # 11x
+
+
+def test_regions_export_in_graph(parts, tmp_path: Path):
+    h = region_head(parts, (2, 3))
+    import torch
+
+    meta = ModelMetadata(kind="autoencoder", threshold=1.0,
+                         preprocess=PreprocessSpec(size=W, height=H).to_metadata(),
+                         localize=LocalizeParams().to_dict(), align=AlignParams().to_dict())
+    path = export_onnx(h, tmp_path / "ae.onnx", meta, torch.from_numpy(parts["good"][:2]))
+    diffs = parity(h, path, np.concatenate([parts["good"], parts["gap"]]))
+    assert max(diffs.values()) <= 1e-3, diffs
+
+
+def test_regions_follow_the_product_kind():
+    """A found and turned part is cut along its length; a fixed region (a surface) is one
+    region; regions the engineer set are kept."""
+    from training.train import TrainOptions, _ae_options
+
+    spec = PreprocessSpec(size=320, height=112)
+    opts = TrainOptions(data=Path("d"), out=Path("o"))
+    found = _ae_options(opts, LocalizeParams(), 1.0, spec)
+    assert (tuple(found.regions), found.jitter_px) == ((1, 6), 1)
+    fixed = _ae_options(opts, LocalizeParams(method="fixed"), 1.0, spec)
+    assert (tuple(fixed.regions), fixed.jitter_px, fixed.whole_region) == ((1, 1), 4, True)
+    opts.ae.regions = (2, 3)
+    assert tuple(_ae_options(opts, LocalizeParams(), 1.0, spec).regions) == (2, 3)

@@ -221,6 +221,19 @@ def test_train_without_torch_names_the_extra(monkeypatch, tmp_path):
         main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m")])
 
 
+@pytest.mark.parametrize(("flag", "value", "says"), [
+    ("--ae-regions", "6", "expected ROWSxCOLS"), ("--ae-regions", "0x4", "each 1 to 16"),
+    ("--ae-regions", "1x-2", "expected ROWSxCOLS"), ("--ae-neighbours", "0", "expected 1 to 64"),
+    ("--ae-topk", "0.7", "between 0 and 0.5"), ("--ae-share", "1.5", "between 0 and 1")])
+def test_bad_autoencoder_knobs_are_one_line_errors(tmp_path, capsys, flag, value, says):
+    rc = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), flag, value,
+               "--quiet"])
+    err = [line for line in capsys.readouterr().err.splitlines() if "note:" not in line]
+    assert rc == 2 and len(err) == 1, err  # (the note says there is no --recipe)
+    assert err[0].startswith(f"station train: {flag} ") and says in err[0]
+    assert not (tmp_path / "m").exists()  # refused before anything was written
+
+
 def test_train_bad_data_set_is_a_clear_error(tmp_path, capsys):
     rc = main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m"),
                "--quiet"])

@@ -10,7 +10,7 @@ from training.autoencoder.model import (
     gaussian_kernel,
     score_batches,
 )
-from training.autoencoder.neighbours import NeighbourReference
+from training.autoencoder.neighbours import NeighbourReference, part_regions
 from training.autoencoder.options import AutoencoderOptions
 from training.autoencoder.region import part_region
 from training.autoencoder.train import AutoencoderResult, neighbour_head, train_autoencoder
@@ -25,6 +25,7 @@ __all__ = [
     "gaussian_kernel",
     "neighbour_head",
     "part_region",
+    "part_regions",
     "score_batches",
     "train_autoencoder",
 ]

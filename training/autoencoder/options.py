@@ -15,10 +15,13 @@ class AutoencoderOptions:
     # training.autoencoder.neighbours; nothing to train, the budget goes to the classifier);
     # "network": the convolutional autoencoder trained below.
     reference: str = "neighbours"
-    # 3 nearest good crops, compared after a 0.5 px blur: 3-fold CV (autoencoder alone, image
-    # AUROC pooled) on real screws 0.956 against 0.949 with (5, 1.0); 10 neighbours 0.913,
-    # 1 neighbour 0.924; on magnetic tiles 0.894 against 0.892.
-    neighbours: int = 3  # nearest good crops a crop is compared with
+    # 5 nearest good crops for each stretch of a part (``regions``), compared after a 1 px
+    # blur. 3-fold CV on the development screws, autoencoder alone, pooled image AUROC on the
+    # test images / with the held-aside good parts too: whole-crop retrieval, 3 neighbours
+    # 0.959 / 0.941 (5: 0.949; 10: 0.913); 6 stretches, 5 neighbours 0.978 / 0.962 (4 or 8
+    # stretches 0.976-0.977, 12: 0.956; 4 neighbours 0.980 / 0.958, 6: 0.959 / 0.958). On
+    # magnetic tiles (one region) 3 or 5 neighbours: 0.892; 2 x 2 or 3 x 3 regions 0.871-0.889.
+    neighbours: int = 5  # nearest good crops a crop (or each of its regions) is compared with
     jitter_px: int = -1  # how far a neighbour's pixel may move; -1 = by product kind: 1 for a
     #                      found and turned part (aligned to ~1 px), 4 for a fixed region
     input_blur: float = 1.0  # Gaussian blur of crop and bank before comparing (sensor noise;
@@ -27,6 +30,13 @@ class AutoencoderOptions:
     #                          before the smallest is taken, so a stretch must match ONE good
     #                          part as a patch (missing thread crests do not match the gaps of
     #                          other parts' threads); 0 = pixel by pixel
+    # (rows, columns): each region of the crop finds its own nearest good parts, so each
+    # stretch of a part is compared with the good parts most like it THERE (a thread's phase
+    # near the tip need not come with the same head); (1, 1) = the whole crop's nearest
+    # parts everywhere; (0, 0) = by product kind: a found and turned part is cut along its
+    # length into stretches about half the crop's height long, a fixed region (a surface)
+    # is one region
+    regions: tuple[int, int] = (0, 0)
     bank_max: int = 400  # good crops kept in the bank (a seeded sample beyond that)
     whole_region: bool = False  # score the whole crop (a fixed region: the crop IS the part)
     base_channels: int = 16  # channels after the first stage; doubled per stage (capped)

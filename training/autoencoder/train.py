@@ -217,6 +217,12 @@ def train_autoencoder(
     return AutoencoderResult(head=head.cpu().eval(), history=history, calibration=calibration)
 
 
+def _two(regions: tuple[int, int] | list[int]) -> tuple[int, int]:
+    """(rows, columns) from the options (a list after a JSON round trip); (0, 0) = one."""
+    rows, cols = (int(v) for v in regions)
+    return max(1, rows), max(1, cols)
+
+
 def neighbour_head(train: np.ndarray, val_good: np.ndarray, options: AutoencoderOptions
                    ) -> AutoencoderResult:
     """The retrieval reference over good prepared crops [N,C,H,W]: nothing to train; the head
@@ -225,7 +231,8 @@ def neighbour_head(train: np.ndarray, val_good: np.ndarray, options: Autoencoder
         raise ValueError(f"expected prepared crops [N,C,H,W], got shape {train.shape}")
     bank = bank_from(np.ascontiguousarray(train, dtype=np.float32), options)
     ref = NeighbourReference(bank, options.neighbours, max(0, options.jitter_px),
-                             options.input_blur, options.match_sigma)
+                             options.input_blur, options.match_sigma,
+                             regions=_two(options.regions))
     head = ScoringHead(ref, (int(train.shape[-2]), int(train.shape[-1])), options).eval()
     calibration = head.calibrate(np.ascontiguousarray(val_good, dtype=np.float32), options,
                                  region_from=train)
