@@ -69,8 +69,11 @@ def test_a_missing_stretch_of_thread_needs_patch_matching(parts):
     assert ratio[2.0] > 3 * ratio[0.0], ratio  # pixel by pixel: 1.9
 
 
-def test_patch_matching_exports_in_graph(parts, tmp_path: Path):
-    h = head(parts, 2.0)
+@pytest.mark.parametrize("regions", [(1, 1), (2, 3)])
+def test_patch_matching_exports_in_graph(parts, tmp_path: Path, regions):
+    """The map and score stay in the ONNX graph: patch matching, and regions that each find
+    their own neighbours."""
+    h = head(parts, 2.0) if regions == (1, 1) else region_head(parts, regions)
     import torch
 
     meta = ModelMetadata(kind="autoencoder", threshold=1.0,
@@ -79,7 +82,6 @@ def test_patch_matching_exports_in_graph(parts, tmp_path: Path):
     path = export_onnx(h, tmp_path / "ae.onnx", meta, torch.from_numpy(parts["good"][:2]))
     diffs = parity(h, path, np.concatenate([parts["good"], parts["gap"]]))
     assert max(diffs.values()) <= 1e-3, diffs
-
 
 
 def headed(mark: int, phase: int, rng: np.random.Generator, missing: bool = False
@@ -131,17 +133,6 @@ def test_each_region_finds_its_own_neighbours(headed_parts):
     assert scores(whole, p["mixed"]).min() > 3 * scores(whole, p["good"]).max()  # 18x
     assert scores(halves, p["gap"]).min() > 3 * good  # 11x
 
-
-def test_regions_export_in_graph(parts, tmp_path: Path):
-    h = region_head(parts, (2, 3))
-    import torch
-
-    meta = ModelMetadata(kind="autoencoder", threshold=1.0,
-                         preprocess=PreprocessSpec(size=W, height=H).to_metadata(),
-                         localize=LocalizeParams().to_dict(), align=AlignParams().to_dict())
-    path = export_onnx(h, tmp_path / "ae.onnx", meta, torch.from_numpy(parts["good"][:2]))
-    diffs = parity(h, path, np.concatenate([parts["good"], parts["gap"]]))
-    assert max(diffs.values()) <= 1e-3, diffs
 
 
 def test_regions_follow_the_product_kind():
