@@ -163,8 +163,9 @@ def part_regions(height: int, width: int) -> tuple[int, int]:
 
 def _regions(h: int, w: int, grid: tuple[int, int]) -> list[tuple[int, int, int, int]]:
     """The crop cut into ``grid`` = (rows, columns) regions, row by row: (y0, y1, x0, x1),
-    edges on even pixels (the retrieval view is at half resolution)."""
-    gy, gx = (max(1, int(g)) for g in grid)
+    edges on even pixels (the retrieval view is at half resolution); never more regions than
+    a small crop has pixel pairs."""
+    gy, gx = (min(max(1, int(g)), max(1, n // 2)) for g, n in zip(grid, (h, w), strict=True))
     ys = [2 * round(h / 2 * i / gy) for i in range(gy + 1)]
     xs = [2 * round(w / 2 * i / gx) for i in range(gx + 1)]
     ys[-1], xs[-1] = h, w
