@@ -434,6 +434,16 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     return summary
 
 
+def _log_threshold_scores(log: TrainLog, model: str, scores: np.ndarray, labels: np.ndarray,
+                          samples: list) -> None:
+    """The validation scores a threshold was chosen from, in the training log, so an engineer
+    can see how close the good and defective parts came, and choose again without training."""
+    log({"model": model, "event": "threshold_scores",
+         "images": [str(s.path) for s in samples] if len(samples) == len(scores) else [],
+         "scores": [float(v) for v in np.ravel(scores)],
+         "labels": [int(v) for v in np.ravel(labels)]})
+
+
 def _fuse_scores(model_norm: np.ndarray, cs_samples: list, fuse_samples: list) -> np.ndarray:
     idx = {s.path: i for i, s in enumerate(cs_samples)}
     return np.array([model_norm[idx[s.path]] if s.path in idx else np.nan for s in fuse_samples])
@@ -484,6 +494,7 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
         thr_t, labels = val_t, np.zeros(len(val_t), np.int64)
     _, raw = score_batches(res.head, thr_t)
     choice = choose_threshold(raw, labels, max_false_reject=opts.max_false_reject)
+    _log_threshold_scores(log, "autoencoder", raw, labels, thr_set.samples)
     metrics = _val_metrics(raw, labels, choice.value)
     arch = {"name": "conv_autoencoder_l1_pixelnorm" if ae_opts.reference == "network"
             else "nearest_good_l1_pixelnorm", **ae_opts.to_dict(),
@@ -529,6 +540,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
         log({"model": "classifier", **row})
     labels = _labels(val_set)
     choice = choose_threshold(res.val_p, labels, max_false_reject=opts.max_false_reject)
+    _log_threshold_scores(log, "classifier", res.val_p, labels, val_set.samples)
     metrics = _val_metrics(res.val_p, labels, choice.value)
     arch = {"name": "vgg16", "width": copts.width, "size": spec.size, "height": spec.crop_height,
             "pretrained": str(opts.pretrained) if opts.pretrained else None,

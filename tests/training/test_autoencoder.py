@@ -139,6 +139,18 @@ def test_architecture_shapes_and_errors():
                           AutoencoderOptions(depth=4, epochs=1), progress=False)
 
 
+def test_a_blur_of_several_maps_blurs_each_alone():
+    """The neighbours' differences are blurred as the channels of one map (one convolution,
+    not one per neighbour); each must come out as if it had been blurred alone."""
+    from training.autoencoder.model import GaussianBlur
+
+    maps = torch.rand(2, 5, 20, 30)
+    together = GaussianBlur(2.0, channels=5)(maps)
+    alone = torch.cat([GaussianBlur(2.0)(maps[:, i:i + 1]) for i in range(5)], dim=1)
+    assert torch.allclose(together, alone, atol=1e-6)
+    assert not torch.allclose(together, maps, atol=1e-2)  # it did blur
+
+
 def test_crop_cache_round_trips(crops, tmp_path: Path):
     samples, cs = crops
     a = compute_crops(samples[:5], LocalizeParams(), AlignParams(), SIZE, tmp_path, progress=False)

@@ -14,6 +14,8 @@ from station.cli import main
 from station.models.inference import load_model
 from station.sim import write_mvtec_dataset
 from training.metrics import aupro, average_precision, binary_stats, roc_auc, roc_curve
+from training.thresholds import choose_threshold
+from training.train import TrainOptions
 
 KEYS = ("image_auroc", "aupr", "f1", "f2", "precision", "recall", "accuracy")
 
@@ -97,6 +99,13 @@ def test_train_writes_the_model_folder(trained):
                     or events[0]["verdicts_changed"] > 0)
             assert not (out / f"{kind}.int8.onnx").exists()
     assert rows[0]["event"] == "start" and rows[-1]["event"] == "done"
+    for kind in ("autoencoder", "classifier"):  # the scores a threshold came from, to choose again
+        logged = [r for r in rows if r.get("model") == kind and r.get("event") == "threshold_scores"]
+        assert len(logged) == 1
+        scores, labels = logged[0]["scores"], logged[0]["labels"]
+        assert len(scores) == len(labels) == len(logged[0]["images"]) > 0
+        again = choose_threshold(scores, labels, max_false_reject=TrainOptions.max_false_reject)
+        assert again.value == pytest.approx(load_model(out / f"{kind}.onnx").meta.threshold)
     arch = load_model(out / "autoencoder.onnx").meta.architecture  # --ae-topk reached the model
     assert (arch["score"], arch["topk_frac"]) == ("topk", 0.01)
     assert any(r.get("model") == "autoencoder" and "loss" in r for r in rows)

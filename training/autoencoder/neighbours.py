@@ -29,6 +29,9 @@ arithmetic (MatMul, TopK, Gather, Slice, Min), so it exports in-graph with the s
 and the station runs it like any autoencoder file. Cost per part: one pass of squared
 differences over the bank at half resolution, and ``k x (2 jitter + 1)^2`` differences per
 pixel (a little more with regions: each is computed with the margin its patch blur reaches).
+The graph avoids copies, which cost onnxruntime more than the arithmetic: every region's
+window is summed by one MatMul with a 0/1 mask, and the ``k`` neighbours' differences are
+blurred together as the channels of one depthwise convolution.
 
 >>> import numpy as np, torch
 >>> bank = np.zeros((4, 1, 8, 8), np.float32); bank[1] += 0.5
@@ -68,7 +71,8 @@ class NeighbourReference(nn.Module):
         self.k = int(min(max(1, k), len(bank)))
         self.jitter = int(max(0, jitter_px))
         self.blur = GaussianBlur(input_blur)
-        self.match = GaussianBlur(match_sigma) if match_sigma > 0 else None
+        # each neighbour's differences blurred at once, the k as channels of one map
+        self.match = GaussianBlur(match_sigma, channels=self.k) if match_sigma > 0 else None
         with torch.no_grad():
             b = _blur_channels(self.blur, torch.from_numpy(np.ascontiguousarray(bank, np.float32)))
         j = self.jitter
@@ -82,6 +86,9 @@ class NeighbourReference(nn.Module):
         # the region added on each side), so each stretch of the part gets the good parts
         # that match it best there
         self.windows = [_window(r, h, w) for r in self.regions]
+        if len(self.regions) > 1:  # [D, R]: 1 where a retrieval-view number is in a window
+            self.register_buffer("window_mask", _window_mask(self.windows, int(b.shape[1]),
+                                                             h // 2, w // 2))
         self.margin = int(np.ceil(3 * match_sigma)) + 1 if match_sigma > 0 else 0
 
     @staticmethod
@@ -100,12 +107,10 @@ class NeighbourReference(nn.Module):
         sq = d * d  # [N, K, D] (a product: onnxruntime's Pow is several times slower)
         if len(self.regions) == 1:
             return [torch.topk(-sq.sum(dim=2), self.k, dim=1).indices]
-        n, kk = sq.shape[:2]
-        c = q.shape[1]
-        h2, w2 = q.shape[-2] // 2, q.shape[-1] // 2
-        grid = sq.reshape(n, kk, c, h2, w2)
-        return [torch.topk(-grid[..., y0:y1, x0:x1].sum(dim=(2, 3, 4)), self.k, dim=1).indices
-                for (y0, y1, x0, x1) in self.windows]
+        # every window's sum in one MatMul with a 0/1 mask: slicing each window out of the
+        # [N, K, D] differences cost more than all the arithmetic (onnxruntime copies slices)
+        idx = torch.topk(-torch.matmul(sq, self.window_mask), self.k, dim=1).indices
+        return [idx[..., r] for r in range(len(self.windows))]  # [N, k, R] -> R x [N, k]
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """Per pixel, the smallest |x - neighbour| over the ``k`` nearest (of the pixel's
@@ -147,7 +152,7 @@ class NeighbourReference(nn.Module):
                 best = mm if best is None else torch.minimum(best, mm)
         assert best is not None
         if self.match is not None:  # per neighbour, a patch's difference; then the best one
-            best = _blur_channels(self.match, best).amin(dim=1, keepdim=True)
+            best = self.match(best).amin(dim=1, keepdim=True)
         return best[..., y0 - ya:y1 - ya, x0 - xa:x1 - xa]
 
 
@@ -178,6 +183,19 @@ def _window(box: tuple[int, int, int, int], h: int, w: int) -> tuple[int, int, i
     y0, y1, x0, x1 = (v // 2 for v in box)
     dy, dx = (y1 - y0) // 4, (x1 - x0) // 4
     return max(0, y0 - dy), min(h // 2, y1 + dy), max(0, x0 - dx), min(w // 2, x1 + dx)
+
+
+def _window_mask(windows: list[tuple[int, int, int, int]], c: int, h2: int, w2: int
+                 ) -> torch.Tensor:
+    """[C * h2 * w2, R]: column r is 1 on the retrieval-view numbers in window r.
+
+    >>> _window_mask([(0, 1, 0, 2), (0, 2, 1, 2)], 1, 2, 2).T.tolist()
+    [[1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0]]
+    """
+    mask = torch.zeros(len(windows), c, h2, w2)
+    for r, (y0, y1, x0, x1) in enumerate(windows):
+        mask[r, :, y0:y1, x0:x1] = 1.0
+    return mask.reshape(len(windows), -1).T.contiguous()
 
 
 def bank_from(train: np.ndarray, options: AutoencoderOptions) -> np.ndarray:
