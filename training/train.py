@@ -38,7 +38,7 @@ from training.autoencoder import (
 from training.data import CropSet, Split, SplitOptions, compute_crops, make_split
 from training.device import pick_device
 from training.export import export_onnx, now_iso, parity, write_metadata
-from training.thresholds import ThresholdChoice, choose_threshold
+from training.thresholds import MAX_FALSE_REJECT, ThresholdChoice, choose_threshold
 
 PARITY_TOLERANCE = 1e-4
 EXPORT_RESERVE_S = 60.0  # time kept back from the budget for export and quantization
@@ -69,11 +69,11 @@ class TrainOptions:
     fold: int = 0
     seed: int = 0
     rule: str = "auto"  # "auto" = either, unless one model is near chance on validation
-    # The largest share of good validation parts a threshold may reject: F1 alone favours
-    # recall when defects outnumber good parts in validation; a line where most parts are
-    # good (the demo's conveyor: 80 %) needs a tighter cap, and enough good validation parts
-    # for the cap to mean something.
-    max_false_reject: float = 0.2
+    # The largest share of good validation parts each threshold may reject (see
+    # training.thresholds.MAX_FALSE_REJECT); a line with fewer defects still (the demo's
+    # conveyor: 80 % good) may want a tighter cap, and enough good validation parts for the
+    # cap to mean something.
+    max_false_reject: float = MAX_FALSE_REJECT
     device: str = "auto"
     cache: Path | None = None
     int8: bool = True

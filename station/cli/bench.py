@@ -79,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
         p = result[key]
         print(f"{key}: {p['engine_parts_per_s']} parts/s through the engine, models alone "
               f"{p['models_parts_per_s']}/s (ratio {p['throughput_ratio']}), per part "
-              f"{p['per_part_ms_p50']} ms p50 (models {p['per_part_models_ms_p50']} ms), "
-              f"trigger->verdict p99 {p['trigger_to_verdict_ms_p99']} ms, trigger->reject p99 "
+              f"{p['per_part_ms_p50']} ms p50 (models {p['per_part_models_ms_p50']} ms); paced "
+              f"as a line: per part {p['paced_per_part_ms_p50']} ms p50 (models "
+              f"{p['paced_per_part_models_ms_p50']} ms), trigger->verdict p99 {p['trigger_to_verdict_ms_p99']} ms, trigger->reject p99 "
               f"{p['trigger_to_reject_ms_p99']} ms")
     if "long_run" in result:
         lr = result["long_run"]

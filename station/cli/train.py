@@ -68,6 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fusion rule written into the recipe fragment (auto = either; "
                              "one model alone only when the other ranks the validation images "
                              "little better than chance)")
+    parser.add_argument("--max-false-reject", type=float, default=None, metavar="SHARE",
+                        help="the largest share of good validation parts each model's "
+                             "threshold may reject (default 0.05; the two models' false "
+                             "rejects add up under 'either')")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="torch device (auto = CUDA when present)")
     parser.add_argument("--cache", type=Path, default=None,
@@ -112,7 +116,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
-    """The autoencoder's command-line knobs into ``opts``; a one-line problem, or None."""
+    """The threshold cap and the autoencoder's command-line knobs into ``opts``; a one-line
+    problem, or None."""
+    if args.max_false_reject is not None:
+        if not 0.0 <= args.max_false_reject < 1.0:
+            return f"--max-false-reject {args.max_false_reject}: expected a share from 0 to 1"
+        opts.max_false_reject = args.max_false_reject
     if args.ae_share is not None:
         if not 0.0 < args.ae_share < 1.0:
             return f"--ae-share {args.ae_share}: expected a share between 0 and 1"

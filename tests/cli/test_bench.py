@@ -82,13 +82,17 @@ def test_bench_writes_pipeline_and_model_numbers(model_dir: Path, tmp_path: Path
 
     for key in ("pipeline", "pipeline_int8_classifier"):
         p = result[key]
-        assert p["parts"] == 12 and p["errors"] == 0
+        assert p["parts"] == 12 and p["errors"] == 0 and p["paced_errors"] == 0
         assert p["engine_parts_per_s"] > 0 and p["models_parts_per_s"] > 0
         assert 0 < p["throughput_ratio"] < 1.5
         assert p["throughput_ratio"] == pytest.approx(
             p["engine_parts_per_s"] / p["models_parts_per_s"], rel=0.02)
         assert 0 < p["per_part_ms_p50"] <= p["per_part_ms_p99"]
         assert 0 < p["trigger_to_verdict_ms_p50"] <= p["trigger_to_verdict_ms_p99"]
+        # a paced part's own time is part of its trigger-to-verdict latency
+        assert 0 < p["paced_per_part_models_ms_p50"] <= p["paced_per_part_ms_p50"]
+        assert p["paced_per_part_ms_p50"] <= p["paced_per_part_ms_p99"]
+        assert p["paced_per_part_ms_p50"] <= p["trigger_to_verdict_ms_p50"]
         # every part's reject point fired, REJECT_DELAY_MS after its trigger
         assert p["trigger_to_reject_ms_p50"] >= p["reject_delay_ms"]
     # endurance, records on: every part has its row and its reject outcome, whatever the

@@ -15,7 +15,6 @@ from station.models.inference import load_model
 from station.sim import write_mvtec_dataset
 from training.metrics import aupro, average_precision, binary_stats, roc_auc, roc_curve
 from training.thresholds import choose_threshold
-from training.train import TrainOptions
 
 KEYS = ("image_auroc", "aupr", "f1", "f2", "precision", "recall", "accuracy")
 
@@ -73,7 +72,7 @@ def trained(tmp_path_factory):
     rc = main(["train", "--data", str(data), "--out", str(out), "--size", "64",
                "--cls-size", "64", "--epochs", "2", "--minutes", "0.5", "--folds", "2",
                "--fold", "0", "--width", "0.05", "--ae-reference", "network", "--ae-topk", "0.01",
-               "--quiet"])
+               "--max-false-reject", "0.1", "--quiet"])
     assert rc == 0
     return data, out
 
@@ -104,8 +103,11 @@ def test_train_writes_the_model_folder(trained):
         assert len(logged) == 1
         scores, labels = logged[0]["scores"], logged[0]["labels"]
         assert len(scores) == len(labels) == len(logged[0]["images"]) > 0
-        again = choose_threshold(scores, labels, max_false_reject=TrainOptions.max_false_reject)
-        assert again.value == pytest.approx(load_model(out / f"{kind}.onnx").meta.threshold)
+        again = choose_threshold(scores, labels, max_false_reject=0.1)  # --max-false-reject
+        meta = load_model(out / f"{kind}.onnx").meta
+        assert again.value == pytest.approx(meta.threshold)
+        rule = meta.metrics["threshold_rule"]
+        assert rule["rule"] == "good_quantile" or rule["details"]["max_false_reject"] == 0.1
     arch = load_model(out / "autoencoder.onnx").meta.architecture  # --ae-topk reached the model
     assert (arch["score"], arch["topk_frac"]) == ("topk", 0.01)
     assert any(r.get("model") == "autoencoder" and "loss" in r for r in rows)
@@ -233,7 +235,8 @@ def test_train_without_torch_names_the_extra(monkeypatch, tmp_path):
 @pytest.mark.parametrize(("flag", "value", "says"), [
     ("--ae-regions", "6", "expected ROWSxCOLS"), ("--ae-regions", "0x4", "each 1 to 16"),
     ("--ae-regions", "1x-2", "expected ROWSxCOLS"), ("--ae-neighbours", "0", "expected 1 to 64"),
-    ("--ae-topk", "0.7", "between 0 and 0.5"), ("--ae-share", "1.5", "between 0 and 1")])
+    ("--ae-topk", "0.7", "between 0 and 0.5"), ("--ae-share", "1.5", "between 0 and 1"),
+    ("--max-false-reject", "1.2", "a share from 0 to 1")])
 def test_bad_autoencoder_knobs_are_one_line_errors(tmp_path, capsys, flag, value, says):
     rc = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), flag, value,
                "--quiet"])
