@@ -36,11 +36,11 @@ def add_plant_arguments(parser: argparse.ArgumentParser) -> None:
                              "the recipe's [mqtt]")
     parser.add_argument("--modbus", metavar="HOST:PORT", type=modbus_address, default=None,
                         help="serve the PLC handshake over Modbus TCP on HOST:PORT (overrides "
-                             "and enables the recipe's [modbus]; headless)")
+                             "and enables the recipe's [modbus]; the window or --headless)")
     parser.add_argument("--opcua", metavar="ENDPOINT", type=opcua_endpoint, default=None,
                         help="serve the station over OPC UA at ENDPOINT, e.g. "
                              "opc.tcp://127.0.0.1:4840/station (overrides and enables the "
-                             "recipe's [opcua]; headless)")
+                             "recipe's [opcua]; the window or --headless)")
 
 
 def modbus_address(text: str) -> tuple[str, int]:
@@ -89,17 +89,10 @@ def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
         print(f"station {command}: {exc}", file=sys.stderr)
         return 2
     if not headless:
-        if modbus is not None or opcua is not None:
-            print(f"station {command}: --modbus and --opcua serve the headless station; add "
-                  "--headless", file=sys.stderr)
-            return 2
-        if recipe.modbus.enabled or recipe.opcua.enabled:
-            print(f"station {command}: note: [modbus] / [opcua] are served by the headless "
-                  "station (--headless); the window does not serve them", file=sys.stderr)
         from station.ui.app import run_app
 
         return run_app(recipe.path, kiosk=kiosk, seconds=seconds, command=command,
-                       shown_path=recipe_path, mqtt=mqtt)
+                       shown_path=recipe_path, mqtt=mqtt, modbus=modbus, opcua=opcua)
     return _headless(recipe_path, recipe, adjust, seconds=seconds, quiet=quiet,
                      command=command, mqtt=mqtt)
 

@@ -1,4 +1,8 @@
-"""``run_app``: the QApplication, the engine and the window (``station run``, ``station demo``)."""
+"""``run_app``: the QApplication, the station and the window (``station run``, ``station demo``).
+
+The window runs the same station as ``--headless``: a :class:`station.plant.StationHost`
+(the engine across changeovers), the PLC servers its recipe enables and the MQTT publisher.
+"""
 
 from __future__ import annotations
 
@@ -13,36 +17,53 @@ log = logging.getLogger(__name__)
 
 def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = None,
             screenshot: Path | None = None, command: str = "run",
-            shown_path: Path | None = None, mqtt: str | None = None) -> int:
+            shown_path: Path | None = None, mqtt: str | None = None,
+            modbus: tuple[str, int] | None = None, opcua: str | None = None) -> int:
     """Open the operator window on ``recipe_path`` and start inspecting.
 
     ``seconds`` quits after that long (demos, checks under Xvfb); ``screenshot`` saves the
-    window as a PNG just before quitting. Returns the exit code: 2 when the recipe or its
-    models are refused (one line on stderr, as ``station <command>: <file>: <key> = ...``,
-    the file named as ``shown_path`` when given), else 0. ``mqtt``: the ``--mqtt`` flag.
+    window as a PNG just before quitting. Returns the exit code: 2 when the recipe, its
+    models or a port are refused (one line on stderr, as ``station <command>: <file>: <key>
+    = ...``, the file named as ``shown_path`` when given), else 0. ``mqtt``, ``modbus`` and
+    ``opcua``: the command line's flags, each overriding (and enabling) the recipe's section.
     """
+    from functools import partial
+
     from PySide6.QtCore import QCoreApplication, QEvent, QTimer
     from PySide6.QtWidgets import QApplication
 
     from station.config import RecipeError, load_recipe
     from station.pipeline.startup import describe_startup_error, startup_errors
-    from station.ui.main_window import MainWindow, make_engine
+    from station.plant import with_overrides
+    from station.plant.services import PlantServices
+    from station.ui.main_window import MainWindow
 
+    adjust = partial(with_overrides, modbus=modbus, opcua=opcua)
+    where = shown_path if shown_path is not None else recipe_path
     try:
-        recipe = load_recipe(recipe_path)
+        recipe = adjust(load_recipe(recipe_path))
     except RecipeError as exc:
         print(f"station {command}: {exc}", file=sys.stderr)
         return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Inspection station")
     try:
-        engine, publisher = _engine_and_publisher(recipe, mqtt, make_engine)
+        host, publisher = _station(recipe, adjust, mqtt)
     except startup_errors() as exc:  # a refused model, serial port, camera, records: one line
-        where = shown_path if shown_path is not None else recipe_path
         print(f"station {command}: {describe_startup_error(where, recipe, exc)}", file=sys.stderr)
         return 2
-    window = MainWindow(engine)
-    _follow(window, publisher)
+    services = PlantServices(host)
+    try:
+        services.start()
+    except OSError as exc:  # a PLC port in use: one line, nothing left running
+        host.close()
+        _close(publisher)
+        print(f"station {command}: {where}: {exc}", file=sys.stderr)
+        return 2
+    for line in services.describe():
+        print(f"station: {line}", flush=True)
+    engine = host.engine
+    window = MainWindow(engine, host=host)
     if kiosk:
         window.showFullScreen()
     else:
@@ -60,8 +81,16 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     sampler.timeout.connect(sample)
     sampler.start(1000)
 
+    closed: list[bool] = []
+
+    def closing() -> None:  # the PLC servers go first: a PLC never talks to a closed engine
+        if not closed:
+            closed.append(True)
+            services.stop()
+            window.shutdown()
+
     def finish() -> None:
-        stats = engine.stats()
+        stats = host.engine.stats()  # the recipe running now (a PLC may have changed it)
         elapsed = time.monotonic() - started
         print(f"station: {elapsed:.0f} s; camera {stats.frames / elapsed:.1f} fps on average "
               f"(now {stats.camera_fps:.1f}); preview {window.live.frames_shown / elapsed:.1f} fps "
@@ -78,14 +107,16 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
             Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
             window.grab().save(str(screenshot))
             print(f"station: screenshot saved to {screenshot}", flush=True)
+        closing()
         window.close()
         app.quit()
 
     if seconds is not None:
         QTimer.singleShot(int(seconds * 1000), finish)
-    app.aboutToQuit.connect(window.shutdown)
+    app.aboutToQuit.connect(closing)
     code = app.exec()
-    window.shutdown()
+    closing()
+    host.pulse.close()
     _close(publisher)
     # Closing the last window also posted a Quit of its own, still waiting: handled after
     # exec returned it would stop every later event loop of this process (tests run more)
@@ -93,27 +124,24 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     return int(code)
 
 
-def _engine_and_publisher(recipe: Any, url: str | None, make_engine: Any) -> tuple[Any, Any]:
-    """The engine, and the MQTT publisher (the recipe's [mqtt], ``url`` overriding it)
-    following it, or None when MQTT is off. A setting that cannot work closes the engine and
-    raises (one line, like any start-up fault)."""
+def _station(recipe: Any, adjust: Any, url: str | None) -> tuple[Any, Any]:
+    """The host (its engine built) and the MQTT publisher (the recipe's [mqtt], ``url``
+    overriding it; None when off) following the host's engine across changeovers, the
+    window's and the PLC's. A setting that cannot work closes the host and raises (one
+    line, like any start-up fault)."""
+    from station.plant import StationHost
     from station.plant.mqtt import open_publisher
 
-    engine = make_engine(recipe)
+    host = StationHost(recipe, adjust=adjust)
     try:
         publisher = open_publisher(recipe, url)
     except Exception:
-        engine.close()
+        host.close()
         raise
     if publisher is not None:
-        publisher.attach(engine)
-    return engine, publisher
-
-
-def _follow(window: Any, publisher: Any) -> None:
-    """The publisher follows the window's engine across recipe switches."""
-    if publisher is not None:
-        window.engine_changed.connect(publisher.attach)
+        publisher.attach(host.engine)
+        host.engine_changed.connect(publisher.attach)
+    return host, publisher
 
 
 def _close(publisher: Any) -> None:

@@ -66,14 +66,22 @@ def make_engine(recipe: Any, inspector: Any = None) -> Any:
 
 class MainWindow(QMainWindow):
     """``MainWindow(engine)``; the engine may be running or not. ``close`` closes it.
-    ``engine_changed(engine)`` after a recipe switch (publishers re-attach to it)."""
+    ``engine_changed(engine)`` after a recipe switch (publishers re-attach to it).
+
+    ``host``: the :class:`station.plant.StationHost` that owns ``engine`` when PLC servers
+    run beside the window; a changeover the PLC commands then reaches the window too (the
+    host emits from the server's thread, the window follows on the GUI thread).
+    """
 
     engine_changed = Signal(object)
+    _host_changed = Signal(object)  # the host's engine_changed, re-posted to the GUI thread
 
-    def __init__(self, engine: Any, parent: QWidget | None = None) -> None:
+    def __init__(self, engine: Any, parent: QWidget | None = None, *, host: Any = None) -> None:
         super().__init__(parent)
         self.engine: Any = None
-        self.host: Any = None  # the changeover logic (station.plant.host), made at first use
+        # the changeover logic (station.plant.host): given, or made at the first switch
+        self.host: Any = host
+        self._switching = False  # a switch of the window's own: the host's signal is ours
         self.engineer_unlocked = False
         self.pin_dialog: PinDialog | None = None
         # one guard per window: switching recipes does not clear a lockout
@@ -99,6 +107,9 @@ class MainWindow(QMainWindow):
         fit_to_screen(self)
         self.apply_scale(scale_for(self.size()))
         self._set_engine(engine)
+        if host is not None:
+            self._host_changed.connect(self._on_host_changed)  # queued: another thread emits
+            host.engine_changed.connect(self._relay_host)
         if engine.records is not None:  # a lockout survives a restart of the station
             self.pin_guard.restore(engine.records.events(n=500))
 
@@ -286,7 +297,11 @@ class MainWindow(QMainWindow):
 
         if self.host is None or self.host.engine is not self.engine:
             self.host = StationHost(engine=self.engine)
-        outcome = self.host.change_to(path, same=same)
+        self._switching = True
+        try:
+            outcome = self.host.change_to(path, same=same)
+        finally:
+            self._switching = False
         if not outcome.ok:
             self._refused(path, outcome.error or RuntimeError(outcome.reason),
                           outcome.was_running, outcome.recipe)
@@ -296,6 +311,22 @@ class MainWindow(QMainWindow):
         self._set_engine(self.host.engine)
         self._say(outcome.reason, ok=True)
         return True
+
+    def _relay_host(self, engine: Any) -> None:
+        """Any thread: hand the host's new engine to the GUI thread."""
+        self._host_changed.emit(engine)
+
+    def _on_host_changed(self, engine: Any) -> None:
+        """The PLC changed the recipe over (``SelectRecipe``, the Modbus recipe register):
+        show the new engine; engineer mode was unlocked for the old recipe, so it locks."""
+        if self._switching or self.engine is None or engine is self.engine:
+            return
+        if engine is not self.host.engine:  # a later changeover follows: show that one
+            return
+        self.lock_engineer()
+        self._set_engine(engine)
+        self._say(f"the PLC switched the line to {engine.recipe.path.name} "
+                  f"({engine.recipe.product.name})", ok=True)
 
     def reload_recipe(self) -> bool:
         """Rebuild the engine from its (just edited) recipe file."""
@@ -543,7 +574,12 @@ class MainWindow(QMainWindow):
         for timer in (self._stats_timer, self._counts_timer):
             timer.stop()
         self.bridge.detach()
+        if self.host is not None:
+            self.host.engine_changed.disconnect(self._relay_host, missing_ok=True)
         if self.engine is not None:
             engine, self.engine = self.engine, None
             self.live.set_engine(None)
+            host = self.host
+            if host is not None and host.engine is not engine:
+                host.engine.close()  # the PLC's changeover the window had not shown yet
             engine.close()

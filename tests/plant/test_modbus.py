@@ -342,3 +342,95 @@ def test_station_run_refuses_a_bad_modbus_flag_and_a_taken_port(tiny_models: Pat
     assert lines[-1] == (f"station run: {recipe}: modbus.port = {port}: cannot listen on "
                          f"127.0.0.1:{port} (address in use or not an address of this machine)")
     assert "Traceback" not in proc.stderr
+
+
+# -- the operator window serves the PLC too ---------------------------------------------------
+
+
+def first_part_verdict(result: dict) -> str:
+    return {1: "PASS", 2: "REJECT", 3: "ERROR"}[result["code"]]
+
+
+def test_the_window_follows_the_recipe_the_plc_selects(qtbot, tiny_models: Path,
+                                                       tmp_path: Path) -> None:
+    """A window over a host with a Modbus server: the PLC triggers parts while the operator
+    watches, selects another recipe, and the window shows it (engineer mode locks)."""
+    from station.plant.services import PlantServices
+    from station.ui.main_window import MainWindow
+
+    frames = part_frames(tmp_path / "frames", 6)
+    port = free_port()
+    first = folder_recipe(tmp_path, tiny_models, name="alpha", frames=frames, port=port)
+    folder_recipe(tmp_path, tiny_models, name="bravo", number=12, frames=frames, port=port)
+    host = StationHost(load_recipe(first))
+    services = PlantServices(host)
+    services.start()
+    window = MainWindow(host.engine, host=host)
+    qtbot.addWidget(window)
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=10, retries=1)
+    try:
+        assert client.connect()
+        host.start()
+        first_part = trigger_part(client)
+        qtbot.waitUntil(lambda: window.verdict.verdict == first_part_verdict(first_part),
+                        timeout=20000)  # the PLC's part on the operator's tile
+        window.engineer_unlocked = True  # as if unlocked for the old recipe
+        assert not client.write_register(0, 12, device_id=UNIT).isError()
+        assert wait_for(lambda: regs(client)[Reg.RECIPE_STATUS] == 1, 60.0), regs(client)
+        qtbot.waitUntil(lambda: window.engine is host.engine, timeout=20000)
+        assert window.product.text() == "bravo part"
+        assert "the PLC switched the line to bravo.toml" in window.message.full_text
+        assert not window.engineer_unlocked
+        second_part = trigger_part(client)
+        assert int(second_part["part_id"]) == int(first_part["part_id"]) + 1
+    finally:
+        client.close()
+        services.stop()
+        window.shutdown()
+        host.pulse.close()
+    assert not host.engine.running
+
+
+def test_station_run_window_serves_modbus_from_the_flag(tiny_models: Path,
+                                                        tmp_path: Path) -> None:
+    """``station run --modbus HOST:PORT`` without --headless: the operator window and the
+    PLC handshake together; a taken port is one line and exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    frames = part_frames(tmp_path / "frames", 6)
+    first = folder_recipe(tmp_path, tiny_models, name="alpha", frames=frames, port=1)
+    folder_recipe(tmp_path, tiny_models, name="bravo", frames=frames, port=1)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "station", "run", "--recipe", str(first),
+                             "--seconds", "25", "--modbus", f"127.0.0.1:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    client = ModbusTcpClient("127.0.0.1", port=port, timeout=10, retries=1)
+    try:
+        assert wait_for(lambda: proc.poll() is not None or client.connect(), 120.0)
+        assert proc.poll() is None, proc.communicate()
+        trigger_part(client)
+        assert not client.write_register(0, 2, device_id=UNIT).isError()
+        assert wait_for(lambda: regs(client)[Reg.RECIPE_STATUS] == 1, 60.0), regs(client)
+        assert regs(client)[Reg.RECIPE_NUMBER] == 2
+        trigger_part(client)
+    finally:
+        client.close()
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert f"station: modbus on 127.0.0.1:{port}" in out
+    assert "Traceback" not in err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        proc2 = subprocess.run([sys.executable, "-m", "station", "run", "--recipe", str(first),
+                                "--seconds", "1", "--modbus", f"127.0.0.1:{busy}"],
+                               capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert proc2.returncode == 2
+    assert proc2.stderr.strip().splitlines()[-1] == (
+        f"station run: {first}: modbus.port = {busy}: cannot listen on 127.0.0.1:{busy} "
+        "(address in use or not an address of this machine)")
