@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.report import CalibrationError, list_images, read_image
-from station.models.inference import load_model
+from station.models.inference import AutoencoderModel, ClassifierModel, load_model
 from station.vision.align import PartNotFound
 from station.vision.undistort import Undistorter
 
@@ -29,10 +29,13 @@ class ScoredFolder:
     skipped: dict[str, str] = field(default_factory=dict)  # file name -> why no score
 
 
-def recipe_models(recipe, only: str = "both") -> dict[str, object]:
+Model = AutoencoderModel | ClassifierModel
+
+
+def recipe_models(recipe, only: str = "both") -> dict[str, Model]:
     """The recipe's models (``kind -> loaded model``), refusing a missing or mislabelled file."""
     wanted = ("autoencoder", "classifier") if only == "both" else (only,)
-    models: dict[str, object] = {}
+    models: dict[str, Model] = {}
     for kind in wanted:
         path = getattr(recipe.models, kind, "")
         if not path:
@@ -48,7 +51,7 @@ def recipe_models(recipe, only: str = "both") -> dict[str, object]:
     return models
 
 
-def score_folder(folder: Path, recipe, models: dict[str, object]) -> ScoredFolder:
+def score_folder(folder: Path, recipe, models: dict[str, Model]) -> ScoredFolder:
     """Raw scores of every image in ``folder`` for every model (images without a part skipped)."""
     from station.vision.preprocess import crop_for_model
 

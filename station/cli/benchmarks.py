@@ -189,8 +189,9 @@ def _torch_network(path: Path) -> tuple[Any, tuple[int, int, int]]:
                if k not in arch]
     if missing:
         raise ValueError(f"its architecture metadata lacks {', '.join(missing)}")
-    opts = AutoencoderOptions(**{k: (tuple(v) if isinstance(v, list) else v)
-                                 for k, v in arch.items() if k in known})
+    fields: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v)
+                              for k, v in arch.items() if k in known}
+    opts = AutoencoderOptions(**fields)
     return ScoringHead(ConvAutoencoder(spec.channels, opts), (spec.crop_height, spec.size),
                        opts).eval(), shape
 
@@ -368,12 +369,13 @@ def bench_long_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], 
     """
     long_frames = [frames[i % len(frames)] for i in range(parts)]  # the same arrays, reused
     warmup = max(1, min(1000, parts // 10))
-    seen = {"parts": 0, "rss_warmup": None}
+    seen = {"parts": 0}
+    rss_warmup: list[float | None] = []
 
     def on_part(_result: Any) -> None:
         seen["parts"] += 1
         if seen["parts"] == warmup:
-            seen["rss_warmup"] = _proc_status_mb("VmRSS")
+            rss_warmup.append(_proc_status_mb("VmRSS"))
 
     rss_start = _proc_status_mb("VmRSS")
     own_peak = _reset_peak_rss()
@@ -386,7 +388,7 @@ def bench_long_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], 
         stats = engine.stats()
         rss_end = _proc_status_mb("VmRSS")
     rows, timing, missing = _records_summary(records_dir / "bench.sqlite")
-    warm = seen["rss_warmup"]
+    warm = rss_warmup[0] if rss_warmup else None
     out: dict[str, Any] = {
         "parts": stats.parts, "rows": rows, "rows_match_parts": rows == stats.parts,
         "shed": stats.shed, "rows_lost": stats.rows_lost, "errors": stats.errors,
@@ -404,7 +406,7 @@ def bench_long_run(recipe: Any, inspector: Inspector, frames: list[np.ndarray], 
     return out
 
 
-def _records_summary(database: Path) -> tuple[int, dict[str, float], int]:
+def _records_summary(database: Path) -> tuple[int, dict[str, float | None], int]:
     """Rows, the timing error (ms) of every reject output, and rows with no reject outcome."""
     import sqlite3
 

@@ -48,7 +48,7 @@ class _Spread:
 
     def add(self, gray: np.ndarray) -> None:
         g = gray.astype(np.float64)
-        if self.s is None:
+        if self.s is None or self.s2 is None:
             self.s, self.s2 = np.zeros_like(g), np.zeros_like(g)
         self.s += g
         self.s2 += g * g
@@ -56,7 +56,7 @@ class _Spread:
 
     def value(self) -> float | None:
         """Mean over pixels of the std across images."""
-        if self.n < 2 or self.s is None:
+        if self.n < 2 or self.s is None or self.s2 is None:
             return None
         mean = self.s / self.n
         var = np.maximum(self.s2 / self.n - mean * mean, 0.0) * self.n / (self.n - 1)

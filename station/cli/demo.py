@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_RECIPE = REPO / "recipes" / "demo.toml"
@@ -65,8 +66,8 @@ DEMO_DATA_SPEC = {"n_train_good": 800, "n_test_good": 400, "n_test_per_defect": 
 # and scratches 1.000 / 0.998, where whole-crop retrieval from 400 gave 0.995 / 0.988 and
 # scratches 0.978 / 0.932 (3 and 5 of 8 missed); 400 in the bank 1.000 / 0.999, 4 or 6
 # stretches 0.998-1.000, 5 neighbours 0.999-1.000 with more good parts over the threshold.
-DEMO_AUTOENCODER = {"score": "topk", "topk_frac": 0.002, "neighbours": 3, "regions": (1, 3),
-                    "bank_max": 800}
+DEMO_AUTOENCODER: dict[str, Any] = {"score": "topk", "topk_frac": 0.002, "neighbours": 3, "regions": (1, 3),
+                                    "bank_max": 800}
 DEMO_CLASSIFIER_SIZE = 160  # the classifier's crop width: at 320 the budget bought 190 steps,
 #                            too few (validation AUROC 0.91 against 0.93 at 160 with 690 steps)
 # Per threshold, on the validation parts: the demo line is 80 % good and the bar allows 2 %

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         recipe = load_recipe(args.recipe)
-        samples = read_dataset(args.data)
+        samples: list[Any] = list(read_dataset(args.data))
     except (RecipeError, DatasetError) as exc:
         print(f"station replay: {exc}", file=sys.stderr)
         return 2
@@ -52,11 +53,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from tqdm import tqdm
 
-    skipped: list = []
+    skipped: list[Any] = []
     with engine:
         bar = tqdm(total=len(samples), desc="replay", unit="part", file=sys.stderr)
         engine.events.part.connect(lambda _result: bar.update(1))
-        engine.acquisition.add_skip_listener(lambda skip: (skipped.append(skip), bar.update(1)))
+
+        def on_skip(skip: Any) -> None:
+            skipped.append(skip)
+            bar.update(1)
+
+        engine.acquisition.add_skip_listener(on_skip)
         engine.start()
         engine.wait_finished()
         engine.stop()
@@ -86,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
     for key, value in metrics.items():
         print(f"{key:>18}: {value if not isinstance(value, float) else round(value, 4)}")
     errors = [r for r in rows if r["verdict"] == "ERROR"]
-    for r in errors[:20]:
-        print(f"ERROR {r['file']}: {r['error']}", file=sys.stderr)
-    for r in skipped_rows[:20]:
-        print(f"SKIPPED {r['file']}: {r['reason']}", file=sys.stderr)
+    for row in errors[:20]:
+        print(f"ERROR {row['file']}: {row['error']}", file=sys.stderr)
+    for row in skipped_rows[:20]:
+        print(f"SKIPPED {row['file']}: {row['reason']}", file=sys.stderr)
     if len(skipped_rows) > 20:
         print(f"SKIPPED ... and {len(skipped_rows) - 20} more (all in --json)", file=sys.stderr)
     if args.json:
