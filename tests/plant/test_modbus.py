@@ -285,21 +285,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_station_run_headless_serves_modbus_from_the_flag(tiny_models: Path,
-                                                           tmp_path: Path) -> None:
-    """``station run --headless --modbus HOST:PORT``: the PLC triggers parts and changes the
-    recipe over the flag's port (the recipe names another), and Ctrl-C ends it cleanly."""
+def station_with_plc(args: list[str], port: int, *, sigint: bool,
+                     env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """``python -m station ARGS`` as a process; a PLC on ``port`` triggers a part, selects
+    recipe 2 and triggers another. Ends it with SIGINT (or lets its --seconds run out);
+    returns (exit code, stdout, stderr)."""
     import signal
     import subprocess
     import sys
 
-    frames = part_frames(tmp_path / "frames", 6)
-    first = folder_recipe(tmp_path, tiny_models, name="alpha", frames=frames, port=1)
-    folder_recipe(tmp_path, tiny_models, name="bravo", frames=frames, port=1)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "station", "run", "--recipe", str(first),
-                             "--headless", "--quiet", "--modbus", f"127.0.0.1:{port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "station", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
     client = ModbusTcpClient("127.0.0.1", port=port, timeout=10, retries=1)
     try:
         assert wait_for(lambda: proc.poll() is not None or client.connect(), 120.0)
@@ -311,9 +307,23 @@ def test_station_run_headless_serves_modbus_from_the_flag(tiny_models: Path,
         trigger_part(client)
     finally:
         client.close()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+        if sigint:
+            proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def test_station_run_headless_serves_modbus_from_the_flag(tiny_models: Path,
+                                                           tmp_path: Path) -> None:
+    """``station run --headless --modbus HOST:PORT``: the PLC triggers parts and changes the
+    recipe over the flag's port (the recipe names another), and Ctrl-C ends it cleanly."""
+    frames = part_frames(tmp_path / "frames", 6)
+    first = folder_recipe(tmp_path, tiny_models, name="alpha", frames=frames, port=1)
+    folder_recipe(tmp_path, tiny_models, name="bravo", frames=frames, port=1)
+    port = free_port()
+    code, out, err = station_with_plc(["run", "--recipe", str(first), "--headless", "--quiet",
+                                       "--modbus", f"127.0.0.1:{port}"], port, sigint=True)
+    assert code == 0, err
     assert f"modbus on 127.0.0.1:{port}" in out
     assert "recipe changed to bravo.toml (bravo part)" in out
     assert "inspected 1 parts" in out  # the summary is the engine running at the end
@@ -403,23 +413,11 @@ def test_station_run_window_serves_modbus_from_the_flag(tiny_models: Path,
     first = folder_recipe(tmp_path, tiny_models, name="alpha", frames=frames, port=1)
     folder_recipe(tmp_path, tiny_models, name="bravo", frames=frames, port=1)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "station", "run", "--recipe", str(first),
-                             "--seconds", "25", "--modbus", f"127.0.0.1:{port}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
-    client = ModbusTcpClient("127.0.0.1", port=port, timeout=10, retries=1)
-    try:
-        assert wait_for(lambda: proc.poll() is not None or client.connect(), 120.0)
-        assert proc.poll() is None, proc.communicate()
-        trigger_part(client)
-        assert not client.write_register(0, 2, device_id=UNIT).isError()
-        assert wait_for(lambda: regs(client)[Reg.RECIPE_STATUS] == 1, 60.0), regs(client)
-        assert regs(client)[Reg.RECIPE_NUMBER] == 2
-        trigger_part(client)
-    finally:
-        client.close()
-        out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    code, out, err = station_with_plc(["run", "--recipe", str(first), "--seconds", "20",
+                                       "--modbus", f"127.0.0.1:{port}"], port, sigint=False,
+                                      env=env)
+    assert code == 0, err
     assert f"station: modbus on 127.0.0.1:{port}" in out
     assert "Traceback" not in err
     with socket.socket() as taken:
@@ -428,8 +426,7 @@ def test_station_run_window_serves_modbus_from_the_flag(tiny_models: Path,
         busy = taken.getsockname()[1]
         proc2 = subprocess.run([sys.executable, "-m", "station", "run", "--recipe", str(first),
                                 "--seconds", "1", "--modbus", f"127.0.0.1:{busy}"],
-                               capture_output=True, text=True, timeout=120,
-                               env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+                               capture_output=True, text=True, timeout=120, env=env)
     assert proc2.returncode == 2
     assert proc2.stderr.strip().splitlines()[-1] == (
         f"station run: {first}: modbus.port = {busy}: cannot listen on 127.0.0.1:{busy} "
