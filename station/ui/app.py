@@ -27,41 +27,17 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     = ...``, the file named as ``shown_path`` when given), else 0. ``mqtt``, ``modbus`` and
     ``opcua``: the command line's flags, each overriding (and enabling) the recipe's section.
     """
-    from functools import partial
-
     from PySide6.QtCore import QCoreApplication, QEvent, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from station.config import RecipeError, load_recipe
-    from station.pipeline.startup import describe_startup_error, startup_errors
-    from station.plant import with_overrides
-    from station.plant.services import PlantServices
     from station.ui.main_window import MainWindow
 
-    adjust = partial(with_overrides, modbus=modbus, opcua=opcua)
-    where = shown_path if shown_path is not None else recipe_path
-    try:
-        recipe = adjust(load_recipe(recipe_path))
-    except RecipeError as exc:
-        print(f"station {command}: {exc}", file=sys.stderr)
-        return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Inspection station")
-    try:
-        host, publisher = _station(recipe, adjust, mqtt)
-    except startup_errors() as exc:  # a refused model, serial port, camera, records: one line
-        print(f"station {command}: {describe_startup_error(where, recipe, exc)}", file=sys.stderr)
+    started_station = _start(recipe_path, shown_path or recipe_path, command, mqtt, modbus, opcua)
+    if started_station is None:
         return 2
-    services = PlantServices(host)
-    try:
-        services.start()
-    except OSError as exc:  # a PLC port in use: one line, nothing left running
-        host.close()
-        _close(publisher)
-        print(f"station {command}: {where}: {exc}", file=sys.stderr)
-        return 2
-    for line in services.describe():
-        print(f"station: {line}", flush=True)
+    host, services, publisher = started_station
     engine = host.engine
     window = MainWindow(engine, host=host)
     if kiosk:
@@ -90,23 +66,7 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
             window.shutdown()
 
     def finish() -> None:
-        stats = host.engine.stats()  # the recipe running now (a PLC may have changed it)
-        elapsed = time.monotonic() - started
-        print(f"station: {elapsed:.0f} s; camera {stats.frames / elapsed:.1f} fps on average "
-              f"(now {stats.camera_fps:.1f}); preview {window.live.frames_shown / elapsed:.1f} fps "
-              f"on average (now {window.live.shown_fps:.1f}), {window.live.frames_shown} frames "
-              f"shown of {stats.frames} captured; {stats.parts} parts inspected, latency p50 "
-              f"{stats.latency_p50_ms:.1f} ms p99 {stats.latency_p99_ms:.1f} ms", flush=True)
-        if samples:
-            cam = sorted(c for c, _ in samples)
-            shown = sorted(v for _, v in samples)
-            print(f"station: per-second rates after warm-up ({len(samples)} samples): camera "
-                  f"min {cam[0]:.1f} median {cam[len(cam) // 2]:.1f} fps; preview min "
-                  f"{shown[0]:.1f} median {shown[len(shown) // 2]:.1f} fps", flush=True)
-        if screenshot is not None:
-            Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-            window.grab().save(str(screenshot))
-            print(f"station: screenshot saved to {screenshot}", flush=True)
+        _report(host.engine, window, time.monotonic() - started, samples, screenshot)
         closing()
         window.close()
         app.quit()
@@ -122,6 +82,62 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     # exec returned it would stop every later event loop of this process (tests run more)
     QCoreApplication.removePostedEvents(app, QEvent.Type.Quit)
     return int(code)
+
+
+def _start(recipe_path: Path, where: Path, command: str, mqtt: str | None,
+           modbus: tuple[str, int] | None, opcua: str | None) -> tuple[Any, Any, Any] | None:
+    """The recipe (with the flags), its host, PLC servers and publisher; None when something
+    is refused, after one line on stderr naming ``where`` and nothing left running."""
+    from functools import partial
+
+    from station.config import RecipeError, load_recipe
+    from station.pipeline.startup import describe_startup_error, startup_errors
+    from station.plant import with_overrides
+    from station.plant.services import PlantServices
+
+    adjust = partial(with_overrides, modbus=modbus, opcua=opcua)
+    try:
+        recipe = adjust(load_recipe(recipe_path))
+    except RecipeError as exc:
+        print(f"station {command}: {exc}", file=sys.stderr)
+        return None
+    try:
+        host, publisher = _station(recipe, adjust, mqtt)
+    except startup_errors() as exc:  # a refused model, serial port, camera, records: one line
+        print(f"station {command}: {describe_startup_error(where, recipe, exc)}", file=sys.stderr)
+        return None
+    services = PlantServices(host)
+    try:
+        services.start()
+    except OSError as exc:  # a PLC port in use: one line, nothing left running
+        host.close()
+        _close(publisher)
+        print(f"station {command}: {where}: {exc}", file=sys.stderr)
+        return None
+    for line in services.describe():
+        print(f"station: {line}", flush=True)
+    return host, services, publisher
+
+
+def _report(engine: Any, window: Any, elapsed: float, samples: list[tuple[float, float]],
+            screenshot: Path | None) -> None:
+    """What a timed run (``seconds``) prints at its end, and the screenshot."""
+    stats = engine.stats()
+    print(f"station: {elapsed:.0f} s; camera {stats.frames / elapsed:.1f} fps on average "
+          f"(now {stats.camera_fps:.1f}); preview {window.live.frames_shown / elapsed:.1f} fps "
+          f"on average (now {window.live.shown_fps:.1f}), {window.live.frames_shown} frames "
+          f"shown of {stats.frames} captured; {stats.parts} parts inspected, latency p50 "
+          f"{stats.latency_p50_ms:.1f} ms p99 {stats.latency_p99_ms:.1f} ms", flush=True)
+    if samples:
+        cam = sorted(c for c, _ in samples)
+        shown = sorted(v for _, v in samples)
+        print(f"station: per-second rates after warm-up ({len(samples)} samples): camera "
+              f"min {cam[0]:.1f} median {cam[len(cam) // 2]:.1f} fps; preview min "
+              f"{shown[0]:.1f} median {shown[len(shown) // 2]:.1f} fps", flush=True)
+    if screenshot is not None:
+        Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+        window.grab().save(str(screenshot))
+        print(f"station: screenshot saved to {screenshot}", flush=True)
 
 
 def _station(recipe: Any, adjust: Any, url: str | None) -> tuple[Any, Any]:
