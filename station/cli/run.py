@@ -102,32 +102,18 @@ def _headless(recipe_path: Path, recipe: Any, adjust: Any, *, seconds: float | N
     """The headless station: the host (engine across changeovers), its PLC servers and its
     MQTT publisher; the summary at the end."""
     from station.cli.headless import run_headless, truth_summary
-    from station.plant import StationHost
-    from station.plant.mqtt import open_publisher
-    from station.plant.services import PlantServices
+    from station.plant.services import ServerStartError, open_station
 
-    publisher = None
     try:
-        host = StationHost(recipe, adjust=adjust)
-        services = PlantServices(host)
-        try:
-            publisher = open_publisher(recipe, mqtt)
-        except startup_errors():
-            host.close()
-            raise
+        host, services, publisher = open_station(recipe, adjust, mqtt)
+    except ServerStartError as exc:  # a port in use: one line, nothing left running
+        print(f"station {command}: {recipe_path}: {exc}", file=sys.stderr)
+        return 2
     except startup_errors() as exc:
         print(f"station {command}: {describe_startup_error(recipe_path, recipe, exc)}",
               file=sys.stderr)
         return 2
-    try:
-        services.start()
-    except OSError as exc:  # a port in use: one line, nothing left running
-        host.close()
-        print(f"station {command}: {recipe_path}: {exc}", file=sys.stderr)
-        return 2
     if publisher is not None:
-        publisher.attach(host.engine)
-        host.engine_changed.connect(publisher.attach)  # follow a changeover
         print(f"station: publishing to {publisher.section.url} under "
               f"{publisher.ident.topic('result').rsplit('/', 1)[0]}/", flush=True)
     try:

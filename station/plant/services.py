@@ -9,14 +9,21 @@ them as they are. The OPC UA server (:mod:`station.plant.opcua_server`) is start
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
+from station.config import Recipe
 from station.plant.handshake import PlcHandshake
 from station.plant.host import StationHost
 from station.plant.modbus_server import ModbusServer
 from station.plant.opcua_server import OpcUaServer
 
 log = logging.getLogger(__name__)
+
+
+class ServerStartError(Exception):
+    """A PLC server could not start (a port in use, a bad endpoint); the message is one line
+    in the recipe's terms. Not an OSError, so it is never taken for another start-up fault."""
 
 
 class PlantServer(Protocol):
@@ -76,3 +83,32 @@ class PlantServices:
         self.servers.clear()
         if self.plc is not None:
             self.plc.close()
+
+
+def open_station(recipe: Recipe, adjust: Callable[[Recipe], Recipe] | None = None,
+                 mqtt: str | None = None) -> tuple[StationHost, PlantServices, Any]:
+    """The station as the window and ``--headless`` both run it: the host (its engine
+    built), the PLC servers the recipe enables (started) and the MQTT publisher (the recipe's
+    [mqtt], ``mqtt`` overriding it; None when off) following the host's engine across
+    changeovers. Raises a start-up fault (``station.pipeline.startup.startup_errors``) or
+    :class:`ServerStartError`, with nothing left running."""
+    from station.plant.mqtt import open_publisher
+
+    host = StationHost(recipe, adjust=adjust)
+    try:
+        publisher = open_publisher(recipe, mqtt)
+    except Exception:
+        host.close()
+        raise
+    services = PlantServices(host)
+    try:
+        services.start()
+    except OSError as exc:
+        host.close()
+        if publisher is not None:
+            publisher.close()
+        raise ServerStartError(str(exc)) from exc
+    if publisher is not None:
+        publisher.attach(host.engine)
+        host.engine_changed.connect(publisher.attach)  # a changeover, the window's or a PLC's
+    return host, services, publisher

@@ -93,7 +93,7 @@ def _start(recipe_path: Path, where: Path, command: str, mqtt: str | None,
     from station.config import RecipeError, load_recipe
     from station.pipeline.startup import describe_startup_error, startup_errors
     from station.plant import with_overrides
-    from station.plant.services import PlantServices
+    from station.plant.services import ServerStartError, open_station
 
     adjust = partial(with_overrides, modbus=modbus, opcua=opcua)
     try:
@@ -102,17 +102,12 @@ def _start(recipe_path: Path, where: Path, command: str, mqtt: str | None,
         print(f"station {command}: {exc}", file=sys.stderr)
         return None
     try:
-        host, publisher = _station(recipe, adjust, mqtt)
+        host, services, publisher = open_station(recipe, adjust, mqtt)
+    except ServerStartError as exc:  # a PLC port in use: one line, nothing left running
+        print(f"station {command}: {where}: {exc}", file=sys.stderr)
+        return None
     except startup_errors() as exc:  # a refused model, serial port, camera, records: one line
         print(f"station {command}: {describe_startup_error(where, recipe, exc)}", file=sys.stderr)
-        return None
-    services = PlantServices(host)
-    try:
-        services.start()
-    except OSError as exc:  # a PLC port in use: one line, nothing left running
-        host.close()
-        _close(publisher)
-        print(f"station {command}: {where}: {exc}", file=sys.stderr)
         return None
     for line in services.describe():
         print(f"station: {line}", flush=True)
@@ -138,26 +133,6 @@ def _report(engine: Any, window: Any, elapsed: float, samples: list[tuple[float,
         Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
         window.grab().save(str(screenshot))
         print(f"station: screenshot saved to {screenshot}", flush=True)
-
-
-def _station(recipe: Any, adjust: Any, url: str | None) -> tuple[Any, Any]:
-    """The host (its engine built) and the MQTT publisher (the recipe's [mqtt], ``url``
-    overriding it; None when off) following the host's engine across changeovers, the
-    window's and the PLC's. A setting that cannot work closes the host and raises (one
-    line, like any start-up fault)."""
-    from station.plant import StationHost
-    from station.plant.mqtt import open_publisher
-
-    host = StationHost(recipe, adjust=adjust)
-    try:
-        publisher = open_publisher(recipe, url)
-    except Exception:
-        host.close()
-        raise
-    if publisher is not None:
-        publisher.attach(host.engine)
-        host.engine_changed.connect(publisher.attach)
-    return host, publisher
 
 
 def _close(publisher: Any) -> None:
