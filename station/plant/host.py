@@ -229,8 +229,11 @@ class StationHost:
             if was_running:
                 old.start()
             return self._refused(path, exc, recipe, was_running)
-        old.close()
-        self.engine = new
+        self.engine = new  # first: whoever still polls ``old`` can tell it has been left
+        try:
+            old.close()
+        except Exception:
+            log.exception("closing the engine of %s failed", old.recipe.path.name)
         if was_running or not same:
             new.start()
         log.info("changed over to %s", path.name)

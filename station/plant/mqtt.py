@@ -182,6 +182,19 @@ class MqttPublisher:
     def connected(self) -> bool:
         return self._connected
 
+    @property
+    def down_reason(self) -> str:
+        """Why the broker link is down ("" while connected): refused, lost, unreachable."""
+        with self._cond:
+            return "" if self._connected else self._down_reason
+
+    @property
+    def backlog(self) -> int:
+        """Messages kept for the broker that it has not acknowledged yet (outbox and memory)."""
+        with self._cond:
+            return len(self._queue) + max(0, self._stored_up_to - self._sent_up_to) + len(
+                self._inflight)
+
     def close(self, flush_s: float = 3.0) -> None:
         """Detach, send what the broker takes within ``flush_s`` (the rest stays on disk for
         the next start), publish ``"online": false`` and disconnect. Safe to call twice."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from station.config import Recipe
@@ -112,3 +113,51 @@ def open_station(recipe: Recipe, adjust: Callable[[Recipe], Recipe] | None = Non
         publisher.attach(host.engine)
         host.engine_changed.connect(publisher.attach)  # a changeover, the window's or a PLC's
     return host, services, publisher
+
+
+@dataclass(frozen=True)
+class LinkSummary:
+    """The plant links as the window's status bar shows them: a short ``text``, the
+    ``detail`` on hover, and ``fault`` when someone should look (a PLC that has stopped
+    acknowledging results, a broker that is down)."""
+
+    text: str
+    detail: str
+    fault: bool
+
+
+def link_summary(services: PlantServices | None, publisher: Any = None) -> LinkSummary | None:
+    """What the station serves the plant and how each link is doing; None when it serves
+    nothing (no PLC server, no MQTT).
+
+    >>> link_summary(None, None) is None
+    True
+    """
+    texts: list[str] = []
+    details: list[str] = []
+    fault = False
+    plc = services.plc if services is not None and services.servers else None
+    if plc is not None and services is not None:
+        state, why = plc.state_and_why()
+        waiting = plc.results_waiting
+        # one or none waiting is a PLC keeping up; more is the figure to watch
+        texts.append(f"PLC {waiting} unacked" if waiting > 1 else f"PLC {state.name.lower()}")
+        details += [f"serving the PLC: {line}" for line in services.describe()]
+        details.append(f"PLC state {state.name.title()}" + (f" ({why})" if why else ""))
+        details.append(f"results waiting for the PLC's acknowledgement: {waiting} of "
+                       f"{plc.queue_size}; acknowledged {plc.acknowledged}; dropped "
+                       f"unacknowledged {plc.overruns}")
+        if plc.triggers_refused:
+            details.append(f"PLC triggers refused: {plc.triggers_refused} (last: "
+                           f"{plc.last_refusal})")
+        fault = waiting >= plc.queue_size or plc.overruns > 0
+    if publisher is not None:
+        down = publisher.down_reason
+        backlog = publisher.backlog
+        texts.append("MQTT down" if down else "MQTT up")
+        details.append(f"MQTT {publisher.section.url}: " + (down or "connected")
+                       + f"; {backlog} message(s) not yet acknowledged by the broker")
+        fault = fault or bool(down)
+    if not texts:
+        return None
+    return LinkSummary(" · ".join(texts), "\n".join(details), fault)

@@ -27,9 +27,12 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
     = ...``, the file named as ``shown_path`` when given), else 0. ``mqtt``, ``modbus`` and
     ``opcua``: the command line's flags, each overriding (and enabling) the recipe's section.
     """
+    from functools import partial
+
     from PySide6.QtCore import QCoreApplication, QEvent, QTimer
     from PySide6.QtWidgets import QApplication
 
+    from station.plant.services import link_summary
     from station.ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -39,7 +42,7 @@ def run_app(recipe_path: Path, *, kiosk: bool = False, seconds: float | None = N
         return 2
     host, services, publisher = started_station
     engine = host.engine
-    window = MainWindow(engine, host=host)
+    window = MainWindow(engine, host=host, links=partial(link_summary, services, publisher))
     if kiosk:
         window.showFullScreen()
     else:

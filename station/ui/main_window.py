@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,17 +71,21 @@ class MainWindow(QMainWindow):
 
     ``host``: the :class:`station.plant.StationHost` that owns ``engine`` when PLC servers
     run beside the window; a changeover the PLC commands then reaches the window too (the
-    host emits from the server's thread, the window follows on the GUI thread).
+    host emits from the server's thread, the window follows on the GUI thread). ``links``:
+    what the status bar shows of the PLC and MQTT links (polled with the rates).
     """
 
     engine_changed = Signal(object)
     _host_changed = Signal(object)  # the host's engine_changed, re-posted to the GUI thread
 
-    def __init__(self, engine: Any, parent: QWidget | None = None, *, host: Any = None) -> None:
+    def __init__(self, engine: Any, parent: QWidget | None = None, *, host: Any = None,
+                 links: Callable[[], Any] | None = None) -> None:
         super().__init__(parent)
         self.engine: Any = None
         # the changeover logic (station.plant.host): given, or made at the first switch
         self.host: Any = host
+        # the plant's links for the status bar (station.plant.services.link_summary), if served
+        self.links = links
         self._switching = False  # a switch of the window's own: the host's signal is ours
         self.engineer_unlocked = False
         self.pin_dialog: PinDialog | None = None
@@ -398,7 +403,23 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(200, self.refresh_counts)
 
     def refresh_counts(self) -> None:
-        self.counts.refresh(self.engine)
+        self._poll(lambda: self.counts.refresh(self.engine))
+
+    def _poll(self, read: Callable[[], None]) -> None:
+        """Run a timer's read of the engine, unless a PLC's changeover has just closed it
+        (the host closes the old engine on its own thread; the window follows a moment
+        later): then this tick is skipped, not reported as a fault."""
+        def left() -> bool:
+            return self.host is not None and self.host.engine is not self.engine
+
+        if self.engine is None or left():
+            return
+        try:
+            read()
+        except Exception:
+            if left():  # closed under this very read
+                return
+            raise
 
     def reset_counts(self) -> None:
         self.engine.reset_counts(ENGINEER if self.engineer_unlocked else "operator")
@@ -406,8 +427,9 @@ class MainWindow(QMainWindow):
         self.refresh_counts()
 
     def refresh_alarms(self) -> None:
-        if self.engine is None:  # closed
-            return
+        self._poll(self._show_alarms)
+
+    def _show_alarms(self) -> None:
         self.alarms.set_alarms(self.engine.alarms())
         scale_fonts(self.alarms, self.scale)  # new rows: the window's scale
         self.alarm_area.fit()
@@ -421,9 +443,12 @@ class MainWindow(QMainWindow):
         self.refresh_alarms()
 
     def refresh_stats(self) -> None:
-        if self.engine is None:  # closed
-            return
+        self._poll(self._show_stats)
+
+    def _show_stats(self) -> None:
         self.status.update_stats(self.engine.stats(), self.live.shown_fps)
+        if self.links is not None:
+            self.status.show_plant(self.links())
         self.trends.redraw()
 
     def show_rejects(self) -> None:

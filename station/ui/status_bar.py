@@ -1,6 +1,6 @@
 """The status bar: whether the line is inspected, camera, preview and inspection rates,
-latency, dropped frames, serial link and the models in use — what an engineer checks first
-when the line misbehaves.
+latency, dropped frames, serial link, the plant's links (PLC, MQTT) and the models in use —
+what an engineer checks first when the line misbehaves.
 
 Every field gives way rather than widen the window or run into its neighbour (the engineer
 dock takes width away): it is cut with "…" and its full text is on hover.
@@ -67,10 +67,11 @@ class StationStatusBar(QStatusBar):
     """``update_stats(stats, shown_fps)`` from a timer; ``show_line_state(status)`` on the
     engine's ``line`` event."""
 
-    FIELDS = ("line", "camera", "preview", "inspect", "latency", "dropped", "serial", "models")
-    # the short figures are always shown whole; the line state's reason and the model
-    # versions share what is left (cut with "…", full text on hover)
-    WHOLE = ("camera", "preview", "inspect", "latency", "dropped", "serial")
+    FIELDS = ("line", "camera", "preview", "inspect", "latency", "dropped", "serial", "plant",
+              "models")
+    # the short figures (the plant's links too) are always shown whole; the line state's
+    # reason and the model versions share what is left (cut with "…", full text on hover)
+    WHOLE = ("camera", "preview", "inspect", "latency", "dropped", "serial", "plant")
     STRETCH = {"line": 3, "models": 4}
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -83,6 +84,7 @@ class StationStatusBar(QStatusBar):
             self.labels[key] = label
             self.addPermanentWidget(label, self.STRETCH.get(key, 1))
         self.show_line_state(None)
+        self.show_plant(None)
 
     def show_line_state(self, status: Any) -> None:
         """The engine's one line state (the same the tile and the alarm list show)."""
@@ -100,11 +102,22 @@ class StationStatusBar(QStatusBar):
         if fault:
             label.setToolTip(f"{status.title}: {status.reason}")
 
+    def show_plant(self, links: Any) -> None:
+        """The PLC and MQTT links (:func:`station.plant.services.link_summary`): hidden on a
+        station that serves no plant, red when a PLC stops acknowledging or the broker is down."""
+        label = self.labels["plant"]
+        label.setVisible(links is not None)
+        if links is None:
+            return
+        label.setStyleSheet(f"color: {FAULT_COLOUR if links.fault else LINE_COLOURS['inspecting']};")
+        label.setText(links.text)
+        label.setToolTip(links.detail)
+
     def update_stats(self, s: Any, shown_fps: float) -> None:
         # compact, so a 1024 px status bar reads without eliding; the hover says it in full
         texts = {
-            "camera": (f"cam {s.camera_fps:.1f} fps", f"camera frames per second ({s.source})"),
-            "preview": (f"view {shown_fps:.1f} fps", "live view frames per second"),
+            "camera": (f"cam {s.camera_fps:.0f} fps", f"camera frames per second ({s.source})"),
+            "preview": (f"view {shown_fps:.0f} fps", "live view frames per second"),
             "inspect": (f"{s.inspect_fps:.1f} parts/s", "inspections per second"),
             "latency": (f"p50 {s.latency_p50_ms:.0f} ms p99 {s.latency_p99_ms:.0f} ms",
                         "trigger-to-verdict latency, median and 99th percentile"),
@@ -120,5 +133,6 @@ class StationStatusBar(QStatusBar):
         serial = s.serial_state
         colour = {"connected": "#66bb6a", "off": "#b0bec5"}.get(serial, FAULT_COLOUR)
         self.labels["serial"].setStyleSheet(f"color: {colour};")
-        self.labels["serial"].setText(f"serial {serial}")
+        self.labels["serial"].setText("serial ok" if serial == "connected" else f"serial {serial}")
+        self.labels["serial"].setToolTip(f"reject output (serial): {serial}")
         self.labels["models"].setText("models " + (", ".join(s.models.values()) or "none"))

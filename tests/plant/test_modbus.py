@@ -401,6 +401,90 @@ def test_the_window_follows_the_recipe_the_plc_selects(qtbot, tiny_models: Path,
     assert not host.engine.running
 
 
+def test_the_window_skips_its_polls_of_an_engine_a_plc_changeover_closed(
+        qtbot, tiny_models: Path, tmp_path: Path) -> None:
+    """The host closes the old engine on the PLC's thread; until the window has followed,
+    its timers still hold that engine: their reads are skipped, never a traceback, and the
+    window then shows the new engine's counts."""
+    from station.ui.main_window import MainWindow
+
+    frames = part_frames(tmp_path / "frames", 6)
+    first = folder_recipe(tmp_path, tiny_models, name="alpha", frames=frames, trigger="hardware")
+    second = folder_recipe(tmp_path, tiny_models, name="bravo", number=12, frames=frames,
+                           trigger="hardware")
+    host = StationHost(load_recipe(first))
+    window = MainWindow(host.engine, host=host)
+    qtbot.addWidget(window)
+    old = host.engine
+    try:
+        host.start()
+        qtbot.waitUntil(lambda: old.counts()["inspected"] >= 2, timeout=20000)
+        host.engine_changed.disconnect(window._relay_host)  # the GUI has not followed yet
+        assert host.change_to(second).ok
+        assert host.engine is not old and window.engine is old
+        window.refresh_counts()  # each would read the closed records
+        window.refresh_stats()
+        window.refresh_alarms()
+        window._on_host_changed(host.engine)  # ... and then it follows
+        assert window.engine is host.engine and window.product.text() == "bravo part"
+        qtbot.waitUntil(lambda: host.engine.counts()["inspected"] >= 1, timeout=20000)
+        window.refresh_counts()
+    finally:
+        window.shutdown()
+        host.pulse.close()
+
+
+def test_the_status_bar_shows_the_plant_links(qtbot, tiny_models: Path, tmp_path: Path) -> None:
+    """The operator's status bar says what the station serves the plant, and turns red for
+    the links that need a look: a broker that is down, a PLC that stopped acknowledging
+    results (the queue full); acknowledging them clears the PLC's fault."""
+    from functools import partial
+
+    from station.plant.mqtt import open_publisher
+    from station.plant.services import PlantServices, link_summary
+    from station.ui.main_window import MainWindow
+
+    port, nobody = free_port(), free_port()
+    mqtt = (f'[mqtt]\nenabled = true\nurl = "mqtt://127.0.0.1:{nobody}"\nplant = "p1"\n'
+            f'buffer_dir = "{tmp_path / "outbox"}"\n')
+    recipe = folder_recipe(tmp_path, tiny_models, name="alpha", port=port, trigger="hardware",
+                           extra=mqtt)
+    host = StationHost(load_recipe(recipe))
+    services = PlantServices(host)
+    services.start()
+    publisher = open_publisher(host.recipe)
+    assert publisher is not None
+    window = MainWindow(host.engine, host=host, links=partial(link_summary, services, publisher))
+    qtbot.addWidget(window)
+    window.show()
+    label = window.status.labels["plant"]
+    plc = services.plc
+    assert plc is not None
+    try:
+        qtbot.waitUntil(lambda: label.full_text == "PLC idle · MQTT down", timeout=5000)
+        assert label.isVisible() and "#ff5252" in label.styleSheet()  # the broker is down
+        assert f"modbus on 127.0.0.1:{port}" in label.toolTip()
+        assert f"MQTT mqtt://127.0.0.1:{nobody}: " in label.toolTip()
+        assert link_summary(services, None) == link_summary(services)  # the PLC alone
+        assert not link_summary(services).fault, "stopped, nothing waiting: nothing to look at"
+        host.start()  # the station triggers itself; nobody acknowledges
+        qtbot.waitUntil(lambda: f"PLC {plc.queue_size} unacked" in label.full_text, timeout=30000)
+        summary = link_summary(services)
+        assert summary.fault and f"{plc.queue_size} of {plc.queue_size}" in summary.detail
+        host.engine.stop()
+        while (current := plc.current_result()) is not None:
+            plc.acknowledge(seq=current.seq)
+        assert link_summary(services).text == "PLC idle"
+        assert link_summary(services).fault == (plc.overruns > 0)  # dropped results stay shown
+    finally:
+        services.stop()
+        window.shutdown()
+        publisher.close(flush_s=0)
+        host.pulse.close()
+    window.status.show_plant(None)  # a station that serves no plant: no field at all
+    assert not label.isVisibleTo(window.status)
+
+
 def test_station_run_window_serves_modbus_from_the_flag(tiny_models: Path,
                                                         tmp_path: Path) -> None:
     """``station run --modbus HOST:PORT`` without --headless: the operator window and the
