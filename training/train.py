@@ -27,7 +27,7 @@ from station.models.metadata import ModelMetadata
 from station.sources.datasets import dataset_fingerprint, read_dataset
 from station.vision.align import AlignParams, crop_height
 from station.vision.localize import LocalizeParams
-from station.vision.preprocess import PreprocessSpec, prepare_batch
+from station.vision.preprocess import PreprocessSpec, fit_background_value, prepare_batch
 from training.autoencoder import (
     AutoencoderOptions,
     neighbour_head,
@@ -407,6 +407,13 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
         print(crop_note(kind, spec, align, multiple))
         crops = compute_crops(used, loc, align, spec.size, cache, opts.progress,
                               height=spec.crop_height)
+        fitted = fit_background_value(crops.select(roles["train_good"]).good_crops(), spec)
+        if fitted != spec:
+            print(f"{kind}: background mapped to {fitted.background_value:g} instead of "
+                  f"{spec.background_value:g}, so what is brighter than the background keeps "
+                  "its detail (fit_background_value)")
+            log({"model": kind, "event": "background_value", "value": fitted.background_value})
+            spec = fitted
         lost = [m for m in crops.messages if m]
         for m in lost:
             log({"event": "part_not_found", "message": m})

@@ -10,8 +10,9 @@ alone).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import cv2
@@ -47,7 +48,7 @@ class PreprocessSpec:
     )
     background_value: float = field(
         default=0.75,
-        metadata={"min": 0.05, "max": 1.0, "help": "tensor value the background maps to (illumination=background)"},
+        metadata={"min": 0.01, "max": 1.0, "help": "tensor value the background maps to (illumination=background)"},
     )
     ring_frac: float = field(
         default=0.125,
@@ -185,6 +186,40 @@ def prepare(crop: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     else:
         x *= np.float32(1.0 / 255.0)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+#: The share of a good crop's pixels that must stay below 1.0 once the background is mapped
+#: to ``background_value`` (see :func:`fit_background_value`).
+HEADROOM_QUANTILE = 99.5
+
+
+def fit_background_value(crops: Sequence[np.ndarray], spec: PreprocessSpec) -> PreprocessSpec:
+    """``spec`` with a ``background_value`` that leaves the part its detail.
+
+    Dividing by the background level maps the background to ``background_value`` (0.75) and
+    a pixel brighter than the background by more than 1 / 0.75 to 1.0, clipped. On a light
+    plate that is a highlight or two; a light part on a dark plate (background 20 of 255,
+    the part 200) would clip whole. So the value is lowered until the median good crop keeps
+    its 99.5th percentile at or below 1.0; it is never raised above the spec's own, and it is
+    stored in the model's metadata, so the station prepares its crops the same way.
+
+    >>> dark = np.full((32, 64), 20, np.uint8); dark[8:24, 8:56] = 200  # a light part
+    >>> fit_background_value([dark], PreprocessSpec(size=64, height=32)).background_value
+    0.1
+    >>> light = np.full((32, 64), 200, np.uint8); light[8:24, 8:56] = 40  # a dark part
+    >>> fit_background_value([light], PreprocessSpec(size=64, height=32)).background_value
+    0.75
+    """
+    if spec.illumination != "background" or len(crops) == 0:
+        return spec
+    ratios = []
+    for crop in crops:
+        x = _colour(crop, spec).astype(np.float32)
+        level = np.maximum(background_level(x, spec.ring_frac), 1.0)
+        ratios.append(float(np.percentile(x / level, HEADROOM_QUANTILE)))
+    value = min(spec.background_value, 1.0 / max(float(np.median(ratios)), 1e-6))
+    value = max(0.01, math.floor(value * 1000) / 1000)
+    return replace(spec, background_value=value) if value < spec.background_value else spec
 
 
 def prepare_batch(crops: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
