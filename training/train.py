@@ -211,6 +211,19 @@ def _check_parity(model, path: Path, batch: np.ndarray, log: TrainLog, kind: str
     return diffs
 
 
+def _fit_background(kind: str, good: list[np.ndarray], spec: PreprocessSpec,
+                    log: TrainLog) -> PreprocessSpec:
+    """The model's crop spec with the background value its good crops leave room for
+    (:func:`station.vision.preprocess.fit_background_value`), said when it moved."""
+    fitted = fit_background_value(good, spec)
+    if fitted != spec:
+        print(f"{kind}: background mapped to {fitted.background_value:g} instead of "
+              f"{spec.background_value:g}, so what is brighter than the background keeps "
+              "its detail (fit_background_value)")
+        log({"model": kind, "event": "background_value", "value": fitted.background_value})
+    return fitted
+
+
 def _quantize(kind: str, float_path: Path, meta: ModelMetadata, calib: np.ndarray,
               check: np.ndarray, exclude: list[str], log: TrainLog) -> dict | None:
     """int8 copy beside the float model, with its measured speed and score change."""
@@ -407,13 +420,7 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
         print(crop_note(kind, spec, align, multiple))
         crops = compute_crops(used, loc, align, spec.size, cache, opts.progress,
                               height=spec.crop_height)
-        fitted = fit_background_value(crops.select(roles["train_good"]).good_crops(), spec)
-        if fitted != spec:
-            print(f"{kind}: background mapped to {fitted.background_value:g} instead of "
-                  f"{spec.background_value:g}, so what is brighter than the background keeps "
-                  "its detail (fit_background_value)")
-            log({"model": kind, "event": "background_value", "value": fitted.background_value})
-            spec = fitted
+        spec = _fit_background(kind, crops.select(roles["train_good"]).good_crops(), spec, log)
         lost = [m for m in crops.messages if m]
         for m in lost:
             log({"event": "part_not_found", "message": m})

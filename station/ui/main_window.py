@@ -67,13 +67,11 @@ def make_engine(recipe: Any, inspector: Any = None) -> Any:
 
 class MainWindow(QMainWindow):
     """``MainWindow(engine)``; the engine may be running or not. ``close`` closes it.
-    ``engine_changed(engine)`` after a recipe switch (publishers re-attach to it).
-
-    ``host``: the :class:`station.plant.StationHost` that owns ``engine`` when PLC servers
-    run beside the window; a changeover the PLC commands then reaches the window too (the
-    host emits from the server's thread, the window follows on the GUI thread). ``links``:
-    what the status bar shows of the PLC and MQTT links (polled with the rates).
-    """
+    ``engine_changed(engine)`` after a recipe switch (publishers re-attach to it). ``host``:
+    the :class:`station.plant.StationHost` that owns ``engine`` when PLC servers run beside
+    the window; a changeover the PLC commands then reaches the window too (the host emits
+    from the server's thread, the window follows on the GUI thread). ``links``: what the
+    status bar shows of the PLC and MQTT links (polled with the rates)."""
 
     engine_changed = Signal(object)
     _host_changed = Signal(object)  # the host's engine_changed, re-posted to the GUI thread
@@ -241,11 +239,10 @@ class MainWindow(QMainWindow):
 
     def _start_timers(self) -> None:
         """The status bar and trends every 0.5 s, the counts every second (polling the engine)."""
-        self._stats_timer = QTimer(self)
+        self._stats_timer, self._counts_timer = QTimer(self), QTimer(self)
         self._stats_timer.timeout.connect(self.refresh_stats)
-        self._stats_timer.start(500)
-        self._counts_timer = QTimer(self)
         self._counts_timer.timeout.connect(self.refresh_counts)
+        self._stats_timer.start(500)
         self._counts_timer.start(1000)
 
     # -- engine ------------------------------------------------------------------------------
@@ -406,20 +403,17 @@ class MainWindow(QMainWindow):
         self._poll(lambda: self.counts.refresh(self.engine))
 
     def _poll(self, read: Callable[[], None]) -> None:
-        """Run a timer's read of the engine, unless a PLC's changeover has just closed it
-        (the host closes the old engine on its own thread; the window follows a moment
-        later): then this tick is skipped, not reported as a fault."""
-        def left() -> bool:
-            return self.host is not None and self.host.engine is not self.engine
-
-        if self.engine is None or left():
-            return
+        """A timer's read of the engine; skipped, never a fault, when a PLC's changeover has
+        just closed that engine (on the server's thread: the window follows a moment later)."""
         try:
-            read()
+            if self.engine is not None and not self._left_by_host():
+                read()
         except Exception:
-            if left():  # closed under this very read
-                return
-            raise
+            if not self._left_by_host():  # else: closed under this very read
+                raise
+
+    def _left_by_host(self) -> bool:
+        return self.host is not None and self.host.engine is not self.engine
 
     def reset_counts(self) -> None:
         self.engine.reset_counts(ENGINEER if self.engineer_unlocked else "operator")
@@ -447,8 +441,7 @@ class MainWindow(QMainWindow):
 
     def _show_stats(self) -> None:
         self.status.update_stats(self.engine.stats(), self.live.shown_fps)
-        if self.links is not None:
-            self.status.show_plant(self.links())
+        self.status.show_plant(self.links() if self.links is not None else None)
         self.trends.redraw()
 
     def show_rejects(self) -> None:
@@ -501,11 +494,8 @@ class MainWindow(QMainWindow):
             self.ask_pin(set_new=False)
 
     def ask_pin(self, set_new: bool) -> PinDialog | None:
-        """Open the PIN dialog (non-modal to the event loop: ``open``, not ``exec``).
-
-        ``set_new`` (changing the PIN) only from engineer mode: nobody chooses the first PIN
-        here, that is ``station set-pin``.
-        """
+        """Open the PIN dialog (``open``, not ``exec``). ``set_new`` (changing the PIN) only
+        from engineer mode: nobody chooses the first PIN here, that is ``station set-pin``."""
         if set_new and not self.engineer_unlocked:
             return None
         left = self.pin_guard.remaining()
@@ -542,8 +532,8 @@ class MainWindow(QMainWindow):
     def _pin_accepted(self, dialog: PinDialog) -> None:
         if dialog.set_new:
             self.set_pin(dialog.pin)
-            return
-        self._unlock()
+        else:
+            self._unlock()
 
     def set_pin(self, pin: str) -> None:
         """Store the PIN's hash (never the PIN) in the recipe, and record that it changed."""
