@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 # Idle OpenMP threads sleep instead of spinning: on 2 shared cores spinning starves the rest.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -42,6 +43,28 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str,
+                build: Callable[[Path], None]) -> Path:
+    """A folder made by ``build`` once per test run, also when pytest-xdist runs the suite
+    in several workers: they share one folder, the first builds it under a file lock and the
+    others wait and reuse it, so a model is trained once and not once per worker."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        root = tmp_path_factory.mktemp(name)
+        build(root)
+        return root
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent  # the run's folder, above each worker's
+    root, done = shared / name, shared / f"{name}.built"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir()
+            build(root)
+            done.touch()
+    return root
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP's
@@ -61,16 +84,16 @@ def tiny_models(tmp_path_factory) -> Path:
     from training.autoencoder import AutoencoderOptions
     from training.train import TrainOptions, train
 
-    root = tmp_path_factory.mktemp("tiny_models")
-    data = write_mvtec_dataset(root / "data", n_train_good=40, n_test_good=8,
-                               n_test_per_defect=4, size=160, seed=3)
-    out = root / "models"
-    with _torch_threads(1):
-        train(TrainOptions(data=data, out=out, size=64, cls_size=64, width=0.0625, minutes=0.25,
-                           progress=False, int8=False,
-                           ae=AutoencoderOptions(base_channels=8, max_channels=32,
-                                                 latent_channels=8)))
-    return out
+    def build(root: Path) -> None:
+        data = write_mvtec_dataset(root / "data", n_train_good=40, n_test_good=8,
+                                   n_test_per_defect=4, size=160, seed=3)
+        with _torch_threads(1):
+            train(TrainOptions(data=data, out=root / "models", size=64, cls_size=64,
+                               width=0.0625, minutes=0.25, progress=False, int8=False,
+                               ae=AutoencoderOptions(base_channels=8, max_channels=32,
+                                                     latent_channels=8)))
+
+    return _built_once(tmp_path_factory, "tiny_models", build) / "models"
 
 
 # The defect kind a model trained in half a minute catches every time on the simulated line
@@ -102,14 +125,16 @@ def line_models(tmp_path_factory) -> Path:
     from station.sim import write_mvtec_dataset
     from training.train import TrainOptions, train
 
-    root = tmp_path_factory.mktemp("line_models")
-    data = write_mvtec_dataset(root / "data", n_train_good=80, n_test_good=24,
-                               n_test_per_defect=40, size=160, seed=21, defects=LINE_DEFECTS)
-    out = root / "models"
-    # A fixed number of epochs, not a time budget: the same model on a fast or a busy machine
-    # (and one thread: the thread count changes float rounding as a kernel path does).
-    with _torch_threads(1):
-        train(TrainOptions(data=data, out=out, only="classifier", cls_size=64, width=0.125,
-                           epochs=120, minutes=10.0, folds=2, fold=0, progress=False,
-                           int8=False))
-    return out
+    def build(root: Path) -> None:
+        data = write_mvtec_dataset(root / "data", n_train_good=80, n_test_good=24,
+                                   n_test_per_defect=40, size=160, seed=21,
+                                   defects=LINE_DEFECTS)
+        # A fixed number of epochs, not a time budget: the same model on a fast or a busy
+        # machine (and one thread: the thread count changes float rounding as a kernel path
+        # does).
+        with _torch_threads(1):
+            train(TrainOptions(data=data, out=root / "models", only="classifier", cls_size=64,
+                               width=0.125, epochs=120, minutes=10.0, folds=2, fold=0,
+                               progress=False, int8=False))
+
+    return _built_once(tmp_path_factory, "line_models", build) / "models"
