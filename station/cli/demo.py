@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train the demo models again from fresh synthetic parts")
     parser.add_argument("--kiosk", action="store_true", help="full-screen operator window")
     parser.add_argument("--quiet", action="store_true", help="headless: no line per part")
-    from station.cli.run import add_plant_arguments
+    from station.cli.run import add_plant_arguments, add_screenshot_argument
 
+    add_screenshot_argument(parser)
     add_plant_arguments(parser)
 
 
@@ -131,9 +132,14 @@ def ensure_demo_models(folder: Path = DEMO_MODELS, retrain: bool = False,
 
 
 def run(args: argparse.Namespace) -> int:
-    ensure_demo_models(retrain=args.retrain)
-    from station.cli.run import start_station
+    from station.cli.run import screenshot_problem, start_station
 
+    problem = screenshot_problem(args.screenshot, args.headless, args.seconds)
+    if problem:  # before the first run's training, not after it
+        print(f"station demo: {problem}", file=sys.stderr)
+        return 2
+    ensure_demo_models(retrain=args.retrain)
     return start_station(DEMO_RECIPE, headless=args.headless, seconds=args.seconds,
                          kiosk=args.kiosk, quiet=args.quiet, command="demo",
-                         modbus=args.modbus, opcua=args.opcua, mqtt=args.mqtt)
+                         modbus=args.modbus, opcua=args.opcua, mqtt=args.mqtt,
+                         screenshot=args.screenshot)

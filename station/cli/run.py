@@ -25,7 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after this many seconds (default: until Ctrl-C)")
     parser.add_argument("--kiosk", action="store_true", help="full-screen operator window")
     parser.add_argument("--quiet", action="store_true", help="headless: no line per part")
+    add_screenshot_argument(parser)
     add_plant_arguments(parser)
+
+
+def add_screenshot_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--screenshot", type=Path, default=None, metavar="PNG",
+                        help="with --seconds: save the window as a PNG just before it closes "
+                             "(manuals, a support request)")
 
 
 def add_plant_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,18 +72,37 @@ NOT_INSPECTING_EXIT = 3  # the run ended with the camera lost, the trigger blind
 def run(args: argparse.Namespace) -> int:
     return start_station(args.recipe, headless=args.headless, seconds=args.seconds,
                          kiosk=args.kiosk, quiet=args.quiet, modbus=getattr(args, "modbus", None),
-                         opcua=getattr(args, "opcua", None), mqtt=getattr(args, "mqtt", None))
+                         opcua=getattr(args, "opcua", None), mqtt=getattr(args, "mqtt", None),
+                         screenshot=getattr(args, "screenshot", None))
+
+
+def screenshot_problem(screenshot: Path | None, headless: bool, seconds: float | None) -> str:
+    """Why ``--screenshot`` cannot be honoured ('' when it can): it saves the window at the
+    end of a timed run."""
+    if screenshot is None:
+        return ""
+    if headless:
+        return "--screenshot saves the window; --headless has none"
+    if seconds is None:
+        return "--screenshot needs --seconds (the window is saved just before it closes)"
+    if screenshot.suffix.lower() != ".png":
+        return f"--screenshot {screenshot}: expected a .png file"
+    return ""
 
 
 def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
                   kiosk: bool = False, quiet: bool = False, command: str = "run",
                   modbus: tuple[str, int] | None = None, opcua: str | None = None,
-                  mqtt: str | None = None) -> int:
+                  mqtt: str | None = None, screenshot: Path | None = None) -> int:
     """Open the recipe and run it; every startup fault is one clear line and exit code 2.
     ``modbus``, ``opcua`` and ``mqtt`` (the flags) override and enable the recipe's sections."""
     from station.config import RecipeError, load_recipe, mqtt_url_problem
     from station.plant import with_overrides
 
+    problem = screenshot_problem(screenshot, headless, seconds)
+    if problem:
+        print(f"station {command}: {problem}", file=sys.stderr)
+        return 2
     if mqtt is not None and mqtt_url_problem(mqtt):
         print(f"station {command}: --mqtt {mqtt}: expected {mqtt_url_problem(mqtt)}",
               file=sys.stderr)
@@ -92,7 +118,8 @@ def start_station(recipe_path: Path, *, headless: bool, seconds: float | None,
         from station.ui.app import run_app
 
         return run_app(recipe.path, kiosk=kiosk, seconds=seconds, command=command,
-                       shown_path=recipe_path, mqtt=mqtt, modbus=modbus, opcua=opcua)
+                       shown_path=recipe_path, mqtt=mqtt, modbus=modbus, opcua=opcua,
+                       screenshot=screenshot)
     return _headless(recipe_path, recipe, adjust, seconds=seconds, quiet=quiet,
                      command=command, mqtt=mqtt)
 

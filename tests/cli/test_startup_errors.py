@@ -206,3 +206,23 @@ def test_logged_exceptions_are_one_line_unless_debugging(monkeypatch):
                                         "ZeroDivisionError: division by zero")
     monkeypatch.setenv("STATION_DEBUG", "1")
     assert "Traceback" in formatter.format(record)
+
+
+def test_the_window_saves_a_screenshot_and_a_flag_it_cannot_honour_is_one_line(assets, tmp_path):
+    """``--screenshot`` is for manuals and support requests: the window of a timed run is
+    saved as a PNG; asked without a window or without an end, it says so before starting."""
+    import cv2
+
+    path = _recipe(tmp_path, assets)
+    shot = tmp_path / "shots" / "window.png"
+    proc = _station("run", "--recipe", str(path), "--seconds", "1.5", "--screenshot", str(shot))
+    assert proc.returncode == 0, proc.stderr
+    image = cv2.imread(str(shot))
+    assert image is not None and image.shape[1] >= 800
+    for extra, said in ((["--headless", "--seconds", "1"], "--headless has none"),
+                        ([], "needs --seconds"),
+                        (["--seconds", "1"], "expected a .png file")):
+        target = str(tmp_path / ("w.jpg" if said.startswith("expected") else "w.png"))
+        proc = _station("run", "--recipe", str(path), *extra, "--screenshot", target)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().count("\n") == 0 and said in proc.stderr, proc.stderr
