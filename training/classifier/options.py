@@ -46,9 +46,6 @@ class ClassifierOptions:
     device: str | None = None  # None: CUDA when present, else CPU
     threads: int | None = None  # CPU threads for torch; None keeps torch's default
     max_val_synth: int = 64
-    # > 0: the weights are averaged over this last share of the run (stochastic weight
-    # averaging, Izmailov et al. 2018), batch norm statistics recomputed after; 0 = off
-    average_last: float = 0.0
 
     def validate(self, spec: PreprocessSpec) -> None:
         if (self.size, self.height or self.size) != (spec.size, spec.crop_height):

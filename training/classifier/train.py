@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from station.vision.preprocess import PreprocessSpec
@@ -82,7 +81,6 @@ class _Run:
     total_steps: int
     budget_s: float
     bar: Any
-    average_last: float = 0.0
     step: int = 0
     start: float = field(default_factory=time.monotonic)
 
@@ -91,44 +89,16 @@ class _Run:
                                        weight_decay=self.weight_decay)
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.warmup = min(20, self.total_steps // 10)
-        self.averaged = AveragedModel(self.model) if self.average_last > 0 else None
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start
-
-    def progress(self) -> float:
-        """How far the planned run is: the larger of the step and the time fraction."""
-        return max(self.step / self.total_steps, self.elapsed() / self.budget_s)
-
-    def average_into_model(self, batches: int = 32) -> int:
-        """Put the averaged weights into the model and recompute its batch norm statistics
-        on fresh training batches; returns how many steps were averaged (0: none)."""
-        if self.averaged is None or int(self.averaged.n_averaged) == 0:
-            return 0
-        params = dict(self.averaged.module.named_parameters())
-        with torch.no_grad():
-            for name, param in self.model.named_parameters():
-                param.copy_(params[name])
-        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if norms:
-            momenta = [m.momentum for m in norms]
-            for m in norms:
-                m.reset_running_stats()
-                m.momentum = None  # a cumulative average over the batches below
-            self.model.train()
-            with torch.no_grad():
-                for _ in range(batches):
-                    self.model.logits(self.make_batch()[0].to(self.device))
-            for m, momentum in zip(norms, momenta, strict=True):
-                m.momentum = momentum
-        return int(self.averaged.n_averaged)
 
     def lr(self) -> float | None:
         """This step's learning rate; ``None`` once the time budget is spent."""
         elapsed = self.elapsed()
         if elapsed >= self.budget_s:
             return None
-        frac = self.progress()
+        frac = max(self.step / self.total_steps, elapsed / self.budget_s)
         base_lr, step, warmup = self.base_lr, self.step, self.warmup
         return base_lr * (step + 1) / warmup if step < warmup else \
             base_lr * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
@@ -150,8 +120,6 @@ class _Run:
             self.optim.step()
             losses.append(float(loss.detach()))
             self.step += 1
-            if self.averaged is not None and self.progress() >= 1.0 - self.average_last:
-                self.averaged.update_parameters(self.model)
             self.bar.update(1)
             self.bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.3f}",
                                  lr=f"{lr:.1e}")
@@ -220,10 +188,9 @@ def train_classifier(
                disable=not progress, dynamic_ncols=True)
     run = _Run(model, device, BatchMaker(good, real, spec, rng, opts.batch_size, n_real),
                opts.resolved_lr(batch_norm), opts.weight_decay, steps_per_epoch * opts.epochs,
-               opts.minutes * 60.0, bar, opts.average_last)
+               opts.minutes * 60.0, bar)
     history, stopped_by_time = _fit(run, opts, steps_per_epoch, spec, vgood, vsynth)
     bar.close()
-    averaged = run.average_into_model()
 
     model.eval()
     val_p = predict(model, vcrops, spec, device=device) if vcrops else np.zeros(0, np.float32)
@@ -231,6 +198,4 @@ def train_classifier(
         history[-1]["val_auroc"] = roc_auc(val_p, vlabels)
     if history:
         history[-1]["stopped_by"] = "time" if stopped_by_time else "epochs"
-        if averaged:
-            history[-1]["averaged_steps"] = averaged
     return ClassifierResult(model=model.cpu().eval(), val_p=val_p, history=history)
