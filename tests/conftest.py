@@ -135,6 +135,6 @@ def line_models(tmp_path_factory) -> Path:
         with _torch_threads(1):
             train(TrainOptions(data=data, out=root / "models", only="classifier", cls_size=64,
                                width=0.125, epochs=120, minutes=10.0, folds=2, fold=0,
-                               progress=False, int8=False))
+                               classifier_members=1, progress=False, int8=False))
 
     return _built_once(tmp_path_factory, "line_models", build) / "models"

@@ -21,6 +21,7 @@ from torch import nn
 
 from station.models.metadata import INPUT_NAME, OUTPUTS, ModelMetadata
 from training.classifier.cam import MAP_OUTPUTS, ClassifierWithMap, map_nodes
+from training.classifier.ensemble import Ensemble
 from training.classifier.vgg import VGG16
 
 OPSET = 17
@@ -91,7 +92,7 @@ def _declare_output_dims(path: Path, shapes: list[tuple[int, ...]]) -> None:
     onnx.save_model(model, str(path), save_as_external_data=False)
 
 
-def export_classifier(net: VGG16, out: Path | str, meta: ModelMetadata, example: torch.Tensor,
+def export_classifier(net: VGG16 | Ensemble, out: Path | str, meta: ModelMetadata, example: torch.Tensor,
                       with_map: bool = True) -> tuple[nn.Module, ModelMetadata]:
     """Export a trained classifier; ``with_map`` adds its Grad-CAM output ``cam``.
 

@@ -68,6 +68,7 @@ class TrainOptions:
     # cores: 1500 steps in 8 min), where the autoencoder has plateaued by a few minutes.
     ae_share: float = 0.35
     width: float | None = None  # classifier width multiplier (None = the classifier default)
+    classifier_members: int | None = None  # networks averaged (None = the classifier default)
     pretrained: Path | None = None
     folds: int = 0
     fold: int = 0
@@ -557,9 +558,12 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
         copts.width = opts.width
     if opts.epochs:
         copts.epochs = opts.epochs
+    if opts.classifier_members is not None:
+        copts.members = opts.classifier_members
     print(f"classifier: {len(train_set.samples)} training crops "
           f"({int(_labels(train_set).sum())} real defects), {len(val_set.samples)} validation, "
-          f"{minutes:.1f} min budget, {spec.size}x{spec.crop_height}px, width {copts.width}")
+          f"{minutes:.1f} min budget, {spec.size}x{spec.crop_height}px, width {copts.width}, "
+          f"{copts.members} network(s) averaged")
     res = train_classifier(list(train_set.crops), _labels(train_set), list(val_set.crops),
                            _labels(val_set), spec, copts, opts.progress)
     for row in res.history:
@@ -570,7 +574,8 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     metrics = _val_metrics(res.val_p, labels, choice.value)
     arch = {"name": "vgg16", "width": copts.width, "size": spec.size, "height": spec.crop_height,
             "pretrained": str(opts.pretrained) if opts.pretrained else None,
-            "batch_norm": copts.batch_norm, "epochs_run": len(res.history)}
+            "batch_norm": copts.batch_norm, "epochs_run": len(res.history),
+            "members": copts.members}
     meta = _metadata("classifier", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)
     x = prepare_batch(list(val_set.crops[:8]), spec)
     # with its Grad-CAM map ``cam``, held to torch by the parity check and kept float in int8

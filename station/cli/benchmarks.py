@@ -174,14 +174,16 @@ def _torch_network(path: Path) -> tuple[Any, tuple[int, int, int]]:
     shape = spec.shape  # (channels, height, width)
     arch = dict(meta.architecture)
     if meta.kind == "classifier":
-        from training.classifier import VGG16, VGGConfig
+        from training.classifier import VGG16, Ensemble, VGGConfig
 
         known = {f.name for f in dc.fields(VGGConfig)}
         if "width" not in arch:
             raise ValueError("its architecture metadata has no VGG16 width")
         cfg = VGGConfig(**{k: v for k, v in arch.items() if k in known and k not in ("size", "height")},
                         size=spec.size, height=spec.height)
-        return VGG16(cfg).eval(), shape
+        members = int(arch.get("members", 1))  # files before the ensemble held one network
+        net = VGG16(cfg) if members == 1 else Ensemble([VGG16(cfg) for _ in range(members)])
+        return net.eval(), shape
     from training.autoencoder import AutoencoderOptions, ConvAutoencoder, ScoringHead
 
     known = {f.name for f in dc.fields(AutoencoderOptions)}

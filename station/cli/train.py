@@ -56,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width", type=float, default=None,
                         help="classifier width multiplier (1.0 = VGG16 proper; default: the "
                              "classifier's CPU-friendly default)")
+    parser.add_argument("--classifier-members", type=int, default=None, metavar="N",
+                        help="classifiers trained one after the other, each in its share of "
+                             "the budget, and averaged into one model file (default 2; each "
+                             "costs one network's time per part)")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="torchvision vgg16 state dict file to start the classifier from")
     parser.add_argument("--folds", type=int, default=0,
@@ -98,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     opts = TrainOptions(
         data=args.data, out=args.out, only=args.only, size=size, cls_size=args.cls_size,
         epochs=args.epochs, minutes=args.minutes, width=args.width, pretrained=args.pretrained,
+        classifier_members=args.classifier_members,
         folds=args.folds, fold=args.fold, seed=args.seed, rule=args.rule, device=args.device,
         cache=args.cache, int8=not args.no_int8, progress=not args.quiet, **product,
     )
@@ -122,6 +127,8 @@ def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
         if not 0.0 <= args.max_false_reject < 1.0:
             return f"--max-false-reject {args.max_false_reject}: expected a share from 0 to 1"
         opts.max_false_reject = args.max_false_reject
+    if args.classifier_members is not None and args.classifier_members < 1:
+        return f"--classifier-members {args.classifier_members}: expected 1 or more"
     if args.ae_share is not None:
         if not 0.0 < args.ae_share < 1.0:
             return f"--ae-share {args.ae_share}: expected a share between 0 and 1"

@@ -15,6 +15,7 @@ from station.vision.preprocess import PreprocessSpec, prepare_batch
 from training.classifier import (
     ClassifierOptions,
     ClassifierResult,
+    Ensemble,
     PretrainedMismatch,
     calibration_tensors,
     train_classifier,
@@ -43,8 +44,9 @@ def _crops(seed: int, n: int, defect_every: int) -> tuple[list[np.ndarray], np.n
 
 
 def _options(**kw) -> ClassifierOptions:
+    """One network unless told (the measurements below are of one network's learning)."""
     base = dict(size=SIZE, width=0.125, dropout=0.0, epochs=13, minutes=5.0, batch_size=16,
-                lr=1e-3, seed=0, threads=1, device="cpu")
+                lr=1e-3, seed=0, threads=1, device="cpu", members=1)
     base.update(kw)
     return ClassifierOptions(**base)
 
@@ -163,6 +165,30 @@ def test_seeded_and_stops_at_the_time_budget() -> None:
     assert c.val_p.shape == (0,)
 
 
+@pytest.mark.learning
+def test_members_train_one_after_the_other_and_read_as_one() -> None:
+    """Two networks of their own seeds, each stopped at its share of the budget, and
+    p_defect their mean logit's."""
+    good, _ = _crops(4, 8, 0)
+    two = train_classifier(good, np.zeros(8), good[:4], np.zeros(4), SPEC,
+                           _options(width=0.0625, epochs=2, batch_size=4, members=2),
+                           progress=False)
+    assert isinstance(two.model, Ensemble) and len(two.model.members) == 2
+    assert [h["member"] for h in two.history] == [0, 0, 1, 1]
+    a, b = (m.features[0].weight for m in two.model.members)
+    assert not torch.equal(a, b)  # seeds 0 and 1: two networks, not one twice
+    x = torch.from_numpy(prepare_batch(good[:4], SPEC))
+    with torch.no_grad():
+        logits = torch.stack([m.logits(x) for m in two.model.members])
+    np.testing.assert_allclose(two.val_p, torch.sigmoid(logits.mean(0)).numpy(), atol=1e-6)
+    timed = train_classifier(good, np.zeros(8), [], [], SPEC, _options(
+        width=0.0625, epochs=1000, minutes=0.04, batch_size=4, members=2), progress=False)
+    rows = timed.history
+    assert {h["member"] for h in rows} == {0, 1} and rows[-1]["stopped_by"] == "time"
+    first = max(h["seconds"] for h in rows if h["member"] == 0)
+    assert first < 0.04 * 60 * 0.75, first  # half of 2.4 s, not all of it
+
+
 def test_bad_input_is_refused_with_a_reason() -> None:
     good, _ = _crops(5, 3, 0)
     with pytest.raises(ValueError, match="differs from the preprocessing size"):
@@ -173,6 +199,8 @@ def test_bad_input_is_refused_with_a_reason() -> None:
         train_classifier(good, np.ones(3), [], [], SPEC, _options(), progress=False)
     with pytest.raises(ValueError, match="0 .good. or 1 .defect."):
         train_classifier(good, [0, 2, 0], [], [], SPEC, _options(), progress=False)
+    with pytest.raises(ValueError, match="members must be >= 1, got 0"):
+        train_classifier(good, np.zeros(3), [], [], SPEC, _options(members=0), progress=False)
 
 
 def test_pretrained_weights_need_full_width(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from station.sim import render_part
 from station.vision.align import AlignParams, find_and_align
 from station.vision.localize import LocalizeParams
 from station.vision.preprocess import PreprocessSpec, prepare_batch
-from training.classifier import VGG16, ClassifierOptions, VGGConfig, train_classifier
+from training.classifier import VGG16, ClassifierOptions, Ensemble, VGGConfig, train_classifier
 from training.classifier.cam import ClassifierWithMap
 from training.export import export_classifier, float_nodes, parity
 from training.quantize import quantize_static
@@ -86,6 +86,56 @@ def _spot(crop: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, tuple
     return (crop * (1 - alpha) + shade * alpha).astype(np.uint8), (cx, cy)
 
 
+def test_an_ensembles_map_is_its_members_maps_averaged(tmp_path) -> None:
+    """Two networks read as one: p_defect from their mean logit, the map the mean of each
+    member's Grad-CAM (autograd's, scaled to a peak of one) scaled to p; the file the station
+    opens gives both, with every map node kept float by int8."""
+    torch.manual_seed(7)
+    nets = [VGG16(VGGConfig(size=SIZE, width=0.0625)).eval() for _ in range(2)]
+    for net in nets:
+        for layer in net.classifier:
+            if isinstance(layer, torch.nn.Linear):
+                torch.nn.init.normal_(layer.weight, 0.0, 0.2)
+    x = torch.rand(6, 1, SIZE, SIZE)
+    ensemble = Ensemble(nets).eval()
+    with torch.no_grad():
+        p, cam = ClassifierWithMap(ensemble)(x)
+        logits = torch.stack([n.logits(x) for n in nets])
+    torch.testing.assert_close(p, torch.sigmoid(logits.mean(0)))
+    units = []
+    for net in nets:
+        m = _autograd_cam(net, x)
+        units.append(m / m.amax((2, 3), keepdim=True).clamp_min(1e-12))
+    mean = torch.stack(units).mean(0)
+    expected = mean / mean.amax((2, 3), keepdim=True).clamp_min(1e-12) * p[:, None, None, None]
+    assert (expected.amax((2, 3)) > 0).all()  # every part has a map to compare
+    torch.testing.assert_close(cam, expected, atol=1e-5, rtol=1e-4)
+
+    path = tmp_path / "classifier.onnx"
+    exported, written = export_classifier(ensemble, path, _meta(), x[:2])
+    assert written.output_names == ("p_defect", "cam")
+    diffs = parity(exported, path, x.numpy())
+    assert max(diffs.values()) <= 1e-4, diffs
+    assert {n.split("/")[1] for n in float_nodes(path)} == {"gradcam.0", "gradcam.1",
+                                                            "gradcam_blend"}
+    model = load_model(path, "cpu", 1)
+    got_p, maps = model.infer_map(x.numpy())
+    np.testing.assert_allclose(got_p, p.numpy(), atol=1e-5)
+    np.testing.assert_allclose(maps, cam[:, 0].numpy(), atol=1e-5)
+    int8 = quantize_static(path, tmp_path / "classifier.int8.onnx", x.numpy(),
+                           nodes_to_exclude=float_nodes(path))
+    int8_p, int8_maps = load_model(int8, "cpu", 1).infer_map(x.numpy())
+    assert int8_maps is not None and int8_maps.shape == maps.shape
+    np.testing.assert_allclose(int8_maps.max(axis=(1, 2)), int8_p, rtol=1e-5)
+
+
+def test_an_ensemble_refuses_members_of_other_inputs() -> None:
+    with pytest.raises(ValueError, match="different inputs"):
+        Ensemble([VGG16(VGGConfig(size=64, width=0.0625)), VGG16(VGGConfig(size=96, width=0.0625))])
+    with pytest.raises(ValueError, match="at least one"):
+        Ensemble([])
+
+
 def _meta() -> ModelMetadata:
     return ModelMetadata(kind="classifier", threshold=0.5, preprocess=SPEC.to_metadata(),
                          localize=LocalizeParams().to_dict(), align=AlignParams().to_dict(),
@@ -108,7 +158,7 @@ def spot_model(tmp_path_factory) -> tuple[Path, ClassifierWithMap, np.ndarray, n
             val_good + [h[0] for h in held], np.r_[np.zeros(len(val_good)), np.ones(len(held))],
             SPEC, ClassifierOptions(size=SIZE, width=0.125, dropout=0.0, epochs=8, minutes=10.0,
                                     batch_size=16, lr=1e-3, seed=0, threads=1, device="cpu",
-                                    synth_ratio=0.0),
+                                    synth_ratio=0.0, members=1),
             progress=False)
     finally:
         torch.set_num_threads(threads)
@@ -158,7 +208,7 @@ def test_int8_copy_keeps_the_map_float_and_on_the_defect(spot_model, tmp_path, t
     still gets a float map, since its products are Einsums the quantizer never touches."""
     path, _, x, centres = spot_model
     keep = float_nodes(path)
-    assert keep and all(n.startswith("/gradcam/") for n in keep)
+    assert keep and all(n.startswith(("/gradcam.0/", "/gradcam_blend/")) for n in keep)
     out = quantize_static(path, tmp_path / "classifier.int8.onnx", x[:32],
                           nodes_to_exclude=keep if told == "map nodes excluded" else ())
     graph = onnx.load(str(out)).graph
@@ -168,7 +218,7 @@ def test_int8_copy_keeps_the_map_float_and_on_the_defect(spot_model, tmp_path, t
         """The map's arithmetic (the optimizer may fold its constants and shape reads)."""
         math = {"Einsum", "Greater", "Mul", "Div", "ReduceSum", "ReduceMax", "Relu", "Resize"}
         return {(n.name, n.op_type) for n in g.node
-                if n.name.startswith("/gradcam/") and n.op_type in math}
+                if n.name.startswith("/gradcam") and n.op_type in math}
 
     # the map's nodes are the float file's, unchanged (none became an int8 op), and none of
     # their results is quantized: the map is computed in float from the dequantized
@@ -176,7 +226,7 @@ def test_int8_copy_keeps_the_map_float_and_on_the_defect(spot_model, tmp_path, t
     ops = map_ops(onnx.load(str(path)).graph)
     assert len(ops) >= 10 and map_ops(graph) == ops
     quantized = {i for n in graph.node if n.op_type == "QuantizeLinear" for i in n.input}
-    assert not quantized & {o for n in graph.node if n.name.startswith("/gradcam/")
+    assert not quantized & {o for n in graph.node if n.name.startswith("/gradcam")
                             for o in n.output}
     float_p, float_maps = load_model(path, "cpu", 1).infer_map(x)
     int8_p, int8_maps = load_model(out, "cpu", 1).infer_map(x)

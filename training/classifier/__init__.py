@@ -1,9 +1,11 @@
 """The VGG16 defect classifier: the network with torchvision's layer names (:mod:`.vgg`), its
 knobs (:mod:`.options`), training batches (:mod:`.batches`), training (:mod:`.train`),
+several trained networks read as one (:mod:`.ensemble`),
 prediction (:mod:`.predict`) and int8 calibration crops (:mod:`.calibration`)."""
 
 from training.classifier.batches import BatchMaker, augment, synthetic_validation
 from training.classifier.calibration import calibration_tensors
+from training.classifier.ensemble import Ensemble
 from training.classifier.options import ClassifierOptions, ClassifierResult
 from training.classifier.predict import predict
 from training.classifier.train import train_classifier
@@ -21,6 +23,7 @@ __all__ = [
     "BatchMaker",
     "ClassifierOptions",
     "ClassifierResult",
+    "Ensemble",
     "PretrainedMismatch",
     "VGGConfig",
     "augment",

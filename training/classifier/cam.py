@@ -21,7 +21,9 @@ fixed average pooling's rows each sum to one. So ``alpha_k = sum(g_f[k]) / (H W)
 Summing W1 over the 49 cells once, at wrapping, makes that one small product per part.
 
 The map is ReLU(sum_k alpha_k A_k), upsampled bilinearly to the crop, then scaled so that
-its peak equals ``p_defect``. Why that scale: Grad-CAM's magnitude is arbitrary (it is a
+its peak equals ``p_defect``. An :class:`~training.classifier.ensemble.Ensemble` gets the mean
+of its members' maps, each first scaled to a peak of one (so that no member's arbitrary
+gradient magnitude outweighs the other's), then the same scale. Why that scale: Grad-CAM's magnitude is arbitrary (it is a
 gradient times an activation) while the station colours every map on "1.0 = the model's
 threshold" (``normalized(map) = map / threshold``, like the autoencoder's). With the peak at
 ``p_defect`` the normalized map's peak is exactly the classifier's normalized score, so a part
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
+from training.classifier.ensemble import Ensemble, members_of
 from training.classifier.vgg import POOL_SIZE, VGG16
 
 #: the ONNX output names of a classifier with a map, in graph order
@@ -44,7 +47,8 @@ _TINY = 1e-12
 
 class GradCam(nn.Module):
     """The map from the head's forward values; a module of its own so that its ONNX nodes
-    are named ``/gradcam/...`` and int8 quantization can keep them float (:func:`map_nodes`).
+    are named ``/gradcam.<member>/...`` and int8 quantization can keep them float
+    (:func:`map_nodes`).
 
     ``w1``: the head's first Linear weight [hidden, C * 7 * 7]. The map only needs
     ``g_z1 @ w1`` summed over each channel's 7 x 7 cells, so the cells are summed once here:
@@ -60,9 +64,9 @@ class GradCam(nn.Module):
                              persistent=False)
 
     def forward(self, x: torch.Tensor, a: torch.Tensor, h1: torch.Tensor, h2: torch.Tensor,
-                p: torch.Tensor, w2: torch.Tensor, w3: torch.Tensor) -> torch.Tensor:
+                w2: torch.Tensor, w3: torch.Tensor) -> torch.Tensor:
         """``a``: last conv block [N, C, h, w]; ``h1``/``h2``: the head's ReLU outputs;
-        ``w2``/``w3``: its later Linear weights; returns the map [N, 1, H, W] (peak = ``p``)."""
+        ``w2``/``w3``: its later Linear weights; returns the map [N, 1, H, W], peak 1."""
         # Einsum, not MatMul: the weights are shared with the head's Gemm nodes, and an int8
         # quantizer that met them in a MatMul too would give them two conflicting per-channel
         # scales (onnxruntime's fails outright); Einsum is never quantized, so the map's
@@ -74,40 +78,63 @@ class GradCam(nn.Module):
         low = torch.relu((alpha[:, :, None, None] * a).sum(1, keepdim=True))
         up = F.interpolate(low, size=(int(x.shape[2]), int(x.shape[3])), mode="bilinear",
                            align_corners=False)
-        peak = torch.amax(up, dim=(2, 3), keepdim=True).clamp_min(_TINY)
-        return up / peak * p[:, None, None, None]
+        return _unit_peak(up)
+
+
+def _unit_peak(m: torch.Tensor) -> torch.Tensor:
+    """``m`` [N, 1, H, W] divided by each map's peak (a map that is zero stays zero)."""
+    return m / torch.amax(m, dim=(2, 3), keepdim=True).clamp_min(_TINY)
+
+
+class MapBlend(nn.Module):
+    """The members' unit-peak maps into one whose peak is ``p``; a module of its own so that
+    its nodes are named ``/gradcam_blend/...`` and stay float in int8 with the maps'."""
+
+    def forward(self, maps: list[torch.Tensor], p: torch.Tensor) -> torch.Tensor:
+        mean = maps[0] if len(maps) == 1 else torch.stack(maps).mean(0)
+        return _unit_peak(mean) * p[:, None, None, None]
 
 
 class ClassifierWithMap(nn.Module):
-    """``image -> (p_defect [N], cam [N, 1, H, W])`` around a trained :class:`VGG16`.
+    """``image -> (p_defect [N], cam [N, 1, H, W])`` around a trained :class:`VGG16` or an
+    :class:`~training.classifier.ensemble.Ensemble` of them.
 
-    ``p_defect`` is computed by the network's own modules, exactly as ``VGG16.forward`` does.
+    ``p_defect`` is computed by the network's own modules, exactly as its ``forward`` does.
     """
 
-    def __init__(self, net: VGG16) -> None:
+    def __init__(self, net: VGG16 | Ensemble) -> None:
         super().__init__()
         self.net = net
-        head = list(net.classifier)
-        if len(head) != 7 or not all(isinstance(head[i], nn.Linear) for i in (0, 3, 6)):
-            raise ValueError("Grad-CAM expects VGG16's head Linear-ReLU-Dropout-Linear-ReLU-"
-                             f"Dropout-Linear, got {[type(m).__name__ for m in head]}")
-        self.gradcam = GradCam(head[0].weight)
+        cams = []
+        for member in members_of(net):
+            head = list(member.classifier)
+            if len(head) != 7 or not all(isinstance(head[i], nn.Linear) for i in (0, 3, 6)):
+                raise ValueError("Grad-CAM expects VGG16's head Linear-ReLU-Dropout-Linear-ReLU-"
+                                 f"Dropout-Linear, got {[type(m).__name__ for m in head]}")
+            cams.append(GradCam(head[0].weight))
+        self.gradcam = nn.ModuleList(cams)
+        self.gradcam_blend = MapBlend()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        net = self.net
-        layers = list(net.features)
-        a = x
-        for layer in layers[:-1]:
-            a = layer(a)  # a: the last conv block's activations, [N, C, H/16, W/16]
-        pooled = net.avgpool(layers[-1](a))
-        fc1, relu1, drop1, fc2, relu2, drop2, fc3 = net.classifier
-        h1 = relu1(fc1(torch.flatten(pooled, 1)))
-        h2 = relu2(fc2(drop1(h1)))
-        p = torch.sigmoid(fc3(drop2(h2)).squeeze(1))
-        return p, self.gradcam(x, a, h1, h2, p, fc2.weight, fc3.weight)
+        logits, maps = [], []
+        for member, gradcam in zip(members_of(self.net), self.gradcam, strict=True):
+            layers = list(member.features)
+            a = x
+            for layer in layers[:-1]:
+                a = layer(a)  # a: the last conv block's activations, [N, C, H/16, W/16]
+            pooled = member.avgpool(layers[-1](a))
+            fc1, relu1, drop1, fc2, relu2, drop2, fc3 = member.classifier
+            h1 = relu1(fc1(torch.flatten(pooled, 1)))
+            h2 = relu2(fc2(drop1(h1)))
+            logits.append(fc3(drop2(h2)).squeeze(1))
+            maps.append(gradcam(x, a, h1, h2, fc2.weight, fc3.weight))
+        logit = logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)
+        p = torch.sigmoid(logit)
+        return p, self.gradcam_blend(maps, p)
 
 
 def map_nodes(node_names: list[str]) -> list[str]:
     """The nodes of an exported :class:`ClassifierWithMap` that compute the map: those of
-    :class:`GradCam`, kept float by int8 quantization."""
-    return [n for n in node_names if n.startswith("/gradcam/")]
+    :class:`GradCam` (``/gradcam/...`` or ``/gradcam.<member>/...``) and :class:`MapBlend`,
+    kept float by int8 quantization."""
+    return [n for n in node_names if n.startswith(("/gradcam/", "/gradcam.", "/gradcam_blend/"))]

@@ -6,11 +6,12 @@ import numpy as np
 import torch
 
 from station.vision.preprocess import PreprocessSpec, prepare_batch
+from training.classifier.ensemble import Ensemble
 from training.classifier.vgg import VGG16
 
 
 @torch.no_grad()
-def predict(model: VGG16, crops: list[np.ndarray], spec: PreprocessSpec,
+def predict(model: VGG16 | Ensemble, crops: list[np.ndarray], spec: PreprocessSpec,
             batch_size: int = 32, device: torch.device | None = None) -> np.ndarray:
     """p_defect for uint8 crops, through the station's preprocessing."""
     device = device or next(model.parameters()).device

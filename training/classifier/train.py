@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from station.vision.preprocess import PreprocessSpec
 from training.classifier.batches import BatchMaker, synthetic_validation
+from training.classifier.ensemble import Ensemble
 from training.classifier.options import ClassifierOptions, ClassifierResult
 from training.classifier.predict import predict
 from training.classifier.vgg import VGG16, has_batch_norm, load_pretrained, read_state_dict
@@ -152,6 +153,30 @@ def _fit(run: _Run, opts: ClassifierOptions, steps_per_epoch: int, spec: Preproc
     return history, stopped_by_time
 
 
+def _train_one(good: list[np.ndarray], real: list[np.ndarray], vcrops: list[np.ndarray],
+               vlabels: np.ndarray, spec: PreprocessSpec, opts: ClassifierOptions, seed: int,
+               minutes: float, desc: str, progress: bool) -> tuple[VGG16, list[dict[str, Any]], bool]:
+    """One network from ``seed`` in ``minutes``: (model in eval mode, history, stopped by time)."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    device = pick_device(opts.device)
+    model, batch_norm = _build_model(opts, spec)
+    model.to(device)
+    vgood, vsynth = synthetic_validation(vcrops, vlabels, opts.max_val_synth, seed)
+
+    half = opts.batch_size // 2
+    steps_per_epoch = max(1, math.ceil(len(good) / half))
+    n_real = int(round(half * (1.0 - opts.synth_ratio))) if real else 0
+    bar = tqdm(total=steps_per_epoch * opts.epochs, desc=desc, unit="step",
+               disable=not progress, dynamic_ncols=True)
+    run = _Run(model, device, BatchMaker(good, real, spec, rng, opts.batch_size, n_real),
+               opts.resolved_lr(batch_norm), opts.weight_decay, steps_per_epoch * opts.epochs,
+               minutes * 60.0, bar)
+    history, stopped_by_time = _fit(run, opts, steps_per_epoch, spec, vgood, vsynth)
+    bar.close()
+    return model.eval(), history, stopped_by_time
+
+
 def train_classifier(
     train_crops: list[np.ndarray],
     train_labels: list[int] | np.ndarray,
@@ -161,38 +186,37 @@ def train_classifier(
     options: ClassifierOptions | None = None,
     progress: bool = True,
 ) -> ClassifierResult:
-    """Train the classifier; stops after ``options.epochs`` or ``options.minutes``, first.
+    """Train the classifier; each of ``options.members`` networks (seeds ``seed``,
+    ``seed + 1``, ...) stops after ``options.epochs`` or its share of ``options.minutes``,
+    first, and several are averaged into one :class:`~training.classifier.ensemble.Ensemble`.
 
     ``train_labels``: 0 good, 1 defective (real defects). Good crops are required; defects
     are optional. Returns the model on CPU in eval mode, p_defect on ``val_crops`` and a
-    per-epoch history (loss, learning rate, seconds, and the validation AUROC of good vs
-    real defects where there are any, and of good vs synthesized defects on validation good
-    crops, a health check that works without defects).
+    per-epoch history (the member, loss, learning rate, seconds, and the validation AUROC of
+    good vs real defects where there are any, and of good vs synthesized defects on
+    validation good crops, a health check that works without defects).
     """
     opts = options or ClassifierOptions()
     opts.validate(spec)
     good, real, vcrops, vlabels = _check_inputs(train_crops, train_labels, val_crops, val_labels)
-    rng = np.random.default_rng(opts.seed)
-    torch.manual_seed(opts.seed)
-    device = pick_device(opts.device)
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
-    model, batch_norm = _build_model(opts, spec)
+    nets: list[VGG16] = []
+    history: list[dict[str, Any]] = []
+    stopped_by_time = False
+    t0 = time.monotonic()
+    for i in range(opts.members):
+        # each member's share of what is left, so a member cut short leaves time to the next
+        minutes = (opts.minutes - (time.monotonic() - t0) / 60.0) / (opts.members - i)
+        desc = "classifier" if opts.members == 1 else f"classifier {i + 1}/{opts.members}"
+        net, rows, stopped_by_time = _train_one(good, real, vcrops, vlabels, spec, opts,
+                                                opts.seed + i, max(minutes, 0.01), desc, progress)
+        nets.append(net)
+        history += [{"member": i, **row} for row in rows] if opts.members > 1 else rows
+    model: VGG16 | Ensemble = nets[0] if len(nets) == 1 else Ensemble(nets).eval()
+
+    device = pick_device(opts.device)
     model.to(device)
-    vgood, vsynth = synthetic_validation(vcrops, vlabels, opts.max_val_synth, opts.seed)
-
-    half = opts.batch_size // 2
-    steps_per_epoch = max(1, math.ceil(len(good) / half))
-    n_real = int(round(half * (1.0 - opts.synth_ratio))) if real else 0
-    bar = tqdm(total=steps_per_epoch * opts.epochs, desc="classifier", unit="step",
-               disable=not progress, dynamic_ncols=True)
-    run = _Run(model, device, BatchMaker(good, real, spec, rng, opts.batch_size, n_real),
-               opts.resolved_lr(batch_norm), opts.weight_decay, steps_per_epoch * opts.epochs,
-               opts.minutes * 60.0, bar)
-    history, stopped_by_time = _fit(run, opts, steps_per_epoch, spec, vgood, vsynth)
-    bar.close()
-
-    model.eval()
     val_p = predict(model, vcrops, spec, device=device) if vcrops else np.zeros(0, np.float32)
     if history and len(np.unique(vlabels)) == 2:
         history[-1]["val_auroc"] = roc_auc(val_p, vlabels)
