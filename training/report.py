@@ -28,6 +28,8 @@ from station.sources.datasets import Sample, load_mask  # noqa: E402
 from training.metrics import roc_auc, roc_curve  # noqa: E402
 
 _NAMES = {"autoencoder": "autoencoder", "classifier": "classifier", "fused": "fused"}
+#: the score histograms' left edge (their axis is logarithmic)
+HIST_LOW = 1e-3
 
 
 def _roc(scores, labels):
@@ -61,7 +63,7 @@ def _outline(ax, mask: np.ndarray | None, colour: str) -> None:
 
 def _map_title(scores, i: int) -> str:
     name = "anomaly map" if scores.kind == "autoencoder" else f"{scores.kind} CAM"
-    return f"{name} (score {scores.normalized[i]:.2f} x thr)"
+    return f"{name} (score {scores.normalized[i]:.2f}, 1.0 = thr)"
 
 
 def _show_map(ax, sample: Sample, scores, i: int) -> None:
@@ -153,14 +155,18 @@ def _histograms_png(path: Path, curves: dict[str, np.ndarray], labels: np.ndarra
     fig, axes = plt.subplots(1, len(curves), figsize=(4.0 * len(curves), 3.2), squeeze=False)
     for ax, (name, s) in zip(axes[0], curves.items(), strict=True):
         s = np.asarray(s, float)
-        finite = s[np.isfinite(s)]
+        ok = np.isfinite(s)
+        # a log axis: the classifier's odds ratios run from 1e-6 to 1e6 around the threshold,
+        # the autoencoder's ratios from 0.1 to 10; below 1e-3 a part is plainly good
+        finite = np.clip(s[ok], HIST_LOW, None)
         if finite.size:
-            bins = np.linspace(min(finite.min(), 0.0), max(finite.max(), 1.2), 40)
-            ax.hist(finite[labels[np.isfinite(s)] == 0], bins=bins, alpha=0.6, label="good")
-            ax.hist(finite[labels[np.isfinite(s)] == 1], bins=bins, alpha=0.6, label="defect")
+            bins = np.geomspace(HIST_LOW, max(finite.max(), 1.2), 40)
+            ax.hist(finite[labels[ok] == 0], bins=bins, alpha=0.6, label="good")
+            ax.hist(finite[labels[ok] == 1], bins=bins, alpha=0.6, label="defect")
+        ax.set_xscale("log")
         ax.axvline(1.0, color="red", lw=1.2, label="threshold (1.0)")
         ax.set_title(f"{_NAMES[name]}" + (f" (rule {rule})" if name == "fused" else ""))
-        ax.set_xlabel("normalized score")
+        ax.set_xlabel(f"normalized score (log; below {HIST_LOW:g} drawn at it)")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

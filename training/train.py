@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from station.decision import RULES, decide
+from station.models import scoring
 from station.models.inference import load_model
 from station.models.metadata import ModelMetadata
 from station.sources.datasets import dataset_fingerprint, read_dataset
@@ -43,8 +44,8 @@ from training.thresholds import MAX_FALSE_REJECT, ThresholdChoice, choose_thresh
 PARITY_TOLERANCE = 1e-4
 EXPORT_RESERVE_S = 60.0  # time kept back from the budget for export and quantization
 MIN_FUSED_AUROC = 0.75  # validation image AUROC a model needs to take part in an auto rule
-# An int8 copy pays only if it changes no verdict on the check crops and moves no normalized
-# score (1.0 = threshold) by more than this: a quarter of the way to the threshold.
+# An int8 copy pays only if it changes no verdict on the check crops and moves no score, as
+# raw / threshold, by more than this: a quarter of the way to the threshold.
 INT8_MAX_CHANGE = 0.25
 # ... and only if it is faster here: at least this many times the float model's images per
 # second. A copy that is slower (a narrow classifier on a CPU without VNNI runs 0.9x) would
@@ -187,8 +188,12 @@ def _val_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> di
 def _metadata(kind: str, threshold: ThresholdChoice, spec: PreprocessSpec, loc: LocalizeParams,
               align: AlignParams, fingerprint: str, seed: int, metrics: dict,
               architecture: dict) -> ModelMetadata:
+    # the classifier's p_defect is shown as an odds ratio (station.models.scoring says why);
+    # a threshold at 1 or above (a classifier that can never reject) has no odds: a ratio
+    odds = kind == "classifier" and scoring.P_CLIP < threshold.value < 1.0 - scoring.P_CLIP
     return ModelMetadata(
         kind=kind, threshold=threshold.value, preprocess=spec.to_metadata(),
+        score_normalization={"method": scoring.ODDS if odds else scoring.RATIO},
         localize=loc.to_dict(), align=align.to_dict(), version=_version(kind, fingerprint, seed),
         created=now_iso(), data_fingerprint=fingerprint,
         metrics={"validation": metrics, "threshold_rule": threshold.to_dict()},
@@ -257,13 +262,15 @@ def _quantize(kind: str, float_path: Path, meta: ModelMetadata, calib: np.ndarra
         "calibration_crops": int(len(calib)),
         "ms_per_image_float": round(timed(f32), 3),
         "ms_per_image_int8": round(timed(i8), 3),
-        "max_abs_change_normalized": float(np.max(np.abs(meta.normalized(sf) - meta.normalized(sq)))),
+        # as a share of the raw threshold whatever the shown scale: odds magnify any change
+        # near p = 1 without changing a verdict, and verdicts_changed counts those
+        "max_abs_change_of_threshold": float(np.max(np.abs(sf - sq)) / meta.threshold),
         "verdicts_changed": int(np.sum((meta.normalized(sf) >= 1.0) != (meta.normalized(sq) >= 1.0))),
     }
     info["speedup"] = round(info["ms_per_image_float"] / max(info["ms_per_image_int8"], 1e-9), 3)
-    if info["verdicts_changed"] or not info["max_abs_change_normalized"] <= INT8_MAX_CHANGE:
+    if info["verdicts_changed"] or not info["max_abs_change_of_threshold"] <= INT8_MAX_CHANGE:
         reason = (f"it changed {info['verdicts_changed']} of {len(check)} check verdicts and "
-                  f"moved a normalized score by {info['max_abs_change_normalized']:.3g} "
+                  f"moved a score by {info['max_abs_change_of_threshold']:.3g} of its threshold "
                   f"(limit {INT8_MAX_CHANGE})")
     elif not info["speedup"] >= INT8_MIN_SPEEDUP:
         reason = (f"it is not faster: {info['ms_per_image_int8']} ms per crop against "

@@ -243,6 +243,8 @@ def _threshold(args) -> int:
     from calibration.report import report_dir
     from calibration.scoring_run import recipe_models, score_folder
     from calibration.threshold import detection_rate, histogram_png, propose_threshold
+    from station.config.schema import AUTOENCODER_THRESHOLD_MAX, CLASSIFIER_THRESHOLD_MAX
+    from station.models.scoring import check_threshold
 
     recipe = _load(args, check_files=True)
     models = recipe_models(recipe, args.model)
@@ -260,7 +262,7 @@ def _threshold(args) -> int:
         scores = good.scores[kind]
         prop = propose_threshold(scores, args.frr, args.confidence)
         own = float(model.meta.threshold)
-        normalized = float(model.normalized(prop.threshold))  # station.models.scoring: raw / own
+        normalized = float(model.normalized(prop.threshold))  # on the model's own scale
         lines.append(f"--- {kind} ({model.path.name}) ---")
         lines += prop.report_lines()
         lines.append(f"model's own threshold (raw): {own:.6g}; proposed normalized threshold: "
@@ -272,8 +274,15 @@ def _threshold(args) -> int:
         histogram_png(out / f"{kind}_scores.png", scores, prop.threshold,
                       f"{kind}: good-part scores, FRR target {args.frr:.3%}", bad, own)
         lines.append(f"picture: {kind}_scores.png")
-        if not 0 < normalized <= 1000:
-            lines.append(f"WARNING: normalized threshold {normalized:.4g} is outside (0, 1000]; not written")
+        top = CLASSIFIER_THRESHOLD_MAX if kind == "classifier" else AUTOENCODER_THRESHOLD_MAX
+        try:  # an odds scale cannot tell apart probabilities beyond its clip (1e-12 of 0 or 1)
+            check_threshold(prop.threshold, model.meta.normalization)
+        except ValueError as exc:
+            lines.append(f"WARNING: proposed raw threshold {prop.threshold:.6g}: {exc}; not written")
+            continue
+        if not 0 < normalized <= top:
+            lines.append(f"WARNING: normalized threshold {normalized:.4g} is outside (0, {top:g}]; "
+                         "not written")
             continue
         changes[f"decision.{kind}_threshold"] = float(normalized)
     if changes:

@@ -110,6 +110,13 @@ class ModelsSection:
                      "says; 0 = station train's default", min=0, max=4096)
 
 
+#: The largest recipe threshold on each model's normalized scale: the autoencoder's is raw /
+#: threshold, the classifier's an odds ratio (station.models.scoring), where loosening a
+#: threshold of p = 0.02 to p = 0.96 is already 1,176.
+AUTOENCODER_THRESHOLD_MAX = 1000.0
+CLASSIFIER_THRESHOLD_MAX = 1e6
+
+
 @dataclass(frozen=True)
 class DecisionSection:
     """The decision: fusion rule and thresholds on normalized scores (1.0 = model threshold).
@@ -122,10 +129,10 @@ class DecisionSection:
                      choices=tuple(r.value for r in Rule))
     autoencoder_threshold: float = _opt(
         1.0, "reject above this normalized score (1.0 = the model's own threshold)",
-        gt=0, max=1000)
+        gt=0, max=AUTOENCODER_THRESHOLD_MAX)
     classifier_threshold: float = _opt(
-        1.0, "reject above this normalized score (1.0 = the model's own threshold)",
-        gt=0, max=1000)
+        1.0, "reject above this normalized score (1.0 = the model's own threshold; an odds "
+        "ratio, so a looser line can need thousands)", gt=0, max=CLASSIFIER_THRESHOLD_MAX)
     on_error: str = _opt("reject", "verdict when a part cannot be inspected",
                          choices=("reject", "pass"))
 

@@ -125,6 +125,10 @@ class _Model:
         """Raw score(s) on the shown scale (1.0 = the model's threshold)."""
         return self.meta.normalized(raw)
 
+    def normalized_map(self, raw_map):
+        """A raw map on the maps' colour scale (1.0 = the model's threshold)."""
+        return self.meta.normalized_map(raw_map)
+
     def _batch(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)
         if batch.ndim == 3:
@@ -168,7 +172,7 @@ class ClassifierModel(_Model):
 
     def infer_map(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(p_defect [N], maps [N, H, W] or None)``: the map where the defect evidence is,
-        at crop resolution, raw scale (its peak = p_defect; ``normalized`` puts 1.0 at the
+        at crop resolution, raw scale (its peak = p_defect; ``normalized_map`` puts 1.0 at the
         threshold, as for the autoencoder's map). ``None`` for a file without ``cam``."""
         if not self.has_map:
             return self.infer(batch), None

@@ -165,9 +165,23 @@ class ModelMetadata:
 
         return AlignParams.from_dict(self.align)
 
+    @property
+    def normalization(self) -> str:
+        """How this model's scores are normalized (``scoring.RATIO`` or ``scoring.ODDS``)."""
+        return str(self.score_normalization.get("method", scoring.RATIO))
+
     def normalized(self, raw):
         """Raw score(s) on the shown scale (1.0 = this model's threshold)."""
-        return scoring.normalize(raw, self.threshold)
+        return scoring.normalize(raw, self.threshold, self.normalization)
+
+    def normalized_map(self, raw_map):
+        """A map on the colour scale the window and the reject images draw (1.0 = threshold).
+
+        Always ``raw / threshold``: the classifier's map is its Grad-CAM scaled to a peak of
+        ``p_defect``, and the odds of each pixel would paint a confident map red from edge to
+        edge. So a map shows *where*; its model's score says *how much*.
+        """
+        return scoring.normalize(raw_map, self.threshold)
 
 
 def _quantization(value: Any) -> dict[str, Any]:
@@ -195,6 +209,13 @@ def _validate_metadata(meta: ModelMetadata, source: Path | str) -> Any:
     if method not in scoring.METHODS:
         raise ModelRefused(source, f"metadata score_normalization method = {method!r}: expected "
                                    f"one of {', '.join(scoring.METHODS)}")
+    try:
+        scoring.check_threshold(meta.threshold, method)
+    except ValueError as exc:
+        raise ModelRefused(source, f"metadata threshold = {meta.threshold!r}: {exc}") from None
+    if method == scoring.ODDS and meta.kind != "classifier":
+        raise ModelRefused(source, "metadata score_normalization method = 'odds' for kind "
+                                   f"{meta.kind!r}: only a classifier's score is a probability")
     try:
         spec = meta.preprocess_spec()
     except Exception as exc:  # the spec's own error says which key is wrong

@@ -241,13 +241,13 @@ class Inspector:
                 maps, scores = self.autoencoder.infer(part.ae_input)
                 ae_raw = float(scores[0])
                 ae_norm = float(self.autoencoder.normalized(ae_raw))
-                ae_map = np.asarray(self.autoencoder.normalized(maps[0]), np.float32)
+                ae_map = np.asarray(self.autoencoder.normalized_map(maps[0]), np.float32)
             if self.classifier is not None and part.cls_input is not None:
                 p, cams = self.classifier.infer_map(part.cls_input)
                 cls_raw = float(p[0])
                 cls_norm = float(self.classifier.normalized(cls_raw))
                 if cams is not None:
-                    cls_map = np.asarray(self.classifier.normalized(cams[0]), np.float32)
+                    cls_map = np.asarray(self.classifier.normalized_map(cams[0]), np.float32)
             inference_ms = (time.monotonic() - t_models) * 1000.0
             d = self.decision
             verdict = decide(ae_norm, cls_norm, d.rule, d.ae_threshold, d.cls_threshold)

@@ -45,26 +45,53 @@ def part_row(r: PartResult, product: str, model_versions: dict[str, str],
         reject_reason=MANUAL_NOT_FIRED if manual else None)
 
 
+#: the largest score written as a number (100 times the threshold)
+SHOWN_MAX = 100.0
+
+
 def score_text(score: float | None) -> str:
     """A normalized score as every screen and record shows it: two decimals, rounded DOWN.
 
     Rounded down so that 0.998 never reads "1.00" (= at the limit) on a PASS, and so that
     the tile, the last-part panel, the rejects browser and the records all say the same
-    number for one part (one rounded 1.49 while another truncated 1.48)."""
+    number for one part (one rounded 1.49 while another truncated 1.48). From
+    ``SHOWN_MAX`` up it says so and no more: a sure classifier's odds ratio runs to
+    millions, which says nothing more to an operator and would not fit the panel (the
+    records keep the number itself).
+
+    >>> score_text(0.998), score_text(12.345), score_text(2.5e6)
+    ('0.99', '12.34', '≥100')
+    """
     if score is None:
         return "—"
     if not math.isfinite(score):
         return "n/a"
-    return f"{math.floor(round(score * 100.0, 6)) / 100.0:.2f}"
+    if score >= SHOWN_MAX:
+        return f"≥{SHOWN_MAX:g}"
+    return _down(score)
+
+
+def limit_text(limit: float) -> str:
+    """A threshold in force, written as scores are but never capped: an engineer who loosened
+    the classifier to 1,176 reads "1176.00", not "≥100".
+
+    >>> limit_text(1.0), limit_text(1176.0)
+    ('1.00', '1176.00')
+    """
+    return _down(limit) if math.isfinite(limit) else "n/a"
+
+
+def _down(value: float) -> str:
+    return f"{math.floor(round(value * 100.0, 6)) / 100.0:.2f}"
 
 
 def reasons(r: PartResult, d: DecisionSection) -> str:
     """Which scores reached their thresholds, in words (the row's ``reasons``)."""
     out = []
     if r.ae_score is not None and r.ae_score >= d.ae_threshold:
-        out.append(f"autoencoder {score_text(r.ae_score)} >= {score_text(d.ae_threshold)}")
+        out.append(f"autoencoder {score_text(r.ae_score)} >= {limit_text(d.ae_threshold)}")
     if r.cls_score is not None and r.cls_score >= d.cls_threshold:
-        out.append(f"classifier {score_text(r.cls_score)} >= {score_text(d.cls_threshold)}")
+        out.append(f"classifier {score_text(r.cls_score)} >= {limit_text(d.cls_threshold)}")
     return "; ".join(out)
 
 

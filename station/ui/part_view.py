@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from station.pipeline import heatmap_overlay
 from station.pipeline.overlay import map_label
 from station.ui import theme
-from station.ui.formatting import score_text, threshold_note
+from station.ui.formatting import limit_text, score_text, threshold_note
 from station.ui.imaging import to_qimage
 
 
@@ -124,8 +124,8 @@ class PartView(QGroupBox):
 
     def set_thresholds(self, ae: float, cls: float) -> None:
         """The limits in force (also right after a live change, before the next part)."""
-        self.ae_limit.setText(f"limit {score_text(ae)}")
-        self.cls_limit.setText(f"limit {score_text(cls)}")
+        self.ae_limit.setText(f"limit {limit_text(ae)}")
+        self.cls_limit.setText(f"limit {limit_text(cls)}")
         self.note.setText(threshold_note(ae, cls))
 
     def _redraw(self) -> None:

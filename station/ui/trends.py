@@ -12,9 +12,13 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from station.ui import theme
-from station.ui.formatting import score_text
+from station.ui.formatting import limit_text
 
 HISTORY = 300
+#: The score plot's ceiling, in thresholds: a score above it is drawn on it. The plot is for
+#: drift near the threshold, and a sure classifier's score (an odds ratio) runs to thousands,
+#: which would flatten every other point onto the axis.
+SCORE_CEILING = 4.0
 
 
 class PartAxis(pg.AxisItem):
@@ -104,13 +108,14 @@ class TrendsPanel(QWidget):
         self.ae_line.setValue(ae)
         self.cls_line.setValue(cls)
         self.hist_line.setValue(ae)
-        same = score_text(ae) == score_text(cls)
+        self._dirty = True  # the plot's ceiling follows the thresholds
+        same = limit_text(ae) == limit_text(cls)
         self.cls_line.setVisible(not same)
         if same:
-            self.ae_line.label.setFormat(f"reject threshold {score_text(ae)}")
+            self.ae_line.label.setFormat(f"reject threshold {limit_text(ae)}")
         else:
-            self.ae_line.label.setFormat(f"anomaly threshold {score_text(ae)}")
-            self.cls_line.label.setFormat(f"defect threshold {score_text(cls)}")
+            self.ae_line.label.setFormat(f"anomaly threshold {limit_text(ae)}")
+            self.cls_line.label.setFormat(f"defect threshold {limit_text(cls)}")
 
     def threshold_lines(self) -> list[tuple[float, str]]:
         """(value, label) of each threshold line shown on the score plot."""
@@ -144,8 +149,9 @@ class TrendsPanel(QWidget):
         ae = np.asarray(self.ae, dtype=float)
         cls = np.asarray(self.cls, dtype=float)
         ok_ae, ok_cls = np.isfinite(ae), np.isfinite(cls)  # ERROR parts have no score
-        self.ae_curve.setData(x[ok_ae], ae[ok_ae])
-        self.cls_curve.setData(x[ok_cls], cls[ok_cls])
+        top = SCORE_CEILING * max(self.ae_line.value(), self.cls_line.value())
+        self.ae_curve.setData(x[ok_ae], np.minimum(ae[ok_ae], top))
+        self.cls_curve.setData(x[ok_cls], np.minimum(cls[ok_cls], top))
         self.latency_curve.setData(x, np.asarray(self.latency, dtype=float))
         finite = ae[np.isfinite(ae)]
         if finite.size:

@@ -145,6 +145,16 @@ def test_each_error_class_names_its_line(folder, append, fragment, key, expected
     assert expected in str(err)
 
 
+def test_a_classifier_threshold_can_loosen_as_far_as_its_odds_need(folder):
+    # the classifier's scale is an odds ratio: loosening p = 0.02 to p = 0.96 is 1,176
+    loose = BASE.replace("autoencoder_threshold = 1.0",
+                         "autoencoder_threshold = 1.0\nclassifier_threshold = 1176.0")
+    assert load_recipe(write(folder, loose), check_files=False).decision.cls_threshold == 1176.0
+    text = BASE.replace("autoencoder_threshold = 1.0", "autoencoder_threshold = 1176.0")
+    err = refused(write(folder, text), check_files=False)
+    assert err.key == "decision.autoencoder_threshold" and "1000" in str(err)
+
+
 def test_missing_model_file_names_key_and_resolved_path(folder):
     (folder / "models" / "cls.onnx").unlink()
     path = write(folder, BASE)

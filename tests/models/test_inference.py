@@ -179,10 +179,10 @@ def test_classifier_map_is_at_crop_resolution_and_peaks_at_p_defect(map_files):
     assert p.shape == (5,) and maps is not None and maps.shape == (5, SIZE, SIZE)
     np.testing.assert_array_equal(model.infer(x), p)  # infer() is unchanged: p_defect only
     assert (maps >= 0).all()  # ReLU'd: only evidence for a defect is drawn
-    # on the station's "1.0 = threshold" footing the map's peak is the classifier's score
+    # on the maps' "1.0 = threshold" colour scale the peak is p_defect / threshold
     np.testing.assert_allclose(maps.max(axis=(1, 2)), p, rtol=1e-5)
-    np.testing.assert_allclose(model.normalized(maps).max(axis=(1, 2)), model.normalized(p),
-                               rtol=1e-5)
+    np.testing.assert_allclose(model.normalized_map(maps).max(axis=(1, 2)),
+                               p / model.meta.threshold, rtol=1e-5)
     assert np.ptp(maps, axis=(1, 2)).min() > 0.1 * p.min()  # a map, not a flat level
     diffs = parity(exported, path, x)
     assert set(diffs) == {"p_defect", "cam"} and max(diffs.values()) <= 1e-4, diffs

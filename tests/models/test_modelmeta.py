@@ -90,6 +90,9 @@ def test_bare_quantization_tag_is_understood():
         ({"preprocess": PreprocessSpec(size=64).to_metadata()}, "preprocess spec makes [N, 1, 64, 64]"),
         ({"preprocess": {"size": SIZE, "colour": "gray"}}, "unknown key"),
         ({"score_normalization": {"method": "sigmoid"}}, "score_normalization method = 'sigmoid'"),
+        ({"score_normalization": {"method": "odds"}, "threshold": 1.5}, "below 1 - 1e-12"),
+        ({"score_normalization": {"method": "odds"}, "threshold": 0.5},
+         "'odds' for kind 'autoencoder': only a classifier's score is a probability"),
         ({"align": {"head_side": "left", "tilt": 3}}, "'align' cannot be honoured"),
     ],
 )

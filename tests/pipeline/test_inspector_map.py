@@ -33,10 +33,13 @@ AE_SIZE, CLS_SIZE = 32, 64
 
 
 def _meta(kind: str, size: int, threshold: float) -> ModelMetadata:
+    # the normalization station train writes: the classifier's score as an odds ratio
     return ModelMetadata(kind=kind, threshold=threshold,
                          preprocess=PreprocessSpec(size=size).to_metadata(),
                          localize=LocalizeParams().to_dict(), align=AlignParams().to_dict(),
-                         version=f"{kind}-map-test")
+                         version=f"{kind}-map-test",
+                         score_normalization={"method": "odds" if kind == "classifier"
+                                              else "ratio"})
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +93,8 @@ def _expected_maps(insp: Inspector, frame: np.ndarray) -> tuple[np.ndarray, np.n
     ae_maps, _ = insp.autoencoder.infer(part.ae_input)
     p, cams = insp.classifier.infer_map(part.cls_input)
     assert cams is not None and cams.shape == (1, CLS_SIZE, CLS_SIZE)
-    cam = np.asarray(insp.classifier.normalized(cams[0]), np.float32)
-    return (insp.autoencoder.normalized(ae_maps[0]),
+    cam = np.asarray(insp.classifier.normalized_map(cams[0]), np.float32)
+    return (insp.autoencoder.normalized_map(ae_maps[0]),
             cv2.resize(cam, (AE_SIZE, AE_SIZE), interpolation=cv2.INTER_LINEAR))
 
 
@@ -103,9 +106,13 @@ def test_a_reject_the_classifier_decides_shows_the_classifier_map(files, frame, 
     _, cam = _expected_maps(insp, frame)
     assert r.heatmap is not None and r.crop is not None and r.heatmap.shape == r.crop.shape
     np.testing.assert_allclose(r.heatmap, cam, rtol=1e-5, atol=1e-6)
-    # on the shared scale: the map peaks at the classifier's normalized score (a resize to the
-    # shown crop can only lower the peak a little), above the autoencoder's limit colouring
-    assert r.cls_score is not None and 0.5 * r.cls_score <= r.heatmap.max() <= r.cls_score + 1e-5
+    # on the maps' colour scale (1.0 = threshold) the map peaks at p_defect / threshold (a
+    # resize to the shown crop can only lower the peak a little); the score beside it is the
+    # odds ratio, on the same side of 1.0
+    assert r.cls_raw is not None and r.cls_score is not None
+    peak = r.cls_raw / 0.5
+    assert 0.5 * peak <= r.heatmap.max() <= peak + 1e-5
+    assert r.cls_score == pytest.approx((r.cls_raw / (1 - r.cls_raw)) / 1.0, rel=1e-5)
 
 
 def test_a_reject_the_autoencoder_decides_shows_the_autoencoder_map(files, frame, scores):

@@ -124,3 +124,22 @@ def test_the_part_axes_show_whole_part_numbers(qtbot, assets, tmp_path,  # noqa:
         assert values and all(float(v).is_integer() for v in values), values
         strings = [s for spacing, vs in levels for s in axis.tickStrings(vs, 1.0, spacing)]
         assert all(s.lstrip("-").isdigit() for s in strings), strings
+
+
+def test_a_sure_classifier_does_not_flatten_the_score_plot(qtbot, assets, tmp_path,  # noqa: F811
+                                                           make_window):  # noqa: F811
+    # the classifier's score is an odds ratio: a sure defect reads thousands, and plotted as
+    # such it would press every other point and the threshold line onto the axis
+    window = make_window(write_recipe(tmp_path, assets))
+    shown = []
+    for part_id, ae, cls in (("1", 0.5, 0.01), ("2", 0.9, 4800.0), ("3", 1.3, 0.2)):
+        _show(window, PartResult(part_id=part_id, verdict=Verdict.PASS, ae_score=ae,
+                                 cls_score=cls, latency_ms=3.0))
+        shown.append(window.part_view.cls_value.text())
+    assert shown == ["0.01", "≥100", "0.20"]  # what fits the panel and still says "far over"
+    window.trends.redraw()
+    QApplication.processEvents()
+    assert list(window.trends.cls_curve.getData()[1]) == [0.01, 4.0, 0.2]
+    assert list(window.trends.ae_curve.getData()[1]) == [0.5, 0.9, 1.3]
+    low, high = window.trends.score_plot.getViewBox().viewRange()[1]
+    assert low <= 1.0 <= high <= 5.0  # the threshold line and the points stay readable

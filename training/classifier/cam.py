@@ -25,9 +25,10 @@ its peak equals ``p_defect``. An :class:`~training.classifier.ensemble.Ensemble`
 of its members' maps, each first scaled to a peak of one (so that no member's arbitrary
 gradient magnitude outweighs the other's), then the same scale. Why that scale: Grad-CAM's magnitude is arbitrary (it is a
 gradient times an activation) while the station colours every map on "1.0 = the model's
-threshold" (``normalized(map) = map / threshold``, like the autoencoder's). With the peak at
-``p_defect`` the normalized map's peak is exactly the classifier's normalized score, so a part
-the classifier rejects shows its evidence at or above 1.0, and a pass peaks below 1.0.
+threshold" (``normalized_map(map) = map / threshold``, like the autoencoder's). With the peak
+at ``p_defect`` the map's peak is ``p_defect / threshold``, so a part the classifier rejects
+shows its evidence at or above 1.0, and a pass peaks below 1.0 (the score itself is shown as
+an odds ratio, which crosses 1.0 at the same part: ``station.models.scoring``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
-from training.classifier.ensemble import Ensemble, members_of
+from training.classifier.ensemble import Ensemble, mean_logit, members_of
 from training.classifier.vgg import POOL_SIZE, VGG16
 
 #: the ONNX output names of a classifier with a map, in graph order
@@ -91,8 +92,9 @@ class MapBlend(nn.Module):
     its nodes are named ``/gradcam_blend/...`` and stay float in int8 with the maps'."""
 
     def forward(self, maps: list[torch.Tensor], p: torch.Tensor) -> torch.Tensor:
-        mean = maps[0] if len(maps) == 1 else torch.stack(maps).mean(0)
-        return _unit_peak(mean) * p[:, None, None, None]
+        # one member's map has its unit peak already; a mean of several is scaled back to one
+        unit = maps[0] if len(maps) == 1 else _unit_peak(torch.stack(maps).mean(0))
+        return unit * p[:, None, None, None]
 
 
 class ClassifierWithMap(nn.Module):
@@ -128,8 +130,7 @@ class ClassifierWithMap(nn.Module):
             h2 = relu2(fc2(drop1(h1)))
             logits.append(fc3(drop2(h2)).squeeze(1))
             maps.append(gradcam(x, a, h1, h2, fc2.weight, fc3.weight))
-        logit = logits[0] if len(logits) == 1 else torch.stack(logits).mean(0)
-        p = torch.sigmoid(logit)
+        p = torch.sigmoid(mean_logit(logits))
         return p, self.gradcam_blend(maps, p)
 
 

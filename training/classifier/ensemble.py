@@ -49,11 +49,16 @@ class Ensemble(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The members' mean defect logit [N]."""
-        return torch.stack([m.logits(x) for m in self.members]).mean(0)
+        return mean_logit([m.logits(x) for m in self.members])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``p_defect`` [N] in [0, 1], as :meth:`VGG16.forward`."""
         return torch.sigmoid(self.logits(x))
+
+
+def mean_logit(logits: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The members' defect logits ([N] each) as the ensemble's one [N] (one member: its own)."""
+    return logits[0] if len(logits) == 1 else torch.stack(list(logits)).mean(0)
 
 
 def members_of(net: VGG16 | Ensemble) -> list[VGG16]:
