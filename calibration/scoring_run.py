@@ -68,10 +68,12 @@ def score_folder(folder: Path, recipe, models: dict[str, Model]) -> ScoredFolder
             per_model = {}
             for kind, model in models.items():
                 spec = model.meta.preprocess_spec()
-                # models.size is the autoencoder's crop width (station train --size)
-                if kind == "autoencoder" and recipe.models.size and recipe.models.size != spec.size:
+                # models.size / classifier_size: the crop widths station train was given
+                key, said = (("size", recipe.models.size) if kind == "autoencoder" else
+                             ("classifier_size", recipe.models.classifier_size))
+                if said and said != spec.size:
                     raise CalibrationError(
-                        f"{recipe.path}: models.size = {recipe.models.size} but {model.path.name} "
+                        f"{recipe.path}: models.{key} = {said} but {model.path.name} "
                         f"was trained on {spec.size} px crops"
                     )
                 # the crop the model was trained on (as the inspector does): its align wins

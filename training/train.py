@@ -64,9 +64,8 @@ class TrainOptions:
     cls_size: int = 128  # classifier crop size
     epochs: int | None = None  # both models; None = each model's default
     minutes: float = 24.0  # training-loop budget for both models together
-    # Share of the budget the autoencoder gets when both train. The classifier carries the
-    # verdict on real screws and its quality grows with its steps (0.32 s per step on 2
-    # cores: 1500 steps in 8 min), where the autoencoder has plateaued by a few minutes.
+    # The autoencoder's share of the budget when both train: the classifier grows with its
+    # steps (0.32 s each on 2 cores), the autoencoder plateaus within a few minutes.
     ae_share: float = 0.35
     width: float | None = None  # classifier width multiplier (None = the classifier default)
     classifier_members: int | None = None  # networks averaged (None = the classifier default)
@@ -76,10 +75,10 @@ class TrainOptions:
     seed: int = 0
     rule: str = "auto"  # "auto" = either, unless one model is near chance on validation
     # The largest share of good validation parts each threshold may reject (see
-    # training.thresholds.MAX_FALSE_REJECT); a line with fewer defects still (the demo's
-    # conveyor: 80 % good) may want a tighter cap, and enough good validation parts for the
-    # cap to mean something.
+    # training.thresholds.MAX_FALSE_REJECT): tighter on a line with fewer defects (the demo).
     max_false_reject: float = MAX_FALSE_REJECT
+    # labeled defects (the other folds') the classifier trains on; the rest choose thresholds
+    defect_train_share: float = SplitOptions.defect_train_share
     device: str = "auto"
     cache: Path | None = None
     int8: bool = True
@@ -393,7 +392,8 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     for w in samples.warnings:
         print(f"warning: {w}")
     fingerprint = dataset_fingerprint(samples)
-    split_opts = opts.split or SplitOptions(folds=opts.folds, fold=opts.fold, seed=opts.seed)
+    split_opts = opts.split or SplitOptions(opts.folds, opts.fold, opts.seed,
+                                            defect_train_share=opts.defect_train_share)
     split: Split = make_split(samples, split_opts)
     (out / "split.json").write_text(json.dumps(
         {"data": str(Path(opts.data).resolve()), "data_fingerprint": fingerprint,

@@ -124,9 +124,9 @@ def ensure_demo_models(folder: Path = DEMO_MODELS, retrain: bool = False,
           f"the demo models on them (about {seconds / 60:.0f} min) into {folder}", flush=True)
     data = write_demo_data()
     product = product_crop(DEMO_RECIPE)
-    size = product.pop("size")
+    size, cls_size = product.pop("size"), product.pop("cls_size") or DEMO_CLASSIFIER_SIZE
     train(TrainOptions(
-        data=data, out=folder, size=size, cls_size=DEMO_CLASSIFIER_SIZE, width=0.125,
+        data=data, out=folder, size=size, cls_size=cls_size, width=0.125,
         classifier_members=DEMO_CLASSIFIER_MEMBERS,
         ae=AutoencoderOptions(**DEMO_AUTOENCODER),
         minutes=seconds / 60.0, rule="auto", max_false_reject=DEMO_MAX_FALSE_REJECT, int8=True,

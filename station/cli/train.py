@@ -30,9 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None,
                         help="autoencoder crop width in px (height = align.crop_aspect x width, "
                              f"rounded up; default: the recipe's models.size, else {DEFAULT_SIZE})")
-    parser.add_argument("--cls-size", type=int, default=DEFAULT_SIZE,
+    parser.add_argument("--cls-size", type=int, default=None,
                         help="classifier crop width in px (height from align.crop_aspect, "
-                             "rounded up to a multiple of 32)")
+                             "rounded up to a multiple of 32; default: the recipe's "
+                             f"models.classifier_size, else {DEFAULT_SIZE})")
     parser.add_argument("--minutes", type=float, default=24.0,
                         help="time budget for the training loops of both models together")
     parser.add_argument("--ae-share", type=float, default=None,
@@ -76,6 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the largest share of good validation parts each model's "
                              "threshold may reject (default 0.05; the two models' false "
                              "rejects add up under 'either')")
+    parser.add_argument("--defect-train-share", type=float, default=None, metavar="SHARE",
+                        help="share of the labeled defective images the classifier trains on; "
+                             "the rest choose the thresholds (default: the recipe's "
+                             "models.defect_train_share, else 0.5)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="torch device (auto = CUDA when present)")
     parser.add_argument("--cache", type=Path, default=None,
@@ -97,10 +102,11 @@ def run(args: argparse.Namespace) -> int:
     except RecipeError as exc:
         print(f"station train: {exc}", file=sys.stderr)
         return 2
-    recipe_size = product.pop("size")
+    recipe_size, recipe_cls_size = product.pop("size"), product.pop("cls_size")
     size = args.size or recipe_size or DEFAULT_SIZE
+    cls_size = args.cls_size or recipe_cls_size or DEFAULT_SIZE
     opts = TrainOptions(
-        data=args.data, out=args.out, only=args.only, size=size, cls_size=args.cls_size,
+        data=args.data, out=args.out, only=args.only, size=size, cls_size=cls_size,
         epochs=args.epochs, minutes=args.minutes, width=args.width, pretrained=args.pretrained,
         classifier_members=args.classifier_members,
         folds=args.folds, fold=args.fold, seed=args.seed, rule=args.rule, device=args.device,
@@ -121,12 +127,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
-    """The threshold cap and the autoencoder's command-line knobs into ``opts``; a one-line
-    problem, or None."""
+    """The threshold cap, the defects' split and the autoencoder's command-line knobs into
+    ``opts``; a one-line problem, or None."""
     if args.max_false_reject is not None:
         if not 0.0 <= args.max_false_reject < 1.0:
             return f"--max-false-reject {args.max_false_reject}: expected a share from 0 to 1"
         opts.max_false_reject = args.max_false_reject
+    if args.defect_train_share is not None:
+        from station.config.schema import DEFECT_TRAIN_SHARE_MAX
+
+        if not 0.0 < args.defect_train_share <= DEFECT_TRAIN_SHARE_MAX:
+            return (f"--defect-train-share {args.defect_train_share}: expected a share above 0 "
+                    f"and up to {DEFECT_TRAIN_SHARE_MAX}")
+        opts.defect_train_share = args.defect_train_share
     if args.classifier_members is not None and args.classifier_members < 1:
         return f"--classifier-members {args.classifier_members}: expected 1 or more"
     if args.ae_share is not None:
@@ -154,15 +167,20 @@ def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
 
 def product_crop(recipe_path: Path | None) -> dict[str, Any]:
     """What a recipe says about the crop: its [localize] and [align] tables, its
-    camera.pixel_format and models.size (the crop width; 0 = not said). Without a recipe
-    the built-in screw defaults, with a note on stderr."""
+    camera.pixel_format, models.size and models.classifier_size (the two crop widths; 0 = not
+    said) and models.defect_train_share (when said). Without a recipe the built-in screw
+    defaults, with a note on stderr."""
     if recipe_path is None:
         print("note: no --recipe: the built-in crop (a dark elongated part on a light plate, "
               "head left, square grey crops); give --recipe for any other product",
               file=sys.stderr)
-        return {"size": 0}
+        return {"size": 0, "cls_size": 0}
     from station.config import load_recipe
 
     recipe = load_recipe(recipe_path, check_files=False)
-    return {"localize": recipe.localize, "align": recipe.align,
-            "pixel_format": recipe.camera.pixel_format, "size": recipe.models.size}
+    product = {"localize": recipe.localize, "align": recipe.align,
+               "pixel_format": recipe.camera.pixel_format, "size": recipe.models.size,
+               "cls_size": recipe.models.classifier_size}
+    if recipe.models.defect_train_share:  # else TrainOptions' default
+        product["defect_train_share"] = recipe.models.defect_train_share
+    return product

@@ -98,6 +98,11 @@ class UndistortSection:
     image_size: tuple[int, ...] = _opt((), "[w, h] of the frames the calibration used", min=1)
 
 
+#: The largest share of labeled defects the classifier may train on: the rest must be enough
+#: to choose thresholds with.
+DEFECT_TRAIN_SHARE_MAX = 0.9
+
+
 @dataclass(frozen=True)
 class ModelsSection:
     autoencoder: str = _opt("", "autoencoder ONNX file ('' = none)", path=True, kind="file")
@@ -108,6 +113,13 @@ class ModelsSection:
     size: int = _opt(0, "crop width (px) station train makes the autoencoder's crops at "
                      "(its --size default); the station always crops as the models' metadata "
                      "says; 0 = station train's default", min=0, max=4096)
+    classifier_size: int = _opt(0, "crop width (px) station train makes the classifier's crops "
+                                "at (its --cls-size default); 0 = station train's default",
+                                min=0, max=4096)
+    defect_train_share: float = _opt(0.0, "share of the labeled defective images station train's "
+                                     "classifier trains on (the rest and the labeled good images "
+                                     "choose both thresholds); 0 = station train's default, 0.5",
+                                     min=0, max=DEFECT_TRAIN_SHARE_MAX)
 
 
 #: The largest recipe threshold on each model's normalized scale: the autoencoder's is raw /

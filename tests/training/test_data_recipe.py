@@ -123,11 +123,15 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     colour = pixel_format == "bgr8"
     data = write_surface_dataset(tmp_path / "data", 24, 8, seed=3, colour=colour)
     recipe = tmp_path / "surface.toml"
-    recipe.write_text(TILE_RECIPE.format(device=data / "good", pixel_format=pixel_format))
+    # the crop widths and the defects' split from the command line, or (colour) the recipe
+    said = ("[models]\nsize = 32\nclassifier_size = 32\ndefect_train_share = 0.75\n"
+            if colour else "")
+    recipe.write_text(TILE_RECIPE.format(device=data / "good", pixel_format=pixel_format) + said)
     kind, channels = ("colour", 3) if colour else ("grey", 1)
     out = tmp_path / "models"
+    flags = [] if colour else ["--size", "32", "--cls-size", "32", "--defect-train-share", "0.75"]
     rc = main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
-               "--size", "32", "--cls-size", "32", "--epochs", "1", "--minutes", "0.3",
+               *flags, "--epochs", "1", "--minutes", "0.3",
                "--folds", "2", "--fold", "0", "--width", "0.05", "--no-int8", "--quiet",
                *(["--ae-regions", "2x1", "--ae-neighbours", "2"] if colour else [])])
     printed = capsys.readouterr().out
@@ -143,6 +147,11 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     assert (tuple(arch["regions"]), arch["neighbours"], arch["jitter_px"]) == (
         ((2, 1), 2, 4) if colour else ((1, 1), 5, 4))
     assert load_model(out / "classifier.onnx").input_shape == (channels, 64, 32)
+    split = json.loads((out / "split.json").read_text())
+    roles = {role: sum("defect/" in p for p in paths) for role, paths in split["roles"].items()}
+    # 4 defects outside the held-out fold: 3 train the classifier (2 at the default 0.5)
+    assert split["options"]["defect_train_share"] == 0.75
+    assert (roles["train_defect"], roles["val_labeled"]) == (3, 1)
 
     js = tmp_path / "eval.json"
     rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json", str(js),
@@ -215,7 +224,7 @@ def test_train_without_a_recipe_says_which_crop_it_makes_and_a_bad_recipe_is_one
         tmp_path, capsys):
     from station.cli.train import product_crop
 
-    assert product_crop(None) == {"size": 0}  # the built-in crop, as before recipes
+    assert product_crop(None) == {"size": 0, "cls_size": 0}  # the built-in crop, as before recipes
     assert "no --recipe: the built-in crop" in capsys.readouterr().err
     recipe = tmp_path / "bad.toml"
     recipe.write_text('[product]\nname = "x"\n[align]\ncrop_aspect = 0\n')

@@ -274,7 +274,9 @@ def test_train_without_torch_names_the_extra(monkeypatch, tmp_path):
     ("--ae-regions", "1x-2", "expected ROWSxCOLS"), ("--ae-neighbours", "0", "expected 1 to 64"),
     ("--ae-topk", "0.7", "between 0 and 0.5"), ("--ae-share", "1.5", "between 0 and 1"),
     ("--max-false-reject", "1.2", "a share from 0 to 1"),
-    ("--classifier-members", "0", "expected 1 or more")])
+    ("--classifier-members", "0", "expected 1 or more"),
+    ("--defect-train-share", "0.95", "above 0 and up to 0.9"),
+    ("--defect-train-share", "0", "above 0 and up to 0.9")])
 def test_bad_autoencoder_knobs_are_one_line_errors(tmp_path, capsys, flag, value, says):
     rc = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), flag, value,
                "--quiet"])
