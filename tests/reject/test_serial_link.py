@@ -86,12 +86,17 @@ def peer():
 def test_messages_reach_the_plc_and_acks_are_matched(peer):
     with SerialLink(peer.slave_path, 115200) as link:
         assert link.state == "connected"
-        results = [link.send(f"REJECT {i}\n", f"ACK {i}\n", 500) for i in range(3)]
+        started, results = [], []
+        for i in range(3):
+            started.append(time.monotonic())
+            results.append(link.send(f"REJECT {i}\n", f"ACK {i}\n", 500))
         lines = peer.wait_lines(3)
     assert [line for _, line in lines] == [b"REJECT 0", b"REJECT 1", b"REJECT 2"]
-    for (t_peer, _), r in zip(lines, results, strict=True):
+    for (t_peer, _), r, t0 in zip(lines, results, started, strict=True):
         assert r.ok and r.acked and r.error == ""
-        assert -0.005 <= t_peer - r.sent_at < 0.1  # the PLC saw it as it was written
+        # the PLC saw it as it was written: sent_at is stamped once write() returns, and on
+        # a busy machine the peer's thread may read the bytes before the writer runs again
+        assert t0 <= t_peer and t_peer - r.sent_at < 0.1
         assert 0 <= r.ack_latency_ms < 500
     assert link.stats.acks_received == 3 and link.stats.acks_missed == 0
 
