@@ -194,6 +194,15 @@ def test_threshold_step_end_to_end_with_a_real_onnx_model(tmp_path: Path, capsys
         assert getattr(recipe.decision, f"{kind}_threshold") == pytest.approx(expected, rel=1e-6)
     assert len(list(tmp_path.glob("r.*.bak.toml"))) == 1
 
+    # a recipe whose classifier crop width is not the model file's is refused, saying which
+    from calibration.report import CalibrationError
+
+    recipe_path.write_text(recipe_path.read_text().replace("[models]\n",
+                                                           "[models]\nclassifier_size = 999\n"))
+    recipe = load_recipe(recipe_path)
+    with pytest.raises(CalibrationError, match=r"models.classifier_size = 999 but cls.onnx"):
+        score_folder(tmp_path / "good", recipe, recipe_models(recipe))
+
 
 def test_threshold_step_refuses_a_missing_model(tmp_path: Path, capsys):
     recipe_path = tmp_path / "r.toml"
