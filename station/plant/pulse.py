@@ -29,6 +29,7 @@ class RejectPulse:
         self._until = 0.0
         self._timer: threading.Timer | None = None
         self._closed = False
+        self._high = False  # the last edge emitted was a rise
         self.pulses = 0
         self.last_at: float | None = None
 
@@ -49,34 +50,52 @@ class RejectPulse:
                 future.set_result(SendResult(False, None, error="PLC interface is closed"))
                 return future
             now = time.monotonic()
-            rising = now >= self._until
+            # a fall the (late) timer has not emitted yet is emitted first: edges alternate
+            fall_first = self._high and now >= self._until
+            rising = fall_first or not self._high
+            self._high = True
             self._until = max(self._until, now + width_ms / 1000.0)
             self.pulses += 1
             self.last_at = now
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = threading.Timer(self._until - now, self._fall)
-            self._timer.daemon = True
-            self._timer.start()
+            self._arm(self._until - now)
+        if fall_first:
+            self.changed.emit(False)
         if rising:  # before the future's callbacks: the served bit rises at the reject point
             self.changed.emit(True)
         future.set_result(SendResult(True, now))
         return future
 
+    def _arm(self, delay_s: float) -> None:
+        """(Re)start the falling-edge timer; the caller holds the lock."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(delay_s, self._fall)
+        self._timer.daemon = True
+        self._timer.start()
+
     def _fall(self) -> None:
+        """Drop the bit, unless this timer was replaced (the pulse was extended) or woke
+        early: then the current timer, or a re-armed one, drops it, so no rise is left
+        without its fall."""
         with self._lock:
-            self._timer = None
-            if time.monotonic() < self._until - 0.0005:  # extended meanwhile
+            if self._closed or threading.current_thread() is not self._timer:
                 return
+            remaining = self._until - time.monotonic()
+            if remaining > 0.0005:
+                self._arm(remaining)
+                return
+            self._timer = None
             self._until = 0.0
-        self.changed.emit(False)
+            was, self._high = self._high, False
+        if was:
+            self.changed.emit(False)
 
     def close(self) -> None:
         """Drop the bit and stop the timer (the station shuts down)."""
         with self._lock:
             self._closed = True
             timer, self._timer = self._timer, None
-            was = time.monotonic() < self._until
+            was, self._high = self._high, False
             self._until = 0.0
         if timer is not None:
             timer.cancel()

@@ -181,3 +181,26 @@ def test_reject_bit_goes_through_the_scheduler_with_its_fail_safe() -> None:
     assert pulse.pulses == 2 and sched.timing_stats()["count"] == 2
     assert [active for _, active in edges] == [True, False], "two pulses at once: one held bit"
     assert 40 - 1 <= (edges[0][0] - t0) * 1000 <= 40 + 50
+
+
+def test_reject_bit_edges_alternate_when_pulses_come_as_the_last_one_falls() -> None:
+    """A PLC counts rises: whether the falling-edge timer runs before or after the next pulse
+    (a busy machine runs it late), every rise has its fall and the bit ends low."""
+    import random
+
+    from station.plant import RejectPulse
+
+    pulse = RejectPulse()
+    edges: list[bool] = []
+    pulse.changed.connect(edges.append)
+    rng = random.Random(0)
+    try:
+        for _ in range(300):
+            assert pulse.pulse_async("reject", 1.0).result(1.0).ok
+            time.sleep(rng.uniform(0.0, 0.002))
+        assert wait_for(lambda: not pulse.active and edges[-1:] == [False], 5.0), edges[-4:]
+    finally:
+        pulse.close()
+    assert all(a != b for a, b in zip(edges, edges[1:], strict=False)), "two rises, no fall"
+    assert edges[0] is True and edges[-1] is False
+    assert 1 <= edges.count(True) <= pulse.pulses == 300
