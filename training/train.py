@@ -69,6 +69,7 @@ class TrainOptions:
     ae_share: float = 0.35
     width: float | None = None  # classifier width multiplier (None = the classifier default)
     classifier_members: int | None = None  # networks averaged (None = the classifier default)
+    classifier_flips: str = "none"  # the product's mirror images (recipe models.flips)
     pretrained: Path | None = None
     folds: int = 0
     fold: int = 0
@@ -559,8 +560,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     train_set = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
     val_set = _ok(crops.select(roles["val_good"] + roles["thr_good"] + roles["val_labeled"]))
     copts = ClassifierOptions(size=spec.size, height=spec.height, minutes=minutes, seed=opts.seed,
-                              pretrained=opts.pretrained,
-                              device=device)
+                              pretrained=opts.pretrained, device=device, flips=opts.classifier_flips)
     if opts.width is not None:
         copts.width = opts.width
     if opts.epochs:
@@ -570,7 +570,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     print(f"classifier: {len(train_set.samples)} training crops "
           f"({int(_labels(train_set).sum())} real defects), {len(val_set.samples)} validation, "
           f"{minutes:.1f} min budget, {spec.size}x{spec.crop_height}px, width {copts.width}, "
-          f"{copts.members} network(s) averaged")
+          f"{copts.members} network(s) averaged, flips {copts.flips}")
     res = train_classifier(list(train_set.crops), _labels(train_set), list(val_set.crops),
                            _labels(val_set), spec, copts, opts.progress)
     for row in res.history:
@@ -582,7 +582,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     arch = {"name": "vgg16", "width": copts.width, "size": spec.size, "height": spec.crop_height,
             "pretrained": str(opts.pretrained) if opts.pretrained else None,
             "batch_norm": copts.batch_norm, "epochs_run": len(res.history),
-            "members": copts.members}
+            "members": copts.members, "flips": copts.flips}
     meta = _metadata("classifier", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)
     x = prepare_batch(list(val_set.crops[:8]), spec)
     # with its Grad-CAM map ``cam``, held to torch by the parity check and kept float in int8

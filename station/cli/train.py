@@ -81,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the labeled defective images the classifier trains on; "
                              "the rest choose the thresholds (default: the recipe's "
                              "models.defect_train_share, else 0.5)")
+    parser.add_argument("--flips", default=None,
+                        choices=("none", "horizontal", "vertical", "both"),
+                        help="mirror images of a good part that are good parts too: the "
+                             "classifier trains on them and averages over them (default: the "
+                             "recipe's models.flips, else none)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="torch device (auto = CUDA when present)")
     parser.add_argument("--cache", type=Path, default=None,
@@ -112,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         folds=args.folds, fold=args.fold, seed=args.seed, rule=args.rule, device=args.device,
         cache=args.cache, int8=not args.no_int8, progress=not args.quiet, **product,
     )
+    opts.classifier_flips = args.flips or opts.classifier_flips  # the command line wins
     problem = _apply_ae_args(args, opts)
     if problem:
         print(f"station train: {problem}", file=sys.stderr)
@@ -168,7 +174,7 @@ def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
 def product_crop(recipe_path: Path | None) -> dict[str, Any]:
     """What a recipe says about the crop: its [localize] and [align] tables, its
     camera.pixel_format, models.size and models.classifier_size (the two crop widths; 0 = not
-    said) and models.defect_train_share (when said). Without a recipe the built-in screw
+    said), models.defect_train_share (when said) and models.flips. Without a recipe the built-in screw
     defaults, with a note on stderr."""
     if recipe_path is None:
         print("note: no --recipe: the built-in crop (a dark elongated part on a light plate, "
@@ -183,4 +189,5 @@ def product_crop(recipe_path: Path | None) -> dict[str, Any]:
                "cls_size": recipe.models.classifier_size}
     if recipe.models.defect_train_share:  # else TrainOptions' default
         product["defect_train_share"] = recipe.models.defect_train_share
+    product["classifier_flips"] = recipe.models.flips
     return product

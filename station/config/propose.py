@@ -357,6 +357,10 @@ autoencoder = ""
 classifier = ""
 {_comment(p.notes["width"])}
 size = {p.width}
+# "both" when a good part's mirror image is a good part too (a surface, a part symmetric
+# both ways): the classifier trains on mirror images and averages its score over them.
+# "none" for a part with a handedness, a print or a side that faces one way.
+flips = "none"
 
 [decision]
 rule = "either"               # reject when either model is above its threshold

@@ -120,6 +120,10 @@ class ModelsSection:
                                      "classifier trains on (the rest and the labeled good images "
                                      "choose both thresholds); 0 = station train's default, 0.5",
                                      min=0, max=DEFECT_TRAIN_SHARE_MAX)
+    flips: str = _opt("none", "mirror images of a good part that are good parts too (a surface, "
+                      "a symmetric part): station train's classifier trains on them and the "
+                      "model file averages its score over them; 'none' for a part with a "
+                      "handedness", choices=("none", "horizontal", "vertical", "both"))
 
 
 #: The largest recipe threshold on each model's normalized scale: the autoencoder's is raw /

@@ -90,6 +90,8 @@ def test_surfaces_filling_the_image_become_a_fixed_region(tmp_path, capsys):
     median = float(np.median([h / w for h, w in shapes]))
     assert recipe.align.crop_aspect == pytest.approx(median, abs=0.05)
     assert "the image is the part" in text and "different sizes" in text
+    # a mirror image may be a defect (a print, a handedness): the engineer says so, not us
+    assert recipe.models.flips == "none" and "a good part's mirror image" in text
     rows = _crops(recipe_path, data, tmp_path, capsys, size=64)
     assert len(rows) == 20 and all(r["found"] for r in rows)
     # each crop is its whole image stretched: the crop's mean follows the image's

@@ -236,3 +236,24 @@ def test_calibration_tensors_hold_good_and_defective_crops() -> None:
     y = calibration_tensors(good, SPEC, defect_crops=real, n=8)
     reals = prepare_batch(real, SPEC)
     assert sum(any(np.array_equal(t, r) for r in reals) for t in y) == 2
+
+
+@pytest.mark.parametrize("flips, left_right, top_bottom", [
+    ("none", False, False), ("horizontal", True, False), ("vertical", False, True),
+    ("both", True, True)])
+def test_training_crops_are_mirrored_only_as_the_recipe_allows(flips, left_right,
+                                                              top_bottom) -> None:
+    """A screw mirrored is a screw of the wrong handedness: never, unless models.flips says
+    the product's mirror image is a good part too; then each allowed axis about half the
+    time."""
+    from training.classifier import augment
+
+    crop = np.full((40, 32), 200, np.uint8)
+    crop[:, :16] = 40  # dark left half
+    crop[:20] //= 2  # darker top half
+    rng = np.random.default_rng(0)
+    seen = [augment(crop, rng, flips) for _ in range(200)]
+    mirrored_lr = np.mean([s[:, :16].mean() > s[:, 16:].mean() for s in seen])
+    mirrored_tb = np.mean([s[:20].mean() > s[20:].mean() for s in seen])
+    assert (0.3 < mirrored_lr < 0.7) if left_right else mirrored_lr == 0
+    assert (0.3 < mirrored_tb < 0.7) if top_bottom else mirrored_tb == 0

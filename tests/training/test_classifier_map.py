@@ -129,6 +129,41 @@ def test_an_ensembles_map_is_its_members_maps_averaged(tmp_path) -> None:
     np.testing.assert_allclose(int8_maps.max(axis=(1, 2)), int8_p, rtol=1e-5)
 
 
+@pytest.mark.parametrize("flips, mirrors", [("horizontal", [(3,)]),
+                                             ("both", [(3,), (2,), (2, 3)])])
+def test_a_mirror_invariant_product_reads_each_crop_and_its_mirror_images(
+        tmp_path, flips: str, mirrors: list[tuple[int, ...]]) -> None:
+    """models.flips: the file's p_defect is the same for a tile and its mirror image, and
+    the map of the mirror image is the map mirrored, so the operator's map still sits on the
+    defect; the mean over views is what the station runs (file = torch)."""
+    torch.manual_seed(3)
+    net = VGG16(VGGConfig(size=SIZE, width=0.0625)).eval()
+    for layer in net.classifier:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, 0.0, 0.2)
+    x = torch.rand(4, 1, SIZE, SIZE)
+    wrapped = ClassifierWithMap(Ensemble([net], flips=flips)).eval()
+    with torch.no_grad():
+        p, cam = wrapped(x)
+        views = [x] + [torch.flip(x, dims) for dims in mirrors]
+        torch.testing.assert_close(p, torch.sigmoid(torch.stack([net.logits(v) for v in views])
+                                                    .mean(0)))
+        for dims in mirrors:
+            p_m, cam_m = wrapped(torch.flip(x, dims))
+            torch.testing.assert_close(p_m, p, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(cam_m, torch.flip(cam, dims), atol=1e-5, rtol=1e-4)
+        if flips == "horizontal":  # not turned upside down: a different score
+            assert not torch.allclose(wrapped(torch.flip(x, (2,)))[0], p, atol=1e-4)
+    path = tmp_path / "classifier.onnx"
+    exported, _ = export_classifier(wrapped.net, path, _meta(), x[:2])
+    assert max(parity(exported, path, x.numpy()).values()) <= 1e-4
+    got_p, maps = load_model(path, "cpu", 1).infer_map(x.numpy())
+    np.testing.assert_allclose(got_p, p.numpy(), atol=1e-5)
+    np.testing.assert_allclose(maps, cam[:, 0].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="flips 'diagonal'"):
+        Ensemble([net], flips="diagonal")
+
+
 def test_an_ensemble_refuses_members_of_other_inputs() -> None:
     with pytest.raises(ValueError, match="different inputs"):
         Ensemble([VGG16(VGGConfig(size=64, width=0.0625)), VGG16(VGGConfig(size=96, width=0.0625))])

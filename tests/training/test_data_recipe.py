@@ -125,11 +125,12 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     recipe = tmp_path / "surface.toml"
     # the crop widths and the defects' split from the command line, or (colour) the recipe
     said = ("[models]\nsize = 32\nclassifier_size = 32\ndefect_train_share = 0.75\n"
-            if colour else "")
+            'flips = "both"\n' if colour else "")
     recipe.write_text(TILE_RECIPE.format(device=data / "good", pixel_format=pixel_format) + said)
     kind, channels = ("colour", 3) if colour else ("grey", 1)
     out = tmp_path / "models"
-    flags = [] if colour else ["--size", "32", "--cls-size", "32", "--defect-train-share", "0.75"]
+    flags = [] if colour else ["--size", "32", "--cls-size", "32", "--defect-train-share", "0.75",
+                               "--flips", "horizontal"]
     rc = main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
                *flags, "--epochs", "1", "--minutes", "0.3",
                "--folds", "2", "--fold", "0", "--width", "0.05", "--no-int8", "--quiet",
@@ -146,7 +147,10 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     arch = ae.meta.architecture  # a surface: one retrieval region, more play; or as told
     assert (tuple(arch["regions"]), arch["neighbours"], arch["jitter_px"]) == (
         ((2, 1), 2, 4) if colour else ((1, 1), 5, 4))
-    assert load_model(out / "classifier.onnx").input_shape == (channels, 64, 32)
+    classifier = load_model(out / "classifier.onnx")
+    assert classifier.input_shape == (channels, 64, 32)
+    # a surface's mirror images: trained on and averaged over in the file
+    assert classifier.meta.architecture["flips"] == ("both" if colour else "horizontal")
     split = json.loads((out / "split.json").read_text())
     roles = {role: sum("defect/" in p for p in paths) for role, paths in split["roles"].items()}
     # 4 defects outside the held-out fold: 3 train the classifier (2 at the default 0.5)

@@ -3,7 +3,8 @@
 Augmentation is what the aligned part really varies by: small shifts, rotations and scale
 changes (alignment jitter) and brightness/contrast changes (lighting drift). No flips: a
 vertical flip mirrors a screw's thread handedness and the side its shadow falls on, and a
-horizontal flip puts the head on the wrong side of an aligned crop.
+horizontal flip puts the head on the wrong side of an aligned crop, unless the recipe says
+the product's mirror image is a good part too (``models.flips``, the tiles).
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ from station.vision.preprocess import PreprocessSpec, prepare_batch
 from training.synth_defects import synthesize
 
 
-def augment(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Alignment jitter (shift ±3 %, rotation ±3°, scale ±3 %) and lighting jitter; no flips."""
+def augment(crop: np.ndarray, rng: np.random.Generator, flips: str = "none") -> np.ndarray:
+    """Alignment jitter (shift ±3 %, rotation ±3°, scale ±3 %), lighting jitter, and a mirror
+    image half the time along each axis ``flips`` allows ("none": never)."""
+    if flips in ("horizontal", "both") and rng.random() < 0.5:
+        crop = cv2.flip(crop, 1)
+    if flips in ("vertical", "both") and rng.random() < 0.5:
+        crop = cv2.flip(crop, 0)
     h, w = crop.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-3, 3), rng.uniform(0.97, 1.03))
     m[:, 2] += rng.uniform(-0.03, 0.03, size=2) * (w, h)
@@ -39,6 +45,7 @@ class BatchMaker:
     rng: np.random.Generator
     batch_size: int
     n_real: int
+    flips: str = "none"  # the mirror images the product may show (ensemble.FLIPS)
 
     @property
     def half(self) -> int:
@@ -48,12 +55,13 @@ class BatchMaker:
         rng, good, half = self.rng, self.good, self.half
         imgs: list[np.ndarray] = []
         for i in rng.integers(0, len(good), size=half):
-            imgs.append(augment(good[i], rng))
+            imgs.append(augment(good[i], rng, self.flips))
         for i in rng.integers(0, len(self.real), size=self.n_real) if self.n_real else []:
-            imgs.append(augment(self.real[i], rng))
+            imgs.append(augment(self.real[i], rng, self.flips))
         for _ in range(self.batch_size - half - self.n_real):
             base, donor = rng.integers(0, len(good), size=2)
-            imgs.append(augment(synthesize(good[base], rng, donor=good[donor]).image, rng))
+            imgs.append(augment(synthesize(good[base], rng, donor=good[donor]).image, rng,
+                                self.flips))
         y = np.r_[np.zeros(half), np.ones(len(imgs) - half)].astype(np.float32)
         x = prepare_batch(imgs, self.spec)
         return torch.from_numpy(x), torch.from_numpy(y)

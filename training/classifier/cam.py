@@ -22,7 +22,7 @@ Summing W1 over the 49 cells once, at wrapping, makes that one small product per
 
 The map is ReLU(sum_k alpha_k A_k), upsampled bilinearly to the crop, then scaled so that
 its peak equals ``p_defect``. An :class:`~training.classifier.ensemble.Ensemble` gets the mean
-of its members' maps, each first scaled to a peak of one (so that no member's arbitrary
+of its members' maps (and of each mirror image's, turned back), each first scaled to a peak of one (so that no member's arbitrary
 gradient magnitude outweighs the other's), then the same scale. Why that scale: Grad-CAM's magnitude is arbitrary (it is a
 gradient times an activation) while the station colours every map on "1.0 = the model's
 threshold" (``normalized_map(map) = map / threshold``, like the autoencoder's). With the peak
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
-from training.classifier.ensemble import Ensemble, mean_logit, members_of
+from training.classifier.ensemble import Ensemble, flip, mean_logit, members_of, views_of
 from training.classifier.vgg import POOL_SIZE, VGG16
 
 #: the ONNX output names of a classifier with a map, in graph order
@@ -88,10 +88,13 @@ def _unit_peak(m: torch.Tensor) -> torch.Tensor:
 
 
 class MapBlend(nn.Module):
-    """The members' unit-peak maps into one whose peak is ``p``; a module of its own so that
-    its nodes are named ``/gradcam_blend/...`` and stay float in int8 with the maps'."""
+    """The members' unit-peak maps into one whose peak is ``p``, a mirror image's map turned
+    back first (``views``: the dims each map's input was flipped along); a module of its own
+    so that its nodes are named ``/gradcam_blend/...`` and stay float in int8 with the maps'."""
 
-    def forward(self, maps: list[torch.Tensor], p: torch.Tensor) -> torch.Tensor:
+    def forward(self, maps: list[torch.Tensor], p: torch.Tensor,
+                views: list[tuple[int, ...]] | None = None) -> torch.Tensor:
+        maps = [flip(m, dims) for m, dims in zip(maps, views or [()] * len(maps), strict=True)]
         # one member's map has its unit peak already; a mean of several is scaled back to one
         unit = maps[0] if len(maps) == 1 else _unit_peak(torch.stack(maps).mean(0))
         return unit * p[:, None, None, None]
@@ -118,20 +121,29 @@ class ClassifierWithMap(nn.Module):
         self.gradcam_blend = MapBlend()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, maps = [], []
+        logits, maps, views = [], [], []
         for member, gradcam in zip(members_of(self.net), self.gradcam, strict=True):
-            layers = list(member.features)
-            a = x
-            for layer in layers[:-1]:
-                a = layer(a)  # a: the last conv block's activations, [N, C, H/16, W/16]
-            pooled = member.avgpool(layers[-1](a))
-            fc1, relu1, drop1, fc2, relu2, drop2, fc3 = member.classifier
-            h1 = relu1(fc1(torch.flatten(pooled, 1)))
-            h2 = relu2(fc2(drop1(h1)))
-            logits.append(fc3(drop2(h2)).squeeze(1))
-            maps.append(gradcam(x, a, h1, h2, fc2.weight, fc3.weight))
+            for dims in views_of(self.net):
+                logit, cam = self._member(member, gradcam, flip(x, dims))
+                logits.append(logit)
+                maps.append(cam)
+                views.append(dims)
         p = torch.sigmoid(mean_logit(logits))
-        return p, self.gradcam_blend(maps, p)
+        return p, self.gradcam_blend(maps, p, views)
+
+    @staticmethod
+    def _member(member: VGG16, gradcam: GradCam,
+                x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One network's defect logit [N] and unit-peak map [N, 1, H, W] of ``x``."""
+        layers = list(member.features)
+        a = x
+        for layer in layers[:-1]:
+            a = layer(a)  # a: the last conv block's activations, [N, C, H/16, W/16]
+        pooled = member.avgpool(layers[-1](a))
+        fc1, relu1, drop1, fc2, relu2, drop2, fc3 = member.classifier
+        h1 = relu1(fc1(torch.flatten(pooled, 1)))
+        h2 = relu2(fc2(drop1(h1)))
+        return fc3(drop2(h2)).squeeze(1), gradcam(x, a, h1, h2, fc2.weight, fc3.weight)
 
 
 def map_nodes(node_names: list[str]) -> list[str]:

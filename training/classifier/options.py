@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from station.vision.preprocess import PreprocessSpec
-from training.classifier.ensemble import Ensemble
+from training.classifier.ensemble import FLIPS, Ensemble
 from training.classifier.vgg import VGG16, VGGConfig
 
 
@@ -52,6 +52,9 @@ class ClassifierOptions:
     # own scores on the development screws, averaged, ranked the test parts at AUROC 0.974
     # against 0.954 and 0.971 alone. Each costs one network's time per part at the line.
     members: int = 2
+    # The product's mirror images (a recipe's models.flips, ensemble.FLIPS): trained on and
+    # averaged over in the graph; "none" for a part with a handedness (the screws).
+    flips: str = "none"
 
     def validate(self, spec: PreprocessSpec) -> None:
         if (self.size, self.height or self.size) != (spec.size, spec.crop_height):
@@ -62,6 +65,8 @@ class ClassifierOptions:
             )
         if self.batch_size < 2:
             raise ValueError(f"classifier batch_size must be >= 2, got {self.batch_size}")
+        if self.flips not in FLIPS:
+            raise ValueError(f"classifier flips {self.flips!r}: expected one of {', '.join(FLIPS)}")
         if self.members < 1:
             raise ValueError(f"classifier members must be >= 1, got {self.members}")
         if self.threads is not None and self.threads < 1:

@@ -169,7 +169,8 @@ def _train_one(good: list[np.ndarray], real: list[np.ndarray], vcrops: list[np.n
     n_real = int(round(half * (1.0 - opts.synth_ratio))) if real else 0
     bar = tqdm(total=steps_per_epoch * opts.epochs, desc=desc, unit="step",
                disable=not progress, dynamic_ncols=True)
-    run = _Run(model, device, BatchMaker(good, real, spec, rng, opts.batch_size, n_real),
+    batches = BatchMaker(good, real, spec, rng, opts.batch_size, n_real, opts.flips)
+    run = _Run(model, device, batches,
                opts.resolved_lr(batch_norm), opts.weight_decay, steps_per_epoch * opts.epochs,
                minutes * 60.0, bar)
     history, stopped_by_time = _fit(run, opts, steps_per_epoch, spec, vgood, vsynth)
@@ -213,7 +214,8 @@ def train_classifier(
                                                 opts.seed + i, max(minutes, 0.01), desc, progress)
         nets.append(net)
         history += [{"member": i, **row} for row in rows] if opts.members > 1 else rows
-    model: VGG16 | Ensemble = nets[0] if len(nets) == 1 else Ensemble(nets).eval()
+    model: VGG16 | Ensemble = (nets[0] if len(nets) == 1 and opts.flips == "none"
+                               else Ensemble(nets, opts.flips).eval())
 
     device = pick_device(opts.device)
     model.to(device)
