@@ -92,6 +92,8 @@ def test_surfaces_filling_the_image_become_a_fixed_region(tmp_path, capsys):
     assert "the image is the part" in text and "different sizes" in text
     # a mirror image may be a defect (a print, a handedness): the engineer says so, not us
     assert recipe.models.flips == "none" and "a good part's mirror image" in text
+    # the share both measured products train their classifier on, said where the engineer reads
+    assert recipe.models.defect_train_share == 0.7 and "the rest choose the" in text
     rows = _crops(recipe_path, data, tmp_path, capsys, size=64)
     assert len(rows) == 20 and all(r["found"] for r in rows)
     # each crop is its whole image stretched: the crop's mean follows the image's
