@@ -294,11 +294,18 @@ def test_train_bad_data_set_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.learning
-def test_int8_classifier_keeps_the_verdicts_of_a_trained_model(line_models, line_defects,
-                                                                tmp_path, monkeypatch):
+def test_int8_classifier_calibrated_on_defects_keeps_their_scores(line_models, line_defects,
+                                                                   tmp_path, monkeypatch):
     """The int8 copy is calibrated on good parts and defects, so a defect's p_defect is not
-    clipped: on a classifier that separates its defects, every verdict survives quantization
-    (calibrated on good crops alone, every defect of the real screws read p = 0.5)."""
+    clipped (calibrated on good crops alone, every defect of the real screws read p = 0.5),
+    and training keeps the copy only when it changed no verdict and moved no score far.
+
+    Whether a copy passes that rule depends on the model and the CPU's int8 kernels: on an
+    AVX-512 VNNI machine the classifier trained at the ``default`` kernel level scored one
+    good part 0.42 float and 0.64 int8 (threshold 0.63), so training dropped it. Asserted
+    here is what holds on any CPU: the defects keep their scores, and the rule is applied
+    to what the copy really did.
+    """
     import shutil
 
     import training.train as tt
@@ -307,6 +314,7 @@ def test_int8_classifier_keeps_the_verdicts_of_a_trained_model(line_models, line
     from station.vision.localize import LocalizeParams
     from station.vision.preprocess import PreprocessSpec, prepare_batch
     from training.data import compute_crops
+    from training.quantize import quantize_static
 
     model = tmp_path / "classifier.onnx"
     shutil.copy(line_models / "classifier.onnx", model)
@@ -319,26 +327,35 @@ def test_int8_classifier_keeps_the_verdicts_of_a_trained_model(line_models, line
     calib, _ = tt._int8_sets(calib_from, check_from, spec, seed=0)
     test = crops.select([s for s in samples if s.split == "test"])
     x = prepare_batch(list(test.crops), spec)
-    labels = np.array([s.label for s in test.samples])
+    labels = np.array([s.label for s in test.samples]) == 1
     assert {s.defect_type for s in test.samples if s.label} == set(line_defects)
+    p32, t = f32.infer(x), f32.meta.threshold
+    assert (p32[labels] >= t).mean() >= 0.5, "the float model rejects these defects"
+
+    def int8_scores(name: str, crops_for_ranges: np.ndarray) -> np.ndarray:
+        quantize_static(model, tmp_path / name, crops_for_ranges, nodes_to_exclude=[])
+        return load_model(tmp_path / name).infer(x)
+
+    p8 = int8_scores("mixed.onnx", calib)  # what training quantizes with
+    good_only = [c for c, s in zip(calib_from.crops, calib_from.samples, strict=True)
+                 if not s.label]
+    p8_good = int8_scores("good_only.onnx", prepare_batch(good_only[:len(calib)], spec))
+    moved, moved_good = np.abs(p8 - p32)[labels].mean(), np.abs(p8_good - p32)[labels].mean()
+    # measured: 0.001 against 0.22 (default kernels, AVX-512 VNNI int8)
+    assert moved <= 0.02 and moved <= moved_good / 5, (moved, moved_good)
+
     # checked on the real parts, of the kinds the model separates: training's own check set
     # adds synthesized defects of any kind, and one of those near the threshold flips with
-    # the rounding of a CPU kernel path (avx2: a verdict changed, the largest score move 0.11)
+    # the rounding of a CPU kernel path
     monkeypatch.setattr(tt, "INT8_MIN_SPEEDUP", 0.0)  # about verdicts; speed is another rule
     info = tt._quantize("classifier", model, f32.meta, calib, x, [], [].append)
     assert info is not None
-    p32, t = f32.infer(x), f32.meta.threshold
-    assert (p32[labels == 1] >= t).mean() >= 0.5, "the float model rejects these defects"
-    # no verdict changed and no score moved far (clipped defects read p = 0.5: a move of
-    # most of the way to the threshold). How far int8 rounding moves the largest score
-    # depends on the CPU's int8 kernels (0.11 on an Intel AVX-512 machine, 0.257 on an AMD
-    # EPYC with VNNI), and past INT8_MAX_CHANGE (0.25) the copy is dropped, not kept.
-    assert info["verdicts_changed"] == 0, info
-    assert info["max_abs_change_of_threshold"] <= 0.4, info
+    flips = int(((p8 >= t) != (p32 >= t)).sum())
+    change = float(np.abs(p8 - p32).max() / t)  # measured as raw / threshold
+    assert info["verdicts_changed"] == flips
+    assert info["max_abs_change_of_threshold"] == pytest.approx(change, rel=1e-5)
+    kept = flips == 0 and change <= tt.INT8_MAX_CHANGE
     copy = tmp_path / "classifier.int8.onnx"
-    kept = info["max_abs_change_of_threshold"] <= tt.INT8_MAX_CHANGE
     assert info.get("kept", True) == kept and copy.exists() == kept
     if kept:
-        p8 = load_model(copy).infer(x)
-        assert ((p8 >= t) == (p32 >= t)).all(), "int8 changed a verdict"
-        assert np.abs(p8 - p32).max() / t <= 0.25  # measured as raw / threshold
+        np.testing.assert_array_equal(load_model(copy).infer(x), p8)
