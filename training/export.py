@@ -127,6 +127,32 @@ def torch_outputs(model: nn.Module, batch: np.ndarray) -> list[np.ndarray]:
     return [o.numpy() for o in out]
 
 
+#: Scores: torch and onnxruntime agree to this, relative to the output's scale.
+PARITY_TOLERANCE = 1e-4
+#: The classifier's map divides by its peak and masks by the signs of ReLU inputs, so a
+#: rounding the two runtimes do differently moves a pixel further than a score (a tiny model
+#: on an AVX-512 machine: map 3.5e-4, p_defect 7.7e-7): it agrees to one 8-bit display level.
+MAP_PARITY_TOLERANCE = 1 / 255
+
+
+def parity_tolerance(output: str) -> float:
+    """The bound :func:`parity` is held to for ``output``, relative to its scale.
+
+    >>> parity_tolerance("p_defect"), round(parity_tolerance("cam"), 4)
+    (0.0001, 0.0039)
+    """
+    return MAP_PARITY_TOLERANCE if output == "cam" else PARITY_TOLERANCE
+
+
+def over_tolerance(diffs: dict[str, float], scale: float = 1.0) -> dict[str, float]:
+    """The outputs of a :func:`parity` result past their bound (``scale``: the outputs' size).
+
+    >>> over_tolerance({"p_defect": 2e-4, "cam": 3.5e-4})
+    {'p_defect': 0.0002}
+    """
+    return {n: d for n, d in diffs.items() if d > parity_tolerance(n) * scale}
+
+
 def parity(model: nn.Module, onnx_path: Path | str, batch: np.ndarray) -> dict[str, float]:
     """Max abs difference torch vs onnxruntime (CPU), per output name."""
     from station.models.inference import open_session

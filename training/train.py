@@ -38,10 +38,9 @@ from training.autoencoder import (
 )
 from training.data import CropSet, Split, SplitOptions, compute_crops, make_split
 from training.device import pick_device
-from training.export import export_onnx, now_iso, parity, write_metadata
+from training.export import export_onnx, now_iso, over_tolerance, parity, write_metadata
 from training.thresholds import MAX_FALSE_REJECT, ThresholdChoice, choose_threshold
 
-PARITY_TOLERANCE = 1e-4
 EXPORT_RESERVE_S = 60.0  # time kept back from the budget for export and quantization
 MIN_FUSED_AUROC = 0.75  # validation image AUROC a model needs to take part in an auto rule
 # An int8 copy pays only if it changes no verdict on the check crops and moves no score, as
@@ -210,10 +209,9 @@ def _check_parity(model, path: Path, batch: np.ndarray, log: TrainLog, kind: str
     scale = max(1.0, max(float(np.max(np.abs(o))) for o in torch_outputs(model, batch)))
     log({"model": kind, "event": "export_parity", "max_abs_diff": diffs, "output_scale": scale,
          "file": str(path)})
-    worst = max(diffs.values())
-    if worst > PARITY_TOLERANCE * scale:
-        raise RuntimeError(f"{path}: ONNX export differs from torch by {worst:.2e} "
-                           f"(> {PARITY_TOLERANCE} x output scale {scale:.3g}); {diffs}")
+    if over := over_tolerance(diffs, scale):
+        raise RuntimeError(f"{path}: ONNX export differs from torch in {', '.join(over)} "
+                           f"(output scale {scale:.3g}; bounds in training.export); {diffs}")
     return diffs
 
 
