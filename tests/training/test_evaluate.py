@@ -155,9 +155,10 @@ def test_int8_copies_failing_the_rule_are_pruned_and_others_kept(folder, tmp_pat
     # so about half the parts are rejected and a copy that scores every part alike flips.
     x_cls = _crops(models, data, "classifier")
     cls = load_model(models / "classifier.onnx", "cpu")
-    write_metadata(models / "classifier.onnx",
-                   replace(cls.meta, threshold=_middle_split(cls.infer(x_cls))))
-    f_cls = _normalized(load_model(models / "classifier.onnx", "cpu"), x_cls)
+    raw_cls = cls.infer(x_cls)
+    meta = replace(cls.meta, threshold=_middle_split(raw_cls))
+    write_metadata(models / "classifier.onnx", meta)
+    f_cls = np.asarray(meta.normalized(raw_cls))
     # a classifier copy calibrated on blank crops (its activation ranges collapse: real parts
     # saturate them; its map stays float as in training), and an autoencoder copy whose
     # quantized ops change no number
