@@ -1,7 +1,9 @@
 """Threshold rules, chosen on validation scores (never on the images a model is judged on).
 
-* defects in validation -> the F1-optimal cut, placed midway between the lowest score it
-  rejects and the highest score it passes (a margin on both sides, not on a sample);
+* defects in validation -> the F1-optimal cut (the autoencoder's), or the recall-optimal
+  one (the classifier's: the lowest cut within the false-reject budget), each placed midway
+  between the lowest score it rejects and the highest score it passes (a margin on both
+  sides, not on a sample);
 * good parts only -> a high quantile of the good scores plus a margin proportional to their
   spread, so at most ``1 - quantile`` of good parts fall above it and never all of them.
 
@@ -32,7 +34,7 @@ class ThresholdChoice:
     """The chosen raw threshold and how it was chosen (written into the model metadata)."""
 
     value: float
-    rule: str  # "f1_optimal" | "good_quantile"
+    rule: str  # "f1_optimal" | "recall_optimal" | "good_quantile"
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,12 +132,60 @@ def good_quantile(scores, quantile: float = 0.99, margin: float = 0.5) -> Thresh
     )
 
 
+def recall_optimal(scores, labels, max_false_reject: float = MAX_FALSE_REJECT
+                   ) -> ThresholdChoice:
+    """The lowest cut that rejects at most ``max_false_reject`` of the good validation parts:
+    as many defects as the false-reject budget buys (a Neyman-Pearson cut).
+
+    It is set by the good parts, the side of validation with the numbers to say where it lies;
+    the F1 optimum is set by the defects, and where only a handful of them score (a
+    classifier's validation defects, 10 or 11 per fold on the screws) it lands just under
+    the lowest of them, above new defects that score a little lower. Placed midway between
+    the highest good score it passes and the lowest score it rejects, as the F1 cut is.
+
+    >>> c = recall_optimal([1.0, 2.0, 3.0, 9.0, 10.0], [0, 0, 0, 1, 1])
+    >>> c.value, c.details["fp"], c.details["tp"]
+    (6.0, 0, 2)
+    """
+    s, y = _clean(scores, labels)
+    if y.sum() == 0 or y.sum() == len(y):
+        raise ValueError("a recall-optimal threshold needs both good and defective validation "
+                         "samples")
+    good = np.sort(s[y == 0])[::-1]
+    allowed = int(np.floor(max_false_reject * len(good) + 1e-9))
+    highest_passed = good[min(allowed, len(good) - 1)]
+    above = s[s > highest_passed]
+    if len(above):
+        value = 0.5 * (highest_passed + above.min())
+    else:  # nothing scores above the goods the budget must pass: just above them, reject none
+        value = highest_passed + max(0.5 * abs(highest_passed) * 1e-3, MIN_THRESHOLD)
+    value = max(float(value), MIN_THRESHOLD)
+    pred = s >= value
+    return ThresholdChoice(
+        value=value,
+        rule="recall_optimal",
+        details={
+            "max_false_reject": max_false_reject,
+            "n_good": int((y == 0).sum()),
+            "n_defect": int(y.sum()),
+            "tp": int((pred & (y == 1)).sum()),
+            "fp": int((pred & (y == 0)).sum()),
+        },
+    )
+
+
 def choose_threshold(scores, labels=None, quantile: float = 0.99, margin: float = 0.5,
-                     max_false_reject: float = MAX_FALSE_REJECT) -> ThresholdChoice:
-    """F1-optimal (rejecting at most ``max_false_reject`` of the good validation parts) when
-    validation has both classes, otherwise the good-quantile rule."""
+                     max_false_reject: float = MAX_FALSE_REJECT, aim: str = "f1"
+                     ) -> ThresholdChoice:
+    """When validation has both classes, the F1-optimal cut (``aim="f1"``) or the
+    recall-optimal one (``aim="recall"``), each rejecting at most ``max_false_reject`` of the
+    good validation parts; otherwise the good-quantile rule."""
+    if aim not in ("f1", "recall"):
+        raise ValueError(f"threshold aim {aim!r}: expected f1 or recall")
     s, y = _clean(scores, labels)
     if 0 < y.sum() < len(y):
+        if aim == "recall":
+            return recall_optimal(s, y, max_false_reject=max_false_reject)
         return f1_optimal(s, y, max_false_reject=max_false_reject)
     if y.sum() == len(y):
         raise ValueError("validation has only defective samples: need good parts for a threshold")

@@ -297,20 +297,20 @@ def _fuse_thresholds(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: s
                      ) -> tuple[str, float, float, dict]:
     """The fusion rule and its recipe thresholds (normalized), from validation images.
 
-    Each model's own threshold is already F1-optimal on its own validation images (rejecting
-    at most ``TrainOptions.max_false_reject`` of the good ones), so the recipe keeps both at
-    1.0: re-tuning the pair jointly on a grid fits the few dozen fusion images and not new
-    parts (screws, 3-fold, the same models: pooled held-out F1 0.931 tuned against 0.959 at
-    each model's own threshold). ``auto`` is ``either``: the two models miss different
-    defects, so a part is rejected when either says so. Only a model whose validation AUROC
-    is below ``MIN_FUSED_AUROC`` while the other's is not is left out (on real screws a 0.55
-    autoencoder pulled the fused AUROC from 0.98 to 0.96). ``auto`` used to pick among
-    ``either`` and each model alone by validation F1, but on a few dozen images that choice
-    was noise: on the development screws (3-fold) it picked a single model in every fold and
-    pooled held-out F1 0.920, where ``either`` gave 0.984 (fused AUROC 0.972 against 0.990);
-    on the tiles it picked the classifier alone (0.914 against 0.926). ``both`` lets a
-    defect pass when either model misses it (screws, 3-fold: pooled fused F1 0.87); a recipe
-    may still ask for it, or for one model alone.
+    Each model's threshold is already chosen on its own validation images (the autoencoder's
+    F1-optimal, the classifier's recall-optimal, both within ``TrainOptions.max_false_reject``
+    of the good ones), so the recipe keeps both at 1.0: re-tuning the pair jointly on a grid
+    fits the few dozen fusion images and not new parts (screws, 3-fold, the same models: pooled
+    held-out F1 0.931 tuned against 0.959 at each model's own threshold). ``auto`` is
+    ``either``: the two models miss different defects, so a part is rejected when either says
+    so. Only a model whose validation AUROC is below ``MIN_FUSED_AUROC`` while the other's is
+    not is left out (on real screws a 0.55 autoencoder pulled the fused AUROC from 0.98 to
+    0.96). ``auto`` used to pick among ``either`` and each model alone by validation F1, but on
+    a few dozen images that choice was noise: on the development screws (3-fold) it picked a
+    single model in every fold and pooled held-out F1 0.920, where ``either`` gave 0.984 (fused
+    AUROC 0.972 against 0.990); on the tiles it picked the classifier alone (0.914 against
+    0.926). ``both`` lets a defect pass when either model misses it (screws, 3-fold: pooled
+    fused F1 0.87); a recipe may still ask for it, or for one model alone.
     """
     y = labels > 0
     if not 0 < y.sum() < len(y):
@@ -574,7 +574,9 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     for row in res.history:
         log({"model": "classifier", **row})
     labels = _labels(val_set)
-    choice = choose_threshold(res.val_p, labels, max_false_reject=opts.max_false_reject)
+    # the most defects within the budget: the F1 optimum sits just under the few validation ones
+    choice = choose_threshold(res.val_p, labels, max_false_reject=opts.max_false_reject,
+                              aim="recall")
     _log_threshold_scores(log, "classifier", res.val_p, labels, val_set.samples)
     metrics = _val_metrics(res.val_p, labels, choice.value)
     arch = {"name": "vgg16", "width": copts.width, "size": spec.size, "height": spec.crop_height,

@@ -76,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-false-reject", type=float, default=None, metavar="SHARE",
                         help="the largest share of good validation parts each model's "
                              "threshold may reject (default 0.05; the two models' false "
-                             "rejects add up under 'either')")
+                             "rejects add up under 'either'); the classifier's threshold is "
+                             "the lowest within it, the autoencoder's the F1-optimal")
     parser.add_argument("--defect-train-share", type=float, default=None, metavar="SHARE",
                         help="share of the labeled defective images the classifier trains on; "
                              "the rest choose the thresholds (default: the recipe's "

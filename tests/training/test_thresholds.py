@@ -9,7 +9,7 @@ import pytest
 
 from station.decision import ERROR, PASS, REJECT, decide, fused_score
 from station.models.scoring import denormalize, normalize
-from training.thresholds import choose_threshold, f1_optimal, good_quantile
+from training.thresholds import choose_threshold, f1_optimal, good_quantile, recall_optimal
 
 
 def test_all_good_validation_never_rejects_everything():
@@ -61,6 +61,46 @@ def test_f1_optimal_on_overlapping_mixed_set_maximizes_f1():
     assert (s[y == 0] >= choice.value).mean() < 0.5
 
 
+def test_recall_optimal_cut_spends_the_false_reject_budget_on_defects():
+    """Fold 1 of the screws on an AVX-512 machine in miniature: the validation defects all
+    score high, one good part scores just under them, and new defects score in between. The
+    F1 cut sits just under the validation defects and passes the new ones; the recall cut
+    rejects the outlying good part (1 of 30, within 5 %) and catches them."""
+    good = np.r_[np.linspace(-8.0, 6.0, 29), 13.6]  # logits
+    val_defects = np.array([15.9, 15.9, 20.0, 30.0, 34.5, 34.5, 34.5, 34.5, 34.5, 34.5])
+    s, y = np.r_[good, val_defects], np.r_[np.zeros(30), np.ones(10)]
+    f1_cut, recall_cut = f1_optimal(s, y, max_false_reject=0.05), recall_optimal(s, y, 0.05)
+    assert 13.6 < f1_cut.value < 15.9
+    assert recall_cut.rule == "recall_optimal"
+    assert 6.0 < recall_cut.value < 13.6 and recall_cut.value == pytest.approx(9.8)
+    assert recall_cut.details == {"max_false_reject": 0.05, "n_good": 30, "n_defect": 10,
+                                  "tp": 10, "fp": 1}
+    new_defects = np.array([8.5, 9.9, 11.0, 12.5])
+    assert (new_defects >= f1_cut.value).sum() == 0
+    assert (new_defects >= recall_cut.value).sum() == 3
+    assert choose_threshold(s, y, aim="recall") == recall_cut
+
+
+def test_recall_optimal_never_rejects_more_good_parts_than_the_budget():
+    rng = np.random.default_rng(4)
+    for n_good, cap in ((74, 0.05), (38, 0.05), (19, 0.05), (200, 0.01), (30, 0.0025)):
+        good, bad = rng.normal(0.0, 1.0, n_good), rng.normal(1.5, 1.0, 30)
+        s, y = np.r_[good, bad], np.r_[np.zeros(n_good), np.ones(30)]
+        cut = recall_optimal(s, y, cap)
+        rejected = int((good >= cut.value).sum())
+        assert rejected == cut.details["fp"] <= int(cap * n_good + 1e-9)
+        # no lower cut within the budget: one more good part over it would break the budget
+        lower = np.sort(good)[::-1][rejected]
+        assert lower < cut.value
+        # and never a higher cut than the F1 rule within the same budget
+        assert cut.value <= f1_optimal(s, y, max_false_reject=cap).value + 1e-12
+    # a score that tells nothing apart (all tied): the cut passes every validation part,
+    # where rejecting everything would stop the line
+    s, y = np.r_[np.full(20, 5.0), 5.0, 5.0], np.r_[np.zeros(20), 1, 1]
+    cut = recall_optimal(s, y, 0.05)
+    assert cut.value > 5.0 and cut.details["fp"] == cut.details["tp"] == 0
+
+
 def test_threshold_input_errors_are_clear():
     with pytest.raises(ValueError, match="no validation scores"):
         choose_threshold([])
@@ -70,6 +110,10 @@ def test_threshold_input_errors_are_clear():
         choose_threshold([1.0, float("nan")])
     with pytest.raises(ValueError, match="2 scores but 3 labels"):
         choose_threshold([1.0, 2.0], [0, 1, 1])
+    with pytest.raises(ValueError, match="threshold aim 'precision'"):
+        choose_threshold([1.0, 2.0], [0, 1], aim="precision")
+    with pytest.raises(ValueError, match="both good and defective"):
+        recall_optimal([1.0, 2.0], [0, 0])
 
 
 def test_normalize_puts_threshold_at_one():

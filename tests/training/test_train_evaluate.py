@@ -104,11 +104,13 @@ def test_train_writes_the_model_folder(trained):
         assert len(logged) == 1
         scores, labels = logged[0]["scores"], logged[0]["labels"]
         assert len(scores) == len(labels) == len(logged[0]["images"]) > 0
-        again = choose_threshold(scores, labels, max_false_reject=0.1)  # --max-false-reject
+        aim = "recall" if kind == "classifier" else "f1"  # training.thresholds.recall_optimal
+        again = choose_threshold(scores, labels, max_false_reject=0.1, aim=aim)
         meta = load_model(out / f"{kind}.onnx").meta
         assert again.value == pytest.approx(meta.threshold)
         rule = meta.metrics["threshold_rule"]
-        assert rule["rule"] == "good_quantile" or rule["details"]["max_false_reject"] == 0.1
+        assert rule["rule"] == "good_quantile" or (
+            rule["rule"] == f"{aim}_optimal" and rule["details"]["max_false_reject"] == 0.1)
     # the classifier's p_defect is shown as an odds ratio, the autoencoder's score as a ratio
     cls_meta = load_model(out / "classifier.onnx").meta
     assert cls_meta.score_normalization == {"method": "odds"} and 0 < cls_meta.threshold < 1
