@@ -53,6 +53,16 @@ def _clean(scores, labels=None) -> tuple[np.ndarray, np.ndarray]:
     return s, (y > 0).astype(np.int64)
 
 
+def _cut(rule: str, value: float, s: np.ndarray, y: np.ndarray, **details: Any
+         ) -> ThresholdChoice:
+    """A cut on labeled validation scores, with what it rejects there."""
+    value = max(float(value), MIN_THRESHOLD)
+    pred = s >= value
+    return ThresholdChoice(value=value, rule=rule, details={
+        **details, "n_good": int((y == 0).sum()), "n_defect": int(y.sum()),
+        "tp": int((pred & (y == 1)).sum()), "fp": int((pred & (y == 0)).sum())})
+
+
 def f1_optimal(scores, labels, beta: float = 1.0,
                max_false_reject: float | None = None) -> ThresholdChoice:
     """The cut maximizing F-beta on (scores, labels); needs at least one defect and one good.
@@ -86,21 +96,8 @@ def f1_optimal(scores, labels, beta: float = 1.0,
         value = 0.5 * (lowest_rejected + below.max())
     else:  # everything rejected is optimal (no good sample scored lower): stay just below
         value = lowest_rejected - 0.5 * abs(lowest_rejected) * 1e-3
-    value = max(float(value), MIN_THRESHOLD)
-    pred = s >= value
-    return ThresholdChoice(
-        value=value,
-        rule="f1_optimal",
-        details={
-            "beta": beta,
-            "f_beta": float(fbeta[best]),
-            "max_false_reject": max_false_reject,
-            "n_good": int((y == 0).sum()),
-            "n_defect": int(pos),
-            "tp": int((pred & (y == 1)).sum()),
-            "fp": int((pred & (y == 0)).sum()),
-        },
-    )
+    return _cut("f1_optimal", value, s, y, beta=beta, f_beta=float(fbeta[best]),
+                max_false_reject=max_false_reject)
 
 
 def good_quantile(scores, quantile: float = 0.99, margin: float = 0.5) -> ThresholdChoice:
@@ -159,19 +156,7 @@ def recall_optimal(scores, labels, max_false_reject: float = MAX_FALSE_REJECT
         value = 0.5 * (highest_passed + above.min())
     else:  # nothing scores above the goods the budget must pass: just above them, reject none
         value = highest_passed + max(0.5 * abs(highest_passed) * 1e-3, MIN_THRESHOLD)
-    value = max(float(value), MIN_THRESHOLD)
-    pred = s >= value
-    return ThresholdChoice(
-        value=value,
-        rule="recall_optimal",
-        details={
-            "max_false_reject": max_false_reject,
-            "n_good": int((y == 0).sum()),
-            "n_defect": int(y.sum()),
-            "tp": int((pred & (y == 1)).sum()),
-            "fp": int((pred & (y == 0)).sum()),
-        },
-    )
+    return _cut("recall_optimal", value, s, y, max_false_reject=max_false_reject)
 
 
 def choose_threshold(scores, labels=None, quantile: float = 0.99, margin: float = 0.5,
