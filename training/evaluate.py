@@ -19,8 +19,8 @@ map being warped back onto the image with the crop's ``crop_to_frame``.
 
 ``gallery`` names each type's best- and worst-detected part (highest and lowest fused score;
 ``best``/``worst`` index ``per_image``). ``int8_check`` compares every ``*.int8.onnx`` copy
-with its float model on the same images (``training.int8_check``; ``prune_int8`` deletes a
-copy failing the rule).
+with its float model on the same images (``training.int8_check``); ``prune_int8``, the
+default, deletes a copy failing the rule.
 """
 
 from __future__ import annotations
@@ -408,12 +408,12 @@ def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
              fold: int | None = None, good_from_train: bool = False, variant: str = "float",
              rule: str | None = None, provider: str = "auto", threads: int = 0,
              cache_dir: Path | None = None, report_dir: Path | None = None,
-             progress: bool = True, prune_int8: bool = False) -> dict:
+             progress: bool = True, prune_int8: bool = True) -> dict:
     """Evaluate the model folder's ONNX models on a data set; returns the JSON-ready dict.
 
     ``variant`` picks the models the report is about (``int8``: each int8 copy where there
     is one); either way every int8 copy is checked against its float model, and with
-    ``prune_int8`` one failing the rule is deleted.
+    ``prune_int8`` (the default) one failing the rule is deleted.
     """
     models_dir, data = Path(models_dir), Path(data)
     if not models_dir.is_dir():

@@ -9,8 +9,9 @@ same crops as its float model,
 * it flips no verdict: neither the model's own (normalized score >= 1.0) nor the station's
   fused one with this copy in place of its float model.
 
-A copy that fails is deleted with ``--prune-int8`` (the line then runs the float model);
-without it the report says it would be.
+A copy that fails is deleted, so a recipe that names it is refused rather than run a copy
+that changes verdicts (the line runs the float model); ``--keep-int8`` keeps it for study,
+and the report says it failed.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def compare(float_norm: np.ndarray, int8_norm: np.ndarray, labels: np.ndarray,
 
 def apply_rule(checks: dict[str, dict[str, Any]], paths: dict[str, Path],
                prune: bool) -> list[str]:
-    """Delete the failing copies when ``prune``; record the action in each check and return
-    one line per copy saying what happened and why."""
+    """Delete the failing copies when ``prune`` (``station evaluate``'s default); record the
+    action in each check and return one line per copy saying what happened and why."""
     lines = []
     for kind, check in checks.items():
         path = paths[kind]
@@ -78,7 +79,7 @@ def apply_rule(checks: dict[str, dict[str, Any]], paths: dict[str, Path],
             path.unlink(missing_ok=True)
             check["action"] = "pruned"
         else:
-            check["action"] = "fails (not pruned: run with --prune-int8)"
+            check["action"] = "fails (kept by --keep-int8: do not put it on the line)"
         lines.append(f"int8 {kind}: {check['action']}: {why}")
     return lines
 

@@ -29,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8", action="store_true",
                         help="report on the *.int8.onnx copies (each is checked against its "
                              "float model either way)")
-    parser.add_argument("--prune-int8", action="store_true",
-                        help="delete each int8 copy that changes image AUROC by more than 0.005 "
-                             "or flips a verdict on the evaluated images")
+    parser.add_argument("--keep-int8", action="store_true",
+                        help="keep an int8 copy that changes image AUROC by more than 0.005 or "
+                             "flips a verdict on the evaluated images (default: it is deleted)")
     parser.add_argument("--rule", default=None,
                         choices=("either", "both", "autoencoder", "classifier"),
                         help="fusion rule (default: the model folder's recipe_fragment.toml)")
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
                           variant="int8" if args.int8 else "float", rule=args.rule,
                           provider=args.provider, threads=args.threads, cache_dir=args.cache,
                           report_dir=args.report, progress=not args.quiet,
-                          prune_int8=args.prune_int8)
+                          prune_int8=not args.keep_int8)
     except (EvaluationError, ModelRefused, ValueError) as exc:
         print(f"station evaluate: {exc}", file=sys.stderr)
         return 2

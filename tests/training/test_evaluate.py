@@ -175,7 +175,7 @@ def test_int8_copies_failing_the_rule_are_pruned_and_others_kept(folder, tmp_pat
     assert flips > 0 and ((f_ae >= 1.0) == (q_ae >= 1.0)).all()
 
     args = ["evaluate", "--models", str(models), "--data", str(data), "--quiet"]
-    assert main(args + ["--json", str(tmp_path / "check.json")]) == 0
+    assert main(args + ["--json", str(tmp_path / "check.json"), "--keep-int8"]) == 0
     check = json.loads((tmp_path / "check.json").read_text())["int8_check"]["copies"]
     assert check["classifier"]["verdicts_flipped"] == flips
     assert not check["classifier"]["passes"] and check["autoencoder"]["passes"]
@@ -183,11 +183,12 @@ def test_int8_copies_failing_the_rule_are_pruned_and_others_kept(folder, tmp_pat
     assert check["autoencoder"]["auroc_change"] == pytest.approx(
         pairwise_auroc(q_ae[labels == 1], q_ae[labels == 0])
         - pairwise_auroc(f_ae[labels == 1], f_ae[labels == 0]), abs=1e-12)
-    assert "--prune-int8" in check["classifier"]["action"]
-    assert (models / "classifier.int8.onnx").is_file(), "only --prune-int8 deletes"
+    assert "--keep-int8" in check["classifier"]["action"]
+    assert (models / "classifier.int8.onnx").is_file(), "--keep-int8 keeps a failing copy"
     capsys.readouterr()
 
-    assert main(args + ["--json", str(tmp_path / "prune.json"), "--prune-int8"]) == 0
+    # by default a failing copy is deleted: a recipe naming it is refused, never run
+    assert main(args + ["--json", str(tmp_path / "prune.json")]) == 0
     printed = capsys.readouterr().out
     assert not (models / "classifier.int8.onnx").exists()
     assert (models / "autoencoder.int8.onnx").is_file()

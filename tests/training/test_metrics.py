@@ -69,7 +69,7 @@ def test_apply_rule_deletes_only_failing_copies_and_only_when_asked(tmp_path):
 
     lines = apply_rule(checks(), paths, prune=False)
     assert all(p.is_file() for p in paths.values())
-    assert "fails (not pruned" in lines[1] and "-0.0200" in lines[1]
+    assert "fails (kept by --keep-int8" in lines[1] and "-0.0200" in lines[1]
     c = checks()
     lines = apply_rule(c, paths, prune=True)
     assert (c["autoencoder"]["action"], c["classifier"]["action"]) == ("kept", "pruned")
