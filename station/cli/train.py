@@ -49,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ae-neighbours", type=int, default=None, metavar="K",
                         help="nearest good parts each region of a crop is compared with "
                              "(default 5)")
+    parser.add_argument("--ae-jitter", type=int, default=None, metavar="PX",
+                        help="how far each pixel of a good neighbour may move to match (default: "
+                             "1 for a found part, 4 for a fixed region); each pixel more costs "
+                             "time at the line")
     parser.add_argument("--ae-regions", default=None, metavar="ROWSxCOLS",
                         help="cut the crop into ROWS x COLS regions that each find their own "
                              "nearest good parts, e.g. 1x6 (default: a found part along its "
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         cache=args.cache, int8=not args.no_int8, progress=not args.quiet, **product,
     )
     opts.classifier_flips = args.flips or opts.classifier_flips  # the command line wins
-    problem = _apply_ae_args(args, opts)
+    problem = _apply_split_args(args, opts) or _apply_ae_args(args, opts)
     if problem:
         print(f"station train: {problem}", file=sys.stderr)
         return 2
@@ -133,9 +137,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
-    """The threshold cap, the defects' split and the autoencoder's command-line knobs into
-    ``opts``; a one-line problem, or None."""
+def _apply_split_args(args: argparse.Namespace, opts: Any) -> str | None:
+    """The threshold cap, the defects' split and the classifier's members into ``opts``; a
+    one-line problem, or None."""
     if args.max_false_reject is not None:
         if not 0.0 <= args.max_false_reject < 1.0:
             return f"--max-false-reject {args.max_false_reject}: expected a share from 0 to 1"
@@ -149,6 +153,11 @@ def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
         opts.defect_train_share = args.defect_train_share
     if args.classifier_members is not None and args.classifier_members < 1:
         return f"--classifier-members {args.classifier_members}: expected 1 or more"
+    return None
+
+
+def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
+    """The autoencoder's command-line knobs into ``opts``; a one-line problem, or None."""
     if args.ae_share is not None:
         if not 0.0 < args.ae_share < 1.0:
             return f"--ae-share {args.ae_share}: expected a share between 0 and 1"
@@ -159,10 +168,13 @@ def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
         if not 0.0 < args.ae_topk < 0.5:
             return f"--ae-topk {args.ae_topk}: expected a share between 0 and 0.5"
         opts.ae.score, opts.ae.topk_frac = "topk", args.ae_topk
-    if args.ae_neighbours is not None:
-        if not 1 <= args.ae_neighbours <= 64:
-            return f"--ae-neighbours {args.ae_neighbours}: expected 1 to 64"
-        opts.ae.neighbours = args.ae_neighbours
+    for flag, field, low, high, unit in (("ae_neighbours", "neighbours", 1, 64, ""),
+                                         ("ae_jitter", "jitter_px", 0, 16, " px")):
+        value = getattr(args, flag)
+        if value is not None:
+            if not low <= value <= high:
+                return f"--{flag.replace('_', '-')} {value}: expected {low} to {high}{unit}"
+            setattr(opts.ae, field, value)
     if args.ae_regions is not None:
         rows, x, cols = args.ae_regions.lower().partition("x")
         if not (x and rows.isdigit() and cols.isdigit() and 1 <= int(rows) <= 16

@@ -274,6 +274,7 @@ def test_train_without_torch_names_the_extra(monkeypatch, tmp_path):
 @pytest.mark.parametrize(("flag", "value", "says"), [
     ("--ae-regions", "6", "expected ROWSxCOLS"), ("--ae-regions", "0x4", "each 1 to 16"),
     ("--ae-regions", "1x-2", "expected ROWSxCOLS"), ("--ae-neighbours", "0", "expected 1 to 64"),
+    ("--ae-jitter", "-1", "expected 0 to 16 px"),
     ("--ae-topk", "0.7", "between 0 and 0.5"), ("--ae-share", "1.5", "between 0 and 1"),
     ("--max-false-reject", "1.2", "a share from 0 to 1"),
     ("--classifier-members", "0", "expected 1 or more"),
