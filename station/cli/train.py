@@ -36,28 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"models.classifier_size, else {DEFAULT_SIZE})")
     parser.add_argument("--minutes", type=float, default=24.0,
                         help="time budget for the training loops of both models together")
-    parser.add_argument("--ae-share", type=float, default=None,
-                        help="share of --minutes the autoencoder gets when both models train "
-                             "(default: the training default)")
-    parser.add_argument("--ae-reference", choices=("neighbours", "network"), default=None,
-                        help="what the autoencoder reconstructs a part from: the nearest good "
-                             "training parts (default: nothing to train) or its trained network")
-    parser.add_argument("--ae-topk", type=float, default=None, metavar="SHARE",
-                        help="score a part by the mean of its SHARE most different pixels "
-                             "(e.g. 0.002: thin long defects such as scratches) instead of the "
-                             "most different one (the default)")
-    parser.add_argument("--ae-neighbours", type=int, default=None, metavar="K",
-                        help="nearest good parts each region of a crop is compared with "
-                             "(default 5)")
-    parser.add_argument("--ae-jitter", type=int, default=None, metavar="PX",
-                        help="how far each pixel of a good neighbour may move to match (default: "
-                             "1 for a found part, 4 for a fixed region); each pixel more costs "
-                             "time at the line")
-    parser.add_argument("--ae-regions", default=None, metavar="ROWSxCOLS",
-                        help="cut the crop into ROWS x COLS regions that each find their own "
-                             "nearest good parts, e.g. 1x6 (default: a found part along its "
-                             "length, stretches about half the crop's height long; a fixed "
-                             "region whole)")
+    _add_ae_arguments(parser)
     parser.add_argument("--width", type=float, default=None,
                         help="classifier width multiplier (1.0 = VGG16 proper; default: the "
                              "classifier's CPU-friendly default)")
@@ -97,6 +76,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for cached crops (default: MODELDIR/cache)")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 copies")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_ae_arguments(parser: argparse.ArgumentParser) -> None:
+    """The autoencoder's knobs (defaults: the training defaults for the product's kind)."""
+    parser.add_argument("--ae-share", type=float, default=None,
+                        help="share of --minutes the autoencoder gets when both models train "
+                             "(default: the training default)")
+    parser.add_argument("--ae-reference", choices=("neighbours", "network"), default=None,
+                        help="what the autoencoder reconstructs a part from: the nearest good "
+                             "training parts (default: nothing to train) or its trained network")
+    parser.add_argument("--ae-topk", type=float, default=None, metavar="SHARE",
+                        help="score a part by the mean of its SHARE most different pixels "
+                             "(e.g. 0.002: thin long defects such as scratches) instead of the "
+                             "most different one (the default)")
+    parser.add_argument("--ae-neighbours", type=int, default=None, metavar="K",
+                        help="nearest good parts each region of a crop is compared with "
+                             "(default 5)")
+    parser.add_argument("--ae-jitter", type=int, default=None, metavar="PX",
+                        help="how far each pixel of a good neighbour may move to match (default: "
+                             "1 for a found part, 4 for a fixed region); each pixel more costs "
+                             "time at the line")
+    parser.add_argument("--ae-regions", default=None, metavar="ROWSxCOLS",
+                        help="cut the crop into ROWS x COLS regions that each find their own "
+                             "nearest good parts, e.g. 1x6 (default: a found part along its "
+                             "length, stretches about half the crop's height long; a fixed "
+                             "region whole)")
 
 
 def run(args: argparse.Namespace) -> int:
