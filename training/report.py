@@ -61,9 +61,19 @@ def _outline(ax, mask: np.ndarray | None, colour: str) -> None:
         ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.7)
 
 
+def _score_text(x: float) -> str:
+    """A normalized score as a reader compares it with 1.0: two decimals near the threshold,
+    a power of ten when a confident classifier's odds run into the billions.
+
+    >>> _score_text(0.954), _score_text(3748.9), _score_text(5809913680.9)
+    ('0.95', '3749', '5.8e+09')
+    """
+    return f"{x:.2f}" if abs(x) < 100 else f"{x:.0f}" if abs(x) < 1e4 else f"{x:.1e}"
+
+
 def _map_title(scores, i: int) -> str:
     name = "anomaly map" if scores.kind == "autoencoder" else f"{scores.kind} CAM"
-    return f"{name} (score {scores.normalized[i]:.2f}, 1.0 = thr)"
+    return f"{name}\nscore {_score_text(scores.normalized[i])} (1.0 = thr)"
 
 
 def _show_map(ax, sample: Sample, scores, i: int) -> None:
@@ -93,8 +103,18 @@ def _with_maps(scores: dict) -> list:
     return [sc for sc in scores.values() if sc.maps is not None]
 
 
-ROW_INCHES = 2.3
 DPI = 110
+
+
+def row_inches(scores: dict, panel: float) -> float:
+    """A gallery row's height: a panel of the tallest crop at its own aspect (a long screw
+    crop is a third as tall as a tile's) plus two lines of title."""
+    aspect = max(sc.crops.crops.shape[1] / max(sc.crops.crops.shape[2], 1)
+                 for sc in scores.values())
+    return panel * aspect + TITLE_INCHES
+
+
+TITLE_INCHES = 0.55
 
 
 def _gallery(path: Path, items: list[tuple[int, str]], samples, scores: dict) -> Path | None:
@@ -102,8 +122,8 @@ def _gallery(path: Path, items: list[tuple[int, str]], samples, scores: dict) ->
     if not items:
         return None
     cols = 1 + len(_with_maps(scores))
-    fig, axes = plt.subplots(len(items), cols, figsize=(2.6 * cols, ROW_INCHES * len(items)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(items), cols, squeeze=False,
+                             figsize=(2.6 * cols, row_inches(scores, 2.6) * len(items)))
     for r, (i, title) in enumerate(items):
         _part(axes[r], samples[i], scores, i, title)
     fig.tight_layout()
@@ -119,15 +139,15 @@ def _type_gallery(path: Path, rows: list[dict], samples, scores: dict, fused: np
     if not rows:
         return None
     per = 1 + len(_with_maps(scores))
-    fig, axes = plt.subplots(len(rows), 2 * per, figsize=(2.3 * 2 * per, ROW_INCHES * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), 2 * per, squeeze=False,
+                             figsize=(2.3 * 2 * per, row_inches(scores, 2.3) * len(rows)))
     for r, row in enumerate(rows):
         for k, which in enumerate(("best", "worst")):
             i = row[which]
             verdict = f" {verdicts[i]}" if verdicts else ""
             _part(axes[r][k * per:(k + 1) * per], samples[i], scores, i,
-                  f"{row['defect_type']} {which}: fused {fused[i]:.2f}{verdict}\n"
-                  f"{samples[i].path.name}")
+                  f"{row['defect_type']} {which}, {samples[i].path.name}\n"
+                  f"fused {_score_text(fused[i])}{verdict}")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

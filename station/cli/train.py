@@ -95,8 +95,7 @@ def _add_ae_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 5)")
     parser.add_argument("--ae-jitter", type=int, default=None, metavar="PX",
                         help="how far each pixel of a good neighbour may move to match (default: "
-                             "1 for a found part, 4 for a fixed region); each pixel more costs "
-                             "time at the line")
+                             "1 for a found part, 6 for a fixed region)")
     parser.add_argument("--ae-regions", default=None, metavar="ROWSxCOLS",
                         help="cut the crop into ROWS x COLS regions that each find their own "
                              "nearest good parts, e.g. 1x6 (default: a found part along its "

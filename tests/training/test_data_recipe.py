@@ -147,7 +147,7 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     assert (ae.meta.localize["method"], ae.meta.align["crop_mode"]) == ("fixed", "region")
     arch = ae.meta.architecture  # a surface: one retrieval region, more play; or as told
     assert (tuple(arch["regions"]), arch["neighbours"], arch["jitter_px"]) == (
-        ((2, 1), 2, 2) if colour else ((1, 1), 5, 4))
+        ((2, 1), 2, 2) if colour else ((1, 1), 5, 6))
     classifier = load_model(out / "classifier.onnx")
     assert classifier.input_shape == (channels, 64, 32)
     # a surface's mirror images: trained on and averaged over in the file

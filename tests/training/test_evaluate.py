@@ -24,7 +24,7 @@ from station.vision.preprocess import prepare_batch
 from training.data import compute_crops
 from training.export import float_nodes, write_metadata
 from training.quantize import quantize_static
-from training.report import DPI, ROW_INCHES
+from training.report import DPI, TITLE_INCHES
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.learning]
 KINDS = ("autoencoder", "classifier", "fused")
@@ -106,7 +106,7 @@ def test_every_map_gets_pixel_metrics_overall_and_per_type(evaluated):
             assert 0.0 <= block["per_defect_type"][t]["aupro"] <= 1.0, (kind, t)
 
 
-def test_gallery_has_one_row_per_type_with_each_models_map(evaluated):
+def test_gallery_has_one_row_per_type_with_each_models_map(evaluated, folder):
     result, _, report = evaluated
     rows = result["per_image"]
     types = sorted({r["defect_type"] for r in rows if r["label"] == 1})
@@ -118,8 +118,12 @@ def test_gallery_has_one_row_per_type_with_each_models_map(evaluated):
         assert rows[g["best"]]["path"] == g["best_path"]
     png = cv2.imread(str(report / "defect_gallery.png"))
     maps = sum(1 for k in ("autoencoder", "classifier") if result[k]["has_map"])
-    # a row per type; per part its crop and one panel per model map, best then worst
-    assert png.shape[0] == pytest.approx(ROW_INCHES * len(types) * DPI, abs=2)
+    # a row per type, as tall as the tallest crop at its aspect under two lines of title;
+    # per part its crop and one panel per model map, best then worst
+    specs = [load_model(folder[0] / f"{k}.onnx", "cpu").meta.preprocess_spec()
+             for k in ("autoencoder", "classifier")]
+    row = 2.3 * max(s.crop_height / s.size for s in specs) + TITLE_INCHES
+    assert png.shape[0] == pytest.approx(row * len(types) * DPI, abs=2)
     assert png.shape[1] == pytest.approx(2.3 * 2 * (1 + maps) * DPI, abs=2)
 
 

@@ -23,7 +23,7 @@ class AutoencoderOptions:
     # magnetic tiles (one region) 3 or 5 neighbours: 0.892; 2 x 2 or 3 x 3 regions 0.871-0.889.
     neighbours: int = 5  # nearest good crops a crop (or each of its regions) is compared with
     jitter_px: int = -1  # how far a neighbour's pixel may move; -1 = by product kind: 1 for a
-    #                      found and turned part (aligned to ~1 px), 4 for a fixed region
+    #                      found and turned part (aligned to ~1 px), 6 for a fixed region
     input_blur: float = 1.0  # Gaussian blur of crop and bank before comparing (sensor noise;
     #                          1.5 lost thin defects: 0.927 on screws)
     match_sigma: float = 2.0  # > 0: each neighbour's difference is smoothed over this many px
