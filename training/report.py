@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from station.pipeline.rows import score_text  # noqa: E402
 from station.sources.datasets import Sample, load_mask  # noqa: E402
 from training.metrics import roc_auc, roc_curve  # noqa: E402
 
@@ -61,19 +62,9 @@ def _outline(ax, mask: np.ndarray | None, colour: str) -> None:
         ax.contour(mask.astype(float), levels=[0.5], colors=colour, linewidths=0.7)
 
 
-def _score_text(x: float) -> str:
-    """A normalized score as a reader compares it with 1.0: two decimals near the threshold,
-    a power of ten when a confident classifier's odds run into the billions.
-
-    >>> _score_text(0.954), _score_text(3748.9), _score_text(5809913680.9)
-    ('0.95', '3749', '5.8e+09')
-    """
-    return f"{x:.2f}" if abs(x) < 100 else f"{x:.0f}" if abs(x) < 1e4 else f"{x:.1e}"
-
-
 def _map_title(scores, i: int) -> str:
     name = "anomaly map" if scores.kind == "autoencoder" else f"{scores.kind} CAM"
-    return f"{name}\nscore {_score_text(scores.normalized[i])} (1.0 = thr)"
+    return f"{name}\nscore {score_text(scores.normalized[i])} (1.0 = thr)"
 
 
 def _show_map(ax, sample: Sample, scores, i: int) -> None:
@@ -147,7 +138,7 @@ def _type_gallery(path: Path, rows: list[dict], samples, scores: dict, fused: np
             verdict = f" {verdicts[i]}" if verdicts else ""
             _part(axes[r][k * per:(k + 1) * per], samples[i], scores, i,
                   f"{row['defect_type']} {which}, {samples[i].path.name}\n"
-                  f"fused {_score_text(fused[i])}{verdict}")
+                  f"fused {score_text(fused[i])}{verdict}")
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)

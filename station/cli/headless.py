@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from station.pipeline import Alarm, Engine, EngineStats
 from station.pipeline.inspector import PartResult
+from station.pipeline.rows import score_text
 from station.plant import StationHost
 
 
@@ -38,9 +39,9 @@ def part_line(r: PartResult) -> str:
                                       else f"  truth {'defect' if truth else 'good'}")
     scores = []
     if r.ae_score is not None:
-        scores.append(f"ae {r.ae_score:5.2f}")
+        scores.append(f"ae {score_text(r.ae_score):>5}")
     if r.cls_score is not None:
-        scores.append(f"cls {r.cls_score:5.2f}")
+        scores.append(f"cls {score_text(r.cls_score):>5}")
     why = f"  ({r.error})" if r.error else ""
     return (f"part {r.part_id:>6}  {r.verdict:6}  {'  '.join(scores)}  "
             f"{r.latency_ms:6.1f} ms{known}{why}")
