@@ -30,7 +30,7 @@ def roc_curve(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s, y = _prep(scores, labels)
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
-    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    distinct = np.r_[np.nonzero(s[1:] != s[:-1])[0], len(s) - 1]  # inf == inf: one group
     tps = np.cumsum(y)[distinct]
     fps = (distinct + 1) - tps
     p, n = max(int(y.sum()), 1), max(int(len(y) - y.sum()), 1)
@@ -48,7 +48,7 @@ def roc_auc(scores, labels) -> float:
     ranks = np.empty(len(s), np.float64)
     sorted_s = finite[order]
     # average ranks of tied groups
-    starts = np.r_[0, np.nonzero(np.diff(sorted_s))[0] + 1]
+    starts = np.r_[0, np.nonzero(sorted_s[1:] != sorted_s[:-1])[0] + 1]
     ends = np.r_[starts[1:], len(s)]
     avg = (starts + ends + 1) / 2.0
     ranks[order] = np.repeat(avg, ends - starts)
@@ -62,7 +62,7 @@ def average_precision(scores, labels) -> float:
         return float("nan")
     order = np.argsort(-s, kind="mergesort")
     s, y = s[order], y[order]
-    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    distinct = np.r_[np.nonzero(s[1:] != s[:-1])[0], len(s) - 1]  # inf == inf: one group
     tps = np.cumsum(y)[distinct]
     precision = tps / (distinct + 1)
     recall = tps / y.sum()

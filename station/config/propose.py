@@ -8,8 +8,11 @@
   whole image stretched onto the crop: a fixtured part or a surface);
 * grey or colour (``camera.pixel_format``) from how far the colour channels differ;
 * the polarity (dark part on a light background, or light on dark);
+* how far apart the pieces of one part may lie (``localize.merge_gap_frac``), when a part
+  with a band as light as the background falls apart into pieces at the default;
 * orientation (``head`` when an elongated part has a clearly wider end in nearly every
-  image, ``axis`` when it is elongated without one, ``none`` otherwise);
+  image, ``axis`` when it is elongated without one, or when a shorter part lies at any angle
+  and still has a long side, ``none`` otherwise);
 * the crop's aspect (from the found parts' width / length, or the images' height / width)
   and its width in pixels (the part's own resolution, capped for a CPU training budget).
 
@@ -37,6 +40,9 @@ SAMPLE = 60  # images measured (evenly spread over the sorted folder)
 FOUND_SHARE = 0.8  # a part found in at least this share of images: a part to find
 COLOUR_LEVELS = 6.0  # mean channel spread (grey levels) above which images are colour
 ELONGATED = 1.6  # length / width at or above which a part is turned onto its axis
+AXIS_LONG = 1.2  # ... or at or above which a part that lies at any angle is
+FIXTURED_DEG = 10.0  # spread of the parts' axes (circular std) below which they lie fixtured
+MERGE_GAPS = (0.03, 0.06, 0.1, 0.15)  # localize.merge_gap_frac tried, the default first
 HEAD_RATIO = 1.25  # wide end / narrow end at or above which the head is recognisable
 HEAD_SHARE = 0.9  # ... in this share of the parts: orientation = head
 MARGIN = 1.25  # crop height = this x the part's width (the background ring must stay clear)
@@ -60,6 +66,7 @@ class Proposal:
     method: str = "segment"
     pixel_format: str = "mono8"
     polarity: str = "dark_on_light"
+    merge_gap_frac: float = MERGE_GAPS[0]
     orientation: str = "none"
     crop_mode: str = "length"
     crop_scale: float = CROP_SCALE
@@ -153,20 +160,40 @@ def _shrunk(img: np.ndarray, side: int = 256) -> np.ndarray:
 
 
 def _find_parts(prop: Proposal, images: list[np.ndarray]) -> list[Localization]:
-    """Try both polarities; the parts found with the better one when that is most images."""
-    results: dict[str, list[Localization]] = {
-        pol: [localize(img, LocalizeParams(polarity=pol)) for img in images] for pol in POLARITIES}
-    ok = {pol: sum(loc.ok for loc in locs) for pol, locs in results.items()}
+    """Try both polarities; the parts found with the better one when that is most images.
+
+    A part whose middle is as light as the background falls apart into pieces ("several"
+    parts); the pieces' largest gap is then widened step by step while that finds the part
+    in more images.
+    """
+    tried = {MERGE_GAPS[0]: _localized(images, MERGE_GAPS[0])}
+    for wider in MERGE_GAPS[1:]:
+        if not any(loc.status == "several" for locs in tried[max(tried)].values() for loc in locs):
+            break
+        tried[wider] = _localized(images, wider)
     n = len(images)
-    best = _polarity(results, ok, n)
+    gaps = {pol: _merge_gap(tried, pol, images) for pol in POLARITIES}
+    results = {pol: tried[gaps[pol][1]][pol] for pol in POLARITIES}
+    ok = _n_ok(results)
+    best = _polarity(results, ok, n, images)
     other = next(p for p in POLARITIES if p != best)
+    needed, gap = gaps[best]
     statuses = Counter(loc.status for loc in results[best] if not loc.ok)
     why = ", ".join(f"{k} {v}" for k, v in statuses.most_common())
     measured = (f"{best}: one part found in {ok[best]} of {n} images"
                 + (f" (the others: {why})" if why else "")
                 + f"; {other}: {ok[other]} of {n}")
+    if gap != MERGE_GAPS[0]:
+        prop.notes["merge_gap_frac"] = (
+            f"pieces of one part as far apart as this share of the image's long side are "
+            f"merged: at {MERGE_GAPS[0]:g} a part fell apart into several in some images "
+            f"(found in {_n_ok(tried[MERGE_GAPS[0]])[best]} of {n}), at {needed:g} in "
+            f"{_n_ok(tried[needed])[best]} of {n}"
+            + (f"; {gap:g}, a step wider, for the images not measured" if gap != needed else "")
+            + "; a part with a band as light as the background? Two parts this close count "
+            "as one")
     if ok[best] >= FOUND_SHARE * n:
-        prop.method, prop.polarity = "segment", best
+        prop.method, prop.polarity, prop.merge_gap_frac = "segment", best, gap
         prop.notes["method"] = f"{measured} -> a part to find against a background"
         prop.notes["polarity"] = (f"{'dark part on a light' if best == 'dark_on_light' else 'light part on a dark'}"
                                   f" background: {ok[best]} found this way, {ok[other]} the other"
@@ -174,25 +201,80 @@ def _find_parts(prop: Proposal, images: list[np.ndarray]) -> list[Localization]:
                                      "other finds the background's halo around them)"
                                      if abs(ok[best] - ok[other]) <= 0.1 * n else ""))
         return [loc for loc in results[best] if loc.ok]
+    prop.notes.pop("merge_gap_frac", None)
     prop.method = "fixed"
     prop.notes["method"] = (f"{measured}; below {FOUND_SHARE:.0%} -> no separate part against a "
                             "background: the image is the part (a fixtured part or a surface)")
     return []
 
 
-def _polarity(results: dict[str, list[Localization]], ok: dict[str, int], n: int) -> str:
+def _merge_gap(tried: dict[float, dict[str, list[Localization]]], pol: str,
+               images: list[np.ndarray]) -> tuple[float, float]:
+    """(the smallest gap that finds the part in the most images with ``pol``, that gap or a
+    step wider for the images not measured)."""
+    found = {g: sum(loc.ok for loc in r[pol]) for g, r in tried.items()}
+    needed = min(g for g in found if found[g] == max(found.values()))
+    i = MERGE_GAPS.index(needed)
+    if i == 0 or i + 1 == len(MERGE_GAPS):
+        return needed, needed
+    wider = MERGE_GAPS[i + 1]
+    tried.setdefault(wider, _localized(images, wider))
+    return needed, (wider if sum(loc.ok for loc in tried[wider][pol]) >= found[needed] else needed)
+
+
+def _localized(images: list[np.ndarray], gap: float) -> dict[str, list[Localization]]:
+    return {pol: [localize(img, LocalizeParams(polarity=pol, merge_gap_frac=gap))
+                  for img in images] for pol in POLARITIES}
+
+
+def _n_ok(results: dict[str, list[Localization]]) -> dict[str, int]:
+    return {pol: sum(loc.ok for loc in locs) for pol, locs in results.items()}
+
+
+def _polarity(results: dict[str, list[Localization]], ok: dict[str, int], n: int,
+              images: list[np.ndarray] | None = None) -> str:
     """The polarity that finds a part in more images; when both find one in nearly as many,
-    the one whose parts are smaller: the wrong polarity finds the background's halo around
-    the part, which is larger than the part."""
+    the one whose parts stand out from their surroundings the way it says (darker or
+    lighter) in more images, then the one whose parts are smaller: the wrong polarity finds
+    the background's halo around the part, which holds the part and is larger than it."""
     a, b = POLARITIES
     if abs(ok[a] - ok[b]) > 0.1 * n or min(ok.values()) == 0:
         return a if ok[a] >= ok[b] else b
+    if images is not None:
+        agree = {pol: np.mean([_contrast(img, loc, pol) > 0 for img, loc in
+                               zip(images, results[pol], strict=True) if loc.ok])
+                 for pol in POLARITIES}
+        if abs(agree[a] - agree[b]) >= 0.25:
+            return a if agree[a] > agree[b] else b
 
     def size(pol: str) -> float:
         return float(np.median([(x.length_px or 0.0) * (x.width_px or 0.0)
                                 for x in results[pol] if x.ok]))
 
     return a if size(a) <= size(b) else b
+
+
+def _contrast(image: np.ndarray, loc: Localization, polarity: str) -> float:
+    """How much darker (``dark_on_light``) or lighter the part's core is than a ring of
+    background around it, as a share of the ring's grey level; negative when the other way."""
+    gray = to_uint8(image if image.ndim == 2 else cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY))
+    f = min(1.0, 256 / max(gray.shape[:2]))
+    small = _shrunk(gray).astype(np.float32)
+    (cx, cy), length, width = loc.center or (0.0, 0.0), loc.length_px or 1.0, loc.width_px or 1.0
+
+    def rect(scale: float) -> np.ndarray:
+        mask = np.zeros(small.shape[:2], np.uint8)
+        box = cv2.boxPoints(((cx * f, cy * f), (length * f * scale, width * f * scale),
+                             loc.angle_deg or 0.0))
+        cv2.fillConvexPoly(mask, np.round(box).astype(np.int32), 1)
+        return mask.astype(bool)
+
+    core, ring = rect(0.6), rect(1.5) & ~rect(1.15)
+    if not core.any() or not ring.any():
+        return 0.0
+    back, part = float(small[ring].mean()), float(small[core].mean())
+    sign = 1.0 if polarity == "dark_on_light" else -1.0
+    return sign * (back - part) / max(back, 1.0)
 
 
 def _part(prop: Proposal, found: list[Localization]) -> None:
@@ -203,15 +285,22 @@ def _part(prop: Proposal, found: list[Localization]) -> None:
     elong = float(np.median(length / np.maximum(width, 1.0)))
     headed = float(np.mean(ratio >= HEAD_RATIO))
     n = len(found)
-    if elong < ELONGATED:
+    spread = _axis_spread_deg(found)
+    turns = spread >= FIXTURED_DEG
+    lies = (f"their long axes spread {spread:.0f} degrees (circular std): "
+            + ("they lie at any angle" if turns else "they lie fixtured"))
+    if elong < ELONGATED and not (turns and elong >= AXIS_LONG):
         prop.orientation, prop.crop_aspect = "none", 1.0
-        prop.notes["orientation"] = (f"the parts are {elong:.2f}x as long as wide (median of "
-                                     f"{n}): not elongated, so not turned; square crop")
+        prop.notes["orientation"] = (
+            f"the parts are {elong:.2f}x as long as wide (median of {n}): not elongated, so "
+            f"not turned; square crop; {lies}"
+            + (" with no long side to level them by: the models learn every angle (a fixture,"
+               " or a part with a recognisable long side, would help)" if turns else ""))
     else:
         prop.orientation = "head" if headed >= HEAD_SHARE else "axis"
         prop.notes["orientation"] = (
-            f"the parts are {elong:.2f}x as long as wide (median of {n}); one end is at least "
-            f"{HEAD_RATIO:g}x wider in {headed:.0%} of them -> "
+            f"the parts are {elong:.2f}x as long as wide (median of {n}); {lies}; one end is "
+            f"at least {HEAD_RATIO:g}x wider in {headed:.0%} of them -> "
             + ("turn the wide end (head) to the left" if prop.orientation == "head" else
                f"no end is recognisable in {HEAD_SHARE:.0%}: only the long axis is levelled"))
         q95 = float(np.percentile(width / np.maximum(length, 1.0), 95))
@@ -224,6 +313,13 @@ def _part(prop: Proposal, found: list[Localization]) -> None:
     prop.notes["width"] = (f"crop width: the part's crop is {native:.0f} frame px wide (median "
                            f"length {np.median(length):.0f} px x {CROP_SCALE:g}); "
                            + _width_reason(native, prop.width, prop.crop_aspect))
+
+
+def _axis_spread_deg(found: list[Localization]) -> float:
+    """Circular standard deviation of the parts' long axes (an axis and its reverse are one)."""
+    theta = np.radians([loc.angle_deg or 0.0 for loc in found])
+    r = float(np.abs(np.mean(np.exp(2j * theta))))
+    return math.degrees(math.sqrt(-2.0 * math.log(max(r, 1e-12))) / 2.0)
 
 
 def _region(prop: Proposal, images: list[np.ndarray]) -> None:
@@ -286,7 +382,9 @@ def _localize_table(p: Proposal) -> str:
     return (f'[localize]\n{_comment(p.notes["method"])}\nmethod = "segment"\n'
             "roi = [0, 0, 0, 0]            # search the whole image\n"
             f'{_comment(p.notes["polarity"])}\npolarity = "{p.polarity}"\n'
-            "detect_size = 256             # frames are shrunk to this long side to find the part\n"
+            + (f'{_comment(p.notes["merge_gap_frac"])}\nmerge_gap_frac = {p.merge_gap_frac:g}\n'
+               if "merge_gap_frac" in p.notes else "")
+            + "detect_size = 256             # frames are shrunk to this long side to find the part\n"
             "min_area_frac = 0.005         # smaller blobs are dust\n"
             "max_area_frac = 0.6\n"
             "border_margin_px = 2          # a part touching the image edge is reported as cut off\n")

@@ -12,7 +12,7 @@ import pytest
 
 from station.cli import main
 from station.config import load_recipe
-from tests.vision.products import write_parts, write_surfaces
+from tests.vision.products import write_blocks, write_parts, write_surfaces
 
 N = 16
 
@@ -76,6 +76,40 @@ def test_parts_without_a_wide_end_are_levelled_on_their_axis(tmp_path, capsys):
     assert recipe.localize.method == "segment" and recipe.align.orientation == "axis"
     rows = _crops(recipe_path, data, tmp_path, capsys)
     assert all(r["found"] for r in rows)
+
+
+def test_short_parts_at_any_angle_are_levelled_and_fixtured_ones_left_as_they_lie(tmp_path, capsys):
+    # a block a third longer than wide: too short for the elongated rule (1.6x), but turned
+    # any way it still has a long side to level it by; fixtured, turning it gains nothing
+    turning = write_blocks(tmp_path / "turning", N, seed=5)
+    recipe_path, text = _propose(turning, tmp_path, capsys)
+    assert load_recipe(recipe_path).align.orientation == "axis"
+    assert "they lie at any angle" in text
+    rows = _crops(recipe_path, turning, tmp_path, capsys)
+    assert all(r["found"] for r in rows)
+    for r in rows:  # levelled: the block's long side runs along the crop's width
+        crop = cv2.imread(str(tmp_path / "crops" / r["crop"]), cv2.IMREAD_UNCHANGED)
+        ys, xs = np.nonzero(crop < 128)
+        assert np.ptp(xs) > 1.2 * np.ptp(ys), r["file"]
+
+    fixtured = write_blocks(tmp_path / "fixtured", N, seed=6, any_angle=False)
+    recipe_path, text = _propose(fixtured, fixtured, capsys)
+    assert load_recipe(recipe_path).align.orientation == "none"
+    assert "they lie fixtured" in text
+
+
+def test_a_part_that_falls_apart_into_pieces_is_found_whole(tmp_path, capsys):
+    # a light band across the block splits it in two at the default merge gap (0.03)
+    data = write_blocks(tmp_path / "d", N, seed=7, banded=True)
+    recipe_path, text = _propose(data, tmp_path, capsys)
+    recipe = load_recipe(recipe_path)
+    assert recipe.localize.method == "segment" and recipe.localize.merge_gap_frac >= 0.1
+    assert "fell apart into several" in text and "(found in 0 of 16)" in text
+    rows = _crops(recipe_path, data, tmp_path, capsys)
+    assert all(r["found"] for r in rows)
+    for r in rows:  # both halves in the crop, the whole block
+        crop = cv2.imread(str(tmp_path / "crops" / r["crop"]), cv2.IMREAD_UNCHANGED)
+        assert _part_inside(crop, "dark_on_light"), r["file"]
 
 
 def test_surfaces_filling_the_image_become_a_fixed_region(tmp_path, capsys):

@@ -93,3 +93,26 @@ def test_aupro_of_a_flat_map_is_chance_not_perfect():
     two.ravel()[good[: len(good) // 3]] = 1.0
     fpr = (len(good) // 3) / len(good)  # ~0.33 > 0.3: full PRO only past the limit
     assert aupro([two], [mask]) == pytest.approx(0.5 * 0.3 / fpr, abs=1e-6)
+
+
+def test_parts_not_found_rank_as_most_defective_and_tie_with_each_other():
+    import warnings
+
+    from training.metrics import average_precision, roc_auc, roc_curve
+
+    # two parts not found (NaN): one defective, one good; they tie above every score
+    scores = [np.nan, np.nan, 0.9, 0.2, 0.5]
+    labels = [1, 0, 1, 0, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value" from inf - inf
+        fpr, tpr, thresholds = roc_curve(scores, labels)
+        ap = average_precision(scores, labels)
+        auc = roc_auc(scores, labels)
+    # the tied pair is one step of the curve: (1/3, 1/2) at once, never (0, 1/2) first
+    assert list(fpr[:2]) == [0.0, pytest.approx(1 / 3)] and list(tpr[:2]) == [0.0, 0.5]
+    assert np.isinf(thresholds[1])
+    # average precision: 1/2 at recall 1/2 (the tie), 2/3 at recall 1
+    assert ap == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3)
+    # pairs (defect, good): NaN-defect vs NaN-good ties (1/2), beats 0.2 and 0.5; 0.9 beats 0.2,
+    # 0.5 and loses to the NaN-good: (2.5 + 2) / 6
+    assert auc == pytest.approx(4.5 / 6)

@@ -40,6 +40,40 @@ def part_image(rng: np.random.Generator, shape: tuple[int, int] = (240, 320), *,
     return img if colour else img[:, :, 0].copy()
 
 
+def block_image(rng: np.random.Generator, shape: tuple[int, int] = (240, 240), *,
+                any_angle: bool = True, banded: bool = False) -> np.ndarray:
+    """One compact block (a third longer than wide, no wider end) on a plate, at any angle or
+    fixtured within a few degrees; ``banded``: a band across its middle as light as the plate,
+    so the block's two halves are found as two pieces (a polished stripe, a label)."""
+    h, w = shape
+    length = rng.uniform(0.36, 0.42) * min(h, w)
+    width = length / 1.35
+    a = rng.uniform(-math.pi, math.pi) if any_angle else math.radians(rng.uniform(-3, 3))
+    c, s = math.cos(a), math.sin(a)
+    cx, cy = rng.uniform(0.45, 0.55) * w, rng.uniform(0.45, 0.55) * h
+
+    def box(u0: float, u1: float) -> np.ndarray:
+        corners = [(u0, -width / 2), (u1, -width / 2), (u1, width / 2), (u0, width / 2)]
+        return np.array([(cx + u * c - v * s, cy + u * s + v * c) for u, v in corners])
+
+    img = np.full((h, w), 205.0, np.float32) + rng.normal(0, 3.0, (h, w)).astype(np.float32)
+    halves = [(-length / 2, -0.09 * length), (0.09 * length, length / 2)] if banded else \
+        [(-length / 2, length / 2)]
+    for u0, u1 in halves:
+        cv2.fillPoly(img, [np.round(box(u0, u1) * 16).astype(np.int32)], 60.0, cv2.LINE_AA, shift=4)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_blocks(folder: Path, n: int, seed: int = 0, **kwargs) -> Path:
+    """``n`` block images (see :func:`block_image`) as ``folder/good/NNN.png``."""
+    rng = np.random.default_rng(seed)
+    good = folder / "good"
+    good.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(good / f"{i:03d}.png"), block_image(rng, **kwargs))
+    return folder
+
+
 def surface_image(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """A ground surface filling the whole image: vertical streaks, grain and a lighting
     falloff toward the sides (a magnetic tile's face, roughly)."""
