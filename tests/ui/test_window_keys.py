@@ -136,17 +136,20 @@ def test_switching_the_product_needs_engineer_mode_a_confirmation_and_counts_apa
     assert window.product.text() == "other-product"
     assert window.recipes.currentText() == "other-product"
     assert not window.engineer_unlocked and not window.recipes.isEnabled()
-    # the shift's counts are the new product's, not the old one's carried on
-    window.refresh_counts()
-    assert window.counts.values["inspected"].text() == "0"
-    assert "other-product" in window.counts.title()
-    assert window.engine.counts()["inspected"] >= 2  # the shift holds both products
-    window.toggle_running()
+    # a switch to another product starts the line on it (StationHost.change_to)
+    assert window.engine.running
     qtbot.waitUntil(lambda: window.engine.stats().parts >= 1, timeout=5000)
     window.toggle_running()
+    assert not window.engine.running
     assert window.engine.records.flush(5.0)  # the rows are in the database
-    own = window.engine.records.counts(since=window.engine.shift_start(),
-                                       recipe="other-product")
+    since = window.engine.shift_start()
+    own = window.engine.records.counts(since=since, recipe="other-product")
+    old = window.engine.records.counts(since=since, recipe="gui-test")
+    assert own["inspected"] >= 1 and old["inspected"] >= 2
+    # the shift's counts shown are the new product's, not the old one's carried on
     qtbot.waitUntil(lambda: (window.refresh_counts(), window.counts.counts)[1] == own,
                     timeout=3000)
-    assert own["inspected"] >= 1 and window.counts.counts["inspected"] == own["inspected"]
+    assert "other-product" in window.counts.title()
+    assert window.counts.values["inspected"].text() == str(own["inspected"])
+    # the shift holds both products
+    assert window.engine.counts()["inspected"] == own["inspected"] + old["inspected"]
