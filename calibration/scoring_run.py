@@ -90,8 +90,9 @@ def score_folder(folder: Path, recipe, models: dict[str, Model]) -> ScoredFolder
     scores = {}
     for kind, model in models.items():
         out = []
-        for i in range(0, len(names), BATCH):
-            batch = np.stack(tensors[kind][i : i + BATCH])
+        step = model.batch_limit(BATCH) if isinstance(model, AutoencoderModel) else BATCH
+        for i in range(0, len(names), step):
+            batch = np.stack(tensors[kind][i : i + step])
             result = model.infer(batch)
             out.append(result[1] if isinstance(result, tuple) else result)
         scores[kind] = np.concatenate(out).astype(np.float64)

@@ -100,6 +100,8 @@ def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
     raw = np.full(len(samples), np.nan)
     maps: np.ndarray | None = None
     ok = np.nonzero(crops.ok)[0]
+    if isinstance(model, AutoencoderModel):  # a retrieval graph's search grows with the batch
+        batch = model.batch_limit(batch)
     for i in tqdm(range(0, len(ok), batch), desc=f"{model.kind} inference", unit="batch",
                   disable=not progress):
         ii = ok[i:i + batch]

@@ -535,7 +535,7 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
                 (h.get("epoch", 0) for h in res.history), default=0)}
     meta = _metadata("autoencoder", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)
     export_onnx(res.head, path, meta, torch.from_numpy(thr_t[:2]))
-    diffs = _check_parity(res.head, path, thr_t[:8], log, "autoencoder")
+    diffs = _check_parity(res.head, path, thr_t[:res.head.batch_limit(8)], log, "autoencoder")
     int8 = None
     if opts.int8 and ae_opts.reference == "network":  # retrieval has no convolutions to speed up
         calib_from = _ok(crops.select(roles["train_good"] + roles["train_defect"]))

@@ -23,6 +23,21 @@ PROVIDERS = ("auto", "cpu", "cuda")
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 _telemetry_disabled = False  # set once onnxruntime's telemetry events are off
+RETRIEVAL_BYTES = 256 << 20  # what one batch's nearest-parts search may hold (see below)
+
+
+def retrieval_batch(bank: int, shape: tuple[int, int, int], limit: int = 16) -> int:
+    """Crops per batch for an autoencoder that finds its nearest good parts: the search holds
+    every query's difference to every bank crop at half resolution, and its square, in
+    float32 ([N, bank, C x H/2 x W/2] twice), so a batch stays within ``RETRIEVAL_BYTES``
+    (a colour 224 x 264 crop against 400 good parts is 140 MB a crop); at most ``limit``.
+
+    >>> retrieval_batch(200, (1, 112, 320)), retrieval_batch(400, (3, 264, 224))
+    (16, 1)
+    """
+    c, h, w = shape
+    per_crop = max(1, bank) * c * (h // 2) * (w // 2) * 4 * 2
+    return int(max(1, min(limit, RETRIEVAL_BYTES // per_crop)))
 
 
 class ModelFileError(ModelRefused):
@@ -151,6 +166,15 @@ class _Model:
 
 class AutoencoderModel(_Model):
     """``infer(batch) -> (anomaly_maps [N, H, W], raw_scores [N])`` at crop resolution."""
+
+    def batch_limit(self, limit: int = 16) -> int:
+        """Crops per call that keep a retrieval graph's memory bounded
+        (:func:`retrieval_batch`); ``limit`` for a trained network (no bank)."""
+        calibration = self.meta.architecture.get("calibration") or {}
+        bank = calibration.get("bank") if isinstance(calibration, dict) else None
+        if not isinstance(bank, int) or bank < 1:
+            return limit
+        return retrieval_batch(bank, self.input_shape, limit)
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         amap, score = self._run(batch)

@@ -185,3 +185,38 @@ def test_a_colour_part_exports_in_graph(tmp_path: Path):
     path = export_onnx(h, tmp_path / "ae.onnx", meta, torch.from_numpy(parts[:2]))
     diffs = parity(h, path, parts)
     assert max(diffs.values()) <= 1e-3, diffs
+
+
+def test_the_search_is_batched_within_its_memory_budget(tmp_path: Path, monkeypatch):
+    """The nearest-parts search holds every query's difference to every bank crop, and its
+    square ([N, bank, C x H/2 x W/2] float32, twice): a colour product with hundreds of good
+    parts would pass the 4 GB a training may peak at in batches of 16. Batches shrink to
+    stay within the budget, in training and in the station's model file alike, and the
+    scores do not depend on the batch."""
+    import torch
+
+    import station.models.inference as inference
+    from station.models.inference import load_model
+    from training.autoencoder.model import score_batches
+
+    rng = np.random.default_rng(5)
+    parts = rng.uniform(0.2, 0.8, (20, 3, H, W)).astype(np.float32)
+    options = AutoencoderOptions(neighbours=2, jitter_px=1, whole_region=True)
+    head = neighbour_head(parts[:10], parts[10:14], options).head
+    per_crop = 10 * 3 * (H // 2) * (W // 2) * 4 * 2  # bank 10, colour
+    monkeypatch.setattr(inference, "RETRIEVAL_BYTES", 3 * per_crop)
+    assert head.batch_limit() == 3
+    maps, scores = score_batches(head, parts)  # 3 crops a pass
+    whole_maps, whole_scores = score_batches(head, parts, batch_size=20)
+    np.testing.assert_allclose(scores, whole_scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(maps, whole_maps, rtol=1e-5, atol=1e-5)
+
+    meta = ModelMetadata(kind="autoencoder", threshold=1.0,
+                         preprocess=PreprocessSpec(size=W, height=H, channels=3).to_metadata(),
+                         localize=LocalizeParams().to_dict(), align=AlignParams().to_dict(),
+                         architecture={"calibration": {"bank": 10}})
+    path = export_onnx(head, tmp_path / "ae.onnx", meta, torch.from_numpy(parts[:2]))
+    model = load_model(path, provider="cpu", threads=1)
+    assert model.batch_limit() == 3  # the bank's size travels in the file
+    monkeypatch.setattr(inference, "RETRIEVAL_BYTES", 100 * per_crop)
+    assert model.batch_limit() == head.batch_limit() == 16  # small banks: batches as before

@@ -126,8 +126,20 @@ class ScoringHead(nn.Module):
             score = flat.amax(dim=1)
         return amap, score
 
+    def batch_limit(self, limit: int = 16) -> int:
+        """Crops per forward pass: bounded for the nearest-parts reference, whose search
+        grows with its bank (:func:`station.models.inference.retrieval_batch`)."""
+        from station.models.inference import retrieval_batch
+
+        bank = getattr(self.net, "flat", None)  # NeighbourReference: [1, bank, C x H/2 x W/2]
+        if bank is None:
+            return limit
+        h, w = self.mu.shape[-2:]
+        channels = int(bank.shape[2]) // ((h // 2) * (w // 2))
+        return retrieval_batch(int(bank.shape[1]), (channels, h, w), limit)
+
     @torch.no_grad()
-    def calibrate(self, good: np.ndarray, options: AutoencoderOptions, batch_size: int = 16,
+    def calibrate(self, good: np.ndarray, options: AutoencoderOptions, batch_size: int = 0,
                   region_from: np.ndarray | None = None) -> dict:
         """Set ``mu``/``sd`` from good validation crops (prepared tensors [N,C,H,W]), and the
         part region from ``region_from`` (good training crops; default ``good``)."""
@@ -135,6 +147,7 @@ class ScoringHead(nn.Module):
             raise ValueError("per-pixel statistics need at least 2 good validation crops")
         self.eval()
         device = self.mu.device
+        batch_size = batch_size or self.batch_limit()
         res = torch.cat([
             self.residual(torch.from_numpy(good[i:i + batch_size]).to(device)).cpu()
             for i in range(0, len(good), batch_size)
@@ -155,9 +168,11 @@ class ScoringHead(nn.Module):
 
 
 @torch.no_grad()
-def score_batches(head: ScoringHead, tensors: np.ndarray, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Torch-side (anomaly maps [N,H,W], scores [N]) for prepared tensors."""
+def score_batches(head: ScoringHead, tensors: np.ndarray, batch_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Torch-side (anomaly maps [N,H,W], scores [N]) for prepared tensors (``batch_size``
+    0: the head's own :meth:`ScoringHead.batch_limit`)."""
     head.eval()
+    batch_size = batch_size or head.batch_limit()
     maps, scores = [], []
     for i in range(0, len(tensors), batch_size):
         m, s = head(torch.from_numpy(np.ascontiguousarray(tensors[i:i + batch_size], dtype=np.float32)))

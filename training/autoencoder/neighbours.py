@@ -79,8 +79,10 @@ class NeighbourReference(nn.Module):
         self.blur = GaussianBlur(input_blur)
         # each neighbour's differences blurred at once, the k as channels of one map
         self.match = GaussianBlur(match_sigma, channels=self.k) if match_sigma > 0 else None
-        with torch.no_grad():
-            b = _blur_channels(self.blur, torch.from_numpy(np.ascontiguousarray(bank, np.float32)))
+        with torch.no_grad():  # a few crops at a time: a convolution's working copy of the
+            # whole bank at once was 2.6 GB for 203 colour crops of 224 x 264
+            src = torch.from_numpy(np.ascontiguousarray(bank, np.float32))
+            b = torch.cat([_blur_channels(self.blur, src[i:i + 16]) for i in range(0, len(src), 16)])
         j = self.jitter
         padded = F.pad(b, (j, j, j, j), mode="replicate") if j else b
         # float16 halves the file; only the k crops gathered are cast to float32
