@@ -6,7 +6,8 @@ through the same code, so a sample means the same thing everywhere.
 Three layouts are understood, autodetected by :func:`read_dataset`:
 
 * **MVTec AD**: ``train/good/*``, ``test/good/*``, ``test/<defect type>/*`` and
-  ``ground_truth/<defect type>/<stem>_mask.png``.
+  ``ground_truth/<defect type>/<stem>_mask.png`` (with no ``ground_truth/`` at all the defect
+  images have no masks; with one, every defect image needs its mask).
 * **Plain folders**: ``good/*`` and ``defect/*`` (sub-folders of ``defect/`` name defect types,
   images directly in ``defect/`` get the type ``defect``), with an optional ``masks/`` folder
   mirroring ``defect/`` (``masks/<type>/<stem>.png`` or ``<stem>_mask.png``).
@@ -171,14 +172,18 @@ def _read_mvtec(reader: _Reader) -> list[Sample]:
     gt = root / "ground_truth"
     used_masks: set[Path] = set()
     test = root / "test"
+    if test.is_dir() and not gt.is_dir() and any(s.name != "good" for s in _subdirs(test)):
+        # labels without masks (a product nobody outlined): images are judged, maps are not
+        reader.warn(f"{gt}: no such folder; the defect images have no masks, so the "
+                    "evaluation reports no pixel metrics")
     if test.is_dir():
         for sub in _subdirs(test):
             for image in reader.images(sub):
                 if sub.name == "good":
                     samples.append(Sample(image, 0, "good", None, "test"))
                     continue
-                mask = _find_mask(gt / sub.name, image.stem)
-                if mask is None:
+                mask = _find_mask(gt / sub.name, image.stem) if gt.is_dir() else None
+                if mask is None and gt.is_dir():
                     reader.problem(
                         f"{image}: defect image without its mask "
                         f"(expected {gt / sub.name / (image.stem + '_mask.png')})"

@@ -94,6 +94,18 @@ def test_mvtec_missing_mask_is_an_error_or_a_warning(tmp_path, caplog):
     assert any("test/bent/000.png" in r.getMessage() for r in caplog.records)
 
 
+def test_mvtec_without_any_masks_is_labels_only(tmp_path):
+    # a product nobody outlined: no ground_truth/ at all; the images are judged on their
+    # labels (training, image metrics), the maps cannot be, and the reader says so once
+    root = make_mvtec(tmp_path / "set")
+    shutil.rmtree(root / "ground_truth")
+    samples = read_dataset(root)
+    defects = [s for s in samples if s.label == 1]
+    assert defects and all(s.mask_path is None for s in defects)
+    assert len(samples) == 6
+    assert len(samples.warnings) == 1 and "no pixel metrics" in samples.warnings[0]
+
+
 def test_mvtec_mask_without_image_is_a_warning(tmp_path):
     root = make_mvtec(tmp_path / "set")
     put(root / "ground_truth/scratch/007_mask.png", mask_img())
