@@ -183,13 +183,13 @@ def _read_mvtec(reader: _Reader) -> list[Sample]:
                     samples.append(Sample(image, 0, "good", None, "test"))
                     continue
                 mask = _find_mask(gt / sub.name, image.stem) if gt.is_dir() else None
-                if mask is None and gt.is_dir():
+                if mask is not None:
+                    used_masks.add(mask)
+                elif gt.is_dir():
                     reader.problem(
                         f"{image}: defect image without its mask "
                         f"(expected {gt / sub.name / (image.stem + '_mask.png')})"
                     )
-                else:
-                    used_masks.add(mask)
                 samples.append(Sample(image, 1, sub.name, mask, "test"))
     if gt.is_dir():
         for sub in _subdirs(gt):
