@@ -179,8 +179,9 @@ def _torch_network(path: Path) -> tuple[Any, tuple[int, int, int]]:
         known = {f.name for f in dc.fields(VGGConfig)}
         if "width" not in arch:
             raise ValueError("its architecture metadata has no VGG16 width")
-        cfg = VGGConfig(**{k: v for k, v in arch.items() if k in known and k not in ("size", "height")},
-                        size=spec.size, height=spec.height)
+        cfg = VGGConfig(**{k: v for k, v in arch.items()
+                           if k in known and k not in ("size", "height", "in_channels")},
+                        size=spec.size, height=spec.height, in_channels=spec.channels)
         members = int(arch.get("members", 1))  # files before the ensemble held one network
         net = VGG16(cfg) if members == 1 else Ensemble([VGG16(cfg) for _ in range(members)])
         return net.eval(), shape

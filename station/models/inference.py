@@ -28,15 +28,16 @@ RETRIEVAL_BYTES = 256 << 20  # what one batch's nearest-parts search may hold (s
 
 def retrieval_batch(bank: int, shape: tuple[int, int, int], limit: int = 16) -> int:
     """Crops per batch for an autoencoder that finds its nearest good parts: the search holds
-    every query's difference to every bank crop at half resolution, and its square, in
-    float32 ([N, bank, C x H/2 x W/2] twice), so a batch stays within ``RETRIEVAL_BYTES``
-    (a colour 224 x 264 crop against 400 good parts is 140 MB a crop); at most ``limit``.
+    every query's difference to every bank crop on a grey half-resolution view, and its
+    square, in float32 ([N, bank, H/2 x W/2] twice), so a batch stays within
+    ``RETRIEVAL_BYTES`` (a 224 x 264 crop against 400 good parts is 47 MB a crop); at most
+    ``limit``. ``shape`` is the model's input (channels, height, width).
 
     >>> retrieval_batch(200, (1, 112, 320)), retrieval_batch(400, (3, 264, 224))
-    (16, 1)
+    (16, 5)
     """
-    c, h, w = shape
-    per_crop = max(1, bank) * c * (h // 2) * (w // 2) * 4 * 2
+    _, h, w = shape
+    per_crop = max(1, bank) * (h // 2) * (w // 2) * 4 * 2
     return int(max(1, min(limit, RETRIEVAL_BYTES // per_crop)))
 
 

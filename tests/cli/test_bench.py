@@ -132,3 +132,21 @@ def test_bench_refuses_a_folder_without_models(tmp_path: Path, capsys):
     assert rc == 2
     assert "no autoencoder.onnx" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_the_torch_comparison_rebuilds_a_colour_classifier(tmp_path: Path):
+    # the training writes the classifier's width and size, not its channels: those are the
+    # crop's (preprocess), so a colour product's network is rebuilt with three
+    from station.cli.benchmarks import _torch_network
+
+    cfg = VGGConfig(size=SIZE, in_channels=3, width=0.05)
+    vgg = VGG16(cfg).eval()
+    meta = ModelMetadata(kind="classifier", threshold=0.5,
+                         preprocess=PreprocessSpec(size=SIZE, channels=3).to_metadata(),
+                         localize=LocalizeParams().to_dict(), align=AlignParams().to_dict(),
+                         architecture={"width": 0.05, "size": SIZE, "members": 1})
+    path = export_onnx(vgg, tmp_path / "classifier.onnx", meta, torch.rand(1, 3, SIZE, SIZE))
+    module, shape = _torch_network(path)
+    assert shape == (3, SIZE, SIZE)
+    with torch.inference_mode():
+        assert module(torch.rand(1, *shape)).shape[0] == 1

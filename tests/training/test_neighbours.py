@@ -189,7 +189,7 @@ def test_a_colour_part_exports_in_graph(tmp_path: Path):
 
 def test_the_search_is_batched_within_its_memory_budget(tmp_path: Path, monkeypatch):
     """The nearest-parts search holds every query's difference to every bank crop, and its
-    square ([N, bank, C x H/2 x W/2] float32, twice): a colour product with hundreds of good
+    square ([N, bank, H/2 x W/2] float32, twice): a colour product with hundreds of good
     parts would pass the 4 GB a training may peak at in batches of 16. Batches shrink to
     stay within the budget, in training and in the station's model file alike, and the
     scores do not depend on the batch."""
@@ -203,7 +203,7 @@ def test_the_search_is_batched_within_its_memory_budget(tmp_path: Path, monkeypa
     parts = rng.uniform(0.2, 0.8, (20, 3, H, W)).astype(np.float32)
     options = AutoencoderOptions(neighbours=2, jitter_px=1, whole_region=True)
     head = neighbour_head(parts[:10], parts[10:14], options).head
-    per_crop = 10 * 3 * (H // 2) * (W // 2) * 4 * 2  # bank 10, colour
+    per_crop = 10 * (H // 2) * (W // 2) * 4 * 2  # bank 10, searched on a grey view
     monkeypatch.setattr(inference, "RETRIEVAL_BYTES", 3 * per_crop)
     assert head.batch_limit() == 3
     maps, scores = score_batches(head, parts)  # 3 crops a pass
@@ -220,3 +220,27 @@ def test_the_search_is_batched_within_its_memory_budget(tmp_path: Path, monkeypa
     assert model.batch_limit() == 3  # the bank's size travels in the file
     monkeypatch.setattr(inference, "RETRIEVAL_BYTES", 100 * per_crop)
     assert model.batch_limit() == head.batch_limit() == 16  # small banks: batches as before
+
+
+def test_a_colour_defect_at_the_same_grey_level_still_shows():
+    """The nearest parts are found on a grey view (a third of the search), the residual is
+    taken per channel: a patch that changes hue but not brightness is found by its colour."""
+    import torch
+
+    from training.autoencoder.neighbours import NeighbourReference
+
+    rng = np.random.default_rng(4)
+    ramp = np.linspace(0.0, 0.1, W, dtype=np.float32)[None, :]  # smooth: a narrow band
+    base = np.stack([np.broadcast_to(level + ramp, (H, W)) for level in (0.3, 0.5, 0.6)])[None]
+    bank = np.concatenate([base + rng.normal(0, 0.01, base.shape).astype(np.float32)
+                           for _ in range(6)])
+    ref = NeighbourReference(bank, k=2, jitter_px=1, input_blur=0.0)
+    good = torch.from_numpy(base.copy())
+    hue = good.clone()
+    hue[0, 0, 8:14, 20:30] += 0.2  # redder and
+    hue[0, 2, 8:14, 20:30] -= 0.2  # less blue: the channels' mean is unchanged
+    assert torch.allclose(ref._retrieval_view(hue), ref._retrieval_view(good), atol=1e-6)
+    with torch.no_grad():
+        quiet, shown = ref.residual(good), ref.residual(hue)
+    assert float(quiet.max()) < 0.02
+    assert float(shown[0, 0, 9:13, 21:29].min()) > 0.08  # mean over channels of 0.2, 0, 0.2

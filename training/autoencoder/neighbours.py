@@ -95,14 +95,19 @@ class NeighbourReference(nn.Module):
         # that match it best there
         self.windows = [_window(r, h, w) for r in self.regions]
         if len(self.regions) > 1:  # [D, R]: 1 where a retrieval-view number is in a window
-            self.register_buffer("window_mask", _window_mask(self.windows, int(b.shape[1]),
+            self.register_buffer("window_mask", _window_mask(self.windows, 1,
                                                              h // 2, w // 2))
         self.margin = int(np.ceil(3 * match_sigma)) + 1 if match_sigma > 0 else 0
 
     @staticmethod
     def _retrieval_view(x: torch.Tensor) -> torch.Tensor:
-        """What the nearest parts are found on: the crop at half resolution, [N, D]. A quarter
-        of the numbers to compare; the thread's phase (a 7 px pitch on the screws) survives."""
+        """What the nearest parts are found on: the crop at half resolution, [N, D], and grey
+        (the channels' mean) for a colour crop. A quarter of the numbers to compare (a
+        twelfth in colour: the search is half of a colour crop's time at the line, and
+        linear in the bank); the thread's phase (a 7 px pitch on the screws) survives. The
+        residual itself stays per channel, so a colour defect still shows."""
+        if x.shape[1] > 1:
+            x = x.mean(dim=1, keepdim=True)
         return F.avg_pool2d(x, 2).flatten(1)
 
     def nearest(self, q: torch.Tensor) -> list[torch.Tensor]:
