@@ -5,6 +5,7 @@ run."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -66,12 +67,7 @@ def block_image(rng: np.random.Generator, shape: tuple[int, int] = (240, 240), *
 
 def write_blocks(folder: Path, n: int, seed: int = 0, **kwargs) -> Path:
     """``n`` block images (see :func:`block_image`) as ``folder/good/NNN.png``."""
-    rng = np.random.default_rng(seed)
-    good = folder / "good"
-    good.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        cv2.imwrite(str(good / f"{i:03d}.png"), block_image(rng, **kwargs))
-    return folder
+    return _write_good(folder, n, seed, lambda rng: block_image(rng, **kwargs))
 
 
 def surface_image(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -88,11 +84,16 @@ def surface_image(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarra
 
 def write_parts(folder: Path, n: int, seed: int = 0, **kwargs) -> Path:
     """``n`` part images (see :func:`part_image`) as ``folder/good/NNN.png``."""
+    return _write_good(folder, n, seed, lambda rng: part_image(rng, **kwargs))
+
+
+def _write_good(folder: Path, n: int, seed: int,
+                draw: Callable[[np.random.Generator], np.ndarray]) -> Path:
     rng = np.random.default_rng(seed)
     good = folder / "good"
     good.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        cv2.imwrite(str(good / f"{i:03d}.png"), part_image(rng, **kwargs))
+        cv2.imwrite(str(good / f"{i:03d}.png"), draw(rng))
     return folder
 
 
