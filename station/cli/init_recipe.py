@@ -54,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
     kind = ("a part to find" if p.method == "segment" else "the image is the part")
     print(f"{p.n_measured} of {p.n_images} images measured in {p.folder}")
     print(f"  product: {kind} ({p.notes['method']})")
+    if "merge_gap_frac" in p.notes:
+        print(f"  pieces of one part merged up to {p.merge_gap_frac:g} of the image apart "
+              "(it fell apart at the default; see the recipe's comment)")
     print(f"  pixels: {p.pixel_format}; orientation: {p.orientation}; crop {p.width} x "
           f"{p.crop_aspect:g} ({p.crop_mode})")
     print(f"wrote {out}: check it, then `station crops --recipe {out} --data {args.data} "
