@@ -11,8 +11,8 @@
 * how far apart the pieces of one part may lie (``localize.merge_gap_frac``), when a part
   with a band as light as the background falls apart into pieces at the default;
 * orientation (``head`` when an elongated part has a clearly wider end in nearly every
-  image, ``axis`` when it is elongated without one, or when a shorter part lies at any angle
-  and still has a long side, ``none`` otherwise);
+  image, ``axis`` when it is elongated without one, or when levelling a shorter part makes
+  its crops clearly more alike pixel by pixel, ``none`` otherwise);
 * the crop's aspect (from the found parts' width / length, or the images' height / width)
   and its width in pixels (the part's own resolution, capped for a CPU training budget).
 
@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from station.sources.datasets import IMAGE_EXTENSIONS, DatasetError, load_image
+from station.vision.align import AlignParams, align
 from station.vision.gray import to_uint8
 from station.vision.localize import Localization, LocalizeParams, localize
 
@@ -40,7 +41,8 @@ SAMPLE = 60  # images measured (evenly spread over the sorted folder)
 FOUND_SHARE = 0.8  # a part found in at least this share of images: a part to find
 COLOUR_LEVELS = 6.0  # mean channel spread (grey levels) above which images are colour
 ELONGATED = 1.6  # length / width at or above which a part is turned onto its axis
-AXIS_LONG = 1.2  # ... or at or above which a part that lies at any angle is
+LEVEL_GAIN = 0.9  # a shorter part is levelled when that leaves its crops' per-pixel
+#                   spread below this share of the spread unlevelled
 FIXTURED_DEG = 10.0  # spread of the parts' axes (circular std) below which they lie fixtured
 MERGE_GAPS = (0.03, 0.06, 0.1, 0.15)  # localize.merge_gap_frac tried, the default first
 HEAD_RATIO = 1.25  # wide end / narrow end at or above which the head is recognisable
@@ -159,7 +161,8 @@ def _shrunk(img: np.ndarray, side: int = 256) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
 
 
-def _find_parts(prop: Proposal, images: list[np.ndarray]) -> list[Localization]:
+def _find_parts(prop: Proposal, images: list[np.ndarray]
+                ) -> list[tuple[np.ndarray, Localization]]:
     """Try both polarities; the parts found with the better one when that is most images.
 
     A part whose middle is as light as the background falls apart into pieces ("several"
@@ -200,7 +203,7 @@ def _find_parts(prop: Proposal, images: list[np.ndarray]) -> list[Localization]:
                                   + (" (about as many: the one with the smaller parts; the "
                                      "other finds the background's halo around them)"
                                      if abs(ok[best] - ok[other]) <= 0.1 * n else ""))
-        return [loc for loc in results[best] if loc.ok]
+        return [(img, loc) for img, loc in zip(images, results[best], strict=True) if loc.ok]
     prop.notes.pop("merge_gap_frac", None)
     prop.method = "fixed"
     prop.notes["method"] = (f"{measured}; below {FOUND_SHARE:.0%} -> no separate part against a "
@@ -277,8 +280,9 @@ def _contrast(image: np.ndarray, loc: Localization, polarity: str) -> float:
     return sign * (back - part) / max(back, 1.0)
 
 
-def _part(prop: Proposal, found: list[Localization]) -> None:
-    """Orientation, crop aspect and width from the parts found."""
+def _part(prop: Proposal, pairs: list[tuple[np.ndarray, Localization]]) -> None:
+    """Orientation, crop aspect and width from the parts found (and their images)."""
+    found = [loc for _, loc in pairs]
     length = np.array([loc.length_px or 0.0 for loc in found])
     width = np.array([loc.width_px or 0.0 for loc in found])
     ratio = np.array([loc.head_ratio or 1.0 for loc in found])
@@ -286,23 +290,28 @@ def _part(prop: Proposal, found: list[Localization]) -> None:
     headed = float(np.mean(ratio >= HEAD_RATIO))
     n = len(found)
     spread = _axis_spread_deg(found)
-    turns = spread >= FIXTURED_DEG
     lies = (f"their long axes spread {spread:.0f} degrees (circular std): "
-            + ("they lie at any angle" if turns else "they lie fixtured"))
-    if elong < ELONGATED and not (turns and elong >= AXIS_LONG):
+            + ("they lie at any angle" if spread >= FIXTURED_DEG else "they lie fixtured"))
+    level = elong >= ELONGATED
+    if not level:  # a shorter part: levelled when that makes its crops more alike
+        still, levelled = _crop_spread(pairs, "none"), _crop_spread(pairs, "axis")
+        level = levelled < LEVEL_GAIN * still
+        lies += (f"; their crops' per-pixel spread (grey levels) {still:.1f} as they lie, "
+                 f"{levelled:.1f} levelled on the long axis")
+    if not level:
         prop.orientation, prop.crop_aspect = "none", 1.0
         prop.notes["orientation"] = (
-            f"the parts are {elong:.2f}x as long as wide (median of {n}): not elongated, so "
-            f"not turned; square crop; {lies}"
-            + (" with no long side to level them by: the models learn every angle (a fixture,"
-               " or a part with a recognisable long side, would help)" if turns else ""))
+            f"the parts are {elong:.2f}x as long as wide (median of {n}); {lies} -> not "
+            "turned; square crop"
+            + ("; at any angle with no long side to level them by, the models learn every "
+               "angle (a fixture would help)" if spread >= FIXTURED_DEG else ""))
     else:
-        prop.orientation = "head" if headed >= HEAD_SHARE else "axis"
+        prop.orientation = "head" if headed >= HEAD_SHARE and elong >= ELONGATED else "axis"
         prop.notes["orientation"] = (
             f"the parts are {elong:.2f}x as long as wide (median of {n}); {lies}; one end is "
             f"at least {HEAD_RATIO:g}x wider in {headed:.0%} of them -> "
             + ("turn the wide end (head) to the left" if prop.orientation == "head" else
-               f"no end is recognisable in {HEAD_SHARE:.0%}: only the long axis is levelled"))
+               "only the long axis is levelled"))
         q95 = float(np.percentile(width / np.maximum(length, 1.0), 95))
         prop.crop_aspect = _round_up(q95 * MARGIN / CROP_SCALE, 0.05)
         prop.notes["crop_aspect"] = (
@@ -313,6 +322,19 @@ def _part(prop: Proposal, found: list[Localization]) -> None:
     prop.notes["width"] = (f"crop width: the part's crop is {native:.0f} frame px wide (median "
                            f"length {np.median(length):.0f} px x {CROP_SCALE:g}); "
                            + _width_reason(native, prop.width, prop.crop_aspect))
+
+
+def _crop_spread(pairs: list[tuple[np.ndarray, Localization]], orientation: str) -> float:
+    """How unlike each other the parts' crops are: the per-pixel standard deviation over
+    small grey crops (96 px, the part's length x 1.1 square), averaged over the crop."""
+    params = AlignParams(orientation=orientation, crop_mode="length", crop_scale=CROP_SCALE,
+                         crop_aspect=1.0)
+    crops = []
+    for img, loc in pairs:
+        crop = align(img, loc, params, 96, 96).crop
+        crops.append(to_uint8(crop if crop.ndim == 2 else
+                              cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)).astype(np.float32))
+    return float(np.std(np.stack(crops), axis=0).mean())
 
 
 def _axis_spread_deg(found: list[Localization]) -> float:

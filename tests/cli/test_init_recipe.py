@@ -78,13 +78,13 @@ def test_parts_without_a_wide_end_are_levelled_on_their_axis(tmp_path, capsys):
     assert all(r["found"] for r in rows)
 
 
-def test_short_parts_at_any_angle_are_levelled_and_fixtured_ones_left_as_they_lie(tmp_path, capsys):
+def test_short_parts_are_levelled_when_that_makes_their_crops_alike(tmp_path, capsys):
     # a block a third longer than wide: too short for the elongated rule (1.6x), but turned
-    # any way it still has a long side to level it by; fixtured, turning it gains nothing
+    # any way it still has a long side, and levelled its crops are nearly all alike
     turning = write_blocks(tmp_path / "turning", N, seed=5)
-    recipe_path, text = _propose(turning, tmp_path, capsys)
+    recipe_path, text = _propose(turning, turning, capsys)
     assert load_recipe(recipe_path).align.orientation == "axis"
-    assert "they lie at any angle" in text
+    assert "they lie at any angle" in text and "levelled on the long axis" in text
     rows = _crops(recipe_path, turning, tmp_path, capsys)
     assert all(r["found"] for r in rows)
     for r in rows:  # levelled: the block's long side runs along the crop's width
@@ -92,10 +92,18 @@ def test_short_parts_at_any_angle_are_levelled_and_fixtured_ones_left_as_they_li
         ys, xs = np.nonzero(crop < 128)
         assert np.ptp(xs) > 1.2 * np.ptp(ys), r["file"]
 
-    fixtured = write_blocks(tmp_path / "fixtured", N, seed=6, any_angle=False)
+    # fixtured within a few degrees, levelling still takes out what the fixture leaves
+    fixtured = write_blocks(tmp_path / "fixtured", N, seed=7, any_angle=False)
     recipe_path, text = _propose(fixtured, fixtured, capsys)
-    assert load_recipe(recipe_path).align.orientation == "none"
+    assert load_recipe(recipe_path).align.orientation == "axis"
     assert "they lie fixtured" in text
+
+    # a disc has no long side: "levelling" it on its second moments turns each one by
+    # chance, its crops are no more alike, and it is left as it lies
+    discs = write_blocks(tmp_path / "discs", N, seed=6, disc=True)
+    recipe_path, text = _propose(discs, discs, capsys)
+    assert load_recipe(recipe_path).align.orientation == "none"
+    assert "no long side to level them by" in text
 
 
 def test_a_part_that_falls_apart_into_pieces_is_found_whole(tmp_path, capsys):

@@ -42,10 +42,12 @@ def part_image(rng: np.random.Generator, shape: tuple[int, int] = (240, 320), *,
 
 
 def block_image(rng: np.random.Generator, shape: tuple[int, int] = (240, 240), *,
-                any_angle: bool = True, banded: bool = False) -> np.ndarray:
+                any_angle: bool = True, banded: bool = False, disc: bool = False
+                ) -> np.ndarray:
     """One compact block (a third longer than wide, no wider end) on a plate, at any angle or
     fixtured within a few degrees; ``banded``: a band across its middle as light as the plate,
-    so the block's two halves are found as two pieces (a polished stripe, a label)."""
+    so the block's two halves are found as two pieces (a polished stripe, a label);
+    ``disc``: a round part instead, with no long side to level it by."""
     h, w = shape
     length = rng.uniform(0.36, 0.42) * min(h, w)
     width = length / 1.35
@@ -58,6 +60,10 @@ def block_image(rng: np.random.Generator, shape: tuple[int, int] = (240, 240), *
         return np.array([(cx + u * c - v * s, cy + u * s + v * c) for u, v in corners])
 
     img = np.full((h, w), 205.0, np.float32) + rng.normal(0, 3.0, (h, w)).astype(np.float32)
+    if disc:
+        cv2.circle(img, (round(cx * 16), round(cy * 16)), round(length * 8), 60.0, -1,
+                   cv2.LINE_AA, shift=4)
+        return np.clip(img, 0, 255).astype(np.uint8)
     halves = [(-length / 2, -0.09 * length), (0.09 * length, length / 2)] if banded else \
         [(-length / 2, length / 2)]
     for u0, u1 in halves:
