@@ -34,7 +34,7 @@ import numpy as np
 
 from station.sources.datasets import IMAGE_EXTENSIONS, DatasetError, load_image
 from station.vision.align import AlignParams, align
-from station.vision.gray import to_uint8
+from station.vision.gray import to_gray, to_uint8
 from station.vision.localize import Localization, LocalizeParams, localize
 
 SAMPLE = 60  # images measured (evenly spread over the sorted folder)
@@ -260,7 +260,7 @@ def _polarity(results: dict[str, list[Localization]], ok: dict[str, int], n: int
 def _contrast(image: np.ndarray, loc: Localization, polarity: str) -> float:
     """How much darker (``dark_on_light``) or lighter the part's core is than a ring of
     background around it, as a share of the ring's grey level; negative when the other way."""
-    gray = to_uint8(image if image.ndim == 2 else cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY))
+    gray = to_gray(image)  # the station's one grey conversion
     f = min(1.0, 256 / max(gray.shape[:2]))
     small = _shrunk(gray).astype(np.float32)
     (cx, cy), length, width = loc.center or (0.0, 0.0), loc.length_px or 1.0, loc.width_px or 1.0
@@ -331,9 +331,7 @@ def _crop_spread(pairs: list[tuple[np.ndarray, Localization]], orientation: str)
                          crop_aspect=1.0)
     crops = []
     for img, loc in pairs:
-        crop = align(img, loc, params, 96, 96).crop
-        crops.append(to_uint8(crop if crop.ndim == 2 else
-                              cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)).astype(np.float32))
+        crops.append(to_gray(align(img, loc, params, 96, 96).crop).astype(np.float32))
     return float(np.std(np.stack(crops), axis=0).mean())
 
 

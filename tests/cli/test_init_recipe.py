@@ -201,3 +201,20 @@ def test_when_both_polarities_find_parts_the_smaller_parts_win():
     # clearly more images found one way: that way, whatever the sizes
     results = {"dark_on_light": halo, "light_on_dark": part[:5]}
     assert _polarity(results, {"dark_on_light": 10, "light_on_dark": 5}, 10) == "dark_on_light"
+
+
+def test_when_both_polarities_find_parts_the_one_the_part_contrasts_with_wins():
+    # the halo a light-on-dark search finds around a dark part holds the part: its core is
+    # darker than its surroundings, not lighter. The contrast decides before the size does:
+    # here the halo's box is the smaller one, and the size rule alone would take it
+    from station.config.propose import _polarity
+    from station.vision.localize import Localization
+
+    image = np.full((120, 160), 205, np.uint8)
+    cv2.rectangle(image, (50, 40), (110, 80), 60, -1)  # a dark part, 61 x 41 px
+    part = Localization("ok", (50, 40, 61, 41), (80.0, 60.0), 0.0, 61.0, 41.0)
+    halo = Localization("ok", (55, 45, 51, 31), (80.0, 60.0), 0.0, 51.0, 31.0)
+    results = {"dark_on_light": [part] * 4, "light_on_dark": [halo] * 4}
+    ok = {"dark_on_light": 4, "light_on_dark": 4}
+    assert _polarity(results, ok, 4) == "light_on_dark"  # sizes alone: the smaller box
+    assert _polarity(results, ok, 4, [image] * 4) == "dark_on_light"
