@@ -23,6 +23,7 @@ from station.config.schema import (
     topic_name_problem,
 )
 from station.config.show import num_text, show_value
+from station.vision import pattern
 
 
 def check_recipe(recipe: Recipe, ctx: Context) -> Recipe:
@@ -129,6 +130,24 @@ def _check_product_kind(recipe: Recipe, ctx: Context) -> None:
         ctx.error("align.orientation", f'align.orientation = "{al.orientation}": expected "none", '
                   'because align.crop_mode = "region" (the region is cropped as it lies)',
                   "align.crop_mode", "align")
+    _check_pattern(recipe, ctx)
+
+
+def _check_pattern(recipe: Recipe, ctx: Context) -> None:
+    """A pattern orientation needs the product's pattern, of the one size the station reads."""
+    al = recipe.align
+    reads = al.orientation in ("pattern", "axis_pattern")
+    if al.pattern and len(al.pattern) != pattern.SIZE:
+        ctx.error("align.pattern", f"align.pattern has {len(al.pattern)} values: expected "
+                  f"{pattern.SIZE} ({pattern.RINGS} rings of {pattern.ANGLES}), as station "
+                  "init-recipe writes it", "align")
+    elif reads and not al.pattern:
+        ctx.error("align.pattern", f'align.pattern is missing: expected the product\'s pattern '
+                  f'because align.orientation = "{al.orientation}" (station init-recipe learns '
+                  "it from good images)", line=ctx.line_of("align.orientation"))
+    elif reads and not any(al.pattern):
+        ctx.error("align.pattern", "align.pattern is all zeros: expected the product's pattern "
+                  "(station init-recipe learns it from good images)", "align")
 
 
 def _check_localize(recipe: Recipe, ctx: Context) -> None:

@@ -33,7 +33,8 @@ import cv2
 import numpy as np
 
 from station.sources.datasets import IMAGE_EXTENSIONS, DatasetError, load_image
-from station.vision.align import AlignParams, align
+from station.vision import pattern
+from station.vision.align import AlignParams, align, pattern_patch
 from station.vision.gray import to_gray, to_uint8
 from station.vision.localize import Localization, LocalizeParams, localize
 
@@ -41,8 +42,9 @@ SAMPLE = 60  # images measured (evenly spread over the sorted folder)
 FOUND_SHARE = 0.8  # a part found in at least this share of images: a part to find
 COLOUR_LEVELS = 6.0  # mean channel spread (grey levels) above which images are colour
 ELONGATED = 1.6  # length / width at or above which a part is turned onto its axis
-LEVEL_GAIN = 0.9  # a shorter part is levelled when that leaves its crops' per-pixel
-#                   spread below this share of the spread unlevelled
+LEVEL_GAIN = 0.9  # a shorter part is turned when that leaves its crops' per-pixel
+#                   spread below this share of the spread unturned
+TURNS = ("axis", "axis_pattern", "pattern")  # orientations tried, the steadiest first
 FIXTURED_DEG = 10.0  # spread of the parts' axes (circular std) below which they lie fixtured
 MERGE_GAPS = (0.03, 0.06, 0.1, 0.15)  # localize.merge_gap_frac tried, the default first
 HEAD_RATIO = 1.25  # wide end / narrow end at or above which the head is recognisable
@@ -70,6 +72,7 @@ class Proposal:
     polarity: str = "dark_on_light"
     merge_gap_frac: float = MERGE_GAPS[0]
     orientation: str = "none"
+    pattern: tuple[int, ...] = ()  # orientation pattern / axis_pattern: the parts' pattern
     crop_mode: str = "length"
     crop_scale: float = CROP_SCALE
     crop_aspect: float = 1.0
@@ -292,46 +295,89 @@ def _part(prop: Proposal, pairs: list[tuple[np.ndarray, Localization]]) -> None:
     spread = _axis_spread_deg(found)
     lies = (f"their long axes spread {spread:.0f} degrees (circular std): "
             + ("they lie at any angle" if spread >= FIXTURED_DEG else "they lie fixtured"))
-    level = elong >= ELONGATED
-    if not level:  # a shorter part: levelled when that makes its crops more alike
-        still, levelled = _crop_spread(pairs, "none"), _crop_spread(pairs, "axis")
-        level = levelled < LEVEL_GAIN * still
-        lies += (f"; their crops' per-pixel spread (grey levels) {still:.1f} as they lie, "
-                 f"{levelled:.1f} levelled on the long axis")
-    if not level:
-        prop.orientation, prop.crop_aspect = "none", 1.0
-        prop.notes["orientation"] = (
-            f"the parts are {elong:.2f}x as long as wide (median of {n}); {lies} -> not "
-            "turned; square crop"
-            + ("; at any angle with no long side to level them by, the models learn every "
-               "angle (a fixture would help)" if spread >= FIXTURED_DEG else ""))
+    if elong >= ELONGATED and headed >= HEAD_SHARE:
+        prop.orientation = "head"
+        how = f"one end is at least {HEAD_RATIO:g}x wider in {headed:.0%} of them"
+    else:  # the turn that makes the parts' crops most alike, if clearly
+        prop.orientation, prop.pattern, how = _best_turn(pairs, elong >= ELONGATED)
+        if elong >= ELONGATED:
+            how = (f"one end is at least {HEAD_RATIO:g}x wider in only {headed:.0%} of them; "
+                   + how)
+    lead = f"the parts are {elong:.2f}x as long as wide (median of {n}); {lies}; {how} -> "
+    if prop.orientation in ("none", "pattern"):
+        prop.crop_aspect = 1.0
+        # a square crop of an unlevelled part must hold it turned any way it lies: its
+        # widest extent (the box's longer side, over the parts as they lie) and not its
+        # length along the axis (a block turned 45 degrees would lose its corners)
+        box = np.array([max(loc.box[2:]) if loc.box else 0.0 for loc in found])
+        q95 = float(np.percentile(box / np.maximum(length, 1.0), 95))
+        # to the nearest 0.05: the box is measured at detection scale, a few pixels large
+        prop.crop_scale = max(CROP_SCALE, round(CROP_SCALE * q95 * 20) / 20)
+        if prop.crop_scale > CROP_SCALE:
+            prop.notes["crop_scale"] = (
+                f"the parts' widest extent as they lie (their box's longer side) is up to "
+                f"{q95:.2f}x their length (95th percentile): crop width = {CROP_SCALE:g} x that")
+        prop.notes["orientation"] = lead + (
+            "not turned; square crop" + ("; at any angle with no long side or pattern to turn "
+                                         "them by, the models learn every angle (a fixture "
+                                         "would help)" if spread >= FIXTURED_DEG else "")
+            if prop.orientation == "none" else
+            "turned until their pattern around the centre matches the one learned from them "
+            "(align.pattern); square crop")
     else:
-        prop.orientation = "head" if headed >= HEAD_SHARE and elong >= ELONGATED else "axis"
-        prop.notes["orientation"] = (
-            f"the parts are {elong:.2f}x as long as wide (median of {n}); {lies}; one end is "
-            f"at least {HEAD_RATIO:g}x wider in {headed:.0%} of them -> "
-            + ("turn the wide end (head) to the left" if prop.orientation == "head" else
-               "only the long axis is levelled"))
+        prop.notes["orientation"] = lead + {
+            "head": "turn the wide end (head) to the left",
+            "axis": "only the long axis is levelled",
+            "axis_pattern": "the long axis is levelled, the end that goes right read from "
+                            "their grey pattern"}[prop.orientation]
         q95 = float(np.percentile(width / np.maximum(length, 1.0), 95))
         prop.crop_aspect = _round_up(q95 * MARGIN / CROP_SCALE, 0.05)
         prop.notes["crop_aspect"] = (
             f"width / length of the parts: 95th percentile {q95:.3f}; crop height = {MARGIN:g} x "
             f"that width (background above and below) at crop width {CROP_SCALE:g} x length")
-    native = CROP_SCALE * float(np.median(length))
+    native = prop.crop_scale * float(np.median(length))
     prop.width = _crop_width(native, prop.crop_aspect)
     prop.notes["width"] = (f"crop width: the part's crop is {native:.0f} frame px wide (median "
-                           f"length {np.median(length):.0f} px x {CROP_SCALE:g}); "
+                           f"length {np.median(length):.0f} px x {prop.crop_scale:g}); "
                            + _width_reason(native, prop.width, prop.crop_aspect))
 
 
-def _crop_spread(pairs: list[tuple[np.ndarray, Localization]], orientation: str) -> float:
+def _best_turn(pairs: list[tuple[np.ndarray, Localization]],
+               elongated: bool) -> tuple[str, tuple[int, ...], str]:
+    """The orientation that makes the parts' crops most alike, the pattern it reads (empty
+    when none), and what was measured. An elongated part is levelled on its axis at least; a
+    shorter one is turned only when that leaves the per-pixel spread below ``LEVEL_GAIN`` x
+    the spread as they lie. Of turns within ``1 / LEVEL_GAIN`` of the best, the first of
+    ``TURNS`` is kept (the outline's axis is the steadiest measure; a pattern is learned)."""
+    parts = [pattern.rings(pattern_patch(img, loc)) for img, loc in pairs]
+    refs = {"pattern": pattern.learn(parts),
+            "axis_pattern": pattern.learn(parts, [loc.angle_deg or 0.0 for _, loc in pairs])}
+    spreads = {t: _crop_spread(pairs, t, refs.get(t, ()))
+               for t in (() if elongated else ("none",)) + TURNS}
+    best = min(v for t, v in spreads.items() if t != "none")
+    turn = next(t for t in TURNS if spreads[t] <= best / LEVEL_GAIN)
+    if not elongated and spreads[turn] >= LEVEL_GAIN * spreads["none"]:
+        turn = "none"
+    measured = ", ".join(f"{t} {v:.2f}" for t, v in spreads.items())
+    return (turn, refs.get(turn, ()),
+            f"their crops' per-pixel spread (each crop scaled to zero mean and unit "
+            f"contrast) by orientation: {measured}")
+
+
+def _crop_spread(pairs: list[tuple[np.ndarray, Localization]], orientation: str,
+                 ref: tuple[int, ...] = ()) -> float:
     """How unlike each other the parts' crops are: the per-pixel standard deviation over
-    small grey crops (96 px, the part's length x 1.1 square), averaged over the crop."""
-    params = AlignParams(orientation=orientation, crop_mode="length", crop_scale=CROP_SCALE,
-                         crop_aspect=1.0)
+    small grey crops (96 px, the part's length x 1.1 square), averaged over the crop.
+
+    Each crop is first scaled to zero mean and unit standard deviation, so parts that are
+    simply lighter or of more contrast than others (tiles from different batches) do not
+    drown what a turn changes: where the part's features and outline lie."""
+    params = AlignParams(orientation=orientation, pattern=ref, crop_mode="length",
+                         crop_scale=CROP_SCALE, crop_aspect=1.0)
     crops = []
     for img, loc in pairs:
-        crops.append(to_gray(align(img, loc, params, 96, 96).crop).astype(np.float32))
+        g = to_gray(align(img, loc, params, 96, 96).crop).astype(np.float32)
+        crops.append((g - g.mean()) / max(float(g.std()), 1e-3))
     return float(np.std(np.stack(crops), axis=0).mean())
 
 
@@ -415,16 +461,30 @@ def _align_table(p: Proposal) -> str:
              f'orientation = "{p.orientation}"']
     if p.orientation == "head":
         lines.append('head_side = "left"')
+    if p.pattern:
+        lines.append(_comment(
+            f"the pattern the good parts share around their centre, learned from the "
+            f"{p.n_measured} measured: {pattern.RINGS} rings (inner to outer) of "
+            f"{pattern.ANGLES} grey levels, every {360 // pattern.ANGLES} degrees, scaled"))
+        lines.append(_pattern_array(p.pattern))
     if p.method == "fixed":
         lines += ['crop_mode = "region"          # the image is stretched onto the crop, '
                   "whatever its size"]
     else:
+        if "crop_scale" in p.notes:
+            lines.append(_comment(p.notes["crop_scale"]))
         lines += ['crop_mode = "length"', f"crop_scale = {p.crop_scale:g}               "
                   "# crop width = this x the part's length"]
     if "crop_aspect" in p.notes:
         lines.append(_comment(p.notes["crop_aspect"]))
     lines.append(f"crop_aspect = {p.crop_aspect:g}               # crop height / crop width")
     return "\n".join(lines) + "\n"
+
+
+def _pattern_array(values: tuple[int, ...]) -> str:
+    """``pattern = [...]``, one ring per three lines."""
+    rows = [", ".join(f"{v:4d}" for v in values[i:i + 24]) for i in range(0, len(values), 24)]
+    return "pattern = [\n" + ",\n".join(f"  {r}" for r in rows) + ",\n]"
 
 
 def _device_path(folder: Path, out: Path) -> str:

@@ -14,16 +14,18 @@ change the thread's handedness and the side the shadow falls on.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import cv2
 import numpy as np
 
-from station.vision.gray import to_uint8
+from station.vision import pattern
+from station.vision.gray import to_gray, to_uint8
 from station.vision.localize import Localization, LocalizeParams, _from_dict, localize
 
 CROP_MODES = ("length", "fixed", "region")
+ORIENTATIONS = ("head", "axis", "axis_pattern", "pattern", "none")
 MIN_CROP_PX = 8
 
 
@@ -47,9 +49,19 @@ class AlignParams:
     orientation: str = field(
         default="head",
         metadata={
-            "choices": ("head", "axis", "none"),
-            "help": "head = long axis horizontal, head on head_side; axis = long axis only; none = no rotation",
+            "choices": ORIENTATIONS,
+            "help": "head = long axis horizontal, head on head_side; axis = long axis only; "
+                    "axis_pattern = long axis horizontal, which end goes right read from the "
+                    "part's grey pattern (no wider end); pattern = turned by that pattern alone "
+                    "(a round part at any angle); none = no rotation",
         },
+    )
+    pattern: tuple[int, ...] = field(
+        default=(),
+        metadata={"min": -100 * pattern.SCALE, "max": 100 * pattern.SCALE,
+                  "help": f"orientation = pattern or axis_pattern: the product's pattern around "
+                          f"the part's centre ({pattern.RINGS} rings of {pattern.ANGLES} values, "
+                          "learned from good parts by station init-recipe)"},
     )
     crop_mode: str = field(
         default="length",
@@ -75,7 +87,9 @@ class AlignParams:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for model metadata."""
-        return asdict(self)
+        d = asdict(self)
+        d["pattern"] = list(self.pattern)
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlignParams:
@@ -115,8 +129,11 @@ def rotation_deg(loc: Localization, params: AlignParams) -> float:
     elif params.orientation == "axis":
         t = -a
         t = (t + 90.0) % 180.0 - 90.0  # smallest rotation that makes the axis horizontal
+    elif params.orientation in ("pattern", "axis_pattern"):
+        t = -a  # ``a`` was read from the pattern by ``read_pattern`` (``align`` calls it)
     else:
-        raise ValueError(f"align: orientation {params.orientation!r}; expected head, axis or none")
+        raise ValueError(f"align: orientation {params.orientation!r}; expected one of "
+                         f"{', '.join(ORIENTATIONS)}")
     return (t + 180.0) % 360.0 - 180.0
 
 
@@ -245,6 +262,37 @@ def warp_to_crop(image: np.ndarray, frame_to_crop: np.ndarray, size: int,
     )
 
 
+def pattern_patch(image: np.ndarray, loc: Localization) -> np.ndarray:
+    """The grey square around the part's centre its pattern is read from (see
+    :mod:`station.vision.pattern`), unturned: ``pattern.REACH`` x the part's longer extent
+    each way from the centre, ``pattern.PATCH`` px."""
+    if loc.center is None:
+        raise ValueError("align: the localization has no centre (status is not ok)")
+    reach = pattern.REACH * max(float(loc.length_px or 0.0), float(loc.width_px or 0.0), 8.0)
+    s = pattern.PATCH / (2.0 * reach)
+    cx, cy = loc.center
+    h = (pattern.PATCH - 1) / 2.0
+    m = np.array([[s, 0.0, h - s * cx], [0.0, s, h - s * cy]], np.float64)
+    return to_gray(warp_to_crop(image, m, pattern.PATCH))
+
+
+def read_pattern(image: np.ndarray, loc: Localization, params: AlignParams) -> Localization:
+    """``loc`` with ``angle_deg`` read from the part's pattern (orientations ``pattern`` and
+    ``axis_pattern``; others unchanged): for ``pattern`` the turn that best matches the
+    recipe's ``align.pattern``; for ``axis_pattern`` the direction of the long axis (precise,
+    from the outline's moments) that the pattern matches better (it only tells the two ends
+    apart)."""
+    if params.orientation not in ("pattern", "axis_pattern"):
+        return loc
+    part = pattern.rings(pattern_patch(image, loc))
+    ref = pattern.reference(params.pattern)
+    if params.orientation == "pattern":
+        return replace(loc, angle_deg=pattern.turn(part, ref))
+    if loc.angle_deg is None:
+        return loc
+    return replace(loc, angle_deg=pattern.better_end(part, ref, float(loc.angle_deg)))
+
+
 def align(image: np.ndarray, loc: Localization, params: AlignParams | None, size: int,
           height: int | None = None) -> AlignedCrop:
     """Crop the localized part into a uint8 image ``size`` px wide and ``height`` px high
@@ -252,6 +300,8 @@ def align(image: np.ndarray, loc: Localization, params: AlignParams | None, size
     params = params or AlignParams()
     if not loc.ok:
         raise PartNotFound(loc)
+    if params.crop_mode != "region":
+        loc = read_pattern(image, loc, params)
     width, height = int(size), int(height or size)
     if min(width, height) < MIN_CROP_PX:
         raise ValueError(f"align: crop {width}x{height} is too small; expected at least "

@@ -12,7 +12,13 @@ import pytest
 
 from station.cli import main
 from station.config import load_recipe
-from tests.vision.products import write_blocks, write_parts, write_surfaces
+from tests.vision.products import (
+    keyed_disc_image,
+    write_blocks,
+    write_images,
+    write_parts,
+    write_surfaces,
+)
 
 N = 16
 
@@ -69,13 +75,23 @@ def test_parts_on_a_plate_become_a_part_to_find_turned_head_left(tmp_path, capsy
         assert part[:, :third].sum() > part[:, -third:].sum()
 
 
-def test_parts_without_a_wide_end_are_levelled_on_their_axis(tmp_path, capsys):
+def test_parts_without_a_wide_end_are_levelled_with_their_tip_to_one_side(tmp_path, capsys):
+    # no end is 1.25x wider, but one is pointed: the axis levels the part and the pattern
+    # learned around the centre tells the ends apart, so every tip lands on one side
     data = write_parts(tmp_path / "d", N, seed=2, head=False)
-    recipe_path, _ = _propose(data, tmp_path, capsys)
+    recipe_path, text = _propose(data, tmp_path, capsys)
     recipe = load_recipe(recipe_path)
-    assert recipe.localize.method == "segment" and recipe.align.orientation == "axis"
+    assert recipe.localize.method == "segment" and recipe.align.orientation == "axis_pattern"
+    assert len(recipe.align.pattern) == 216 and "the ends told apart" not in text
+    assert "the end that goes right read from their grey pattern" in text
     rows = _crops(recipe_path, data, tmp_path, capsys)
     assert all(r["found"] for r in rows)
+    ends = []
+    for r in rows:  # the flat end holds more of the part than the pointed one
+        part = cv2.imread(str(tmp_path / "crops" / r["crop"]), cv2.IMREAD_UNCHANGED) < 128
+        tenth = part.shape[1] // 10
+        ends.append(part[:, tenth:2 * tenth].sum() > part[:, -2 * tenth:-tenth].sum())
+    assert all(ends) or not any(ends), ends
 
 
 def test_short_parts_are_levelled_when_that_makes_their_crops_alike(tmp_path, capsys):
@@ -84,7 +100,7 @@ def test_short_parts_are_levelled_when_that_makes_their_crops_alike(tmp_path, ca
     turning = write_blocks(tmp_path / "turning", N, seed=5)
     recipe_path, text = _propose(turning, turning, capsys)
     assert load_recipe(recipe_path).align.orientation == "axis"
-    assert "they lie at any angle" in text and "levelled on the long axis" in text
+    assert "they lie at any angle" in text and "only the long axis is levelled" in text
     rows = _crops(recipe_path, turning, tmp_path, capsys)
     assert all(r["found"] for r in rows)
     for r in rows:  # levelled: the block's long side runs along the crop's width
@@ -98,12 +114,34 @@ def test_short_parts_are_levelled_when_that_makes_their_crops_alike(tmp_path, ca
     assert load_recipe(recipe_path).align.orientation == "axis"
     assert "they lie fixtured" in text
 
-    # a disc has no long side: "levelling" it on its second moments turns each one by
-    # chance, its crops are no more alike, and it is left as it lies
+    # a plain disc has no long side and no pattern: "levelling" it on its second moments or
+    # its grey levels turns each one by chance, its crops are no more alike, and it is left
+    # as it lies
     discs = write_blocks(tmp_path / "discs", N, seed=6, disc=True)
     recipe_path, text = _propose(discs, discs, capsys)
     assert load_recipe(recipe_path).align.orientation == "none"
-    assert "no long side to level them by" in text
+    assert "no long side or pattern to turn them by" in text
+    assert not load_recipe(recipe_path).align.pattern  # nothing learned to carry
+
+
+def test_round_parts_with_a_key_are_turned_by_their_pattern(tmp_path, capsys):
+    # a textured disc with a key notch and a bore, at any angle: no long side, but the
+    # pattern every good part shares is learned and each crop is turned onto it
+    data = write_images(tmp_path / "d", N, keyed_disc_image, seed=9)
+    recipe_path, text = _propose(data, tmp_path, capsys)
+    recipe = load_recipe(recipe_path)
+    assert recipe.align.orientation == "pattern" and recipe.align.crop_aspect == 1.0
+    assert len(recipe.align.pattern) == 216
+    assert "matches the one learned from them (align.pattern)" in text
+    assert "pattern 0." in text and "none 0." in text  # the spreads it compared
+    rows = _crops(recipe_path, data, tmp_path, capsys, size=96)
+    notch = np.stack([cv2.imread(str(tmp_path / "crops" / r["crop"]), cv2.IMREAD_UNCHANGED) > 160
+                      for r in rows])
+    # the key notch (plate inside the disc's outline) is in the same place in every crop:
+    # the pixels it covers in most crops are plate in nearly all of them
+    inner = notch[:, 12:-12, 12:-12]
+    common = inner.mean(axis=0)
+    assert (common > 0.5).sum() > 20 and (common[common > 0.1] > 0.5).mean() > 0.6
 
 
 def test_a_part_that_falls_apart_into_pieces_is_found_whole(tmp_path, capsys):

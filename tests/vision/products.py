@@ -71,6 +71,60 @@ def block_image(rng: np.random.Generator, shape: tuple[int, int] = (240, 240), *
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def keyed_disc_image(rng: np.random.Generator, shape: tuple[int, int] = (240, 240),
+                     angle_deg: float | None = None, light: float = 0.0) -> np.ndarray:
+    """A round part with a key notch in its rim (at ``angle_deg``, image coordinates; random
+    when None) and a bore off its centre, on a plate: a grain and a shading of its own that
+    differ from part to part (a textured part: the pattern is small beside them), a little
+    out of round along a random axis (so its outline's axis says nothing of the key) and,
+    with ``light``, lighting that grows across the frame by that many grey levels."""
+    h, w = shape
+    a = math.radians(rng.uniform(0, 360) if angle_deg is None else angle_deg)
+    r = rng.uniform(0.3, 0.33) * min(h, w)
+    cx, cy = rng.uniform(0.47, 0.53) * w, rng.uniform(0.47, 0.53) * h
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    part = np.zeros((h, w), np.uint8)
+    cv2.ellipse(part, (round(cx * 16), round(cy * 16)), (round(r * 16), round(0.94 * r * 16)),
+                rng.uniform(0, 180), 0, 360, 1, -1, cv2.LINE_AA, shift=4)
+    u, v = (xx - cx) * math.cos(a) + (yy - cy) * math.sin(a), \
+        -(xx - cx) * math.sin(a) + (yy - cy) * math.cos(a)
+    part[(u > 0.8 * r) & (np.abs(v) < 0.12 * r)] = 0  # the key notch
+    b = a + math.radians(100)  # the bore, a quarter turn and more from the key
+    bore = np.hypot(xx - cx - 0.5 * r * math.cos(b), yy - cy - 0.5 * r * math.sin(b)) < 0.15 * r
+    g = math.radians(rng.uniform(0, 360))  # the part's own shading and grain
+    body = (75 + 25 * ((xx - cx) * math.cos(g) + (yy - cy) * math.sin(g)) / r
+            + cv2.GaussianBlur(rng.normal(0, 18, (h, w)).astype(np.float32), (0, 0), 2.0))
+    body[bore] = 25
+    img = np.where(part > 0, body, 205.0) + rng.normal(0, 3.0, (h, w)) + light * xx / w
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def tagged_bar_image(rng: np.random.Generator, shape: tuple[int, int] = (240, 320),
+                     angle_deg: float | None = None) -> np.ndarray:
+    """A bar 2.5x as long as wide with no wider end, and a light dot near one end (at
+    ``angle_deg`` from the centre, image coordinates; random when None), on a plate."""
+    h, w = shape
+    a = math.radians(rng.uniform(0, 360) if angle_deg is None else angle_deg)
+    length = rng.uniform(0.5, 0.55) * min(h, w)
+    c, s = math.cos(a), math.sin(a)
+    cx, cy = rng.uniform(0.47, 0.53) * w, rng.uniform(0.47, 0.53) * h
+    half = np.array([(-length / 2, -length / 5), (length / 2, -length / 5),
+                     (length / 2, length / 5), (-length / 2, length / 5)])
+    corners = [(cx + p * c - q * s, cy + p * s + q * c) for p, q in half]
+    img = np.full((h, w), 205.0, np.float32) + rng.normal(0, 3.0, (h, w)).astype(np.float32)
+    cv2.fillPoly(img, [np.round(np.array(corners) * 16).astype(np.int32)], 60.0, cv2.LINE_AA,
+                 shift=4)
+    dot = (round((cx + 0.3 * length * c) * 16), round((cy + 0.3 * length * s) * 16))
+    cv2.circle(img, dot, round(0.08 * length * 16), 150.0, -1, cv2.LINE_AA, shift=4)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_images(folder: Path, n: int, draw: Callable[[np.random.Generator], np.ndarray],
+                 seed: int = 0) -> Path:
+    """``n`` images ``draw(rng)`` as ``folder/good/NNN.png``."""
+    return _write_good(folder, n, seed, draw)
+
+
 def write_blocks(folder: Path, n: int, seed: int = 0, **kwargs) -> Path:
     """``n`` block images (see :func:`block_image`) as ``folder/good/NNN.png``."""
     return _write_good(folder, n, seed, lambda rng: block_image(rng, **kwargs))
