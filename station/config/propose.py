@@ -44,7 +44,11 @@ COLOUR_LEVELS = 6.0  # mean channel spread (grey levels) above which images are 
 ELONGATED = 1.6  # length / width at or above which a part is turned onto its axis
 LEVEL_GAIN = 0.9  # a shorter part is turned when that leaves its crops' per-pixel
 #                   spread below this share of the spread unturned
-TURNS = ("axis", "axis_pattern", "pattern")  # orientations tried, the steadiest first
+# orientations tried, the steadiest first: a long part's axis is precise and its pattern
+# need only tell the ends apart; a short part's axis may be little more than noise (a disc a
+# little out of round), so its pattern, which reads the whole turn, comes before the two
+LONG_TURNS = ("axis", "axis_pattern")
+SHORT_TURNS = ("axis", "pattern", "axis_pattern")
 FIXTURED_DEG = 10.0  # spread of the parts' axes (circular std) below which they lie fixtured
 MERGE_GAPS = (0.03, 0.06, 0.1, 0.15)  # localize.merge_gap_frac tried, the default first
 HEAD_RATIO = 1.25  # wide end / narrow end at or above which the head is recognisable
@@ -348,14 +352,16 @@ def _best_turn(pairs: list[tuple[np.ndarray, Localization]],
     when none), and what was measured. An elongated part is levelled on its axis at least; a
     shorter one is turned only when that leaves the per-pixel spread below ``LEVEL_GAIN`` x
     the spread as they lie. Of turns within ``1 / LEVEL_GAIN`` of the best, the first of
-    ``TURNS`` is kept (the outline's axis is the steadiest measure; a pattern is learned)."""
+    ``LONG_TURNS`` or ``SHORT_TURNS`` is kept (the outline's axis is the steadiest measure;
+    a pattern is learned)."""
     parts = [pattern.rings(pattern_patch(img, loc)) for img, loc in pairs]
     refs = {"pattern": pattern.learn(parts),
             "axis_pattern": pattern.learn(parts, [loc.angle_deg or 0.0 for _, loc in pairs])}
+    turns = LONG_TURNS if elongated else SHORT_TURNS
     spreads = {t: _crop_spread(pairs, t, refs.get(t, ()))
-               for t in (() if elongated else ("none",)) + TURNS}
+               for t in (() if elongated else ("none",)) + turns}
     best = min(v for t, v in spreads.items() if t != "none")
-    turn = next(t for t in TURNS if spreads[t] <= best / LEVEL_GAIN)
+    turn = next(t for t in turns if spreads[t] <= best / LEVEL_GAIN)
     if not elongated and spreads[turn] >= LEVEL_GAIN * spreads["none"]:
         turn = "none"
     measured = ", ".join(f"{t} {v:.2f}" for t, v in spreads.items())

@@ -3,6 +3,8 @@ cropped into one pose; a bar with no wider end is turned with its tagged end to 
 
 from __future__ import annotations
 
+import doctest
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,11 @@ from station.vision import pattern
 from station.vision.align import AlignParams, align, pattern_patch
 from station.vision.localize import LocalizeParams, localize
 from tests.vision.products import keyed_disc_image, tagged_bar_image
+
+
+def test_pattern_doctests_hold():
+    result = doctest.testmod(pattern)
+    assert result.attempted >= 5 and result.failed == 0
 
 
 def _rings(img: np.ndarray) -> np.ndarray:
