@@ -26,7 +26,7 @@ from station.models.inference import (
     session_options,
 )
 from station.models.metadata import ModelRefused, from_session
-from station.vision.align import AlignedCrop, AlignParams, PartNotFound, align
+from station.vision.align import AlignedCrop, AlignParams, PartNotFound, align, read_pattern
 from station.vision.localize import LocalizeParams, localize
 from station.vision.preprocess import PreprocessSpec, prepare
 
@@ -188,11 +188,14 @@ class Inspector:
             loc = self.locate(image, box)
             if not loc.ok:
                 raise PartNotFound(loc)
+            params = self.align_params or AlignParams()
+            if params.crop_mode != "region":  # the pose read once, for both crops
+                loc = read_pattern(image, loc, params)
             crops: dict[tuple[int, int], AlignedCrop] = {}  # (width, height) -> crop
             for spec in (self.ae_spec, self.cls_spec):
                 if spec is not None and (spec.size, spec.crop_height) not in crops:
                     crops[spec.size, spec.crop_height] = align(
-                        image, loc, self.align_params, spec.size, spec.crop_height)
+                        image, loc, params, spec.size, spec.crop_height, read=False)
             ae_x = cls_x = None
             if self.autoencoder is not None and self.ae_spec is not None:
                 ae_x = prepare(crops[self.ae_spec.size, self.ae_spec.crop_height].crop, self.ae_spec)[None]

@@ -294,13 +294,14 @@ def read_pattern(image: np.ndarray, loc: Localization, params: AlignParams) -> L
 
 
 def align(image: np.ndarray, loc: Localization, params: AlignParams | None, size: int,
-          height: int | None = None) -> AlignedCrop:
+          height: int | None = None, *, read: bool = True) -> AlignedCrop:
     """Crop the localized part into a uint8 image ``size`` px wide and ``height`` px high
-    (None or 0: square) in canonical pose."""
+    (None or 0: square) in canonical pose. ``read=False``: ``loc`` already carries the angle
+    :func:`read_pattern` read (a part cropped at two sizes reads its pattern once)."""
     params = params or AlignParams()
     if not loc.ok:
         raise PartNotFound(loc)
-    if params.crop_mode != "region":
+    if read and params.crop_mode != "region":
         loc = read_pattern(image, loc, params)
     width, height = int(size), int(height or size)
     if min(width, height) < MIN_CROP_PX:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from station.vision import pattern
-from station.vision.align import AlignParams, align, pattern_patch
+from station.vision.align import AlignParams, align, pattern_patch, read_pattern
 from station.vision.localize import LocalizeParams, localize
 from tests.vision.products import keyed_disc_image, tagged_bar_image
 
@@ -110,3 +110,17 @@ def test_axis_pattern_puts_the_tagged_end_on_one_side():
 def test_a_pattern_of_another_size_is_refused():
     with pytest.raises(ValueError, match="pattern has 3 values; expected 216"):
         pattern.reference((1, 2, 3))
+
+
+def test_a_pose_read_once_crops_as_a_pose_read_per_crop(disc_pattern):
+    # the inspector reads the pattern once for its two crop sizes; training reads it per crop
+    img = keyed_disc_image(np.random.default_rng(2))
+    loc = localize(img, LocalizeParams())
+    params = AlignParams(orientation="pattern", pattern=disc_pattern)
+    posed = read_pattern(img, loc, params)
+    assert posed.angle_deg != loc.angle_deg
+    for size in (64, 96):
+        once = align(img, posed, params, size, read=False)
+        each = align(img, loc, params, size)
+        assert np.array_equal(once.crop, each.crop)
+        assert np.allclose(once.frame_to_crop, each.frame_to_crop)
