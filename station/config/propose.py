@@ -11,8 +11,10 @@
 * how far apart the pieces of one part may lie (``localize.merge_gap_frac``), when a part
   with a band as light as the background falls apart into pieces at the default;
 * orientation (``head`` when an elongated part has a clearly wider end in nearly every
-  image, ``axis`` when it is elongated without one, or when levelling a shorter part makes
-  its crops clearly more alike pixel by pixel, ``none`` otherwise);
+  image; otherwise the turn that makes the parts' crops most alike pixel by pixel:
+  ``axis``, ``axis_pattern`` (the ends told apart by the pattern the parts share, learned
+  here into ``align.pattern``), ``pattern`` (a round part turned by that pattern alone), or,
+  for a shorter part that no turn makes clearly more alike, ``none``);
 * the crop's aspect (from the found parts' width / length, or the images' height / width)
   and its width in pixels (the part's own resolution, capped for a CPU training budget).
 

@@ -161,9 +161,13 @@ class ModelMetadata:
         return LocalizeParams.from_dict(self.localize)
 
     def align_params(self):
+        from station.vision import pattern
         from station.vision.align import AlignParams
 
-        return AlignParams.from_dict(self.align)
+        params = AlignParams.from_dict(self.align)
+        if params.orientation in ("pattern", "axis_pattern"):
+            pattern.reference(params.pattern)  # refused at load, not at every part
+        return params
 
     @property
     def normalization(self) -> str:

@@ -61,6 +61,9 @@ def reference(pattern: tuple[int, ...] | np.ndarray) -> np.ndarray:
     if values.size != SIZE:
         raise ValueError(f"align: pattern has {values.size} values; expected {SIZE} "
                          f"({RINGS} rings of {ANGLES}, written by station init-recipe)")
+    if not values.any():
+        raise ValueError("align: pattern is all zeros; expected the product's pattern "
+                         "(written by station init-recipe)")
     return values.reshape(RINGS, ANGLES).T
 
 

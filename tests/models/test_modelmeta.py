@@ -94,6 +94,10 @@ def test_bare_quantization_tag_is_understood():
         ({"score_normalization": {"method": "odds"}, "threshold": 0.5},
          "'odds' for kind 'autoencoder': only a classifier's score is a probability"),
         ({"align": {"head_side": "left", "tilt": 3}}, "'align' cannot be honoured"),
+        ({"align": {"orientation": "pattern", "pattern": [1, 2]}},
+         "'align' cannot be honoured: align: pattern has 2 values; expected 216"),
+        ({"align": {"orientation": "axis_pattern", "pattern": [0] * 216}},
+         "'align' cannot be honoured: align: pattern is all zeros"),
     ],
 )
 def test_metadata_the_station_cannot_honour_is_refused(ae_file, tmp_path, change, message):
