@@ -211,16 +211,33 @@ def _merge(det: _Detection, params: LocalizeParams) -> tuple[np.ndarray, set[int
     top = int(np.argmax(areas))
     part = (labels == top).astype(np.uint8)
     gap = max(1, int(round(params.merge_gap_frac * max(det.small.shape[:2]))))
-    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
     merged = {top}
     for _ in range(3):
-        near = np.unique(labels[cv2.dilate(part, grow) > 0])
+        near = np.unique(labels[within(part, gap)])
         new = [int(i) for i in near if i not in merged and areas[i] >= det.min_area]
         if not new:
             break
         merged.update(new)
         part = np.isin(labels, list(merged)).astype(np.uint8)
     return part, merged
+
+
+DILATE_MAX_GAP = 12  # px: up to this gap a disc dilation is the faster of the two
+
+
+def within(mask: np.ndarray, gap: int) -> np.ndarray:
+    """Pixels within ``gap`` px of ``mask`` (uint8, 1 = in), as a dilation by a disc.
+
+    A dilation costs as its disc's area, the distance transform the same at any gap: on
+    256 px detection images a 17 px disc takes 0.3 ms, a 53 px one (a widened
+    ``merge_gap_frac`` of 0.1) 1.6 ms against the transform's 0.6 ms. Both found the same
+    pieces to merge in every image of the development screws, tiles on a plate and discs
+    (1632 images), so the faster one is used for each gap.
+    """
+    if gap <= DILATE_MAX_GAP:
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1, 2 * gap + 1))
+        return cv2.dilate(mask, disc) > 0
+    return cv2.distanceTransform(1 - mask, cv2.DIST_L2, 5) <= gap
 
 
 def _judge(det: _Detection, params: LocalizeParams, merged: set[int],

@@ -19,7 +19,7 @@ from station.vision.align import (
     map_points_to_frame,
     warp_map_to_frame,
 )
-from station.vision.localize import LocalizeParams, localize
+from station.vision.localize import LocalizeParams, localize, within
 
 SIZE = 384
 
@@ -252,3 +252,14 @@ def test_station_crops_fails_naming_the_file_without_a_part(tmp_path, capsys):
     assert "empty_tray.png" in err and "none" in err
     rows = [json.loads(line) for line in (out / "crops.jsonl").read_text().splitlines()]
     assert [r["file"] for r in rows if not r["found"]] == ["test/good/empty_tray.png"]
+
+
+@pytest.mark.parametrize("gap", [5, 12, 13, 26, 38])
+def test_pieces_within_the_merge_gap_are_found_alike_at_any_gap(gap):
+    # a piece a little nearer than the gap is within it, one a little farther is not, for
+    # the small gaps (a disc dilation) and the wide ones (a distance transform) alike
+    part = np.zeros((256, 256), np.uint8)
+    part[100:156, 40:100] = 1
+    near_x, far_x = 99 + gap - 1, 99 + gap + 3
+    assert within(part, gap)[128, near_x] and not within(part, gap)[128, far_x]
+    assert within(part, gap)[100 - gap + 1, 70] and not within(part, gap)[100 - gap - 3, 70]
