@@ -136,7 +136,7 @@ def _check_product_kind(recipe: Recipe, ctx: Context) -> None:
 def _check_pattern(recipe: Recipe, ctx: Context) -> None:
     """A pattern orientation needs the product's pattern, of the one size the station reads."""
     al = recipe.align
-    reads = al.orientation in ("pattern", "axis_pattern")
+    reads = al.orientation in pattern.READS_PATTERN
     if al.pattern and len(al.pattern) != pattern.SIZE:
         ctx.error("align.pattern", f"align.pattern has {len(al.pattern)} values: expected "
                   f"{pattern.SIZE} ({pattern.RINGS} rings of {pattern.ANGLES}), as station "

@@ -357,8 +357,9 @@ def _best_turn(pairs: list[tuple[np.ndarray, Localization]],
     ``LONG_TURNS`` or ``SHORT_TURNS`` is kept (the outline's axis is the steadiest measure;
     a pattern is learned)."""
     parts = [pattern.rings(pattern_patch(img, loc)) for img, loc in pairs]
-    refs = {"pattern": pattern.learn(parts),
-            "axis_pattern": pattern.learn(parts, [loc.angle_deg or 0.0 for _, loc in pairs])}
+    refs = {"axis_pattern": pattern.learn(parts, [loc.angle_deg or 0.0 for _, loc in pairs])}
+    if not elongated:  # a long part is only ever levelled first
+        refs["pattern"] = pattern.learn(parts)
     turns = LONG_TURNS if elongated else SHORT_TURNS
     spreads = {t: _crop_spread(pairs, t, refs.get(t, ()))
                for t in (() if elongated else ("none",)) + turns}

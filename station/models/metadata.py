@@ -165,7 +165,7 @@ class ModelMetadata:
         from station.vision.align import AlignParams
 
         params = AlignParams.from_dict(self.align)
-        if params.orientation in ("pattern", "axis_pattern"):
+        if params.orientation in pattern.READS_PATTERN:
             pattern.reference(params.pattern)  # refused at load, not at every part
         return params
 

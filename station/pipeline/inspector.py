@@ -189,8 +189,7 @@ class Inspector:
             if not loc.ok:
                 raise PartNotFound(loc)
             params = self.align_params or AlignParams()
-            if params.crop_mode != "region":  # the pose read once, for both crops
-                loc = read_pattern(image, loc, params)
+            loc = read_pattern(image, loc, params)  # the pose read once, for both crops
             crops: dict[tuple[int, int], AlignedCrop] = {}  # (width, height) -> crop
             for spec in (self.ae_spec, self.cls_spec):
                 if spec is not None and (spec.size, spec.crop_height) not in crops:

@@ -129,7 +129,7 @@ def rotation_deg(loc: Localization, params: AlignParams) -> float:
     elif params.orientation == "axis":
         t = -a
         t = (t + 90.0) % 180.0 - 90.0  # smallest rotation that makes the axis horizontal
-    elif params.orientation in ("pattern", "axis_pattern"):
+    elif params.orientation in pattern.READS_PATTERN:
         t = -a  # ``a`` was read from the pattern by ``read_pattern`` (``align`` calls it)
     else:
         raise ValueError(f"align: orientation {params.orientation!r}; expected one of "
@@ -278,11 +278,11 @@ def pattern_patch(image: np.ndarray, loc: Localization) -> np.ndarray:
 
 def read_pattern(image: np.ndarray, loc: Localization, params: AlignParams) -> Localization:
     """``loc`` with ``angle_deg`` read from the part's pattern (orientations ``pattern`` and
-    ``axis_pattern``; others unchanged): for ``pattern`` the turn that best matches the
-    recipe's ``align.pattern``; for ``axis_pattern`` the direction of the long axis (precise,
-    from the outline's moments) that the pattern matches better (it only tells the two ends
-    apart)."""
-    if params.orientation not in ("pattern", "axis_pattern"):
+    ``axis_pattern``; others, and a region cropped as it lies, unchanged): for ``pattern``
+    the turn that best matches the recipe's ``align.pattern``; for ``axis_pattern`` the
+    direction of the long axis (precise, from the outline's moments) that the pattern
+    matches better (it only tells the two ends apart)."""
+    if params.orientation not in pattern.READS_PATTERN or params.crop_mode == "region":
         return loc
     part = pattern.rings(pattern_patch(image, loc))
     ref = pattern.reference(params.pattern)
@@ -301,7 +301,7 @@ def align(image: np.ndarray, loc: Localization, params: AlignParams | None, size
     params = params or AlignParams()
     if not loc.ok:
         raise PartNotFound(loc)
-    if read and params.crop_mode != "region":
+    if read:
         loc = read_pattern(image, loc, params)
     width, height = int(size), int(height or size)
     if min(width, height) < MIN_CROP_PX:

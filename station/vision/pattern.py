@@ -30,6 +30,7 @@ REACH = 0.55  # the patch's half side, as a share of the part's longer extent
 ANGLES, RINGS = 72, 3  # every 5 degrees; three rings from the centre to the patch's edge
 SIZE = ANGLES * RINGS  # values in ``align.pattern``
 SCALE = 100  # the stored pattern has this root-mean-square (integers keep the recipe short)
+READS_PATTERN = ("pattern", "axis_pattern")  # the align.orientation values that read it
 SHADING_PX = 24.0  # Gaussian sigma (patch px) of the lighting removed before the rings
 
 

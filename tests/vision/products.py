@@ -119,15 +119,9 @@ def tagged_bar_image(rng: np.random.Generator, shape: tuple[int, int] = (240, 32
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_images(folder: Path, n: int, draw: Callable[[np.random.Generator], np.ndarray],
-                 seed: int = 0) -> Path:
-    """``n`` images ``draw(rng)`` as ``folder/good/NNN.png``."""
-    return _write_good(folder, n, seed, draw)
-
-
 def write_blocks(folder: Path, n: int, seed: int = 0, **kwargs) -> Path:
     """``n`` block images (see :func:`block_image`) as ``folder/good/NNN.png``."""
-    return _write_good(folder, n, seed, lambda rng: block_image(rng, **kwargs))
+    return write_images(folder, n, lambda rng: block_image(rng, **kwargs), seed)
 
 
 def surface_image(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
@@ -144,11 +138,12 @@ def surface_image(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarra
 
 def write_parts(folder: Path, n: int, seed: int = 0, **kwargs) -> Path:
     """``n`` part images (see :func:`part_image`) as ``folder/good/NNN.png``."""
-    return _write_good(folder, n, seed, lambda rng: part_image(rng, **kwargs))
+    return write_images(folder, n, lambda rng: part_image(rng, **kwargs), seed)
 
 
-def _write_good(folder: Path, n: int, seed: int,
-                draw: Callable[[np.random.Generator], np.ndarray]) -> Path:
+def write_images(folder: Path, n: int, draw: Callable[[np.random.Generator], np.ndarray],
+                 seed: int = 0) -> Path:
+    """``n`` images ``draw(rng)`` as ``folder/good/NNN.png``."""
     rng = np.random.default_rng(seed)
     good = folder / "good"
     good.mkdir(parents=True, exist_ok=True)
