@@ -96,6 +96,10 @@ def _add_ae_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ae-jitter", type=int, default=None, metavar="PX",
                         help="how far each pixel of a good neighbour may move to match (default: "
                              "1 for a found part, 6 for a fixed region)")
+    parser.add_argument("--ae-match-level", choices=("on", "off"), default=None,
+                        help="give each good neighbour the crop's brightness and contrast "
+                             "before comparing (default: on for a fixed region, whose batches "
+                             "differ in level; off for a found part)")
     parser.add_argument("--ae-regions", default=None, metavar="ROWSxCOLS",
                         help="cut the crop into ROWS x COLS regions that each find their own "
                              "nearest good parts, e.g. 1x6 (default: a found part along its "
@@ -179,6 +183,8 @@ def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
             if not low <= value <= high:
                 return f"--{flag.replace('_', '-')} {value}: expected {low} to {high}{unit}"
             setattr(opts.ae, field, value)
+    if args.ae_match_level is not None:
+        opts.ae.photometric = args.ae_match_level == "on"
     if args.ae_regions is not None:
         rows, x, cols = args.ae_regions.lower().partition("x")
         if not (x and rows.isdigit() and cols.isdigit() and 1 <= int(rows) <= 16

@@ -134,8 +134,8 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     rc = main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
                *flags, "--epochs", "1", "--minutes", "0.3",
                "--folds", "2", "--fold", "0", "--width", "0.05", "--no-int8", "--quiet",
-               *(["--ae-regions", "2x1", "--ae-neighbours", "2", "--ae-jitter", "2"]
-                 if colour else [])])
+               *(["--ae-regions", "2x1", "--ae-neighbours", "2", "--ae-jitter", "2",
+                  "--ae-match-level", "off"] if colour else [])])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert f"autoencoder: crop 32x40 px (width x height), {kind}" in printed
@@ -145,9 +145,10 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     assert ae.input_shape == (channels, 40, 32)
     assert ae.meta.preprocess_spec().color == ("rgb" if colour else "gray")
     assert (ae.meta.localize["method"], ae.meta.align["crop_mode"]) == ("fixed", "region")
-    arch = ae.meta.architecture  # a surface: one retrieval region, more play; or as told
-    assert (tuple(arch["regions"]), arch["neighbours"], arch["jitter_px"]) == (
-        ((2, 1), 2, 2) if colour else ((1, 1), 5, 6))
+    arch = ae.meta.architecture  # a surface: one retrieval region, more play, its
+    # level matched; or as told
+    assert (tuple(arch["regions"]), arch["neighbours"], arch["jitter_px"],
+            arch["photometric"]) == (((2, 1), 2, 2, False) if colour else ((1, 1), 5, 6, True))
     classifier = load_model(out / "classifier.onnx")
     assert classifier.input_shape == (channels, 64, 32)
     # a surface's mirror images: trained on and averaged over in the file

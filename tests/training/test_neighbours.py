@@ -137,7 +137,7 @@ def test_each_region_finds_its_own_neighbours(headed_parts):
 
 def test_regions_follow_the_product_kind():
     """A found and turned part is cut along its length; a fixed region (a surface) is one
-    region; regions the engineer set are kept."""
+    region, its neighbours given its level and contrast; regions the engineer set are kept."""
     from training.train import TrainOptions, _ae_options
 
     spec = PreprocessSpec(size=320, height=112)
@@ -146,6 +146,7 @@ def test_regions_follow_the_product_kind():
     assert (tuple(found.regions), found.jitter_px) == ((1, 6), 1)
     fixed = _ae_options(opts, LocalizeParams(method="fixed"), 1.0, spec)
     assert (tuple(fixed.regions), fixed.jitter_px, fixed.whole_region) == ((1, 1), 6, True)
+    assert (fixed.photometric, found.photometric) == (True, False)
     opts.ae.regions = (2, 3)
     assert tuple(_ae_options(opts, LocalizeParams(), 1.0, spec).regions) == (2, 3)
 
@@ -244,3 +245,46 @@ def test_a_colour_defect_at_the_same_grey_level_still_shows():
         quiet, shown = ref.residual(good), ref.residual(hue)
     assert float(quiet.max()) < 0.02
     assert float(shown[0, 0, 9:13, 21:29].min()) > 0.08  # mean over channels of 0.2, 0, 0.2
+
+
+def grain(level: float, gain: float, rng: np.random.Generator) -> np.ndarray:
+    """A surface crop [1, H, W]: grinding marks (rows of a fixed random profile) at a
+    brightness ``level`` and a contrast ``gain`` (a batch of tiles lit or fired a little
+    differently), plus sensor noise."""
+    marks = np.random.default_rng(7).normal(0.0, 0.08, (H, 1)).astype(np.float32)
+    img = level + gain * np.broadcast_to(marks, (H, W))
+    return (img + rng.normal(0.0, 0.01, (H, W))).astype(np.float32)[None]
+
+
+def test_a_surface_lit_differently_is_compared_by_its_texture(tmp_path: Path):
+    """A good surface brighter and more contrasted than every good one in the bank lies
+    outside all their bands; each neighbour given the crop's level and contrast first
+    (``photometric``), it scores like the other good ones, while a stain on it still
+    stands out; in torch and in ONNX alike."""
+    import torch
+
+    rng = np.random.default_rng(8)
+    bank = np.stack([grain(0.5, 1.0, rng) for _ in range(8)])
+    val = np.stack([grain(0.5, 1.0, rng) for _ in range(8)])
+    good = np.stack([grain(0.5, 1.0, rng) for _ in range(4)])
+    lit = np.stack([grain(0.62, 1.3, rng) for _ in range(4)])
+    stained = lit.copy()
+    stained[:, 0, 8:14, 24:34] -= 0.15
+    worst = {}
+    for photometric in (False, True):
+        options = AutoencoderOptions(neighbours=3, jitter_px=1, input_blur=0.5, blur_sigma=1.0,
+                                     sd_blur_sigma=1.0, whole_region=True, match_sigma=1.0,
+                                     photometric=photometric)
+        h = neighbour_head(bank, val, options).head
+        top = scores(h, good).max()
+        worst[photometric] = (scores(h, lit).max() / top, scores(h, stained).min() / top)
+    assert worst[False][0] > 10.0, worst  # measured 94x the good ones' top score
+    assert worst[True][0] < 1.5, worst  # measured 1.15x
+    assert worst[True][1] > 10.0, worst  # measured 55x
+    meta = ModelMetadata(kind="autoencoder", threshold=1.0,
+                         preprocess=PreprocessSpec(size=W, height=H).to_metadata(),
+                         localize=LocalizeParams(method="fixed").to_dict(),
+                         align=AlignParams().to_dict())
+    path = export_onnx(h, tmp_path / "ae.onnx", meta, torch.from_numpy(good[:2]))
+    diffs = parity(h, path, np.concatenate([good, lit, stained]))
+    assert max(diffs.values()) <= 1e-3, diffs

@@ -38,6 +38,10 @@ class AutoencoderOptions:
     # is one region
     regions: tuple[int, int] = (0, 0)
     bank_max: int = 400  # good crops kept in the bank (a seeded sample beyond that)
+    # retrieval: each neighbour given the crop's level and contrast first; None = by product
+    # kind: on for a fixed region (a surface's batches differ in brightness), off for a
+    # found part (the plate around it fixes the level)
+    photometric: bool | None = None
     whole_region: bool = False  # score the whole crop (a fixed region: the crop IS the part)
     base_channels: int = 16  # channels after the first stage; doubled per stage (capped)
     max_channels: int = 64

@@ -232,7 +232,8 @@ def neighbour_head(train: np.ndarray, val_good: np.ndarray, options: Autoencoder
     bank = bank_from(np.ascontiguousarray(train, dtype=np.float32), options)
     ref = NeighbourReference(bank, options.neighbours, max(0, options.jitter_px),
                              options.input_blur, options.match_sigma,
-                             regions=_two(options.regions))
+                             regions=_two(options.regions),
+                             photometric=bool(options.photometric))
     head = ScoringHead(ref, (int(train.shape[-2]), int(train.shape[-1])), options).eval()
     calibration = head.calibrate(np.ascontiguousarray(val_good, dtype=np.float32), options,
                                  region_from=train)
