@@ -487,7 +487,7 @@ def _ae_options(opts: TrainOptions, loc: LocalizeParams, minutes: float,
     """The autoencoder's options for this product: a fixed region (the crop IS the part) is
     scored edge to edge and, never aligned, gets more jitter (3-fold CV, development tiles at
     256 x 320: AUROC 0.900 at 2 px, 0.908 at 4, 0.919 at 6, 0.912 at 12), one retrieval
-    region and neighbours given its level (``photometric``); a found part is cut up."""
+    region, its level matched (``photometric``); a found part is cut along its length."""
     ae = AutoencoderOptions(**{**opts.ae.to_dict(), "seed": opts.seed, "minutes": minutes})
     ae.epochs = opts.epochs or ae.epochs
     fixed = loc.method == "fixed"
