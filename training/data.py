@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from station.sources.datasets import Sample, load_image
-from station.vision.align import AlignParams, PartNotFound, find_and_align
+from station.sources.datasets import Sample, load_image, load_mask
+from station.vision.align import AlignParams, PartNotFound, find_and_align, warp_to_crop
 from station.vision.localize import LocalizeParams
 
 CACHE_VERSION = 1
@@ -50,6 +50,20 @@ class CropSet:
             frame_to_crop=self.frame_to_crop[ii], frame_shapes=self.frame_shapes[ii],
             ok=self.ok[ii], messages=[self.messages[i] for i in ii],
         )
+
+    def masks(self) -> list[np.ndarray | None]:
+        """Each sample's defect mask carried into its crop (bool H x W), resampled as the
+        crop was; None where the sample has no mask or its part was not found."""
+        h, w = self.crops.shape[1:3]
+        out: list[np.ndarray | None] = []
+        for s, f2c, shape, ok in zip(self.samples, self.frame_to_crop, self.frame_shapes,
+                                     self.ok, strict=True):
+            if s.mask_path is None or not ok:
+                out.append(None)
+                continue
+            full = load_mask(s.mask_path, tuple(shape), s.path).astype(np.uint8) * 255
+            out.append(warp_to_crop(full, f2c, w, h) >= 64)
+        return out
 
     def good_crops(self) -> list[np.ndarray]:
         """The crops whose part was found (what training can use)."""

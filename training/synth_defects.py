@@ -10,6 +10,9 @@ plausible local anomalies on a good crop and return the exact mask of what chang
 - ``dent``: the silhouette eaten into, bulged out, or smeared locally (damaged threads,
   bent tips, chipped heads).
 
+:func:`transplant` does the same with a real defect whose mask is known: it moves the
+defect onto another good crop, so the classifier sees it on more than its own photograph.
+
 They work on uint8 crops as the shared crop makes them (gray ``(H, W)`` or colour
 ``(H, W, C)``) with the part roughly centred and horizontal, and put the defect mostly on
 the part, found by Otsu on the crop (its polarity read from the crop border, which is
@@ -246,3 +249,37 @@ def synthesize(
             break
     assert best is not None
     return best
+
+
+def transplant(defect: np.ndarray, mask: np.ndarray, good: np.ndarray,
+               rng: np.random.Generator) -> SynthDefect:
+    """A real defect moved onto another good crop: its masked pixels (and a rim of 1-3 px,
+    feathered) pasted at the same place, their level shifted by how the two crops differ
+    around it.
+
+    Aligned crops put a defect's place on the part at the same pixels, so the defect lands
+    where it could occur; on a new background it stops being tied to the rest of the image it
+    came from (its lighting, its tile), which a classifier with tens of real defects would
+    otherwise learn as well. ``mask`` is the defect's bool mask in crop space.
+
+    >>> rng = np.random.default_rng(0)
+    >>> good = np.full((32, 32), 100, np.uint8); bad = np.full((32, 32), 150, np.uint8)
+    >>> m = np.zeros((32, 32), bool); m[12:20, 12:20] = True; bad[m] = 130
+    >>> out = transplant(bad, m, good, rng).image
+    >>> int(out[16, 16]), int(out[2, 2])  # 20 levels under its surroundings, as it was
+    (80, 100)
+    """
+    _check_crop(defect)
+    _check_crop(good)
+    if defect.shape != good.shape or mask.shape != good.shape[:2]:
+        raise ValueError(f"transplant needs crops and a mask of one size, got {defect.shape}, "
+                         f"{good.shape} and {mask.shape}")
+    r = int(rng.integers(1, 4))
+    grown = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+    ring = (cv2.dilate(grown.astype(np.uint8), cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (11, 11))) > 0) & ~grown
+    alpha = np.clip(cv2.GaussianBlur(grown.astype(np.float32), (0, 0), 1.0), 0.0, 1.0)
+    src, dst = defect.astype(np.float32), good.astype(np.float32)
+    shift = (dst[ring].mean(axis=0) - src[ring].mean(axis=0)) if ring.any() else 0.0
+    return SynthDefect(image=_blend(good, src + shift, alpha), mask=grown, kind="transplant")

@@ -69,6 +69,7 @@ class TrainOptions:
     width: float | None = None  # classifier width multiplier (None = the classifier default)
     classifier_members: int | None = None  # networks averaged (None = the classifier default)
     classifier_flips: str = "none"  # the product's mirror images (recipe models.flips)
+    classifier_transplant: float | None = None  # real defects moved (None: 0.5 on a surface)
     pretrained: Path | None = None
     folds: int = 0
     fold: int = 0
@@ -558,19 +559,18 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     train_set = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
     val_set = _ok(crops.select(roles["val_good"] + roles["thr_good"] + roles["val_labeled"]))
     copts = ClassifierOptions(size=spec.size, height=spec.height, minutes=minutes, seed=opts.seed,
-                              pretrained=opts.pretrained, device=device, flips=opts.classifier_flips)
-    if opts.width is not None:
-        copts.width = opts.width
-    if opts.epochs:
-        copts.epochs = opts.epochs
-    if opts.classifier_members is not None:
-        copts.members = opts.classifier_members
+                              pretrained=opts.pretrained, device=device, flips=opts.classifier_flips,
+                              transplant=0.5 if loc.method == "fixed" else 0.0)  # tiles, not screws
+    for name, value in (("width", opts.width), ("epochs", opts.epochs or None), ("members",
+                        opts.classifier_members), ("transplant", opts.classifier_transplant)):
+        if value is not None:  # else the classifier's default
+            setattr(copts, name, value)
     print(f"classifier: {len(train_set.samples)} training crops "
           f"({int(_labels(train_set).sum())} real defects), {len(val_set.samples)} validation, "
           f"{minutes:.1f} min budget, {spec.size}x{spec.crop_height}px, width {copts.width}, "
-          f"{copts.members} network(s) averaged, flips {copts.flips}")
+          f"{copts.members} network(s) averaged, flips {copts.flips}, defects moved {copts.transplant:g}")
     res = train_classifier(list(train_set.crops), _labels(train_set), list(val_set.crops),
-                           _labels(val_set), spec, copts, opts.progress)
+                           _labels(val_set), spec, copts, opts.progress, train_set.masks())
     for row in res.history:
         log({"model": "classifier", **row})
     labels = _labels(val_set)
@@ -582,7 +582,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     arch = {"name": "vgg16", "width": copts.width, "size": spec.size, "height": spec.crop_height,
             "pretrained": str(opts.pretrained) if opts.pretrained else None,
             "batch_norm": copts.batch_norm, "epochs_run": len(res.history),
-            "members": copts.members, "flips": copts.flips}
+            "members": copts.members, "flips": copts.flips, "transplant": copts.transplant}
     meta = _metadata("classifier", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)
     x = prepare_batch(list(val_set.crops[:8]), spec)
     # with its Grad-CAM map ``cam``, held to torch by the parity check and kept float in int8

@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the labeled defective images the classifier trains on; "
                              "the rest choose the thresholds (default: the recipe's "
                              "models.defect_train_share, else 0.5)")
+    parser.add_argument("--cls-transplant", type=float, default=None, metavar="SHARE",
+                        help="share of the classifier's real-defect slots that show a real "
+                             "defect moved onto another good part, where the data set has its "
+                             "mask (default: 0.5 for a fixed region, 0 for a found part; "
+                             "0 = each defect only as photographed)")
     parser.add_argument("--flips", default=None,
                         choices=("none", "horizontal", "vertical", "both"),
                         help="mirror images of a good part that are good parts too: the "
@@ -146,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _apply_split_args(args: argparse.Namespace, opts: Any) -> str | None:
-    """The threshold cap, the defects' split and the classifier's members into ``opts``; a
-    one-line problem, or None."""
+    """The threshold cap, the defects' split, the classifier's members and transplants into
+    ``opts``; a one-line problem, or None."""
     if args.max_false_reject is not None:
         if not 0.0 <= args.max_false_reject < 1.0:
             return f"--max-false-reject {args.max_false_reject}: expected a share from 0 to 1"
@@ -161,6 +166,10 @@ def _apply_split_args(args: argparse.Namespace, opts: Any) -> str | None:
         opts.defect_train_share = args.defect_train_share
     if args.classifier_members is not None and args.classifier_members < 1:
         return f"--classifier-members {args.classifier_members}: expected 1 or more"
+    if args.cls_transplant is not None:
+        if not 0.0 <= args.cls_transplant <= 1.0:
+            return f"--cls-transplant {args.cls_transplant}: expected a share from 0 to 1"
+        opts.classifier_transplant = args.cls_transplant
     return None
 
 

@@ -261,3 +261,24 @@ def test_training_crops_are_mirrored_only_as_the_recipe_allows(flips, left_right
     mirrored_tb = np.mean([s[:20].mean() > s[20:].mean() for s in seen])
     assert (0.3 < mirrored_lr < 0.7) if left_right else mirrored_lr == 0
     assert (0.3 < mirrored_tb < 0.7) if top_bottom else mirrored_tb == 0
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_real_defects_are_shown_on_other_good_parts_as_often_as_asked(share: float) -> None:
+    """With masks, a ``transplant`` share of the real-defect slots puts the real defect on a
+    good crop's surface, so the rest of its own image is not what marks it as defective."""
+    from training.classifier import BatchMaker
+
+    striped = np.full((SIZE, SIZE), 60, np.uint8)
+    striped[:, ::8] = striped[:, 1::8] = striped[:, 2::8] = striped[:, 3::8] = 120
+    good = [striped] * 4  # the good parts' surface: stripes
+    real = np.full((SIZE, SIZE), 200, np.uint8)  # the defect's own surface: plain
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[28:36, 28:36] = True
+    real[mask] = 150
+    make = BatchMaker(good, [real], SPEC, np.random.default_rng(0), batch_size=16, n_real=8,
+                      masks=[mask], transplant=share)
+    slots = np.concatenate([make()[0].numpy()[8:16] for _ in range(25)])  # real-defect slots
+    stripes = np.abs(np.diff(slots[:, 0, 4:20, 4:-4], axis=2)).mean(axis=(1, 2))
+    on_good = np.mean(stripes > 0.05)
+    assert abs(on_good - share) < 0.15, (on_good, share)

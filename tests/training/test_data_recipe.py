@@ -102,6 +102,20 @@ def test_crops_of_a_fixed_region_product_are_made_for_every_size(tmp_path):
     assert len(list((tmp_path / "cache").glob("crops-32x*.npz"))) == 2
 
 
+def test_a_defect_mask_is_carried_into_the_crop_with_its_image(tmp_path):
+    data = write_surface_dataset(tmp_path / "d", 2, 4, seed=1)
+    samples = list(read_dataset(data))
+    crops = compute_crops(samples, FIXED, REGION, 32, progress=False, height=40)
+    masks = crops.masks()
+    for s, crop, mask in zip(samples, crops.crops, masks, strict=True):
+        if s.label == 0:
+            assert mask is None
+            continue
+        assert mask is not None and mask.shape == (40, 32) and mask.sum() >= 4
+        # the pit (grey 25 on a brighter surface) is where the crop's mask says
+        assert crop[mask].mean() < 60 < crop[~mask].mean()
+
+
 def test_colour_parts_keep_their_colour_through_the_crop(tmp_path):
     data = write_parts(tmp_path / "d", 4, colour=True)
     samples = list(read_dataset(data))
@@ -135,7 +149,7 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
                *flags, "--epochs", "1", "--minutes", "0.3",
                "--folds", "2", "--fold", "0", "--width", "0.05", "--no-int8", "--quiet",
                *(["--ae-regions", "2x1", "--ae-neighbours", "2", "--ae-jitter", "2",
-                  "--ae-match-level", "off"] if colour else [])])
+                  "--ae-match-level", "off", "--cls-transplant", "0"] if colour else [])])
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert f"autoencoder: crop 32x40 px (width x height), {kind}" in printed
@@ -153,6 +167,8 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     assert classifier.input_shape == (channels, 64, 32)
     # a surface's mirror images: trained on and averaged over in the file
     assert classifier.meta.architecture["flips"] == ("both" if colour else "horizontal")
+    # a surface: the pits moved onto other surfaces in half the real slots; or as told
+    assert classifier.meta.architecture["transplant"] == (0.0 if colour else 0.5)
     split = json.loads((out / "split.json").read_text())
     roles = {role: sum("defect/" in p for p in paths) for role, paths in split["roles"].items()}
     # 4 defects outside the held-out fold: 3 train the classifier (2 at the default 0.5)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from station.sim import render_part
 from station.vision.align import find_and_align
-from training.synth_defects import KINDS, part_mask, synthesize
+from training.synth_defects import KINDS, SynthDefect, part_mask, synthesize, transplant
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +68,27 @@ def test_colour_crops_and_bad_input(crops) -> None:
         synthesize(crops[0], np.random.default_rng(0), kind="rust")
     blank = np.full((64, 64), 200, np.uint8)  # no part found: falls back to the centre
     assert synthesize(blank, np.random.default_rng(0), kind="blob").mask.any()
+
+
+def test_a_real_defect_moves_onto_another_crop_with_its_contrast(crops) -> None:
+    rng = np.random.default_rng(5)
+    h, w = crops[0].shape
+    mask = np.zeros((h, w), bool)
+    mask[h // 2 - 6:h // 2 + 6, w // 2 - 6:w // 2 + 6] = True  # a pit on the part
+    bad = crops[0].copy()
+    bad[mask] = np.clip(bad[mask].astype(int) - 50, 0, 255)
+    made = SynthDefect(image=bad, mask=mask, kind="pit")
+    lighter = np.clip(crops[1].astype(int) + 40, 0, 255).astype(np.uint8)  # another light
+    moved = transplant(made.image, made.mask, lighter, rng)
+    assert moved.kind == "transplant" and moved.image.shape == lighter.shape
+    assert moved.mask[made.mask].all()  # the defect and a rim of 1-3 px
+    near = cv2.dilate(moved.mask.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert np.array_equal(moved.image[~near], lighter[~near])  # the rest of the crop as it was
+    # inside, the defect's pixels stand out of their new surroundings as they did of the old
+    core = cv2.erode(made.mask.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    assert core.sum() >= 4
+    was = made.image[core].astype(float) - made.image[near & ~moved.mask].mean()
+    now = moved.image[core].astype(float) - moved.image[near & ~moved.mask].mean()
+    assert abs(np.median(was - now)) < 12
+    with pytest.raises(ValueError, match="one size"):
+        transplant(made.image, made.mask[:-1], lighter, rng)

@@ -115,6 +115,7 @@ def test_train_writes_the_model_folder(trained):
     cls_meta = load_model(out / "classifier.onnx").meta
     assert cls_meta.score_normalization == {"method": "odds"} and 0 < cls_meta.threshold < 1
     assert cls_meta.normalized(cls_meta.threshold) == pytest.approx(1.0)
+    assert cls_meta.architecture["transplant"] == 0.0  # a found part's defects stay in place
     assert load_model(out / "autoencoder.onnx").meta.score_normalization == {"method": "ratio"}
     arch = load_model(out / "autoencoder.onnx").meta.architecture  # --ae-topk reached the model
     assert (arch["score"], arch["topk_frac"]) == ("topk", 0.01)
@@ -278,6 +279,7 @@ def test_train_without_torch_names_the_extra(monkeypatch, tmp_path):
     ("--ae-topk", "0.7", "between 0 and 0.5"), ("--ae-share", "1.5", "between 0 and 1"),
     ("--max-false-reject", "1.2", "a share from 0 to 1"),
     ("--classifier-members", "0", "expected 1 or more"),
+    ("--cls-transplant", "1.5", "a share from 0 to 1"),
     ("--defect-train-share", "0.95", "above 0 and up to 0.9"),
     ("--defect-train-share", "0", "above 0 and up to 0.9")])
 def test_bad_autoencoder_knobs_are_one_line_errors(tmp_path, capsys, flag, value, says):

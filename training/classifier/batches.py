@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from station.vision.preprocess import PreprocessSpec, prepare_batch
-from training.synth_defects import synthesize
+from training.synth_defects import synthesize, transplant
 
 
 def augment(crop: np.ndarray, rng: np.random.Generator, flips: str = "none") -> np.ndarray:
@@ -36,7 +36,8 @@ def augment(crop: np.ndarray, rng: np.random.Generator, flips: str = "none") -> 
 
 @dataclass
 class BatchMaker:
-    """Training batches: ``half`` good crops, ``n_real`` real defects, the rest synthesized
+    """Training batches: ``half`` good crops, ``n_real`` real defects (a ``transplant``
+    share of them moved onto a good crop, where their mask is known), the rest synthesized
     defects on good crops; all augmented and prepared as the station prepares them."""
 
     good: list[np.ndarray]
@@ -46,6 +47,8 @@ class BatchMaker:
     batch_size: int
     n_real: int
     flips: str = "none"  # the mirror images the product may show (ensemble.FLIPS)
+    masks: list[np.ndarray | None] | None = None  # each real defect's crop-space mask
+    transplant: float = 0.0  # share of real-defect slots moved onto a good crop (with a mask)
 
     @property
     def half(self) -> int:
@@ -57,7 +60,10 @@ class BatchMaker:
         for i in rng.integers(0, len(good), size=half):
             imgs.append(augment(good[i], rng, self.flips))
         for i in rng.integers(0, len(self.real), size=self.n_real) if self.n_real else []:
-            imgs.append(augment(self.real[i], rng, self.flips))
+            img, mask = self.real[i], self.masks[i] if self.masks and self.transplant else None
+            if mask is not None and mask.any() and rng.random() < self.transplant:
+                img = transplant(img, mask, good[rng.integers(0, len(good))], rng).image
+            imgs.append(augment(img, rng, self.flips))
         for _ in range(self.batch_size - half - self.n_real):
             base, donor = rng.integers(0, len(good), size=2)
             imgs.append(augment(synthesize(good[base], rng, donor=good[donor]).image, rng,

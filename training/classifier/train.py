@@ -1,8 +1,9 @@
 """Train the VGG16 defect classifier on good crops, real defects and synthesized defects.
 
 Every batch is half good crops and half defects: real defective crops when the data set has
-them, and defects synthesized on the fly on good crops (:mod:`training.synth_defects`), so
-the classifier learns even from good parts alone (:mod:`training.classifier.batches`).
+them (half of them moved onto another good crop where their mask is known), and defects
+synthesized on the fly on good crops (:mod:`training.synth_defects`), so the classifier
+learns even from good parts alone (:mod:`training.classifier.batches`).
 Crops go through the station's own preprocessing (``station.vision.preprocess.prepare_batch``),
 never a copy of it, so the network sees in training exactly what it sees on the line.
 
@@ -153,9 +154,10 @@ def _fit(run: _Run, opts: ClassifierOptions, steps_per_epoch: int, spec: Preproc
     return history, stopped_by_time
 
 
-def _train_one(good: list[np.ndarray], real: list[np.ndarray], vcrops: list[np.ndarray],
-               vlabels: np.ndarray, spec: PreprocessSpec, opts: ClassifierOptions, seed: int,
-               minutes: float, desc: str, progress: bool) -> tuple[VGG16, list[dict[str, Any]], bool]:
+def _train_one(good: list[np.ndarray], real: list[np.ndarray], masks: list[np.ndarray | None],
+               vcrops: list[np.ndarray], vlabels: np.ndarray, spec: PreprocessSpec,
+               opts: ClassifierOptions, seed: int, minutes: float, desc: str, progress: bool
+               ) -> tuple[VGG16, list[dict[str, Any]], bool]:
     """One network from ``seed`` in ``minutes``: (model in eval mode, history, stopped by time)."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
@@ -169,7 +171,8 @@ def _train_one(good: list[np.ndarray], real: list[np.ndarray], vcrops: list[np.n
     n_real = int(round(half * (1.0 - opts.synth_ratio))) if real else 0
     bar = tqdm(total=steps_per_epoch * opts.epochs, desc=desc, unit="step",
                disable=not progress, dynamic_ncols=True)
-    batches = BatchMaker(good, real, spec, rng, opts.batch_size, n_real, opts.flips)
+    batches = BatchMaker(good, real, spec, rng, opts.batch_size, n_real, opts.flips, masks,
+                         opts.transplant)
     run = _Run(model, device, batches,
                opts.resolved_lr(batch_norm), opts.weight_decay, steps_per_epoch * opts.epochs,
                minutes * 60.0, bar)
@@ -186,13 +189,15 @@ def train_classifier(
     spec: PreprocessSpec,
     options: ClassifierOptions | None = None,
     progress: bool = True,
+    train_masks: list[np.ndarray | None] | None = None,
 ) -> ClassifierResult:
     """Train the classifier; each of ``options.members`` networks (seeds ``seed``,
     ``seed + 1``, ...) stops after ``options.epochs`` or its share of ``options.minutes``,
     first, and several are averaged into one :class:`~training.classifier.ensemble.Ensemble`.
 
     ``train_labels``: 0 good, 1 defective (real defects). Good crops are required; defects
-    are optional. Returns the model on CPU in eval mode, p_defect on ``val_crops`` and a
+    are optional. ``train_masks`` (one per training crop, None where unknown) lets a
+    ``transplant`` share of the real-defect slots show a defect on another good crop. Returns the model on CPU in eval mode, p_defect on ``val_crops`` and a
     per-epoch history (the member, loss, learning rate, seconds, and the validation AUROC of
     good vs real defects where there are any, and of good vs synthesized defects on
     validation good crops, a health check that works without defects).
@@ -200,6 +205,9 @@ def train_classifier(
     opts = options or ClassifierOptions()
     opts.validate(spec)
     good, real, vcrops, vlabels = _check_inputs(train_crops, train_labels, val_crops, val_labels)
+    labels = np.asarray(train_labels).reshape(-1)
+    masks = ([m for m, y in zip(train_masks, labels, strict=True) if y == 1]
+             if train_masks is not None else [None] * len(real))
     if opts.threads is not None:
         torch.set_num_threads(opts.threads)
     nets: list[VGG16] = []
@@ -210,7 +218,7 @@ def train_classifier(
         # each member's share of what is left, so a member cut short leaves time to the next
         minutes = (opts.minutes - (time.monotonic() - t0) / 60.0) / (opts.members - i)
         desc = "classifier" if opts.members == 1 else f"classifier {i + 1}/{opts.members}"
-        net, rows, stopped_by_time = _train_one(good, real, vcrops, vlabels, spec, opts,
+        net, rows, stopped_by_time = _train_one(good, real, masks, vcrops, vlabels, spec, opts,
                                                 opts.seed + i, max(minutes, 0.01), desc, progress)
         nets.append(net)
         history += [{"member": i, **row} for row in rows] if opts.members > 1 else rows
