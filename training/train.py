@@ -63,8 +63,7 @@ class TrainOptions:
     cls_size: int = 128  # classifier crop size
     epochs: int | None = None  # both models; None = each model's default
     minutes: float = 24.0  # training-loop budget for both models together
-    # The autoencoder's share of the budget when both train: the classifier grows with its
-    # steps (0.32 s each on 2 cores), the autoencoder plateaus within a few minutes.
+    # the autoencoder's share of the budget: it plateaus in minutes, the classifier does not
     ae_share: float = 0.35
     width: float | None = None  # classifier width multiplier (None = the classifier default)
     classifier_members: int | None = None  # networks averaged (None = the classifier default)
@@ -559,18 +558,19 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     train_set = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
     val_set = _ok(crops.select(roles["val_good"] + roles["thr_good"] + roles["val_labeled"]))
     copts = ClassifierOptions(size=spec.size, height=spec.height, minutes=minutes, seed=opts.seed,
-                              pretrained=opts.pretrained, device=device, flips=opts.classifier_flips,
-                              transplant=0.5 if loc.method == "fixed" else 0.0)  # tiles, not screws
+                              pretrained=opts.pretrained, device=device, flips=opts.classifier_flips)
+    copts.transplant = 0.5 if loc.method == "fixed" else 0.0  # moved defects: tiles, not screws
     for name, value in (("width", opts.width), ("epochs", opts.epochs or None), ("members",
                         opts.classifier_members), ("transplant", opts.classifier_transplant)):
-        if value is not None:  # else the classifier's default
+        if value is not None:  # else the default above, or the classifier's
             setattr(copts, name, value)
     print(f"classifier: {len(train_set.samples)} training crops "
           f"({int(_labels(train_set).sum())} real defects), {len(val_set.samples)} validation, "
           f"{minutes:.1f} min budget, {spec.size}x{spec.crop_height}px, width {copts.width}, "
-          f"{copts.members} network(s) averaged, flips {copts.flips}, defects moved {copts.transplant:g}")
+          f"{copts.members} network(s), flips {copts.flips}, defects moved {copts.transplant:g}")
+    masks = train_set.masks() if copts.transplant else None  # read only where they are used
     res = train_classifier(list(train_set.crops), _labels(train_set), list(val_set.crops),
-                           _labels(val_set), spec, copts, opts.progress, train_set.masks())
+                           _labels(val_set), spec, copts, opts.progress, masks)
     for row in res.history:
         log({"model": "classifier", **row})
     labels = _labels(val_set)

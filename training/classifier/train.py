@@ -1,9 +1,9 @@
 """Train the VGG16 defect classifier on good crops, real defects and synthesized defects.
 
 Every batch is half good crops and half defects: real defective crops when the data set has
-them (half of them moved onto another good crop where their mask is known), and defects
-synthesized on the fly on good crops (:mod:`training.synth_defects`), so the classifier
-learns even from good parts alone (:mod:`training.classifier.batches`).
+them (a ``transplant`` share of them moved onto another good crop where their mask is
+known), and defects synthesized on the fly on good crops (:mod:`training.synth_defects`),
+so the classifier learns even from good parts alone (:mod:`training.classifier.batches`).
 Crops go through the station's own preprocessing (``station.vision.preprocess.prepare_batch``),
 never a copy of it, so the network sees in training exactly what it sees on the line.
 
@@ -197,10 +197,11 @@ def train_classifier(
 
     ``train_labels``: 0 good, 1 defective (real defects). Good crops are required; defects
     are optional. ``train_masks`` (one per training crop, None where unknown) lets a
-    ``transplant`` share of the real-defect slots show a defect on another good crop. Returns the model on CPU in eval mode, p_defect on ``val_crops`` and a
-    per-epoch history (the member, loss, learning rate, seconds, and the validation AUROC of
-    good vs real defects where there are any, and of good vs synthesized defects on
-    validation good crops, a health check that works without defects).
+    ``transplant`` share of the real-defect slots show a defect on another good crop.
+    Returns the model on CPU in eval mode, p_defect on ``val_crops`` and a per-epoch history
+    (the member, loss, learning rate, seconds, and the validation AUROC of good vs real
+    defects where there are any, and of good vs synthesized defects on validation good
+    crops, a health check that works without defects).
     """
     opts = options or ClassifierOptions()
     opts.validate(spec)
