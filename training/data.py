@@ -20,8 +20,15 @@ from pathlib import Path
 import numpy as np
 
 from station.sources.datasets import Sample, load_image, load_mask
-from station.vision.align import AlignParams, PartNotFound, find_and_align, warp_to_crop
+from station.vision.align import (
+    AlignParams,
+    PartNotFound,
+    crop_height,
+    find_and_align,
+    warp_to_crop,
+)
 from station.vision.localize import LocalizeParams
+from station.vision.preprocess import PreprocessSpec
 
 CACHE_VERSION = 1
 
@@ -68,6 +75,30 @@ class CropSet:
     def good_crops(self) -> list[np.ndarray]:
         """The crops whose part was found (what training can use)."""
         return [c for c, k in zip(self.crops, self.ok, strict=True) if k]
+
+
+def crop_spec(width: int, align: AlignParams, pixel_format: str, multiple: int) -> PreprocessSpec:
+    """The model input a recipe's crop gives at ``width`` px: height = crop_aspect x width,
+    rounded up to a whole ``multiple`` (square crops keep the square metadata); colour
+    (3 channels, RGB) for ``bgr8``, grey otherwise."""
+    if pixel_format not in ("mono8", "bgr8"):
+        raise ValueError(f"pixel_format {pixel_format!r}: expected mono8 or bgr8")
+    if width % multiple:
+        raise ValueError(f"crop width {width} px: expected a multiple of {multiple} "
+                         "(the model halves the crop that many times)")
+    height = crop_height(width, align, multiple)
+    colour = {"channels": 3, "color": "rgb"} if pixel_format == "bgr8" else {}
+    return PreprocessSpec(size=width, height=0 if height == width else height, **colour)
+
+
+def crop_note(kind: str, spec: PreprocessSpec, align: AlignParams, multiple: int) -> str:
+    """One line saying the crop a model gets, and when its height was rounded up."""
+    exact = float(align.crop_aspect) * spec.size
+    rounded = "" if abs(exact - spec.crop_height) < 1e-6 else (
+        f" (crop_aspect {align.crop_aspect:g} x {spec.size} = {exact:.1f}, rounded up to a "
+        f"multiple of {multiple})")
+    colour = "colour" if spec.color == "rgb" else "grey"
+    return f"{kind}: crop {spec.size}x{spec.crop_height} px (width x height), {colour}{rounded}"
 
 
 def _cache_key(samples: Sequence[Sample], loc: LocalizeParams, align: AlignParams, size: int,
@@ -153,6 +184,10 @@ class Split:
     seed: int
     roles: dict[str, list[Sample]] = field(default_factory=dict)
 
+    def trained(self) -> list[Sample]:
+        """Every image a training run learns from or chooses its thresholds with."""
+        return [s for r in TRAINED_ROLES for s in self.roles.get(r, [])]
+
     def paths(self, role: str) -> list[str]:
         return [str(s.path) for s in self.roles[role]]
 
@@ -176,6 +211,9 @@ class SplitOptions:
     val_good: float = 0.15  # share of the rest: the autoencoder's per-pixel statistics
     thr_good: float = 0.1  # share of the rest: good parts for choosing thresholds
     defect_train_share: float = 0.5  # share of the other folds' defects the classifier trains on
+    # share of the other folds' good images both models learn from (the autoencoder's bank,
+    # the classifier's good examples); 0 here so a split.json written before it reads as it was
+    good_train_share: float = 0.0
     # Without folds: True (training a station's models) puts every labeled test image to work
     # (classifier defects, thresholds), so they must be evaluated on another data set; False
     # (scoring a data set the models never saw) makes every test image evaluation data.
@@ -198,8 +236,10 @@ def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
     * ``eval``: the test images of fold ``fold`` of ``folds`` (stratified by defect type):
       never trained or thresholded on. Without folds, none when ``train_on_test`` (the
       models are for the line and are judged on another data set), else every test image.
-    * ``train_defect`` / ``val_labeled``: the other test images; a share of their defects
-      trains the classifier, the rest (and their good images) choose thresholds.
+    * ``train_defect`` / ``train_labeled_good`` / ``val_labeled``: the other test images; a
+      share of their defects trains the classifier, a share of their good images joins the
+      autoencoder's bank and the classifier's good examples (a good part photographed with
+      the defects is the good part the line will see), the rest choose thresholds.
     * ``holdout_good``: a share of train good never used (rotating with the fold, so a
       cross-validation sees different ones); ``val_good``: per-pixel statistics and
       nothing else; ``thr_good``: good parts for thresholds (scored fresh by the
@@ -215,6 +255,9 @@ def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
     pool_good = [s for s in pool if s.label == 0]
     train_defect, val_defect = _defect_roles(pool, o)
     train_defect += extra_defects
+    pool_good = _shuffled(pool_good, o.seed, "cls:good")
+    n_good = int(round(o.good_train_share * len(pool_good)))
+    train_labeled_good, pool_good = pool_good[:n_good], pool_good[n_good:]
     holdout, val_good, thr_good, train_good = _good_roles(train, o)
 
     def srt(items: list[Sample]) -> list[Sample]:
@@ -223,17 +266,30 @@ def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
     roles = {
         "train_good": srt(train_good), "val_good": srt(val_good), "thr_good": srt(thr_good),
         "holdout_good": srt(holdout),
-        "train_defect": srt(train_defect), "val_labeled": srt(pool_good + val_defect),
+        "train_defect": srt(train_defect), "train_labeled_good": srt(train_labeled_good),
+        "val_labeled": srt(pool_good + val_defect),
         "eval": srt(evaluation),
     }
     return Split(o.folds, o.fold, o.seed, roles)
+
+
+#: The roles whose images a training run learns from or chooses its thresholds with.
+TRAINED_ROLES = ("train_good", "train_labeled_good", "val_good", "thr_good", "train_defect",
+                 "val_labeled")
+
+
+def learned_good(roles: dict[str, list[Sample]]) -> list[Sample]:
+    """The good images both models learn from: the autoencoder's bank, the classifier's good
+    examples (a split made before ``train_labeled_good`` has none of those)."""
+    return roles["train_good"] + roles.get("train_labeled_good", [])
 
 
 def _check_split_options(o: SplitOptions) -> None:
     if o.folds < 0 or (o.folds and not 0 <= o.fold < o.folds) or o.folds == 1:
         raise ValueError(f"--folds {o.folds} --fold {o.fold}: expected folds >= 2 and "
                          f"0 <= fold < folds (or folds 0 for no cross-validation)")
-    for name in ("holdout_good", "val_good", "thr_good", "defect_train_share"):
+    for name in ("holdout_good", "val_good", "thr_good", "defect_train_share",
+                 "good_train_share"):
         if not 0.0 <= getattr(o, name) < 1.0:
             raise ValueError(f"{name} = {getattr(o, name)}: expected a share in [0, 1)")
 

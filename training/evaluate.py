@@ -46,7 +46,7 @@ from station.sources.datasets import (
 )
 from station.vision.align import AlignedCrop, warp_map_to_frame
 from station.vision.preprocess import prepare_batch
-from training.data import CropSet, SplitOptions, compute_crops, make_split
+from training.data import TRAINED_ROLES, CropSet, SplitOptions, compute_crops, make_split
 from training.int8_check import apply_rule, compare, int8_paths
 from training.metrics import image_metrics, per_type
 from training.metrics import pixel_metrics as pixel_block
@@ -209,7 +209,7 @@ def select_samples(models_dir: Path, samples: list[Sample], folds: int | None, f
     root = Path(samples.root) if hasattr(samples, "root") else None
     if same_data:
         used = set()
-        for role in ("train_good", "val_good", "thr_good", "train_defect", "val_labeled"):
+        for role in TRAINED_ROLES:
             used.update(recorded["roles"].get(role, []))
         rel = [_rel(s.path, root) for s in chosen]
         overlap = sorted(set(rel) & used)

@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from station.config.schema import GOOD_TRAIN_SHARE
 from station.decision import RULES, decide
 from station.models import scoring
 from station.models.inference import load_model
 from station.models.metadata import ModelMetadata
 from station.sources.datasets import dataset_fingerprint, read_dataset
-from station.vision.align import AlignParams, crop_height
+from station.vision.align import AlignParams
 from station.vision.localize import LocalizeParams
 from station.vision.preprocess import PreprocessSpec, fit_background_value, prepare_batch
 from training.autoencoder import (
@@ -36,7 +37,16 @@ from training.autoencoder import (
     score_batches,
     train_autoencoder,
 )
-from training.data import CropSet, Split, SplitOptions, compute_crops, make_split
+from training.data import (
+    CropSet,
+    Split,
+    SplitOptions,
+    compute_crops,
+    crop_note,
+    crop_spec,
+    learned_good,
+    make_split,
+)
 from training.device import pick_device
 from training.export import export_onnx, now_iso, over_tolerance, parity, write_metadata
 from training.thresholds import MAX_FALSE_REJECT, ThresholdChoice, choose_threshold
@@ -79,6 +89,9 @@ class TrainOptions:
     max_false_reject: float = MAX_FALSE_REJECT
     # labeled defects (the other folds') the classifier trains on; the rest choose thresholds
     defect_train_share: float = SplitOptions.defect_train_share
+    # labeled good images (the other folds') in the autoencoder's bank and the classifier's
+    # good examples; the rest choose thresholds
+    good_train_share: float = GOOD_TRAIN_SHARE
     device: str = "auto"
     cache: Path | None = None
     int8: bool = True
@@ -93,30 +106,6 @@ class TrainOptions:
 
 
 CLASSIFIER_MULTIPLE = 32  # VGG16's five 2x2 pools: the classifier crop is a multiple of 32
-
-
-def crop_spec(width: int, align: AlignParams, pixel_format: str, multiple: int) -> PreprocessSpec:
-    """The model input a recipe's crop gives at ``width`` px: height = crop_aspect x width,
-    rounded up to a whole ``multiple`` (square crops keep the square metadata); colour
-    (3 channels, RGB) for ``bgr8``, grey otherwise."""
-    if pixel_format not in ("mono8", "bgr8"):
-        raise ValueError(f"pixel_format {pixel_format!r}: expected mono8 or bgr8")
-    if width % multiple:
-        raise ValueError(f"crop width {width} px: expected a multiple of {multiple} "
-                         "(the model halves the crop that many times)")
-    height = crop_height(width, align, multiple)
-    colour = {"channels": 3, "color": "rgb"} if pixel_format == "bgr8" else {}
-    return PreprocessSpec(size=width, height=0 if height == width else height, **colour)
-
-
-def crop_note(kind: str, spec: PreprocessSpec, align: AlignParams, multiple: int) -> str:
-    """One line saying the crop a model gets, and when its height was rounded up."""
-    exact = float(align.crop_aspect) * spec.size
-    rounded = "" if abs(exact - spec.crop_height) < 1e-6 else (
-        f" (crop_aspect {align.crop_aspect:g} x {spec.size} = {exact:.1f}, rounded up to a "
-        f"multiple of {multiple})")
-    colour = "colour" if spec.color == "rgb" else "grey"
-    return f"{kind}: crop {spec.size}x{spec.crop_height} px (width x height), {colour}{rounded}"
 
 
 class TrainLog:
@@ -392,7 +381,8 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
         print(f"warning: {w}")
     fingerprint = dataset_fingerprint(samples)
     split_opts = opts.split or SplitOptions(opts.folds, opts.fold, opts.seed,
-                                            defect_train_share=opts.defect_train_share)
+                                            defect_train_share=opts.defect_train_share,
+                                            good_train_share=opts.good_train_share)
     split: Split = make_split(samples, split_opts)
     (out / "split.json").write_text(json.dumps(
         {"data": str(Path(opts.data).resolve()), "data_fingerprint": fingerprint,
@@ -407,8 +397,7 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
         raise ValueError(f"{opts.data}: only {len(split.roles['train_good'])} good training "
                          "images after the split; need more good parts")
     roles = split.roles
-    used = [s for r in ("train_good", "val_good", "thr_good", "train_defect", "val_labeled")
-            for s in roles[r]]
+    used = split.trained()
     loc, align = opts.localize or LocalizeParams(), opts.align or AlignParams()
     cache = opts.cache or out / "cache"
     kinds = [opts.only] if opts.only else ["autoencoder", "classifier"]
@@ -505,7 +494,7 @@ def _ae_options(opts: TrainOptions, loc: LocalizeParams, minutes: float,
 def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minutes, device,
               path: Path, log: TrainLog, fuse_samples):
     ae_opts = _ae_options(opts, loc, minutes, spec)
-    train_t = prepare_batch(crops.select(roles["train_good"]).good_crops(), spec)
+    train_t = prepare_batch(crops.select(learned_good(roles)).good_crops(), spec)
     val_t = prepare_batch(crops.select(roles["val_good"]).good_crops(), spec)
     if len(val_t) < 2:  # tiny data sets: statistics from the training crops themselves
         val_t = train_t
@@ -538,7 +527,7 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     diffs = _check_parity(res.head, path, thr_t[:res.head.batch_limit(8)], log, "autoencoder")
     int8 = None
     if opts.int8 and ae_opts.reference == "network":  # retrieval has no convolutions to speed up
-        calib_from = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
+        calib_from = _ok(crops.select(learned_good(roles) + roles["train_defect"]))
         calib, check = _int8_sets(calib_from, thr_set, spec, opts.seed)
         int8 = _quantize("autoencoder", path, meta, calib, check, _head_nodes(path), log)
     elif opts.int8:
@@ -555,7 +544,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
                path: Path, log: TrainLog, fuse_samples):
     from training.classifier import ClassifierOptions, train_classifier
 
-    train_set = _ok(crops.select(roles["train_good"] + roles["train_defect"]))
+    train_set = _ok(crops.select(learned_good(roles) + roles["train_defect"]))
     val_set = _ok(crops.select(roles["val_good"] + roles["thr_good"] + roles["val_labeled"]))
     copts = ClassifierOptions(size=spec.size, height=spec.height, minutes=minutes, seed=opts.seed,
                               pretrained=opts.pretrained, device=device, flips=opts.classifier_flips)

@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the labeled defective images the classifier trains on; "
                              "the rest choose the thresholds (default: the recipe's "
                              "models.defect_train_share, else 0.5)")
+    parser.add_argument("--good-train-share", type=float, default=None, metavar="SHARE",
+                        help="share of the labeled good images (photographed with the defects) "
+                             "the models learn from: the autoencoder's bank and the "
+                             "classifier's good examples; the rest choose the thresholds "
+                             "(default: the recipe's models.good_train_share, else 0.7)")
     parser.add_argument("--cls-transplant", type=float, default=None, metavar="SHARE",
                         help="share of the classifier's real-defect slots that show a real "
                              "defect moved onto another good part, where the data set has its "
@@ -164,6 +169,13 @@ def _apply_split_args(args: argparse.Namespace, opts: Any) -> str | None:
             return (f"--defect-train-share {args.defect_train_share}: expected a share above 0 "
                     f"and up to {DEFECT_TRAIN_SHARE_MAX}")
         opts.defect_train_share = args.defect_train_share
+    if args.good_train_share is not None:
+        from station.config.schema import DEFECT_TRAIN_SHARE_MAX
+
+        if not 0.0 <= args.good_train_share <= DEFECT_TRAIN_SHARE_MAX:
+            return (f"--good-train-share {args.good_train_share}: expected a share from 0 "
+                    f"to {DEFECT_TRAIN_SHARE_MAX}")
+        opts.good_train_share = args.good_train_share
     if args.classifier_members is not None and args.classifier_members < 1:
         return f"--classifier-members {args.classifier_members}: expected 1 or more"
     if args.cls_transplant is not None:
@@ -206,7 +218,7 @@ def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
 def product_crop(recipe_path: Path | None) -> dict[str, Any]:
     """What a recipe says about the crop: its [localize] and [align] tables, its
     camera.pixel_format, models.size and models.classifier_size (the two crop widths; 0 = not
-    said), models.defect_train_share (when said) and models.flips. Without a recipe the built-in screw
+    said), models.defect_train_share (when said), models.good_train_share and models.flips. Without a recipe the built-in screw
     defaults, with a note on stderr."""
     if recipe_path is None:
         print("note: no --recipe: the built-in crop (a dark elongated part on a light plate, "
@@ -221,5 +233,6 @@ def product_crop(recipe_path: Path | None) -> dict[str, Any]:
                "cls_size": recipe.models.classifier_size}
     if recipe.models.defect_train_share:  # else TrainOptions' default
         product["defect_train_share"] = recipe.models.defect_train_share
+    product["good_train_share"] = recipe.models.good_train_share
     product["classifier_flips"] = recipe.models.flips
     return product

@@ -174,6 +174,7 @@ def test_surfaces_filling_the_image_become_a_fixed_region(tmp_path, capsys):
     assert recipe.models.flips == "none" and "a good part's mirror image" in text
     # the share both measured products train their classifier on, said where the engineer reads
     assert recipe.models.defect_train_share == 0.7 and "the rest choose the" in text
+    assert "good_train_share = 0.7" in text and "both models learn" in text
     rows = _crops(recipe_path, data, tmp_path, capsys, size=64)
     assert len(rows) == 20 and all(r["found"] for r in rows)
     # each crop is its whole image stretched: the crop's mean follows the image's

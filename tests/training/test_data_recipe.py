@@ -17,8 +17,7 @@ from station.vision.align import AlignParams
 from station.vision.localize import LocalizeParams
 from station.vision.preprocess import crop_for_model
 from tests.vision.products import part_image, surface_image, surface_shapes, write_parts
-from training.data import compute_crops
-from training.train import crop_note, crop_spec
+from training.data import compute_crops, crop_note, crop_spec
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -139,7 +138,7 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     recipe = tmp_path / "surface.toml"
     # the crop widths and the defects' split from the command line, or (colour) the recipe
     said = ("[models]\nsize = 32\nclassifier_size = 32\ndefect_train_share = 0.75\n"
-            'flips = "both"\n' if colour else "")
+            'good_train_share = 0\nflips = "both"\n' if colour else "")
     recipe.write_text(TILE_RECIPE.format(device=data / "good", pixel_format=pixel_format) + said)
     kind, channels = ("colour", 3) if colour else ("grey", 1)
     out = tmp_path / "models"
@@ -174,6 +173,13 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     # 4 defects outside the held-out fold: 3 train the classifier (2 at the default 0.5)
     assert split["options"]["defect_train_share"] == 0.75
     assert (roles["train_defect"], roles["val_labeled"]) == (3, 1)
+    # the good images set aside with the defects (2 outside the fold): one joins the
+    # autoencoder's bank at the default 0.7, none where the recipe says 0
+    assert split["options"]["good_train_share"] == (0.0 if colour else 0.7)
+    learned = len(split["roles"]["train_labeled_good"])
+    assert learned == (0 if colour else 1)
+    bank = len(split["roles"]["train_good"]) + learned
+    assert f"autoencoder (neighbours): {bank} good training crops" in printed
 
     js = tmp_path / "eval.json"
     rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json", str(js),

@@ -128,8 +128,8 @@ def test_train_writes_the_model_folder(trained):
     assert fragment["decision"]["autoencoder_threshold"] > 0
     split = json.loads((out / "split.json").read_text())
     roles = split["roles"]
-    used = set().union(*(roles[r] for r in ("train_good", "val_good", "thr_good", "train_defect",
-                                            "val_labeled")))
+    used = set().union(*(roles[r] for r in ("train_good", "train_labeled_good", "val_good",
+                                            "thr_good", "train_defect", "val_labeled")))
     assert roles["eval"] and not set(roles["eval"]) & used
     assert roles["holdout_good"] and not set(roles["holdout_good"]) & used
     for kind in ("autoencoder", "classifier"):
@@ -243,9 +243,12 @@ def test_models_for_the_line_learn_from_every_labeled_image(tiny_models, tmp_pat
     split = json.loads((tiny_models / "split.json").read_text())
     roles = split["roles"]
     assert roles["eval"] == []
-    labeled = roles["train_defect"] + roles["val_labeled"]
+    labeled = roles["train_defect"] + roles["train_labeled_good"] + roles["val_labeled"]
     assert any("/good/" not in p for p in roles["train_defect"])
     assert any("/good/" not in p for p in roles["val_labeled"])
+    # good parts photographed with the defects: most learned from, the rest for thresholds
+    assert roles["train_labeled_good"] and all("/good/" in p for p in roles["train_labeled_good"])
+    assert any("/good/" in p for p in roles["val_labeled"])
     data = tiny_models.parent / "data"
     n_test = len(list((data / "test").glob("*/*.png")))
     assert len(set(labeled)) == n_test
@@ -281,7 +284,8 @@ def test_train_without_torch_names_the_extra(monkeypatch, tmp_path):
     ("--classifier-members", "0", "expected 1 or more"),
     ("--cls-transplant", "1.5", "a share from 0 to 1"),
     ("--defect-train-share", "0.95", "above 0 and up to 0.9"),
-    ("--defect-train-share", "0", "above 0 and up to 0.9")])
+    ("--defect-train-share", "0", "above 0 and up to 0.9"),
+    ("--good-train-share", "0.95", "a share from 0 to 0.9")])
 def test_bad_autoencoder_knobs_are_one_line_errors(tmp_path, capsys, flag, value, says):
     rc = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m"), flag, value,
                "--quiet"])

@@ -1,0 +1,56 @@
+"""The split: which image does what in a training run, and that nothing scored was learned."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from station.sim import write_mvtec_dataset
+from station.sources.datasets import read_dataset
+from training.data import TRAINED_ROLES, SplitOptions, learned_good, make_split
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    root = write_mvtec_dataset(tmp_path_factory.mktemp("split") / "data", n_train_good=40,
+                               n_test_good=12, n_test_per_defect=3, size=96, seed=5)
+    return read_dataset(root)
+
+
+def paths(items) -> set[str]:
+    return {str(s.path) for s in items}
+
+
+def test_a_share_of_the_labeled_good_images_is_learned_from(samples):
+    before = make_split(samples, SplitOptions(folds=3, fold=1))
+    split = make_split(samples, SplitOptions(folds=3, fold=1, good_train_share=0.7))
+    roles = split.roles
+    pool_good = [s for s in before.roles["val_labeled"] if s.label == 0]
+    assert len(pool_good) == 8 and before.roles["train_labeled_good"] == []
+    # 0.7 of the other folds' 8 good test images: good, and out of the thresholds' images
+    learned = roles["train_labeled_good"]
+    assert len(learned) == 6 and all(s.label == 0 and s.split == "test" for s in learned)
+    assert paths(learned) | paths(s for s in roles["val_labeled"] if s.label == 0) == \
+        paths(pool_good)
+    assert not paths(learned) & paths(roles["val_labeled"])
+    # both models learn from them; the scored fold and everything else are as before
+    assert paths(learned_good(roles)) == paths(roles["train_good"]) | paths(learned)
+    assert paths(split.trained()) >= paths(learned)
+    for role in ("eval", "train_good", "val_good", "thr_good", "holdout_good", "train_defect"):
+        assert paths(roles[role]) == paths(before.roles[role]), role
+    assert not paths(roles["eval"]) & paths(split.trained())
+    assert not paths(roles["holdout_good"]) & paths(split.trained())
+
+
+def test_a_split_recorded_before_the_share_reads_as_it_was(samples, tmp_path):
+    """``station evaluate`` makes the split again from split.json's options: one written
+    before ``good_train_share`` existed has none of the labeled good images learned from."""
+    options = SplitOptions(folds=3, fold=0).to_dict()
+    del options["good_train_share"]
+    recorded = json.loads(json.dumps(options))
+    split = make_split(samples, SplitOptions(**recorded))
+    assert split.roles["train_labeled_good"] == []
+    assert set(TRAINED_ROLES) <= set(split.roles)
+    with pytest.raises(ValueError, match="good_train_share = 1.0: expected a share in"):
+        make_split(samples, SplitOptions(folds=3, fold=0, good_train_share=1.0))
