@@ -90,8 +90,8 @@ class TrainOptions:
     # labeled defects (the other folds') the classifier trains on; the rest choose thresholds
     defect_train_share: float = SplitOptions.defect_train_share
     # labeled good images (the other folds') in the autoencoder's bank and the classifier's
-    # good examples; the rest choose thresholds
-    good_train_share: float = GOOD_TRAIN_SHARE
+    # good examples; the rest choose thresholds (None: 0.7 for a fixed region, 0 for a part)
+    good_train_share: float | None = None
     device: str = "auto"
     cache: Path | None = None
     int8: bool = True
@@ -382,7 +382,7 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     fingerprint = dataset_fingerprint(samples)
     split_opts = opts.split or SplitOptions(opts.folds, opts.fold, opts.seed,
                                             defect_train_share=opts.defect_train_share,
-                                            good_train_share=opts.good_train_share)
+                                            good_train_share=_good_train_share(opts))
     split: Split = make_split(samples, split_opts)
     (out / "split.json").write_text(json.dumps(
         {"data": str(Path(opts.data).resolve()), "data_fingerprint": fingerprint,
@@ -454,6 +454,14 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     log({"event": "done", **summary})
     return summary
+
+
+def _good_train_share(opts: TrainOptions) -> float:
+    """The share said, else 0.7 for a fixed region and 0 for a found part (GOOD_TRAIN_SHARE)."""
+    if opts.good_train_share is not None:
+        return opts.good_train_share
+    fixed = opts.localize is not None and opts.localize.method == "fixed"
+    return GOOD_TRAIN_SHARE if fixed else 0.0
 
 
 def _log_threshold_scores(log: TrainLog, model: str, scores: np.ndarray, labels: np.ndarray,

@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share of the labeled good images (photographed with the defects) "
                              "the models learn from: the autoencoder's bank and the "
                              "classifier's good examples; the rest choose the thresholds "
-                             "(default: the recipe's models.good_train_share, else 0.7)")
+                             "(default: the recipe's models.good_train_share, else 0.7 for "
+                             "a fixed region, 0 for a found part)")
     parser.add_argument("--cls-transplant", type=float, default=None, metavar="SHARE",
                         help="share of the classifier's real-defect slots that show a real "
                              "defect moved onto another good part, where the data set has its "
@@ -233,6 +234,7 @@ def product_crop(recipe_path: Path | None) -> dict[str, Any]:
                "cls_size": recipe.models.classifier_size}
     if recipe.models.defect_train_share:  # else TrainOptions' default
         product["defect_train_share"] = recipe.models.defect_train_share
-    product["good_train_share"] = recipe.models.good_train_share
+    if recipe.models.good_train_share >= 0:  # else TrainOptions' default for the kind
+        product["good_train_share"] = recipe.models.good_train_share
     product["classifier_flips"] = recipe.models.flips
     return product

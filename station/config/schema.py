@@ -101,8 +101,10 @@ class UndistortSection:
 #: The largest share of labeled defects the classifier may train on: the rest must be enough
 #: to choose thresholds with.
 DEFECT_TRAIN_SHARE_MAX = 0.9
-#: The share of the labeled good images both models learn from when nobody says: the
-#: development tiles' autoencoder ranked 0.929 -> 0.941 with them in its bank (3-fold CV).
+#: The share of the labeled good images both models learn from when nobody says, for a fixed
+#: region (a surface): the development tiles' fused ranking 0.974 -> 0.984 (3-fold CV). A
+#: found part keeps them for its thresholds (0): the demo's line rejected a good part with
+#: them, none without.
 GOOD_TRAIN_SHARE = 0.7
 
 
@@ -123,11 +125,12 @@ class ModelsSection:
                                      "classifier trains on (the rest and the labeled good images "
                                      "choose both thresholds); 0 = station train's default, 0.5",
                                      min=0, max=DEFECT_TRAIN_SHARE_MAX)
-    good_train_share: float = _opt(GOOD_TRAIN_SHARE, "share of the labeled good images (those "
-                                   "photographed with the defects) station train's models learn "
-                                   "from: the autoencoder's bank of good parts and the "
-                                   "classifier's good examples; the rest choose the thresholds; "
-                                   "0 = none", min=0, max=DEFECT_TRAIN_SHARE_MAX)
+    good_train_share: float = _opt(-1.0, "share of the labeled good images (those photographed "
+                                   "with the defects) station train's models learn from: the "
+                                   "autoencoder's bank of good parts and the classifier's good "
+                                   "examples; the rest choose the thresholds; 0 = none; -1 = "
+                                   "station train's default, 0.7 for a fixed region, 0 for a "
+                                   "found part", min=-1, max=DEFECT_TRAIN_SHARE_MAX)
     flips: str = _opt("none", "mirror images of a good part that are good parts too (a surface, "
                       "a symmetric part): station train's classifier trains on them and the "
                       "model file averages its score over them; 'none' for a part with a "

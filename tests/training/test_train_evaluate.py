@@ -246,8 +246,8 @@ def test_models_for_the_line_learn_from_every_labeled_image(tiny_models, tmp_pat
     labeled = roles["train_defect"] + roles["train_labeled_good"] + roles["val_labeled"]
     assert any("/good/" not in p for p in roles["train_defect"])
     assert any("/good/" not in p for p in roles["val_labeled"])
-    # good parts photographed with the defects: most learned from, the rest for thresholds
-    assert roles["train_labeled_good"] and all("/good/" in p for p in roles["train_labeled_good"])
+    # a found part's good images photographed with the defects choose thresholds, unlearned
+    assert roles["train_labeled_good"] == [] and split["options"]["good_train_share"] == 0.0
     assert any("/good/" in p for p in roles["val_labeled"])
     data = tiny_models.parent / "data"
     n_test = len(list((data / "test").glob("*/*.png")))
