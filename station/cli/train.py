@@ -163,20 +163,18 @@ def _apply_split_args(args: argparse.Namespace, opts: Any) -> str | None:
         if not 0.0 <= args.max_false_reject < 1.0:
             return f"--max-false-reject {args.max_false_reject}: expected a share from 0 to 1"
         opts.max_false_reject = args.max_false_reject
-    if args.defect_train_share is not None:
-        from station.config.schema import DEFECT_TRAIN_SHARE_MAX
+    from station.config.schema import DEFECT_TRAIN_SHARE_MAX
 
-        if not 0.0 < args.defect_train_share <= DEFECT_TRAIN_SHARE_MAX:
-            return (f"--defect-train-share {args.defect_train_share}: expected a share above 0 "
-                    f"and up to {DEFECT_TRAIN_SHARE_MAX}")
-        opts.defect_train_share = args.defect_train_share
-    if args.good_train_share is not None:
-        from station.config.schema import DEFECT_TRAIN_SHARE_MAX
-
-        if not 0.0 <= args.good_train_share <= DEFECT_TRAIN_SHARE_MAX:
-            return (f"--good-train-share {args.good_train_share}: expected a share from 0 "
-                    f"to {DEFECT_TRAIN_SHARE_MAX}")
-        opts.good_train_share = args.good_train_share
+    # the labeled images learned from (the rest must be enough to choose thresholds with)
+    for name, above_zero in (("defect_train_share", True), ("good_train_share", False)):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if not (value > 0.0 if above_zero else value >= 0.0) or not value <= DEFECT_TRAIN_SHARE_MAX:
+            low = "above 0 and up" if above_zero else "from 0"
+            return (f"--{name.replace('_', '-')} {value}: expected a share {low} to "
+                    f"{DEFECT_TRAIN_SHARE_MAX}")
+        setattr(opts, name, value)
     if args.classifier_members is not None and args.classifier_members < 1:
         return f"--classifier-members {args.classifier_members}: expected 1 or more"
     if args.cls_transplant is not None:
