@@ -26,7 +26,9 @@ THUMB = 96
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, type=Path, help="data set folder (MVTec layout, plain folders or labels.csv)")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="data set folder (MVTec layout, plain folders or labels.csv), or a "
+                             "folder of good images (the one station init-recipe measured)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for crops, montage.png and crops.jsonl")
     parser.add_argument("--size", type=int, default=256,
                         help="crop width in pixels (default 256); the height is "
@@ -197,7 +199,8 @@ def _one(sample: Any, rel: Path, out: Path, job: _Job, tally: _Tally) -> dict[st
 def _summary(args: argparse.Namespace, samples: Any, out: Path, tally: _Tally) -> int:
     """Print what was found; 1 when some image gave no crop."""
     total = len(samples)
-    print(f"{total} images from {args.data} ({samples.layout} layout) -> {out}")
+    kind = "a folder of good images" if samples.layout == "images" else f"{samples.layout} layout"
+    print(f"{total} images from {args.data} ({kind}) -> {out}")
     print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.statuses.items())))
     if tally.lengths:
         q = np.percentile(tally.lengths, [0, 50, 100])
@@ -228,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         loc, align_params, pixel_format = _params(args.recipe)
-        samples = read_dataset(args.data, strict=False)
+        samples = read_dataset(args.data, strict=False, images_as_good=True)
     except (RecipeError, DatasetError) as exc:
         print(f"station crops: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+UNREADABLE_SHOWN = 3  # skipped files named one per line; the rest counted
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True,
@@ -53,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
     p = proposal
     kind = ("a part to find" if p.method == "segment" else "the image is the part")
     print(f"{p.n_measured} of {p.n_images} images measured in {p.folder}")
+    for line in p.unreadable[:UNREADABLE_SHOWN]:
+        print(f"  skipped {line}")
+    if len(p.unreadable) > UNREADABLE_SHOWN:
+        print(f"  skipped {len(p.unreadable) - UNREADABLE_SHOWN} more unreadable images")
     print(f"  product: {kind} ({p.notes['method']})")
     if "merge_gap_frac" in p.notes:
         print(f"  pieces of one part merged up to {p.merge_gap_frac:g} of the image apart "

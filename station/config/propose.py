@@ -73,6 +73,7 @@ class Proposal:
     folder: Path  # the images measured
     n_images: int  # images in the folder
     n_measured: int
+    unreadable: list[str] = field(default_factory=list)  # "file: why", one per sampled file
     method: str = "segment"
     pixel_format: str = "mono8"
     polarity: str = "dark_on_light"
@@ -108,14 +109,15 @@ def _sample(paths: list[Path], n: int) -> list[Path]:
     return [paths[int(i)] for i in np.linspace(0, len(paths) - 1, n).round()]
 
 
-def _load(paths: list[Path]) -> list[np.ndarray]:
-    images = []
+def _load(paths: list[Path]) -> tuple[list[np.ndarray], list[str]]:
+    """The readable images, and one line for each file that is not (the engineer's to fix)."""
+    images, unreadable = [], []
     for p in paths:
         try:
             images.append(load_image(p))
-        except DatasetError:
-            continue  # counted below: the proposal says how many were readable
-    return images
+        except DatasetError as exc:
+            unreadable.append(str(exc))
+    return images, unreadable
 
 
 def propose(data: Path | str, sample: int = SAMPLE) -> Proposal:
@@ -128,11 +130,12 @@ def propose(data: Path | str, sample: int = SAMPLE) -> Proposal:
     if not paths:
         raise ProposalError(f"{data}: no images ({', '.join(IMAGE_EXTENSIONS)}) in "
                             f"{data / 'train' / 'good'}, {data / 'good'} or {data} itself")
-    images = _load(_sample(paths, sample))
+    images, unreadable = _load(_sample(paths, sample))
     if not images:
         raise ProposalError(f"{folder}: none of the {min(len(paths), sample)} images measured "
-                            "could be read")
-    prop = Proposal(folder=folder, n_images=len(paths), n_measured=len(images))
+                            f"could be read ({unreadable[0]})")
+    prop = Proposal(folder=folder, n_images=len(paths), n_measured=len(images),
+                    unreadable=unreadable)
     _colour(prop, images)
     found = _find_parts(prop, images)
     if found:
@@ -515,9 +518,11 @@ def recipe_text(p: Proposal, out: Path, name: str) -> str:
     """The proposed recipe as commented TOML (paths relative to ``out``'s folder)."""
     device = _device_path(p.folder, out)
     models = f"models/{name}"
+    skipped = "".join(f"# Not readable, left out: {' '.join(line.splitlines())}\n"
+                      for line in p.unreadable)
     return f'''# Proposed by `station init-recipe` from {p.n_measured} of the {p.n_images} good images in
 # {p.folder.resolve().as_posix()}.
-# Every decision below says what was measured. CHECK IT before training:
+{skipped}# Every decision below says what was measured. CHECK IT before training:
 #   station crops --recipe {out.name} --data <data set> --out /tmp/crops --size {p.width}
 # shows the crop of every image (montage.png): each should hold the whole part, in one pose.
 # Then: station train --recipe {out.name} --data <data set> --out {models}

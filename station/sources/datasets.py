@@ -69,7 +69,8 @@ class SampleList(list[Sample]):
     """The samples of a data set (sorted by path), plus what the reader noticed on the way.
 
     Behaves as a plain ``list[Sample]``; ``warnings`` holds the human-readable warnings,
-    ``layout`` the detected layout (``"mvtec"``, ``"folders"`` or ``"csv"``), ``root`` the folder.
+    ``layout`` the detected layout (``"mvtec"``, ``"folders"``, ``"csv"`` or, when asked for,
+    ``"images"``), ``root`` the folder.
     """
 
     def __init__(self, samples: Iterable[Sample], root: Path, layout: str, warnings: list[str]):
@@ -125,11 +126,15 @@ def _detect(root: Path) -> str | None:
     return None
 
 
-def read_dataset(root: Path | str, strict: bool = True) -> SampleList:
+def read_dataset(root: Path | str, strict: bool = True, images_as_good: bool = False
+                 ) -> SampleList:
     """Read a data set in any known layout; sorted by path, deterministic.
 
     ``root`` is the data set folder (or a ``labels.csv`` file). ``strict=False`` turns a defect
     image without its mask into a warning (the sample keeps ``mask_path=None``).
+    ``images_as_good``: a folder in no known layout that holds images itself (a product's
+    ``train/good``, the folder ``station init-recipe`` measured) reads as good parts, layout
+    ``"images"``; for looking at crops, where no labels are needed.
     Raises :class:`DatasetError` for a missing root, an unknown layout or an empty set.
     """
     root = Path(root)
@@ -141,6 +146,8 @@ def read_dataset(root: Path | str, strict: bool = True) -> SampleList:
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder (expected a data set folder or a labels.csv)")
     layout = "csv" if csv_path else _detect(root)
+    if layout is None and images_as_good:
+        layout = "images"
     if layout is None:
         raise DatasetError(
             f"{root}: unknown data set layout; expected one of: " + "; ".join(LAYOUTS)
@@ -150,6 +157,8 @@ def read_dataset(root: Path | str, strict: bool = True) -> SampleList:
         samples = _read_csv(reader, csv_path or root / "labels.csv")
     elif layout == "mvtec":
         samples = _read_mvtec(reader)
+    elif layout == "images":
+        samples = [Sample(p, 0, "good", None, "train") for p in reader.images(root)]
     else:
         samples = _read_folders(reader)
     if not samples:

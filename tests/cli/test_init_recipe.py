@@ -229,6 +229,43 @@ def test_a_folder_without_images_is_refused_in_one_line(tmp_path, capsys):
     assert "exists; --force" in capsys.readouterr().err and out.read_text() == "keep me"
 
 
+def test_the_crops_command_it_suggests_runs_on_the_folder_it_measured(tmp_path, capsys):
+    good = write_parts(tmp_path / "d" / "train", 8, seed=8) / "good"  # d/train/good alone
+    out = tmp_path / "r.toml"
+    assert main(["init-recipe", "--data", str(good), "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    suggested = line.split("`")[1].split()  # `station crops --recipe ... --size N`
+    assert suggested[:2] == ["station", "crops"]
+    argv = suggested[1:]
+    argv[argv.index("--out") + 1] = str(tmp_path / "crops")
+    assert main([*argv, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "8 images from" in printed and "a folder of good images" in printed
+    assert "status: ok 8" in printed and (tmp_path / "crops" / "montage.png").is_file()
+
+
+def test_unreadable_images_are_named_and_the_rest_measured(tmp_path, capsys):
+    data = write_parts(tmp_path / "d", 8, seed=7)
+    (data / "good" / "zz_broken.png").write_bytes(b"not a png")  # sorted last: always sampled
+    (data / "good" / "zz_empty.png").write_bytes(b"")
+    out = tmp_path / "r.toml"
+    assert main(["init-recipe", "--data", str(data), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("8 of 10 images measured")
+    skipped = [line for line in lines if line.strip().startswith("skipped")]
+    assert len(skipped) == 2
+    assert any("zz_broken.png: not a readable image" in line for line in skipped)
+    assert any("zz_empty.png: empty file" in line for line in skipped)
+    assert load_recipe(out).localize.method == "segment"  # the 8 good ones still decided it
+    assert "# Not readable, left out: " in out.read_text()  # the recipe keeps the note
+    for p in (data / "good").glob("0*.png"):  # none readable: one line, naming a file
+        p.write_bytes(b"")
+    assert main(["init-recipe", "--data", str(data), "--out", str(out), "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none of the 10 images measured could be read" in err[0]
+    assert ".png:" in err[0]
+
+
 def test_when_both_polarities_find_parts_the_smaller_parts_win():
     from station.config.propose import _polarity
     from station.vision.localize import Localization

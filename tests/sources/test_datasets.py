@@ -174,6 +174,27 @@ def test_dataset_errors_missing_unknown_empty(tmp_path):
         read_dataset(tmp_path / "empty")
 
 
+def test_a_folder_of_images_reads_as_good_only_when_asked(tmp_path):
+    folder = tmp_path / "photos"
+    put(folder / "b.png", gray8(1))
+    put(folder / "a.jpg", gray8(0))
+    (folder / "notes.csv").write_text("x")  # not labels.csv: a stray file, reported
+    with pytest.raises(DatasetError, match="unknown data set layout"):
+        read_dataset(folder)  # training and evaluation need labels
+    samples = read_dataset(folder, images_as_good=True)
+    assert samples.layout == "images"
+    assert [(s.path.name, s.label, s.defect_type, s.split) for s in samples] == [
+        ("a.jpg", 0, "good", "train"), ("b.png", 0, "good", "train")]
+    assert any("notes.csv: not an image" in w for w in samples.warnings)
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(DatasetError, match="no images found"):
+        read_dataset(tmp_path / "nothing", images_as_good=True)
+    layouts = {tmp_path / "mv" / "train": "mvtec", tmp_path / "pf" / "good": "folders"}
+    for sub, layout in layouts.items():  # a known layout is read as itself
+        put(sub / "good" / "x.png" if layout == "mvtec" else sub / "x.png", gray8(2))
+        assert read_dataset(sub.parent, images_as_good=True).layout == layout
+
+
 def test_load_image_depths_channels_and_modes(tmp_path):
     g8 = put(tmp_path / "g8.png", gray8(0))
     g16 = put(tmp_path / "g16.png", gray16(1))
