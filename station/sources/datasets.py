@@ -126,6 +126,19 @@ def _detect(root: Path) -> str | None:
     return None
 
 
+def _hint(root: Path) -> str:
+    """For a folder of images given where a labeled set belongs: the set it sits in, if any."""
+    try:
+        if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in root.iterdir() if p.is_file()):
+            return ""
+    except OSError:
+        return ""
+    above = root.parent.parent if root.parent.name in _SPLITS else root.parent
+    if above != root and _detect(above) is not None:
+        return f" (this folder holds images only; the data set is probably {above})"
+    return " (this folder holds images only, with no labels)"
+
+
 def read_dataset(root: Path | str, strict: bool = True, images_as_good: bool = False
                  ) -> SampleList:
     """Read a data set in any known layout; sorted by path, deterministic.
@@ -151,6 +164,7 @@ def read_dataset(root: Path | str, strict: bool = True, images_as_good: bool = F
     if layout is None:
         raise DatasetError(
             f"{root}: unknown data set layout; expected one of: " + "; ".join(LAYOUTS)
+            + _hint(root)
         )
     reader = _Reader(root, strict)
     if layout == "csv":

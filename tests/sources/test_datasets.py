@@ -179,7 +179,7 @@ def test_a_folder_of_images_reads_as_good_only_when_asked(tmp_path):
     put(folder / "b.png", gray8(1))
     put(folder / "a.jpg", gray8(0))
     (folder / "notes.csv").write_text("x")  # not labels.csv: a stray file, reported
-    with pytest.raises(DatasetError, match="unknown data set layout"):
+    with pytest.raises(DatasetError, match="unknown data set layout.*images only, with no l"):
         read_dataset(folder)  # training and evaluation need labels
     samples = read_dataset(folder, images_as_good=True)
     assert samples.layout == "images"
@@ -193,6 +193,11 @@ def test_a_folder_of_images_reads_as_good_only_when_asked(tmp_path):
     for sub, layout in layouts.items():  # a known layout is read as itself
         put(sub / "good" / "x.png" if layout == "mvtec" else sub / "x.png", gray8(2))
         assert read_dataset(sub.parent, images_as_good=True).layout == layout
+    # an MVTec set's train/good given where the set belongs: the error points at the set
+    with pytest.raises(DatasetError, match=r"images only; the data set is probably .*mv\)$"):
+        read_dataset(tmp_path / "mv" / "train" / "good")
+    with pytest.raises(DatasetError, match=r"images only; the data set is probably .*pf\)$"):
+        read_dataset(tmp_path / "pf" / "good")
 
 
 def test_load_image_depths_channels_and_modes(tmp_path):
