@@ -14,6 +14,7 @@ from pathlib import Path
 
 UNREADABLE_SHOWN = 3  # skipped files named one per line; the rest counted
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True,
                         help="data set or image folder: its train/good/, good/, or the folder "

@@ -248,21 +248,24 @@ def test_unreadable_images_are_named_and_the_rest_measured(tmp_path, capsys):
     data = write_parts(tmp_path / "d", 8, seed=7)
     (data / "good" / "zz_broken.png").write_bytes(b"not a png")  # sorted last: always sampled
     (data / "good" / "zz_empty.png").write_bytes(b"")
+    for name in ("zz_x1.png", "zz_x2.png"):
+        (data / "good" / name).write_bytes(b"also not a png")
     out = tmp_path / "r.toml"
     assert main(["init-recipe", "--data", str(data), "--out", str(out)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("8 of 10 images measured")
-    skipped = [line for line in lines if line.strip().startswith("skipped")]
-    assert len(skipped) == 2
+    assert lines[0].startswith("8 of 12 images measured")
+    skipped = [line.strip() for line in lines if line.strip().startswith("skipped")]
+    assert len(skipped) == 4  # three named, the rest counted
     assert any("zz_broken.png: not a readable image" in line for line in skipped)
     assert any("zz_empty.png: empty file" in line for line in skipped)
+    assert skipped[-1] == "skipped 1 more unreadable images"
     assert load_recipe(out).localize.method == "segment"  # the 8 good ones still decided it
-    assert "# Not readable, left out: " in out.read_text()  # the recipe keeps the note
+    assert out.read_text().count("# Not readable, left out: ") == 4  # the recipe names all
     for p in (data / "good").glob("0*.png"):  # none readable: one line, naming a file
         p.write_bytes(b"")
     assert main(["init-recipe", "--data", str(data), "--out", str(out), "--force"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "none of the 10 images measured could be read" in err[0]
+    assert len(err) == 1 and "none of the 12 images measured could be read" in err[0]
     assert ".png:" in err[0]
 
 
