@@ -39,11 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_ae_arguments(parser)
     parser.add_argument("--width", type=float, default=None,
                         help="classifier width multiplier (1.0 = VGG16 proper; default: the "
-                             "classifier's CPU-friendly default)")
+                             "recipe's models.classifier_width, else the classifier's "
+                             "CPU-friendly 0.125)")
     parser.add_argument("--classifier-members", type=int, default=None, metavar="N",
                         help="classifiers trained one after the other, each in its share of "
-                             "the budget, and averaged into one model file (default 2; each "
-                             "costs one network's time per part)")
+                             "the budget, and averaged into one model file (default: the "
+                             "recipe's models.classifier_members, else 2; each costs one "
+                             "network's time per part)")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="torchvision vgg16 state dict file to start the classifier from")
     parser.add_argument("--folds", type=int, default=0,
@@ -136,12 +138,16 @@ def run(args: argparse.Namespace) -> int:
     cls_size = args.cls_size or recipe_cls_size or DEFAULT_SIZE
     opts = TrainOptions(
         data=args.data, out=args.out, only=args.only, size=size, cls_size=cls_size,
-        epochs=args.epochs, minutes=args.minutes, width=args.width, pretrained=args.pretrained,
-        classifier_members=args.classifier_members,
+        epochs=args.epochs, minutes=args.minutes, pretrained=args.pretrained,
         folds=args.folds, fold=args.fold, seed=args.seed, rule=args.rule, device=args.device,
         cache=args.cache, int8=not args.no_int8, progress=not args.quiet, **product,
     )
-    opts.classifier_flips = args.flips or opts.classifier_flips  # the command line wins
+    # the command line wins over the recipe
+    opts.classifier_flips = args.flips or opts.classifier_flips
+    if args.width is not None:
+        opts.width = args.width
+    if args.classifier_members is not None:
+        opts.classifier_members = args.classifier_members
     problem = _apply_split_args(args, opts) or _apply_ae_args(args, opts)
     if problem:
         print(f"station train: {problem}", file=sys.stderr)
@@ -217,7 +223,8 @@ def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
 def product_crop(recipe_path: Path | None) -> dict[str, Any]:
     """What a recipe says about the crop: its [localize] and [align] tables, its
     camera.pixel_format, models.size and models.classifier_size (the two crop widths; 0 = not
-    said), models.defect_train_share (when said), models.good_train_share and models.flips. Without a recipe the built-in screw
+    said), models.defect_train_share (when said), models.good_train_share, models.flips and the
+    classifier's members and width (when said). Without a recipe the built-in screw
     defaults, with a note on stderr."""
     if recipe_path is None:
         print("note: no --recipe: the built-in crop (a dark elongated part on a light plate, "
@@ -235,4 +242,8 @@ def product_crop(recipe_path: Path | None) -> dict[str, Any]:
     if recipe.models.good_train_share >= 0:  # else TrainOptions' default for the kind
         product["good_train_share"] = recipe.models.good_train_share
     product["classifier_flips"] = recipe.models.flips
+    if recipe.models.classifier_members:  # else the classifier's default
+        product["classifier_members"] = recipe.models.classifier_members
+    if recipe.models.classifier_width:
+        product["width"] = recipe.models.classifier_width
     return product

@@ -16,6 +16,7 @@ from station.config.errors import Invalid
 from station.config.paths import check_exists, resolve_path
 from station.config.pin import PIN_MAX_ITERATIONS, PIN_MIN_ITERATIONS, PIN_UNSET_HELP, pin_parts
 from station.config.schema import (
+    CLASSIFIER_WIDTH_MIN,
     REJECT_MESSAGE_FIELDS,
     Recipe,
     UndistortSection,
@@ -199,6 +200,11 @@ def _check_models(recipe: Recipe, ctx: Context) -> Recipe:
         if not getattr(models, name):
             ctx.error(f"models.{name}", f'models.{name} = "": expected a model file, because '
                       f'decision.rule = "{rule}" uses it', "decision.rule", "models")
+    width = models.classifier_width
+    if width and width < CLASSIFIER_WIDTH_MIN:
+        ctx.error("models.classifier_width", f"models.classifier_width = {num_text(width)}: "
+                  f"expected 0 (station train's default) or {CLASSIFIER_WIDTH_MIN} to 1 (narrower "
+                  "leaves the first layers under 4 channels)")
     if rule == "either" and len(present) == 1:
         ctx.error("decision.rule", f'decision.rule = "either": expected both models.autoencoder '
                   f"and models.classifier (only models.{present[0]} is set); use decision.rule "

@@ -108,6 +108,11 @@ DEFECT_TRAIN_SHARE_MAX = 0.9
 GOOD_TRAIN_SHARE = 0.7
 
 
+#: The narrowest classifier station train builds (a VGG16 width multiplier): narrower leaves
+#: its first layers under 4 channels (training.classifier.vgg.VGGConfig).
+CLASSIFIER_WIDTH_MIN = 0.03
+
+
 @dataclass(frozen=True)
 class ModelsSection:
     autoencoder: str = _opt("", "autoencoder ONNX file ('' = none)", path=True, kind="file")
@@ -131,6 +136,13 @@ class ModelsSection:
                                    "examples; the rest choose the thresholds; 0 = none; -1 = "
                                    "station train's default, 0.7 for a fixed region, 0 for a "
                                    "found part", min=-1, max=DEFECT_TRAIN_SHARE_MAX)
+    classifier_members: int = _opt(0, "classifier networks station train averages into one "
+                                   "file (its --classifier-members default), each trained in "
+                                   "its share of the budget; 0 = station train's default, 2",
+                                   min=0, max=16)
+    classifier_width: float = _opt(0.0, "the classifier networks' width multiplier (its --width "
+                                   "default; 1 = VGG16 proper); 0 = station train's default, "
+                                   "0.125", min=0, max=1)
     flips: str = _opt("none", "mirror images of a good part that are good parts too (a surface, "
                       "a symmetric part): station train's classifier trains on them and the "
                       "model file averages its score over them; 'none' for a part with a "

@@ -234,6 +234,13 @@ def test_cross_field_rules(folder):
         "enabled = true", "enabled = false") + '\n[trigger]\nmode = "serial"\n'
     err = refused(write(folder, serial))
     assert err.key == "trigger.mode" and "reject.port" in str(err)
+    # a classifier too narrow for station train to build is refused at its line, not after
+    # the data set was cropped
+    narrow = BASE.replace('classifier = "models/cls.onnx"',
+                          'classifier = "models/cls.onnx"\nclassifier_width = 0.01')
+    err = refused(write(folder, narrow))
+    assert (err.key, err.line) == ("models.classifier_width", line_of(narrow, "classifier_width"))
+    assert "expected 0 (station train's default) or 0.03 to 1" in str(err)
     # No models at all is a valid set-up recipe (before training).
     assert load_recipe(write(folder, '[product]\nname = "new"\n')).models.autoencoder == ""
 

@@ -138,15 +138,16 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     recipe = tmp_path / "surface.toml"
     # the crop widths and the defects' split from the command line, or (colour) the recipe
     said = ("[models]\nsize = 32\nclassifier_size = 32\ndefect_train_share = 0.75\n"
-            'good_train_share = 0\nflips = "both"\n' if colour else "")
+            'good_train_share = 0\nflips = "both"\nclassifier_members = 1\n'
+            "classifier_width = 0.05\n" if colour else "")
     recipe.write_text(TILE_RECIPE.format(device=data / "good", pixel_format=pixel_format) + said)
     kind, channels = ("colour", 3) if colour else ("grey", 1)
     out = tmp_path / "models"
     flags = [] if colour else ["--size", "32", "--cls-size", "32", "--defect-train-share", "0.75",
-                               "--flips", "horizontal"]
+                               "--flips", "horizontal", "--width", "0.05"]
     rc = main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
                *flags, "--epochs", "1", "--minutes", "0.3",
-               "--folds", "2", "--fold", "0", "--width", "0.05", "--no-int8", "--quiet",
+               "--folds", "2", "--fold", "0", "--no-int8", "--quiet",
                *(["--ae-regions", "2x1", "--ae-neighbours", "2", "--ae-jitter", "2",
                   "--ae-match-level", "off", "--cls-transplant", "0"] if colour else [])])
     printed = capsys.readouterr().out
@@ -166,6 +167,9 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     assert classifier.input_shape == (channels, 64, 32)
     # a surface's mirror images: trained on and averaged over in the file
     assert classifier.meta.architecture["flips"] == ("both" if colour else "horizontal")
+    # the networks averaged and their width: the classifier's default, or as the recipe says
+    assert (classifier.meta.architecture["members"], classifier.meta.architecture["width"]) == (
+        (1, 0.05) if colour else (2, 0.05))
     # a surface: the pits moved onto other surfaces in half the real slots; or as told
     assert classifier.meta.architecture["transplant"] == (0.0 if colour else 0.5)
     split = json.loads((out / "split.json").read_text())

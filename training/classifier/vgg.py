@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from station.config.schema import CLASSIFIER_WIDTH_MIN
+
 # torchvision's configuration "D" (VGG16): channel counts, "M" = 2x2 max pool.
 VGG16_CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
@@ -44,8 +46,9 @@ class VGGConfig:
                 raise ValueError(f"VGG16 input {name} must be a multiple of 32 and >= 32, got {v}")
         if self.in_channels not in (1, 3):
             raise ValueError(f"VGG16 in_channels must be 1 or 3, got {self.in_channels}")
-        if not 0.03 <= self.width <= 1.0:
-            raise ValueError(f"VGG16 width multiplier must be in [0.03, 1.0], got {self.width}")
+        if not CLASSIFIER_WIDTH_MIN <= self.width <= 1.0:
+            raise ValueError(f"VGG16 width multiplier must be in [{CLASSIFIER_WIDTH_MIN}, 1.0], "
+                             f"got {self.width}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"VGG16 dropout must be in [0, 1), got {self.dropout}")
 
