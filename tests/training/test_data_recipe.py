@@ -136,15 +136,18 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     colour = pixel_format == "bgr8"
     data = write_surface_dataset(tmp_path / "data", 24, 8, seed=3, colour=colour)
     recipe = tmp_path / "surface.toml"
-    # the crop widths and the defects' split from the command line, or (colour) the recipe
+    # the crop widths and the defects' split from the command line, or (colour) the recipe;
+    # the classifier's networks from the recipe (colour), or the command line over it (grey)
     said = ("[models]\nsize = 32\nclassifier_size = 32\ndefect_train_share = 0.75\n"
             'good_train_share = 0\nflips = "both"\nclassifier_members = 1\n'
-            "classifier_width = 0.05\n" if colour else "")
+            "classifier_width = 0.05\n" if colour else
+            "[models]\nclassifier_members = 3\nclassifier_width = 0.5\n")
     recipe.write_text(TILE_RECIPE.format(device=data / "good", pixel_format=pixel_format) + said)
     kind, channels = ("colour", 3) if colour else ("grey", 1)
     out = tmp_path / "models"
     flags = [] if colour else ["--size", "32", "--cls-size", "32", "--defect-train-share", "0.75",
-                               "--flips", "horizontal", "--width", "0.05"]
+                               "--flips", "horizontal", "--width", "0.05",
+                               "--classifier-members", "2"]
     rc = main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
                *flags, "--epochs", "1", "--minutes", "0.3",
                "--folds", "2", "--fold", "0", "--no-int8", "--quiet",
@@ -167,7 +170,7 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     assert classifier.input_shape == (channels, 64, 32)
     # a surface's mirror images: trained on and averaged over in the file
     assert classifier.meta.architecture["flips"] == ("both" if colour else "horizontal")
-    # the networks averaged and their width: the classifier's default, or as the recipe says
+    # the networks averaged and their width: as the recipe says, or the command line over it
     assert (classifier.meta.architecture["members"], classifier.meta.architecture["width"]) == (
         (1, 0.05) if colour else (2, 0.05))
     # a surface: the pits moved onto other surfaces in half the real slots; or as told
