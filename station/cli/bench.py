@@ -73,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
     for name, m in result["models"].items():
         extra = f", {m['achieved_gflops']} GFLOP/s" if "achieved_gflops" in m else ""
         print(f"{name:>24}: {m['latency_ms_p50']:8.2f} ms p50{extra}")
+    step = result.get("training_step", {}).get("classifier")
+    if step:
+        other = {k: v for k, v in step["step_ms_p50_by_layout"].items() if k != step["layout"]}
+        print(f"classifier training step (batch {step['batch']}): {step['step_ms_p50']} ms p50 "
+              f"({step['layout']}; " + ", ".join(f"{k} {v} ms" for k, v in other.items())
+              + f": {step['speedup_vs_contiguous']}x)")
     for key in ("pipeline", "pipeline_int8_classifier"):
         if key not in result:
             continue

@@ -6,6 +6,7 @@ median over repeated runs measured in the same process, because these machines a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import platform
@@ -161,6 +162,55 @@ def bench_torch(model_dir: Path, repeats: int, threads: int = 0,
             out[name]["achieved_gflops"] = round(flops / (median / 1000.0) / 1e9, 2)
     torch.set_num_threads(default_threads)
     return out
+
+
+def bench_training_step(model_dir: Path, repeats: int,
+                        min_seconds: float = 1.0) -> dict[str, Any]:
+    """ms per training step of one of the classifier's networks, at the batch size and in the
+    memory layout ``station train`` uses, and in the plain layout for comparison: a
+    time-budgeted training run takes as many more steps as this is faster.
+
+    The network is rebuilt from ``classifier.onnx``'s architecture metadata, with fresh
+    weights and random batches (a step's time does not depend on them).
+    """
+    try:
+        import torch
+
+        from training.classifier import Ensemble
+        from training.classifier.options import ClassifierOptions
+        from training.classifier.train import TRAIN_LAYOUT, train_step
+    except ImportError as exc:
+        return {"skipped": f"the training step needs the train extra ({exc})"}
+    path = model_dir / "classifier.onnx"
+    if not path.exists():
+        return {"skipped": f"no {path.name}"}
+    try:
+        module, shape = _torch_network(path)
+    except Exception as exc:  # an architecture this version cannot rebuild: say which
+        return {"skipped": f"cannot rebuild {path.name} in torch: {exc}"}
+    net = module.members[0] if isinstance(module, Ensemble) else module
+    batch = ClassifierOptions().batch_size
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((batch, *shape), generator=gen)
+    y = (torch.arange(batch) % 2).float()
+    layouts = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+    step_ms: dict[str, float] = {}
+    runs = 0
+    for name, layout in layouts.items():
+        model = copy.deepcopy(net).to(memory_format=layout).train()  # type: ignore[call-overload]
+        optim = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        times = _latency(lambda m=model, o=optim, f=loss_fn, lay=layout:
+                         train_step(m, o, f, x, y, torch.device("cpu"), lay),
+                         max(1, min(repeats, 10)), min_seconds)
+        step_ms[name] = round(statistics.median(times), 2)
+        runs += len(times)
+    trains_in = next(name for name, layout in layouts.items() if layout == TRAIN_LAYOUT)
+    return {"classifier": {
+        "step_ms_p50": step_ms[trains_in], "layout": trains_in,
+        "step_ms_p50_by_layout": step_ms, "batch": batch, "input": list(shape),
+        "threads": torch.get_num_threads(), "runs": runs,
+        "speedup_vs_contiguous": round(step_ms["contiguous"] / step_ms[trains_in], 2)}}
 
 
 def _torch_network(path: Path) -> tuple[Any, tuple[int, int, int]]:
@@ -489,6 +539,7 @@ def run_bench(recipe: Any, model_dir: Path, parts: int, repeats: int, threads: i
         if key.endswith(".int8") and base:
             model["speedup_vs_float32"] = round(base["latency_ms_p50"] / model["latency_ms_p50"], 2)
     out["pytorch_eager"] = bench_torch(model_dir, repeats, threads, min_seconds)
+    out["training_step"] = bench_training_step(model_dir, repeats, min_seconds)
 
     def inspector_with(classifier_file: str) -> Inspector:
         ae_m = load_line_model(model_dir / "autoencoder.onnx", threads=threads)

@@ -80,6 +80,18 @@ def test_bench_writes_pipeline_and_model_numbers(model_dir: Path, tmp_path: Path
     for name in ("autoencoder", "classifier"):
         assert torch_eager[name]["latency_ms_p50"] > 0, torch_eager
 
+    # a step of station train's loop on one of the classifier's networks, in the layout it
+    # trains in and the plain one
+    step = result["training_step"]["classifier"]
+    assert step["layout"] == "channels_last" and step["batch"] == 32
+    assert step["input"] == [1, SIZE, SIZE]
+    by_layout = step["step_ms_p50_by_layout"]
+    assert set(by_layout) == {"channels_last", "contiguous"} and min(by_layout.values()) > 0
+    assert step["step_ms_p50"] == by_layout["channels_last"]
+    assert step["speedup_vs_contiguous"] == pytest.approx(
+        by_layout["contiguous"] / by_layout["channels_last"], rel=0.02)
+    assert "classifier training step (batch 32)" in printed
+
     for key in ("pipeline", "pipeline_int8_classifier"):
         p = result[key]
         assert p["parts"] == 12 and p["errors"] == 0 and p["paced_errors"] == 0

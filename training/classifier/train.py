@@ -8,10 +8,11 @@ Crops go through the station's own preprocessing (``station.vision.preprocess.pr
 never a copy of it, so the network sees in training exactly what it sees on the line.
 
 Networks train in the channels-last memory layout (NHWC), which oneDNN's convolutions run
-without reordering: a step of the screws' 128 x 64 classifier took 127 -> 103 ms and the
-tiles' 128 x 160 one 302 -> 215 ms on 2 AVX-512 cores (132 -> 102 ms with PyTorch and
-oneDNN held to AVX2), so a time-budgeted run takes that many more steps on any CPU. The
-finished network is handed back in the usual layout, for export and the station.
+without reordering: a step of the screws' 128 x 64 network at batch 32 took 113 -> 76 ms
+and the tiles' 128 x 160 one 304 -> 179 ms on 2 AVX-512 cores (148 -> 101 and 255 -> 180 ms
+with PyTorch and oneDNN held to AVX2; ``station bench``'s ``training_step``), so a
+time-budgeted run takes more steps on any CPU (the tiles' whole runs 1.37 x). The finished
+network is handed back in the usual layout, for export and the station.
 
 The learning rate follows a cosine from ``lr`` to zero over the planned run, where progress
 is the larger of the step fraction and the time fraction, so a run cut by the time budget
@@ -77,6 +78,24 @@ def _build_model(opts: ClassifierOptions, spec: PreprocessSpec) -> tuple[VGG16, 
     return model, batch_norm
 
 
+#: The memory layout a network trains in (the module docstring says why); ``station bench``
+#: times a step in it and in the plain layout.
+TRAIN_LAYOUT = torch.channels_last
+
+
+def train_step(model: VGG16, optim: torch.optim.Optimizer, loss_fn: nn.Module,
+               x: torch.Tensor, y: torch.Tensor, device: torch.device,
+               layout: torch.memory_format = TRAIN_LAYOUT) -> float:
+    """One optimizer step on one batch, put in ``layout`` (the model's weights are put in
+    it once, by its caller); the batch's loss."""
+    x = x.to(device, memory_format=layout)
+    loss = loss_fn(model.logits(x), y.to(device))
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    return float(loss.detach())
+
+
 @dataclass
 class _Run:
     """One training run: model, optimizer, batches, step count, clock and schedule."""
@@ -122,12 +141,7 @@ class _Run:
             for g in self.optim.param_groups:
                 g["lr"] = lr
             x, y = self.make_batch()
-            x = x.to(self.device, memory_format=torch.channels_last)
-            loss = self.loss_fn(self.model.logits(x), y.to(self.device))
-            self.optim.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optim.step()
-            losses.append(float(loss.detach()))
+            losses.append(train_step(self.model, self.optim, self.loss_fn, x, y, self.device))
             self.step += 1
             self.bar.update(1)
             self.bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.3f}",
@@ -170,7 +184,7 @@ def _train_one(good: list[np.ndarray], real: list[np.ndarray], masks: list[np.nd
     torch.manual_seed(seed)
     device = pick_device(opts.device)
     model, batch_norm = _build_model(opts, spec)
-    model.to(device, memory_format=torch.channels_last)
+    model.to(device, memory_format=TRAIN_LAYOUT)
     vgood, vsynth = synthetic_validation(vcrops, vlabels, opts.max_val_synth, seed)
 
     half = opts.batch_size // 2
