@@ -288,3 +288,29 @@ def test_a_surface_lit_differently_is_compared_by_its_texture(tmp_path: Path):
     path = export_onnx(h, tmp_path / "ae.onnx", meta, torch.from_numpy(good[:2]))
     diffs = parity(h, path, np.concatenate([good, lit, stained]))
     assert max(diffs.values()) <= 1e-3, diffs
+
+
+def test_the_search_finds_the_nearest_parts_of_near_identical_bright_parts():
+    """The search is one MatMul (2 q.b - |b|^2), not every difference: on bright parts that
+    differ by little (the case float32 rounding breaks unless the bank's mean is taken off)
+    it must pick exactly the parts the plain squared distances pick, each region on its own."""
+    import torch
+
+    from training.autoencoder.neighbours import NeighbourReference
+
+    rng = np.random.default_rng(4)
+    base = np.full((1, 32, 96), 0.9, np.float32)
+    bank = (base + rng.normal(0, 0.004, (60, 1, 32, 96))).astype(np.float32)
+    queries = (bank[:12] + rng.normal(0, 0.003, (12, 1, 32, 96))).astype(np.float32)
+    for regions in ((1, 1), (1, 3)):
+        ref = NeighbourReference(bank, k=3, jitter_px=1, input_blur=0.0, regions=regions)
+        q = torch.from_numpy(queries)
+        found = ref.nearest(q)
+        views = ref._retrieval_view(torch.from_numpy(bank)).double()
+        qv = ref._retrieval_view(q).double()
+        for r, (y0, y1, x0, x1) in enumerate(ref.windows):
+            window = torch.zeros(32 // 2, 96 // 2, dtype=torch.bool)
+            window[y0:y1, x0:x1] = True
+            d = ((qv[:, None] - views[None]) ** 2)[..., window.flatten()].sum(-1)
+            exact = torch.topk(-d, 3, dim=1).indices
+            assert torch.equal(found[r].sort(dim=1).values, exact.sort(dim=1).values), regions

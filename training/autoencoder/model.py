@@ -131,11 +131,11 @@ class ScoringHead(nn.Module):
         grows with its bank (:func:`station.models.inference.retrieval_batch`)."""
         from station.models.inference import retrieval_batch
 
-        bank = getattr(self.net, "flat", None)  # NeighbourReference: [1, bank, H/2 x W/2]
-        if bank is None:
+        views = getattr(self.net, "views", None)  # NeighbourReference: [H/2 x W/2, bank]
+        if views is None:
             return limit
         h, w = self.mu.shape[-2:]
-        return retrieval_batch(int(bank.shape[1]), (1, h, w), limit)
+        return retrieval_batch(int(views.shape[1]), (1, h, w), limit)
 
     @torch.no_grad()
     def calibrate(self, good: np.ndarray, options: AutoencoderOptions, batch_size: int = 0,

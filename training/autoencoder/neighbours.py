@@ -35,16 +35,16 @@ Measured on the development screws (320x112 part-aligned crops, bank = the train
 crops, statistics from held-aside good crops, the same scoring head): image AUROC 0.97
 against 0.79 for the network; on the tiles 0.94 against 0.76. Everything is plain tensor
 arithmetic (MatMul, TopK, Gather, MaxPool, Min), so it exports in-graph with the scoring
-head and the station runs it like any autoencoder file. Cost per part: one pass of squared
-differences over the bank at half resolution, and per pixel two pools and a few
-differences per neighbour. The band replaced the smallest |difference| over all
+head and the station runs it like any autoencoder file. Cost per part: one MatMul against the
+bank at half resolution (``nearest``), and per pixel two pools and a few differences per
+neighbour. The band replaced the smallest |difference| over all
 ``(2 jitter + 1)^2`` shifts: 3-fold CV, autoencoder alone, about the same image AUROC
 (screws 0.986 against 0.984; tiles 0.907 against 0.908 at 4 px, 0.919 both at 6 px) for
 an eighth of the time on the tiles (7.7 ms at 6 px against 59.5 ms at 4 px, 256 x 320,
 2 cores): a few pools at any jitter instead of a pass per shift (docs/results.md). The
 graph avoids copies, which cost onnxruntime more than the arithmetic: every region's window
-is summed by one MatMul with a 0/1 mask, and the ``k`` neighbours' differences are blurred
-together as the channels of one depthwise convolution.
+is searched by one MatMul with the query masked to each window, and the ``k`` neighbours'
+differences are blurred together as the channels of one depthwise convolution.
 
 >>> import numpy as np, torch
 >>> bank = np.zeros((4, 1, 8, 8), np.float32); bank[1] += 0.5
@@ -96,16 +96,23 @@ class NeighbourReference(nn.Module):
         padded = F.pad(b, (j, j, j, j), mode="replicate") if j else b
         # float16 halves the file; only the k crops gathered are cast to float32
         self.register_buffer("bank", padded.half())
-        self.register_buffer("flat", self._retrieval_view(b)[None])  # [1, K, D]
         h, w = int(b.shape[-2]), int(b.shape[-1])
         self.regions = _regions(h, w, regions)
         # a region's neighbours are found on its own half-resolution window (a quarter of
         # the region added on each side), so each stretch of the part gets the good parts
         # that match it best there
         self.windows = [_window(r, h, w) for r in self.regions]
-        if len(self.regions) > 1:  # [D, R]: 1 where a retrieval-view number is in a window
-            self.register_buffer("window_mask", _window_mask(self.windows, 1,
-                                                             h // 2, w // 2))
+        # [D, R]: 1 where a retrieval-view number is in a window (one region: all of them)
+        mask = _window_mask(self.windows, 1, h // 2, w // 2)
+        if len(self.regions) > 1:
+            self.register_buffer("window_mask", mask)
+        # the search's constants: the bank's retrieval views less their mean, [D, K], and
+        # each one's squared length on each window, [R, K] (see ``nearest``)
+        view = self._retrieval_view(b)
+        self.register_buffer("center", view.mean(dim=0, keepdim=True))  # [1, D]
+        centred = view - self.center
+        self.register_buffer("views", centred.T.contiguous())  # [D, K]
+        self.register_buffer("lengths", torch.matmul(centred.square(), mask).T.contiguous())
         self.margin = int(np.ceil(3 * match_sigma)) + 1 if match_sigma > 0 else 0
 
     @staticmethod
@@ -121,18 +128,25 @@ class NeighbourReference(nn.Module):
 
     def nearest(self, q: torch.Tensor) -> list[torch.Tensor]:
         """Per region, the indices [N, k] of the bank crops nearest to the (blurred) queries
-        on that region's window."""
-        # the squared differences themselves, not |q|^2 - 2 q.b + |b|^2: that expansion loses
-        # the small distance between two near parts to rounding, and torch and onnxruntime
-        # would then pick different neighbours
-        d = self._retrieval_view(q)[:, None] - self.flat
-        sq = d * d  # [N, K, D] (a product: onnxruntime's Pow is several times slower)
-        if len(self.regions) == 1:
-            return [torch.topk(-sq.sum(dim=2), self.k, dim=1).indices]
-        # every window's sum in one MatMul with a 0/1 mask: slicing each window out of the
-        # [N, K, D] differences cost more than all the arithmetic (onnxruntime copies slices)
-        idx = torch.topk(-torch.matmul(sq, self.window_mask), self.k, dim=1).indices
-        return [idx[..., r] for r in range(len(self.windows))]  # [N, k, R] -> R x [N, k]
+        on that region's window.
+
+        Nearest by the squared distance |q - b|^2 = |q|^2 - 2 q.b + |b|^2, of which only
+        2 q.b - |b|^2 differs between bank crops: one MatMul against the bank instead of its
+        differences and their squares ([N, K, D] twice: 3.6 of the tiles' 8.3 ms at the
+        line, docs/results.md). Both sides less the bank's mean first: the products then
+        measure how a part differs from the average part, not its whole brightness, so
+        float32 keeps the small distances between near parts (the expansion on raw crops
+        lost them to rounding, and torch and onnxruntime picked different neighbours).
+        """
+        v = self._retrieval_view(q) - self.center  # [N, D]
+        if len(self.regions) == 1:  # [N, K]
+            closeness = 2.0 * torch.matmul(v, self.views) - self.lengths
+            return [torch.topk(closeness, self.k, dim=1).indices]
+        # every window at once: the query masked to each window, [N, R, D], times the bank
+        per_window = (v[:, :, None] * self.window_mask).transpose(1, 2)
+        closeness = 2.0 * torch.matmul(per_window, self.views) - self.lengths  # [N, R, K]
+        idx = torch.topk(closeness, self.k, dim=2).indices  # [N, R, k]
+        return [idx[:, r] for r in range(len(self.windows))]
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         """Per pixel, how far the crop lies outside a neighbour's band, the least over the
