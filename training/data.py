@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from station.sources.datasets import Sample, load_image, load_mask
+from station.sources.datasets import DatasetError, Sample, load_image, load_mask
 from station.vision.align import (
     AlignParams,
     PartNotFound,
@@ -139,16 +139,23 @@ def compute_crops(
     crops: list[np.ndarray | None] = []
     c2f, f2c, shapes, ok, messages = [], [], [], [], []
     for s in tqdm(samples, desc=f"crops {size}x{height}px", unit="img", disable=not progress):
-        image = load_image(s.path)
-        shapes.append(image.shape[:2])
-        try:
+        aligned, why = None, ""
+        try:  # an unreadable image is left out like a part not found (ok False, the reason
+            # kept): one bad file does not stop a training, and evaluation counts it an ERROR
+            image = load_image(s.path)
+            shapes.append(image.shape[:2])
             aligned = find_and_align(image, localize_params, align_params, size, height)
+        except DatasetError as exc:
+            shapes.append((0, 0))
+            why = str(exc)
         except PartNotFound as exc:
+            why = f"{s.path}: {exc}"
+        if aligned is None:
             crops.append(None)
             c2f.append(np.zeros((2, 3)))
             f2c.append(np.zeros((2, 3)))
             ok.append(False)
-            messages.append(f"{s.path}: {exc}")
+            messages.append(why)
             continue
         crops.append(aligned.crop)
         c2f.append(aligned.crop_to_frame)

@@ -311,6 +311,10 @@ def _model_block(model: AnyModel, sc: ModelScores, chosen: list[Sample], labels:
     block = image_metrics(sc.normalized, labels, pred)
     block["threshold_raw"] = model.meta.threshold
     block["not_found"] = int((~sc.crops.ok).sum())
+    # why, for the first few: the part not found, or the file unreadable (each is the
+    # station's ERROR verdict, rejected unless the recipe's on_error says otherwise)
+    block["not_found_why"] = [m for m, ok in zip(sc.crops.messages, sc.crops.ok, strict=True)
+                              if not ok][:5]
     block["file"] = model.path.name
     block["has_map"] = sc.maps is not None
     pixels = pixel_metrics(sc, chosen, progress)

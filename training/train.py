@@ -397,6 +397,12 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
         raise ValueError(f"{opts.data}: only {len(split.roles['train_good'])} good training "
                          "images after the split; need more good parts")
     roles = split.roles
+    if opts.only != "autoencoder" and not (roles["val_good"] + roles["thr_good"]
+                                           + roles["val_labeled"]):
+        raise ValueError(f"{opts.data}: too few images to choose the classifier's threshold: "
+                         f"the split left none to validate it on ({len(roles['train_good'])} "
+                         "good images to learn from); station train needs at least 7 good "
+                         "training images, or --only autoencoder")
     used = split.trained()
     loc, align = opts.localize or LocalizeParams(), opts.align or AlignParams()
     cache = opts.cache or out / "cache"
@@ -408,6 +414,7 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     files: dict[str, str] = {}
     fuse_val: dict[str, np.ndarray] = {}
     fuse_samples = roles["thr_good"] + roles["val_labeled"]
+    said: set[str] = set()
 
     for kind in kinds:
         multiple = 2 ** opts.ae.depth if kind == "autoencoder" else CLASSIFIER_MULTIPLE
@@ -420,8 +427,10 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
         lost = [m for m in crops.messages if m]
         for m in lost:
             log({"event": "part_not_found", "message": m})
-        if lost:
-            print(f"warning: part not found in {len(lost)} training image(s); first: {lost[0]}")
+        if set(lost) - said:  # each model crops the images again: said once, not per model
+            print(f"warning: {len(lost)} training image(s) left out (part not found, or the "
+                  f"file unreadable); first: {lost[0]}")
+            said.update(lost)
         remaining = budget - (time.monotonic() - t0) - EXPORT_RESERVE_S
         share = opts.ae_share if (kind == "autoencoder" and len(kinds) == 2) else 1.0
         minutes = max(0.2, remaining * share / 60.0)

@@ -83,8 +83,23 @@ def run(args: argparse.Namespace) -> int:
               f"precision {_fmt(b['precision'])} recall {_fmt(b['recall'])}{extra}")
     for line in per_type_table(result) + result["int8_check"]["summary"]:
         print(line)
+    for line in _not_scored(result):
+        print(line)
     print(f"wrote {args.json}")
     return 0
+
+
+def _not_scored(result: dict) -> list[str]:
+    """A warning per model that could not score some images (part not found, or the file
+    unreadable), with the first reason: those images count as ERROR verdicts."""
+    lines = []
+    for kind in ("autoencoder", "classifier"):
+        b = result.get(kind)
+        if b and b.get("not_found"):
+            why = (b.get("not_found_why") or [""])[0]
+            lines.append(f"warning: {kind}: {b['not_found']} image(s) not scored, each an ERROR "
+                         f"verdict (part not found, or the file unreadable); first: {why}")
+    return lines
 
 
 def crop_lines(models: Path) -> list[str]:

@@ -302,6 +302,46 @@ def test_train_bad_data_set_is_a_clear_error(tmp_path, capsys):
     assert "nowhere: data set folder not found" in capsys.readouterr().err
 
 
+def test_an_unreadable_image_is_left_out_of_training_and_an_error_in_evaluation(tmp_path,
+                                                                                capsys):
+    """One bad file among hundreds must not stop a training (it is named and left out), and
+    evaluation counts an unreadable test image as the station would: an ERROR, rejected."""
+    data = write_mvtec_dataset(tmp_path / "data", n_train_good=16, n_test_good=4,
+                               n_test_per_defect=2, size=96, seed=2)
+    (data / "train" / "good" / "003.png").write_bytes(b"")
+    out, fold = tmp_path / "m", ["--folds", "2", "--fold", "0"]
+    rc = main(["train", "--data", str(data), "--out", str(out), "--size", "64", "--cls-size",
+               "64", "--epochs", "1", "--minutes", "0.2", "--width", "0.05", "--no-int8",
+               "--quiet", *fold])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    warned = [line for line in printed.splitlines() if "left out" in line]
+    assert len(warned) == 1 and "003.png: empty file" in warned[0]  # once, not per model
+    held_out = json.loads((out / "split.json").read_text())["roles"]["eval"]
+    broken = data / next(p for p in held_out if "/good/" not in p)
+    broken.write_bytes(broken.read_bytes()[:200])  # a defect of the held-out fold, truncated
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", "--models", str(out), "--data", str(data), "--json", str(report),
+                 "--quiet", *fold]) == 0
+    printed = capsys.readouterr().out
+    rows = {r["path"]: r for r in json.loads(report.read_text())["per_image"]}
+    row = rows[broken.relative_to(data).as_posix()]
+    assert row["verdict"] == "ERROR" and row["autoencoder"] is None
+    assert f"{broken.name}: PNG without its IEND end marker" in printed
+    assert "1 image(s) not scored, each an ERROR verdict" in printed
+
+
+def test_too_few_good_images_are_refused_before_any_training(tmp_path, capsys):
+    data = write_mvtec_dataset(tmp_path / "data", n_train_good=3, n_test_good=0,
+                               n_test_per_defect=0, size=96, seed=2)
+    rc = main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--quiet"])
+    err = [line for line in capsys.readouterr().err.splitlines() if "note:" not in line]
+    assert rc == 2 and len(err) == 1, err  # (the note says there is no --recipe)
+    assert err[0].startswith("station train: ") and "too few images" in err[0]
+    assert "needs at least 7 good training images" in err[0]
+    assert not (tmp_path / "m" / "autoencoder.onnx").exists()
+
+
 @pytest.mark.learning
 def test_int8_classifier_calibrated_on_defects_keeps_their_scores(line_models, line_defects,
                                                                    tmp_path, monkeypatch):
