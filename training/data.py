@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from station.sources.datasets import DatasetError, Sample, load_image, load_mask
@@ -162,6 +163,11 @@ def compute_crops(
         f2c.append(aligned.frame_to_crop)
         ok.append(True)
         messages.append("")
+    if any(c is not None and c.ndim == 3 for c in crops):  # a data set that stored some
+        # images grey and some in colour: grey as colour (lossless); the model's spec makes
+        # its colour mode from either, as at the line
+        crops = [c if c is None or c.ndim == 3 else cv2.cvtColor(c, cv2.COLOR_GRAY2BGR)
+                 for c in crops]
     template = next((c for c in crops if c is not None), np.zeros((height, size), np.uint8))
     stack = np.stack([c if c is not None else np.zeros_like(template) for c in crops])
     result = CropSet(samples, stack, np.asarray(c2f, np.float64), np.asarray(f2c, np.float64),

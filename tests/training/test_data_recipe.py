@@ -15,7 +15,7 @@ from station.models.inference import load_model
 from station.sources.datasets import load_image, read_dataset
 from station.vision.align import AlignParams
 from station.vision.localize import LocalizeParams
-from station.vision.preprocess import crop_for_model
+from station.vision.preprocess import crop_for_model, prepare_batch
 from tests.vision.products import part_image, surface_image, surface_shapes, write_parts
 from training.data import compute_crops, crop_note, crop_spec
 
@@ -127,6 +127,22 @@ def test_colour_parts_keep_their_colour_through_the_crop(tmp_path):
     # the part is red (BGR 40, 60, 190): in the RGB tensor red is channel 0 and stands out
     part = tensor[:, 12:20, 24:40]
     assert part[0].mean() > part[2].mean() + 0.2
+
+
+def test_a_data_set_with_grey_and_colour_files_crops_as_one(tmp_path):
+    """Some files of a data set stored grey, some in colour: one stack of crops (grey ones
+    made colour, losslessly), which a grey model's preparation makes grey again."""
+    data = write_parts(tmp_path / "d", 4)
+    samples = list(read_dataset(data))
+    for s in samples[::2]:
+        cv2.imwrite(str(s.path), cv2.cvtColor(load_image(s.path, "gray"), cv2.COLOR_GRAY2BGR))
+    crops = compute_crops(samples, LocalizeParams(), AlignParams(crop_aspect=0.5), 64,
+                          progress=False, height=32)
+    assert crops.ok.all() and crops.crops.shape == (4, 32, 64, 3)
+    grey = prepare_batch(list(crops.crops), crop_spec(64, AlignParams(crop_aspect=0.5),
+                                                       "mono8", 8))
+    assert grey.shape == (4, 1, 32, 64)
+    assert np.abs(grey[0] - grey[1]).mean() < 0.1  # the same kind of part either way
 
 
 @pytest.mark.learning

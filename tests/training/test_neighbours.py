@@ -314,3 +314,20 @@ def test_the_search_finds_the_nearest_parts_of_near_identical_bright_parts():
             d = ((qv[:, None] - views[None]) ** 2)[..., window.flatten()].sum(-1)
             exact = torch.topk(-d, 3, dim=1).indices
             assert torch.equal(found[r].sort(dim=1).values, exact.sort(dim=1).values), regions
+
+
+def test_good_parts_alike_to_the_last_pixel_still_score():
+    """A bank of identical good parts leaves no spread to divide by: the spread has a floor,
+    so the scores stay finite, good parts at zero and a defect far above them."""
+    import torch
+
+    part = threaded(3, np.random.default_rng(5))
+    bank = np.stack([part] * 10)
+    options = AutoencoderOptions(neighbours=3, jitter_px=1, input_blur=0.5, blur_sigma=1.0,
+                                 sd_blur_sigma=1.0, whole_region=True)
+    h = neighbour_head(bank[:6], bank[6:], options).head
+    defect = part.copy()
+    defect[0, 10:14, 30:34] = 1.0
+    with torch.no_grad():
+        good, bad = (h(torch.from_numpy(x[None]))[1].item() for x in (part, defect))
+    assert np.isfinite(good) and np.isfinite(bad) and good < 1.0 and bad > 100.0

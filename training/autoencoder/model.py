@@ -28,6 +28,10 @@ from torch import nn
 from training.autoencoder.options import AutoencoderOptions
 from training.autoencoder.region import part_region
 
+#: the smallest per-pixel spread of good parts' residuals (intensities 0..1: a fortieth of
+#: a grey level at 8 bits), far under real parts' (screws 0.0023, tiles 0.0033 on average)
+SD_MIN = 1e-4
+
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1),
@@ -156,7 +160,9 @@ class ScoringHead(nn.Module):
         if options.sd_blur_sigma > 0:
             smooth = GaussianBlur(options.sd_blur_sigma)
             mu, sd = smooth(mu), smooth(sd)
-        floor = options.sd_floor * float(sd.mean())
+        # relative to the good parts' spread; never zero (good parts alike to the last
+        # pixel would otherwise divide by it)
+        floor = max(options.sd_floor * float(sd.mean()), SD_MIN)
         sd = torch.sqrt(sd**2 + floor**2)
         self.mu.copy_(mu.to(device))
         self.sd.copy_(sd.to(device))
