@@ -49,6 +49,7 @@ from training.data import (
 )
 from training.device import pick_device
 from training.export import export_onnx, now_iso, over_tolerance, parity, write_metadata
+from training.fragment import write_fragment
 from training.thresholds import MAX_FALSE_REJECT, ThresholdChoice, choose_threshold
 
 EXPORT_RESERVE_S = 60.0  # time kept back from the budget for export and quantization
@@ -318,38 +319,6 @@ def _fuse_thresholds(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: s
                               "n": int(len(labels)), "val_auroc": aurocs}
 
 
-def _write_fragment(out: Path, files: dict[str, str], rule: str, ae_t: float, cls_t: float,
-                    loc: LocalizeParams, align: AlignParams) -> Path:
-    import tomlkit
-
-    doc = tomlkit.document()
-    doc.add(tomlkit.comment("Written by station train: paste into a recipe (paths are relative "
-                            "to this folder)."))
-    models = tomlkit.table()
-    for kind in ("autoencoder", "classifier"):
-        models.add(kind, files.get(kind, ""))
-    doc.add("models", models)
-    dec = tomlkit.table()
-    if len(files) == 1:  # one model trained: it alone decides
-        rule = next(iter(files))
-    dec.add("rule", rule)
-    dec.add("autoencoder_threshold", round(ae_t, 4))
-    dec.add("classifier_threshold", round(cls_t, 4))
-    dec.add("on_error", "reject")
-    doc.add("decision", dec)
-    lt = tomlkit.table()
-    for k, v in loc.to_dict().items():
-        lt.add(k, v)
-    doc.add("localize", lt)
-    at = tomlkit.table()
-    for k, v in align.to_dict().items():
-        at.add(k, v)
-    doc.add("align", at)
-    path = out / "recipe_fragment.toml"
-    path.write_text(tomlkit.dumps(doc))
-    return path
-
-
 def _head_nodes(path: Path) -> list[str]:
     """Scoring-head node names of an exported autoencoder (kept float when quantizing)."""
     import onnx
@@ -393,16 +362,8 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
              k: (str(v) if isinstance(v, Path) else v) for k, v in opts.__dict__.items()
              if k not in ("ae", "split")}, "autoencoder_options": opts.ae.to_dict()})
     print(f"split: {counts}")
-    if len(split.roles["train_good"]) < 2:
-        raise ValueError(f"{opts.data}: only {len(split.roles['train_good'])} good training "
-                         "images after the split; need more good parts")
     roles = split.roles
-    if opts.only != "autoencoder" and not (roles["val_good"] + roles["thr_good"]
-                                           + roles["val_labeled"]):
-        raise ValueError(f"{opts.data}: too few images to choose the classifier's threshold: "
-                         f"the split left none to validate it on ({len(roles['train_good'])} "
-                         "good images to learn from); station train needs at least 7 good "
-                         "training images, or --only autoencoder")
+    _check_enough(opts, roles)
     used = split.trained()
     loc, align = opts.localize or LocalizeParams(), opts.align or AlignParams()
     cache = opts.cache or out / "cache"
@@ -424,13 +385,7 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
         crops = compute_crops(used, loc, align, spec.size, cache, opts.progress,
                               height=spec.crop_height)
         spec = _fit_background(kind, crops.select(roles["train_good"]).good_crops(), spec, log)
-        lost = [m for m in crops.messages if m]
-        for m in lost:
-            log({"event": "part_not_found", "message": m})
-        if set(lost) - said:  # each model crops the images again: said once, not per model
-            print(f"warning: {len(lost)} training image(s) left out (part not found, or the "
-                  f"file unreadable); first: {lost[0]}")
-            said.update(lost)
+        _say_left_out(crops, log, said)
         remaining = budget - (time.monotonic() - t0) - EXPORT_RESERVE_S
         share = opts.ae_share if (kind == "autoencoder" and len(kinds) == 2) else 1.0
         minutes = max(0.2, remaining * share / 60.0)
@@ -458,11 +413,37 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
              "classifier_threshold": cls_t, **tuning})
         summary["decision"] = {"rule": rule, "autoencoder_threshold": ae_t,
                                "classifier_threshold": cls_t, **tuning}
-    fragment = _write_fragment(out, files, rule, ae_t, cls_t, loc, align)
+    fragment = write_fragment(out, files, rule, ae_t, cls_t, loc, align)
     summary["recipe_fragment"] = str(fragment)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     log({"event": "done", **summary})
     return summary
+
+
+def _check_enough(opts: TrainOptions, roles: dict[str, list]) -> None:
+    """Refuse, before any training, a split that leaves a model nothing to learn from or
+    nothing to choose its threshold on."""
+    if len(roles["train_good"]) < 2:
+        raise ValueError(f"{opts.data}: only {len(roles['train_good'])} good training "
+                         "images after the split; need more good parts")
+    if opts.only != "autoencoder" and not (roles["val_good"] + roles["thr_good"]
+                                           + roles["val_labeled"]):
+        raise ValueError(f"{opts.data}: too few images to choose the classifier's threshold: "
+                         f"the split left none to validate it on ({len(roles['train_good'])} "
+                         "good images to learn from); station train needs at least 7 good "
+                         "training images, or --only autoencoder")
+
+
+def _say_left_out(crops: CropSet, log: TrainLog, said: set[str]) -> None:
+    """Log every image a model's crops left out, and warn once across the models (each
+    crops the images again)."""
+    lost = [m for m in crops.messages if m]
+    for m in lost:
+        log({"event": "part_not_found", "message": m})
+    if set(lost) - said:
+        print(f"warning: {len(lost)} training image(s) left out (part not found, or the file "
+              f"unreadable); first: {lost[0]}")
+        said.update(lost)
 
 
 def _good_train_share(opts: TrainOptions) -> float:

@@ -27,11 +27,12 @@ RETRIEVAL_BYTES = 256 << 20  # what one batch's nearest-parts search may hold (s
 
 
 def retrieval_batch(bank: int, shape: tuple[int, int, int], limit: int = 16) -> int:
-    """Crops per batch for an autoencoder that finds its nearest good parts: the search holds
-    every query's difference to every bank crop on a grey half-resolution view, and its
-    square, in float32 ([N, bank, H/2 x W/2] twice), so a batch stays within
-    ``RETRIEVAL_BYTES`` (a 224 x 264 crop against 400 good parts is 47 MB a crop); at most
-    ``limit``. ``shape`` is the model's input (channels, height, width).
+    """Crops per batch for an autoencoder that finds its nearest good parts. Files exported
+    before the search became one MatMul (December 2026) hold every query's difference to
+    every bank crop on a grey half-resolution view, and its square, in float32 ([N, bank,
+    H/2 x W/2] twice), so a batch stays within ``RETRIEVAL_BYTES`` for those (a 224 x 264 crop
+    against 400 good parts is 47 MB a crop); newer files hold far less and run in the same
+    batches. At most ``limit``. ``shape`` is the model's input (channels, height, width).
 
     >>> retrieval_batch(200, (1, 112, 320)), retrieval_batch(400, (3, 264, 224))
     (16, 5)

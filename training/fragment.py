@@ -1,0 +1,44 @@
+"""The recipe fragment ``station train`` writes beside its models: what to paste into the
+product's recipe so the station runs them as they were trained and judged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from station.vision.align import AlignParams
+from station.vision.localize import LocalizeParams
+
+
+def write_fragment(out: Path, files: dict[str, str], rule: str, ae_t: float, cls_t: float,
+                   loc: LocalizeParams, align: AlignParams) -> Path:
+    """``recipe_fragment.toml`` in ``out``: the model files, the decision and the crop
+    (localize, align) the models were trained with, to paste into the product's recipe. One
+    model trained: it alone decides."""
+    import tomlkit
+
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("Written by station train: paste into a recipe (paths are relative "
+                            "to this folder)."))
+    models = tomlkit.table()
+    for kind in ("autoencoder", "classifier"):
+        models.add(kind, files.get(kind, ""))
+    doc.add("models", models)
+    dec = tomlkit.table()
+    if len(files) == 1:  # one model trained: it alone decides
+        rule = next(iter(files))
+    dec.add("rule", rule)
+    dec.add("autoencoder_threshold", round(ae_t, 4))
+    dec.add("classifier_threshold", round(cls_t, 4))
+    dec.add("on_error", "reject")
+    doc.add("decision", dec)
+    lt = tomlkit.table()
+    for k, v in loc.to_dict().items():
+        lt.add(k, v)
+    doc.add("localize", lt)
+    at = tomlkit.table()
+    for k, v in align.to_dict().items():
+        at.add(k, v)
+    doc.add("align", at)
+    path = out / "recipe_fragment.toml"
+    path.write_text(tomlkit.dumps(doc))
+    return path
