@@ -353,6 +353,9 @@ def localize(image: np.ndarray, params: LocalizeParams | None = None) -> Localiz
         return failed
     part_area = float(sum(det.areas[i] for i in merged))
     contours, ox, oy = _refine(region, det, part, bbox, part_area)
+    if not contours:  # pieces with no area: lines a pixel thin at the detection size
+        return _fail("none", f"no part: what was found ({bbox[2]} x {bbox[3]} px at the "
+                             "detection size) has no outline with an area")
     return _measure(contours, ox, oy, det.box_of(*bbox))
 
 

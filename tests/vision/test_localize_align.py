@@ -147,6 +147,16 @@ def test_statuses_none_border_several():
         localize(two, LocalizeParams(roi=(300, 0, 200, 100)))
 
 
+def test_a_part_thinner_than_a_pixel_at_the_detection_size_is_none_not_a_crash():
+    """A long thin strip of a frame shrinks to lines with no area when the part is searched
+    for: "no part" with the reason (it crashed, so init-recipe stopped and the line had an
+    ERROR with a numpy message)."""
+    strip = np.full((40, 2000), 200, np.uint8)
+    strip[18:22, 700:1300] = 40
+    loc = localize(strip, LocalizeParams())
+    assert loc.status == "none" and "no outline with an area" in loc.message
+
+
 def test_a_part_cut_in_two_by_a_bright_defect_is_still_one_part():
     img = render(30.0)
     a = math.radians(30.0)
