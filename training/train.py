@@ -376,11 +376,13 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     fuse_val: dict[str, np.ndarray] = {}
     fuse_samples = roles["thr_good"] + roles["val_labeled"]
     said: set[str] = set()
+    multiples = {"autoencoder": 2 ** opts.ae.depth, "classifier": CLASSIFIER_MULTIPLE}
+    specs = {kind: crop_spec(opts.size if kind == "autoencoder" else opts.cls_size, align,
+                             opts.pixel_format, multiples[kind])
+             for kind in kinds}  # both refused here, before any training, when they cannot be
 
     for kind in kinds:
-        multiple = 2 ** opts.ae.depth if kind == "autoencoder" else CLASSIFIER_MULTIPLE
-        spec = crop_spec(opts.size if kind == "autoencoder" else opts.cls_size, align,
-                         opts.pixel_format, multiple)
+        spec, multiple = specs[kind], multiples[kind]
         print(crop_note(kind, spec, align, multiple))
         crops = compute_crops(used, loc, align, spec.size, cache, opts.progress,
                               height=spec.crop_height)

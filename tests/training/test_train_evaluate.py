@@ -331,6 +331,18 @@ def test_an_unreadable_image_is_left_out_of_training_and_an_error_in_evaluation(
     assert "1 image(s) not scored, each an ERROR verdict" in printed
 
 
+def test_a_crop_size_a_model_cannot_take_is_refused_before_any_training(tmp_path, capsys):
+    """The classifier's crop is checked with the autoencoder's, before either trains (it was
+    checked after the autoencoder had been built and exported)."""
+    data = write_mvtec_dataset(tmp_path / "data", n_train_good=12, n_test_good=2,
+                               n_test_per_defect=1, size=96, seed=2)
+    rc = main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--size", "64",
+               "--cls-size", "100", "--quiet"])
+    err = [line for line in capsys.readouterr().err.splitlines() if "note:" not in line]
+    assert rc == 2 and len(err) == 1 and "crop width 100 px: expected a multiple of 32" in err[0]
+    assert not (tmp_path / "m" / "autoencoder.onnx").exists()
+
+
 def test_too_few_good_images_are_refused_before_any_training(tmp_path, capsys):
     data = write_mvtec_dataset(tmp_path / "data", n_train_good=3, n_test_good=0,
                                n_test_per_defect=0, size=96, seed=2)
