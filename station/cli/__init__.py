@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import traceback
+from pathlib import Path
 
 # name -> (module under station.cli, one-line help). Each module defines
 # ``add_arguments(parser)`` and ``run(args) -> int``.
@@ -104,6 +105,16 @@ class OneLineFormatter(logging.Formatter):
         return super().format(record)
 
 
+def _file_in_the_way(exc: Exception) -> Path | None:
+    """The file standing where a folder had to be made, when that is what ``exc`` is."""
+    name = getattr(exc, "filename", None)
+    if not isinstance(exc, (FileExistsError, NotADirectoryError)) or not name:
+        return None
+    path = Path(name)
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    return existing if existing is not None and existing.is_file() else None
+
+
 def report_error(command: str, exc: Exception) -> int:
     """Say what went wrong in one line (one per problem) on stderr; return the exit code.
 
@@ -115,6 +126,11 @@ def report_error(command: str, exc: Exception) -> int:
 
     if debugging():
         traceback.print_exception(exc)
+    in_the_way = _file_in_the_way(exc)
+    if in_the_way is not None:  # --out a/b where a is a file: say so, not "File exists"
+        print(f"station {command}: {in_the_way}: a file is where a folder is needed",
+              file=sys.stderr)
+        return 2
     if isinstance(exc, startup_errors()):
         lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
         for line in lines or [type(exc).__name__]:

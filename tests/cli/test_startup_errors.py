@@ -20,7 +20,7 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from station.cli import OneLineFormatter, report_error
+from station.cli import OneLineFormatter, main, report_error
 from station.config import RecipeError, load_recipe
 from station.models.metadata import ModelRefused
 from station.pipeline.inspector import Inspector
@@ -226,3 +226,20 @@ def test_the_window_saves_a_screenshot_and_a_flag_it_cannot_honour_is_one_line(a
         proc = _station("run", "--recipe", str(path), *extra, "--screenshot", target)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert proc.stderr.strip().count("\n") == 0 and said in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("command", [
+    ["init-recipe", "--data", "{data}", "--out", "{file}/sub/recipe.toml"],
+    ["crops", "--data", "{data}", "--out", "{file}/crops", "--size", "64"],
+])
+def test_a_file_where_a_folder_must_be_made_is_named(command, tmp_path, capsys):
+    """``--out a/b`` with ``a`` a file: the file is named, not "[Errno 17] File exists"."""
+    from tests.vision.products import write_parts
+
+    data = write_parts(tmp_path / "parts", 3)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    argv = [a.format(data=data, file=blocker) for a in command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"station {command[0]}: {blocker}: a file is where a folder is needed"]
