@@ -132,8 +132,8 @@ class NeighbourReference(nn.Module):
 
         Nearest by the squared distance |q - b|^2 = |q|^2 - 2 q.b + |b|^2, of which only
         2 q.b - |b|^2 differs between bank crops: one MatMul against the bank instead of its
-        differences and their squares ([N, K, D] twice: 3.6 of the tiles' 8.3 ms at the
-        line, docs/results.md). Both sides less the bank's mean first: the products then
+        differences and their squares ([N, K, D] twice: 3.6 of the tiles' 8.3 ms in
+        onnxruntime's profile, docs/results.md). Both sides less the bank's mean first: the products then
         measure how a part differs from the average part, not its whole brightness, so
         float32 keeps the small distances between near parts (the expansion on raw crops
         lost them to rounding, and torch and onnxruntime picked different neighbours).
