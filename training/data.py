@@ -220,7 +220,9 @@ class SplitOptions:
     folds: int = 0  # 0 = no cross-validation (see ``train_on_test``)
     fold: int = 0
     seed: int = 0
-    holdout_good: float = 0.15  # share of train good never used (evaluate --good-from-train)
+    # with folds: share of train good never used (evaluate --good-from-train); models for the
+    # line (no folds) learn from every good image, as nothing could score the held-aside ones
+    holdout_good: float = 0.15
     val_good: float = 0.15  # share of the rest: the autoencoder's per-pixel statistics
     thr_good: float = 0.1  # share of the rest: good parts for choosing thresholds
     defect_train_share: float = 0.5  # share of the other folds' defects the classifier trains on
@@ -253,8 +255,10 @@ def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
       share of their defects trains the classifier, a share of their good images joins the
       autoencoder's bank and the classifier's good examples (a good part photographed with
       the defects is the good part the line will see), the rest choose thresholds.
-    * ``holdout_good``: a share of train good never used (rotating with the fold, so a
-      cross-validation sees different ones); ``val_good``: per-pixel statistics and
+    * ``holdout_good``: with folds, a share of train good never used (rotating with the
+      fold, so a cross-validation sees different ones); none without folds, where
+      ``station evaluate`` refuses the training data set and a larger bank of good parts
+      scores better; ``val_good``: per-pixel statistics and
       nothing else; ``thr_good``: good parts for thresholds (scored fresh by the
       autoencoder, unlike ``val_good``); ``train_good``: the rest.
 
@@ -352,9 +356,9 @@ def _defect_roles(pool: list[Sample], o: SplitOptions) -> tuple[list[Sample], li
 def _good_roles(train: list[Sample], o: SplitOptions
                 ) -> tuple[list[Sample], list[Sample], list[Sample], list[Sample]]:
     """Train good images: (holdout, val_good, thr_good, train_good); the holdout rotates
-    with the fold."""
+    with the fold and is empty without folds (models for the line)."""
     goods = _shuffled(train, o.seed, "train-good")
-    n_hold = int(round(o.holdout_good * len(goods)))
+    n_hold = int(round(o.holdout_good * len(goods))) if o.folds else 0
     start = (o.fold * n_hold) % max(1, len(goods)) if o.folds else 0
     rotated = goods[start:] + goods[:start]
     holdout, rest = rotated[:n_hold], rotated[n_hold:]

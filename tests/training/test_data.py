@@ -54,3 +54,20 @@ def test_a_split_recorded_before_the_share_reads_as_it_was(samples, tmp_path):
     assert set(TRAINED_ROLES) <= set(split.roles)
     with pytest.raises(ValueError, match="good_train_share = 1.0: expected a share in"):
         make_split(samples, SplitOptions(folds=3, fold=0, good_train_share=1.0))
+
+
+def test_models_for_the_line_learn_from_every_good_image(samples):
+    """Without folds nothing could ever score a held-aside train good image (``station
+    evaluate`` refuses the training data set), so every one joins the bank, the per-pixel
+    statistics or the threshold goods; with folds a share is held aside, rotating."""
+    line = make_split(samples, SplitOptions())
+    train_good = paths(s for s in samples if s.split != "test" and s.label == 0)
+    assert line.roles["holdout_good"] == []
+    assert paths(line.roles["train_good"] + line.roles["val_good"]
+                 + line.roles["thr_good"]) == train_good
+    assert len(line.roles["train_good"]) > len(make_split(
+        samples, SplitOptions(folds=3, fold=0)).roles["train_good"])
+    held = [paths(make_split(samples, SplitOptions(folds=3, fold=k)).roles["holdout_good"])
+            for k in range(3)]
+    assert all(len(h) == 6 for h in held) and not held[0] & held[1]
+    assert not held[0] & paths(make_split(samples, SplitOptions(folds=3, fold=0)).trained())
