@@ -405,9 +405,17 @@ def test_int8_classifier_calibrated_on_defects_keeps_their_scores(line_models, l
     good_only = [c for c, s in zip(calib_from.crops, calib_from.samples, strict=True)
                  if not s.label]
     p8_good = int8_scores("good_only.onnx", prepare_batch(good_only[:len(calib)], spec))
-    moved, moved_good = np.abs(p8 - p32)[labels].mean(), np.abs(p8_good - p32)[labels].mean()
-    # measured: 0.001 against 0.22 (default kernels, AVX-512 VNNI int8)
-    assert moved <= 0.02 and moved <= moved_good / 5, (moved, moved_good)
+    assert np.abs(p8 - p32)[labels].mean() <= 0.02  # measured 0.0001 (avx512), 0.009 (default)
+    # calibrated on good crops alone, no defect reads above the top good crop's score, so
+    # those beyond it are clipped; defects calibrated on too keep theirs (measured on avx2
+    # and avx512: 0.0001 against 0.20; at the default level a good crop scored 0.995, so no
+    # defect was beyond it)
+    top = float(f32.infer(prepare_batch(good_only[:len(calib)], spec)).max())
+    assert p8_good[labels].max() <= top + 0.01, (p8_good[labels].max(), top)
+    beyond = labels & (p32 > top + 0.05)
+    if beyond.any():
+        moved, moved_good = np.abs(p8 - p32)[beyond].mean(), np.abs(p8_good - p32)[beyond].mean()
+        assert moved <= moved_good / 5, (moved, moved_good)
 
     # checked on the real parts, of the kinds the model separates: training's own check set
     # adds synthesized defects of any kind, and one of those near the threshold flips with
