@@ -496,14 +496,18 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     ae_opts = _ae_options(opts, loc, minutes, spec)
     train_t = prepare_batch(crops.select(learned_good(roles)).good_crops(), spec)
     val_t = prepare_batch(crops.select(roles["val_good"]).good_crops(), spec)
-    if len(val_t) < 2:  # tiny data sets: statistics from the training crops themselves
+    network = ae_opts.reference == "network"
+    if network and len(val_t) < 2:  # tiny data sets: statistics from the training crops
         val_t = train_t
-    print(f"autoencoder ({ae_opts.reference}): {len(train_t)} good training crops, "
-          f"{len(val_t)} for per-pixel statistics, {spec.size}x{spec.crop_height}px"
+    print(f"autoencoder ({ae_opts.reference}): "
+          + (f"{len(train_t)} good training crops, {len(val_t)} for per-pixel statistics"
+             if network else f"{len(train_t) + len(val_t)} good crops in the bank, each "
+             "compared with the rest for per-pixel statistics")
+          + f", {spec.size}x{spec.crop_height}px"
           + (f", {minutes:.1f} min budget, device {device}" if ae_opts.reference == "network"
              else f", {ae_opts.neighbours} nearest in each of {ae_opts.regions[0]} x "
              f"{ae_opts.regions[1]} regions, jitter {ae_opts.jitter_px} px"))
-    if ae_opts.reference == "network":
+    if network:
         res = train_autoencoder(train_t, val_t, ae_opts, device=device, progress=opts.progress,
                                 log=log)
     else:
@@ -512,9 +516,15 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     thr_set = _ok(crops.select(roles["thr_good"] + roles["val_labeled"] + roles["train_defect"]))
     thr_t = prepare_batch(list(thr_set.crops), spec)
     labels = _labels(thr_set)
-    if len(thr_t) == 0:  # no separate threshold images: fall back to the statistics crops
-        thr_t, labels = val_t, np.zeros(len(val_t), np.int64)
-    _, raw = score_batches(res.head, thr_t)
+    fallback = len(thr_t) == 0  # no separate threshold images: the statistics crops, or the
+    if fallback:  # bank's, each scored against the rest of the bank (compared with itself: 0)
+        thr_t = val_t if network else train_t
+    if fallback and res.good_scores is not None:
+        raw = res.good_scores
+    else:
+        _, raw = score_batches(res.head, thr_t)
+    if fallback:
+        labels = np.zeros(len(raw), np.int64)
     choice = choose_threshold(raw, labels, max_false_reject=opts.max_false_reject)
     _log_threshold_scores(log, "autoencoder", raw, labels, thr_set.samples)
     metrics = _val_metrics(raw, labels, choice.value)

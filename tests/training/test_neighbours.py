@@ -13,7 +13,8 @@ from station.vision.align import AlignParams
 from station.vision.localize import LocalizeParams
 from station.vision.preprocess import PreprocessSpec
 from training.autoencoder import AutoencoderOptions
-from training.autoencoder.train import neighbour_head
+from training.autoencoder.model import score_batches
+from training.autoencoder.train import left_out_residuals, neighbour_head
 from training.export import export_onnx, parity
 
 H, W, PITCH = 24, 64, 8
@@ -198,13 +199,12 @@ def test_the_search_is_batched_within_its_memory_budget(tmp_path: Path, monkeypa
 
     import station.models.inference as inference
     from station.models.inference import load_model
-    from training.autoencoder.model import score_batches
 
     rng = np.random.default_rng(5)
     parts = rng.uniform(0.2, 0.8, (20, 3, H, W)).astype(np.float32)
     options = AutoencoderOptions(neighbours=2, jitter_px=1, whole_region=True)
     head = neighbour_head(parts[:10], parts[10:14], options).head
-    per_crop = 10 * (H // 2) * (W // 2) * 4 * 2  # bank 10, searched on a grey view
+    per_crop = 14 * (H // 2) * (W // 2) * 4 * 2  # bank 10 + the 4 statistics crops, grey view
     monkeypatch.setattr(inference, "RETRIEVAL_BYTES", 3 * per_crop)
     assert head.batch_limit() == 3
     maps, scores = score_batches(head, parts)  # 3 crops a pass
@@ -215,7 +215,7 @@ def test_the_search_is_batched_within_its_memory_budget(tmp_path: Path, monkeypa
     meta = ModelMetadata(kind="autoencoder", threshold=1.0,
                          preprocess=PreprocessSpec(size=W, height=H, channels=3).to_metadata(),
                          localize=LocalizeParams().to_dict(), align=AlignParams().to_dict(),
-                         architecture={"calibration": {"bank": 10}})
+                         architecture={"calibration": {"bank": 14}})
     path = export_onnx(head, tmp_path / "ae.onnx", meta, torch.from_numpy(parts[:2]))
     model = load_model(path, provider="cpu", threads=1)
     assert model.batch_limit() == 3  # the bank's size travels in the file
@@ -331,3 +331,28 @@ def test_good_parts_alike_to_the_last_pixel_still_score():
     with torch.no_grad():
         good, bad = (h(torch.from_numpy(x[None]))[1].item() for x in (part, defect))
     assert np.isfinite(good) and np.isfinite(bad) and good < 1.0 and bad > 100.0
+
+
+def test_the_statistics_come_from_the_whole_bank_each_crop_left_out_of_its_own_search():
+    """The statistics crops join the bank, and each bank crop is scored against the rest:
+    exactly what a reference built without it gives, so the per-pixel spread is a new good
+    part's (compared with itself every residual is 0)."""
+    import torch
+
+    rng = np.random.default_rng(11)
+    parts = np.stack([threaded(int(p), rng) for p in rng.integers(0, PITCH, 9)])
+    options = AutoencoderOptions(neighbours=2, jitter_px=1, whole_region=True)
+    res = neighbour_head(parts[:6], parts[6:], options)
+    head = res.head
+    assert res.calibration["bank"] == 9 and res.calibration["n_good"] == 9
+    left = left_out_residuals(head, head.net, parts)
+    for i in (0, 4, 8):  # a training crop, and a statistics crop
+        rest = neighbour_head(np.delete(parts, i, axis=0), parts[:0], options).head
+        with torch.no_grad():
+            alone = rest.blur(rest.net.residual(torch.from_numpy(parts[i:i + 1])))
+        np.testing.assert_allclose(left[i:i + 1].numpy(), alone.numpy(), atol=1e-6)
+    assert float(left.mean()) > 0 and float(head.mu.mean()) > 0
+    with torch.no_grad():
+        itself = head.blur(head.net.residual(torch.from_numpy(parts)))
+    assert float(itself.mean()) < 0.05 * float(left.mean())  # a bank crop not left out
+    assert res.good_scores is not None and len(res.good_scores) == 9

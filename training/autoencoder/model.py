@@ -122,7 +122,11 @@ class ScoringHead(nn.Module):
         return self.blur(self.net.residual(x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        amap = (self.residual(x) - self.mu) / self.sd * self.roi
+        return self.scored(self.residual(x))
+
+    def scored(self, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(anomaly map, score) of smoothed residuals [N,1,H,W]."""
+        amap = (residual - self.mu) / self.sd * self.roi
         flat = amap.flatten(1)
         if self.score_mode == "topk":
             score = torch.topk(flat, self.topk, dim=1).values.mean(dim=1)
@@ -155,6 +159,14 @@ class ScoringHead(nn.Module):
             self.residual(torch.from_numpy(good[i:i + batch_size]).to(device)).cpu()
             for i in range(0, len(good), batch_size)
         ])
+        return self.set_statistics(res, options, good if region_from is None else region_from)
+
+    @torch.no_grad()
+    def set_statistics(self, res: torch.Tensor, options: AutoencoderOptions,
+                       region_from: np.ndarray) -> dict:
+        """``mu``/``sd`` from good parts' residuals [N,1,H,W], the part region from
+        ``region_from`` (good crops)."""
+        device = self.mu.device
         mu = res.mean(dim=0, keepdim=True)
         sd = res.std(dim=0, keepdim=True)
         if options.sd_blur_sigma > 0:
@@ -166,9 +178,9 @@ class ScoringHead(nn.Module):
         sd = torch.sqrt(sd**2 + floor**2)
         self.mu.copy_(mu.to(device))
         self.sd.copy_(sd.to(device))
-        roi = part_region(good if region_from is None else region_from, options)
+        roi = part_region(region_from, options)
         self.roi.copy_(torch.from_numpy(roi)[None, None].to(device))
-        return {"n_good": int(len(good)), "residual_mean": float(mu.mean()),
+        return {"n_good": int(len(res)), "residual_mean": float(mu.mean()),
                 "sd_mean": float(sd.mean()), "roi_share": float(roi.mean())}
 
 

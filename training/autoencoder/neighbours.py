@@ -29,10 +29,14 @@ damaged flank hides in it. Retrieval reconstructs from real good parts instead:
    outside every band. A stain or a crack changes the crop's mean and spread little, so it
    still shows. Surfaces get it by default (3-fold CV, tiles, autoencoder alone: pooled
    image AUROC 0.919 -> 0.929, the hard fold 0.877 -> 0.903); the screws do not (0.986 ->
-   0.969: on a part on a plate the background fixes the level already).
+   0.969: on a part on a plate the background fixes the level already);
+7. the per-pixel statistics (the residual's mean and spread that a good part shows at each
+   pixel) come from the bank itself, each crop compared with the rest of it (``leave_out``;
+   compared with itself its residual is 0): a few hundred crops instead of a few dozen held
+   aside, which then join the bank (``training.autoencoder.train.neighbour_head``).
 
 Measured on the development screws (320x112 part-aligned crops, bank = the training good
-crops, statistics from held-aside good crops, the same scoring head): image AUROC 0.97
+crops, statistics then from held-aside good crops, the same scoring head): image AUROC 0.97
 against 0.79 for the network; on the tiles 0.94 against 0.76. Everything is plain tensor
 arithmetic (MatMul, TopK, Gather, MaxPool, Min), so it exports in-graph with the scoring
 head and the station runs it like any autoencoder file. Cost per part: one MatMul against the
@@ -126,9 +130,11 @@ class NeighbourReference(nn.Module):
             x = x.mean(dim=1, keepdim=True)
         return F.avg_pool2d(x, 2).flatten(1)
 
-    def nearest(self, q: torch.Tensor) -> list[torch.Tensor]:
+    def nearest(self, q: torch.Tensor, leave_out: torch.Tensor | None = None
+                ) -> list[torch.Tensor]:
         """Per region, the indices [N, k] of the bank crops nearest to the (blurred) queries
-        on that region's window.
+        on that region's window; ``leave_out`` [N]: a bank index each query may not take
+        (the query itself, when a bank crop is scored against the rest of the bank).
 
         Nearest by the squared distance |q - b|^2 = |q|^2 - 2 q.b + |b|^2, of which only
         2 q.b - |b|^2 differs between bank crops: one MatMul against the bank instead of its
@@ -141,20 +147,24 @@ class NeighbourReference(nn.Module):
         v = self._retrieval_view(q) - self.center  # [N, D]
         if len(self.regions) == 1:  # [N, K]
             closeness = 2.0 * torch.matmul(v, self.views) - self.lengths
+            if leave_out is not None:
+                closeness[torch.arange(len(v)), leave_out] = -torch.inf
             return [torch.topk(closeness, self.k, dim=1).indices]
         # every window at once: the query masked to each window, [N, R, D], times the bank
         per_window = (v[:, :, None] * self.window_mask).transpose(1, 2)
         closeness = 2.0 * torch.matmul(per_window, self.views) - self.lengths  # [N, R, K]
+        if leave_out is not None:
+            closeness[torch.arange(len(v)), :, leave_out] = -torch.inf
         idx = torch.topk(closeness, self.k, dim=2).indices  # [N, R, k]
         return [idx[:, r] for r in range(len(self.windows))]
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
+    def residual(self, x: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
         """Per pixel, how far the crop lies outside a neighbour's band, the least over the
-        ``k`` nearest (of the pixel's region)."""
+        ``k`` nearest (of the pixel's region; ``leave_out``: see :meth:`nearest`)."""
         q = _blur_channels(self.blur, x)
         rows: list[torch.Tensor] = []
         row: list[torch.Tensor] = []
-        for (y0, y1, x0, x1), idx in zip(self.regions, self.nearest(q), strict=True):
+        for (y0, y1, x0, x1), idx in zip(self.regions, self.nearest(q, leave_out), strict=True):
             row.append(self._region_residual(q, idx, (y0, y1, x0, x1)))
             if x1 == q.shape[-1]:
                 rows.append(row[0] if len(row) == 1 else torch.cat(row, dim=3))
