@@ -201,8 +201,8 @@ def test_a_fixed_region_product_trains_and_evaluates_without_a_recipe(tmp_path, 
     assert split["options"]["good_train_share"] == (0.0 if colour else 0.7)
     learned = len(split["roles"]["train_labeled_good"])
     assert learned == (0 if colour else 1)
-    bank = len(split["roles"]["train_good"]) + learned
-    assert f"autoencoder (neighbours): {bank} good training crops" in printed
+    bank = len(split["roles"]["train_good"]) + learned + len(split["roles"]["val_good"])
+    assert f"autoencoder (neighbours): {bank} good crops in the bank" in printed
 
     js = tmp_path / "eval.json"
     rc = main(["evaluate", "--models", str(out), "--data", str(data), "--json", str(js),
