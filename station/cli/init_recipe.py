@@ -32,8 +32,10 @@ def product_name(data: Path, given: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from station.cli.crops import CROP_MULTIPLE
     from station.config import RecipeError, load_recipe
     from station.config.propose import ProposalError, propose, recipe_text
+    from station.vision.align import crop_height
 
     out: Path = args.out
     if out.exists() and not args.force:
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(recipe_text(proposal, out, product_name(args.data, args.name)))
     try:
-        load_recipe(out)
+        recipe = load_recipe(out)
     except RecipeError as exc:  # a bug in the proposal: say so, keep the file to look at
         print(f"station init-recipe: the proposed recipe is refused by the loader: {exc}",
               file=sys.stderr)
@@ -63,8 +65,9 @@ def run(args: argparse.Namespace) -> int:
     if "merge_gap_frac" in p.notes:
         print(f"  pieces of one part merged up to {p.merge_gap_frac:g} of the image apart "
               "(it fell apart at the default; see the recipe's comment)")
-    print(f"  pixels: {p.pixel_format}; orientation: {p.orientation}; crop {p.width} x "
-          f"{p.crop_aspect:g} ({p.crop_mode})")
+    height = crop_height(p.width, recipe.align, CROP_MULTIPLE)  # as `station crops` cuts it
+    print(f"  pixels: {p.pixel_format}; orientation: {p.orientation}; crop {p.width} x {height} "
+          f"px (width x height; crop_mode {p.crop_mode}, crop_aspect {p.crop_aspect:g})")
     print(f"wrote {out}: check it, then `station crops --recipe {out} --data {args.data} "
           f"--out /tmp/crops --size {p.width}`")
     return 0

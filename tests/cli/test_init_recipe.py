@@ -4,6 +4,7 @@ measured, loads, and its crops hold the part in every image."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -233,7 +234,11 @@ def test_the_crops_command_it_suggests_runs_on_the_folder_it_measured(tmp_path, 
     good = write_parts(tmp_path / "d" / "train", 8, seed=8) / "good"  # d/train/good alone
     out = tmp_path / "r.toml"
     assert main(["init-recipe", "--data", str(good), "--out", str(out)]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = capsys.readouterr().out.strip().splitlines()
+    # the summary says the crop in pixels, as the command it suggests will cut it
+    said = re.search(r"crop (\d+) x (\d+) px \(width x height", summary[-2])
+    assert said, summary[-2]
+    line = summary[-1]
     suggested = line.split("`")[1].split()  # `station crops --recipe ... --size N`
     assert suggested[:2] == ["station", "crops"]
     argv = suggested[1:]
@@ -242,6 +247,8 @@ def test_the_crops_command_it_suggests_runs_on_the_folder_it_measured(tmp_path, 
     printed = capsys.readouterr().out
     assert "8 images from" in printed and "a folder of good images" in printed
     assert "status: ok 8" in printed and (tmp_path / "crops" / "montage.png").is_file()
+    crop = cv2.imread(str(tmp_path / "crops" / "000.png"), cv2.IMREAD_UNCHANGED)
+    assert (crop.shape[1], crop.shape[0]) == (int(said[1]), int(said[2]))
 
 
 def test_unreadable_images_are_named_and_the_rest_measured(tmp_path, capsys):
