@@ -516,14 +516,14 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     thr_set = _ok(crops.select(roles["thr_good"] + roles["val_labeled"] + roles["train_defect"]))
     thr_t = prepare_batch(list(thr_set.crops), spec)
     labels = _labels(thr_set)
-    fallback = len(thr_t) == 0  # no separate threshold images: the statistics crops, or the
-    if fallback:  # bank's, each scored against the rest of the bank (compared with itself: 0)
-        thr_t = val_t if network else train_t
-    if fallback and res.good_scores is not None:
-        raw = res.good_scores
-    else:
+    if len(thr_t):
         _, raw = score_batches(res.head, thr_t)
-    if fallback:
+    elif res.good_scores is not None:  # no threshold images: the bank's crops, each scored
+        thr_t, raw = train_t, res.good_scores  # against the rest (against itself: 0)
+        labels = np.zeros(len(raw), np.int64)
+    else:  # ... or the network's statistics crops
+        thr_t = val_t
+        _, raw = score_batches(res.head, thr_t)
         labels = np.zeros(len(raw), np.int64)
     choice = choose_threshold(raw, labels, max_false_reject=opts.max_false_reject)
     _log_threshold_scores(log, "autoencoder", raw, labels, thr_set.samples)

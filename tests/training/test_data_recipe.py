@@ -286,7 +286,6 @@ def test_train_without_a_recipe_says_which_crop_it_makes_and_a_bad_recipe_is_one
     assert not (tmp_path / "m").exists()  # refused before anything was written
 
 
-
 def write_woven(root: Path, n_train: int, n_good: int, n_defect: int, size: int = 256,
                 seed: int = 3) -> Path:
     """MVTec layout: a colour woven surface (BGR, a weave of period ~6 px per 256 at a random
