@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 # name -> (module under station.cli, one-line help). Each module defines
 # ``add_arguments(parser)`` and ``run(args) -> int``.
@@ -37,6 +38,14 @@ register("bench", "bench", "measure model latency, pipeline throughput and memor
 register("export-records", "export_records", "export the inspection records database to CSV")
 register("set-pin", "set_pin", "set the engineer PIN of a recipe (stored hashed in the recipe)")
 register("fleet", "fleet", "one window with every station an MQTT broker knows")
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line that names the command and the option (its usage
+    is one ``--help`` away), like every other error the station prints."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
 
 def _load(name: str):
     module, _ = COMMANDS[name]
@@ -69,10 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
     name, rest = argv[0], argv[1:]
     _, help_text = COMMANDS[name]
-    sub = argparse.ArgumentParser(prog=f"station {name}", description=help_text)
+    sub = OneLineParser(prog=f"station {name}", description=help_text)
     module = _load(name)
     module.add_arguments(sub)
-    args = sub.parse_args(rest)
+    try:
+        args = sub.parse_args(rest)
+    except SystemExit as exc:  # --help (0) or a refused argument (2, said on one line)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

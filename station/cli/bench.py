@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from station.cli.numbers import amount, count
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -17,22 +19,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "demo.toml",
                         help="recipe for the crop and decision settings (default: the demo's)")
     parser.add_argument("--json", type=Path, required=True, help="write the results here")
-    parser.add_argument("--parts", type=int, default=120, help="parts through the pipeline")
-    parser.add_argument("--long-parts", type=int, default=0,
+    parser.add_argument("--parts", type=count(1), default=120, help="parts through the pipeline")
+    parser.add_argument("--long-parts", type=count(0), default=0,
                         help="endurance: also run this many parts through the engine with "
                              "records on, paced as a line (memory, rows = parts, reject "
                              "timing over the whole run, shed parts; 0 = skip)")
-    parser.add_argument("--long-fps", type=float, default=0.0,
+    parser.add_argument("--long-fps", type=amount(0), default=0.0,
                         help="the long run's parts per second (0 = half the engine's "
                              "measured rate)")
-    parser.add_argument("--repeats", type=int, default=30, help="latency runs per model (min)")
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = auto)")
-    parser.add_argument("--plant-parts", type=int, default=100,
+    parser.add_argument("--repeats", type=count(1), default=30, help="latency runs per model (min)")
+    parser.add_argument("--threads", type=count(0), default=0, help="onnxruntime threads (0 = auto)")
+    parser.add_argument("--plant-parts", type=count(0), default=100,
                         help="parts PLC-triggered over Modbus TCP and over OPC UA for the "
                              "trigger -> result-valid latency, and the MQTT figures (0 = skip)")
-    parser.add_argument("--plant-seconds", type=float, default=30.0,
+    parser.add_argument("--plant-seconds", type=amount(0), default=30.0,
                         help="seconds of the demo line publishing to MQTT (verdict -> PUBACK)")
-    parser.add_argument("--min-seconds", type=float, default=1.0,
+    parser.add_argument("--min-seconds", type=amount(0), default=1.0,
                         help="sample each latency figure at least this long (default 1 s)")
 
 
@@ -52,14 +54,6 @@ def run(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe, check_files=False)
     except RecipeError as exc:
         print(f"station bench: {exc}", file=sys.stderr)
-        return 2
-    for flag, value in (("--parts", args.parts), ("--repeats", args.repeats)):
-        if value < 1:
-            print(f"station bench: {flag} = {value}: expected at least 1", file=sys.stderr)
-            return 2
-    if min(args.long_parts, args.threads, args.min_seconds, args.long_fps, args.plant_parts) < 0:
-        print("station bench: --long-parts, --long-fps, --threads, --plant-parts and "
-              "--min-seconds must not be negative", file=sys.stderr)
         return 2
     result = run_bench(recipe, models, args.parts, args.repeats, args.threads, args.long_parts,
                        args.min_seconds, args.long_fps)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from station.cli.numbers import amount, count
+
 STEPS = ("camera", "roi", "scale", "threshold", "check")
 
 
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common(p)
     p.add_argument("--images", type=Path, required=True, help="folder of checkerboard images")
     p.add_argument("--pattern", default="9x6", help="inner corners per row x per column (default 9x6)")
-    p.add_argument("--square-mm", type=float, required=True, help="checkerboard square size (mm)")
+    p.add_argument("--square-mm", type=amount(above=0), required=True, help="checkerboard square size (mm)")
 
     p = sub.add_parser("roi", help="region of interest from images of parts (or set it explicitly)")
     common(p)
@@ -37,9 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--images", type=Path, help="folder of frames with parts")
     src.add_argument("--image", type=Path, help="a single frame with a part")
     p.add_argument("--roi", default=None, help="set the ROI explicitly: x,y,w,h (frame pixels)")
-    p.add_argument("--margin", type=float, default=0.15,
+    p.add_argument("--margin", type=amount(0), default=0.15,
                    help="margin around the found parts, as a fraction of the longest part (default 0.15)")
-    p.add_argument("--crop-size", type=int, default=0,
+    p.add_argument("--crop-size", type=count(0, 4096), default=0,
                    help="model crop size for the crop-scale report (default: models.size or 256)")
     p.add_argument("--gui", action="store_true", help="adjust the ROI in a window with a live crop preview")
 
@@ -47,15 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common(p)
     p.add_argument("--image", type=Path, required=True, help="frame of the target at the parts' distance")
     p.add_argument("--target", choices=("checkerboard", "circle"), required=True)
-    p.add_argument("--size-mm", type=float, required=True, help="square size or circle diameter (mm)")
+    p.add_argument("--size-mm", type=amount(above=0), required=True, help="square size or circle diameter (mm)")
     p.add_argument("--pattern", default="9x6", help="checkerboard inner corners (default 9x6)")
 
     p = sub.add_parser("threshold", help="thresholds from the scores of good parts")
     common(p)
     p.add_argument("--good", type=Path, required=True, help="folder of good-part images")
     p.add_argument("--defects", type=Path, default=None, help="optional folder of defective-part images")
-    p.add_argument("--frr", type=float, default=0.005, help="false-reject rate to hold (default 0.005)")
-    p.add_argument("--confidence", type=float, default=0.95,
+    p.add_argument("--frr", type=amount(above=0, below=1), default=0.005, help="false-reject rate to hold (default 0.005)")
+    p.add_argument("--confidence", type=amount(above=0, below=1), default=0.95,
                    help="confidence that the FRR is held (default 0.95)")
     p.add_argument("--model", choices=("both", "autoencoder", "classifier"), default="both",
                    help="which model(s) to calibrate (default: both the recipe names)")

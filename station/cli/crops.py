@@ -18,6 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from station.cli.numbers import count
 from station.vision.align import AlignParams, align, crop_height
 from station.vision.gray import to_gray, to_uint8
 from station.vision.localize import Localization, LocalizeParams, localize
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="data set folder (MVTec layout, plain folders or labels.csv), or a "
                              "folder of good images (the one station init-recipe measured)")
     parser.add_argument("--out", required=True, type=Path, help="output folder for crops, montage.png and crops.jsonl")
-    parser.add_argument("--size", type=int, default=256,
+    parser.add_argument("--size", type=count(8, 4096), default=256,
                         help="crop width in pixels (default 256); the height is "
                              "align.crop_aspect x width, rounded up to a multiple of 8 as "
                              "station train does")
@@ -226,9 +227,6 @@ def run(args: argparse.Namespace) -> int:
     from station.config import RecipeError
     from station.sources.datasets import DatasetError, read_dataset
 
-    if args.size < 8:
-        print(f"station crops: --size {args.size}: expected at least 8 px", file=sys.stderr)
-        return 2
     try:
         loc, align_params, pixel_format = _params(args.recipe)
         samples = read_dataset(args.data, strict=False, images_as_good=True)

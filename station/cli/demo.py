@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from station.cli.numbers import amount
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO_RECIPE = REPO / "recipes" / "demo.toml"
 DEMO_MODELS = REPO / "models" / "demo"
@@ -23,7 +25,7 @@ DEMO_DATA = REPO / ".station" / "demo" / "data"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headless", action="store_true",
                         help="no window: print each part and live statistics")
-    parser.add_argument("--seconds", type=float, default=None,
+    parser.add_argument("--seconds", type=amount(above=0), default=None,
                         help="stop after this many seconds (default: until closed)")
     parser.add_argument("--retrain", action="store_true",
                         help="train the demo models again from fresh synthetic parts")

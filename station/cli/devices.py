@@ -11,11 +11,13 @@ import argparse
 import json
 from typing import Any
 
+from station.cli.numbers import count
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument(
-        "--max-index", type=int, default=9, metavar="N",
+        "--max-index", type=count(0), default=9, metavar="N",
         help="probe OpenCV camera indices 0..N (default 9)",
     )
     parser.add_argument("--no-cameras", action="store_true", help="skip the OpenCV camera probe")

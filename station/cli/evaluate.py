@@ -14,15 +14,17 @@ import json
 import sys
 from pathlib import Path
 
+from station.cli.numbers import count
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=Path, required=True, help="model folder (station train --out)")
     parser.add_argument("--data", type=Path, required=True, help="data set folder")
     parser.add_argument("--json", type=Path, required=True, help="write the metrics here")
     parser.add_argument("--report", type=Path, default=None, help="write report PNGs into this folder")
-    parser.add_argument("--folds", type=int, default=None,
+    parser.add_argument("--folds", type=count(0), default=None,
                         help="cross-validation folds (as given to station train)")
-    parser.add_argument("--fold", type=int, default=None, help="the held-out fold to evaluate")
+    parser.add_argument("--fold", type=count(0), default=None, help="the held-out fold to evaluate")
     parser.add_argument("--good-from-train", action="store_true",
                         help="also score train good images the models never used (those split.json "
                              "held aside; on another data set, all of its train good)")
@@ -36,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=("either", "both", "autoencoder", "classifier"),
                         help="fusion rule (default: the model folder's recipe_fragment.toml)")
     parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = auto)")
+    parser.add_argument("--threads", type=count(0), default=0, help="onnxruntime threads (0 = auto)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="folder for cached crops (default: MODELDIR/cache)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -86,7 +88,23 @@ def run(args: argparse.Namespace) -> int:
     for line in _not_scored(result):
         print(line)
     print(f"wrote {args.json}")
+    nothing = _scored_nothing(result)
+    if nothing:  # the metrics of all-ERROR verdicts say nothing about the models
+        print(f"station evaluate: {nothing}; are these images of the product the models in "
+              f"{args.models} learned?", file=sys.stderr)
+        return 2
     return 0
+
+
+def _scored_nothing(result: dict) -> str | None:
+    """What no model could score a single image of (another product's images, most
+    likely: the models' recipe finds no part in them), or None."""
+    images = result["meta"]["images"]
+    kinds = [k for k in ("autoencoder", "classifier") if result.get(k)]
+    if not kinds or any(result[k].get("not_found", 0) < images for k in kinds):
+        return None
+    why = (result[kinds[0]].get("not_found_why") or [""])[0]
+    return f"no model scored any of the {images} images (first: {why})"
 
 
 def _not_scored(result: dict) -> list[str]:

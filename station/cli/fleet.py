@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from station.cli.numbers import amount
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker", default="mqtt://127.0.0.1:1883", metavar="URL",
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="client certificate (TLS with client certificates)")
     parser.add_argument("--key-file", type=Path, default=None, metavar="FILE",
                         help="the client certificate's private key")
-    parser.add_argument("--seconds", type=float, default=None,
+    parser.add_argument("--seconds", type=amount(above=0), default=None,
                         help="close after this many seconds (checks, screenshots)")
     parser.add_argument("--screenshot", type=Path, default=None, metavar="PNG",
                         help="save the window as a PNG just before closing (with --seconds)")
@@ -58,8 +60,6 @@ def _problem(args: argparse.Namespace) -> str | None:
         return "--key-file needs --cert-file (the key belongs to a client certificate)"
     if args.password_file is not None and not args.username:
         return "--password-file needs --username (a password belongs to a user)"
-    if args.seconds is not None and args.seconds <= 0:
-        return f"--seconds {args.seconds}: expected a positive number"
     return None
 
 

@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from station.cli.numbers import amount
 from station.pipeline.startup import describe_startup_error, startup_errors
 
 
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, type=Path, help="the product's recipe (TOML)")
     parser.add_argument("--headless", action="store_true",
                         help="no window: print live statistics on the terminal")
-    parser.add_argument("--seconds", type=float, default=None,
+    parser.add_argument("--seconds", type=amount(above=0), default=None,
                         help="stop after this many seconds (default: until Ctrl-C)")
     parser.add_argument("--kiosk", action="store_true", help="full-screen operator window")
     parser.add_argument("--quiet", action="store_true", help="headless: no line per part")

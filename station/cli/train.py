@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from station.cli.numbers import amount, count
+
 DEFAULT_SIZE = 128  # crop width (px) when neither --size nor the recipe's models.size says
 
 
@@ -25,34 +27,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model folder to write (autoencoder.onnx, classifier.onnx, ...)")
     parser.add_argument("--only", choices=("autoencoder", "classifier"),
                         help="train just this model")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=count(1), default=None,
                         help="epochs for each model (default: model defaults, cut by --minutes)")
-    parser.add_argument("--size", type=int, default=None,
+    parser.add_argument("--size", type=count(8, 4096), default=None,
                         help="autoencoder crop width in px (height = align.crop_aspect x width, "
                              f"rounded up; default: the recipe's models.size, else {DEFAULT_SIZE})")
-    parser.add_argument("--cls-size", type=int, default=None,
+    parser.add_argument("--cls-size", type=count(32, 4096), default=None,
                         help="classifier crop width in px (height from align.crop_aspect, "
                              "rounded up to a multiple of 32; default: the recipe's "
                              f"models.classifier_size, else {DEFAULT_SIZE})")
-    parser.add_argument("--minutes", type=float, default=24.0,
+    parser.add_argument("--minutes", type=amount(above=0), default=24.0,
                         help="time budget for the training loops of both models together")
     _add_ae_arguments(parser)
     parser.add_argument("--width", type=float, default=None,
                         help="classifier width multiplier (1.0 = VGG16 proper; default: the "
                              "recipe's models.classifier_width, else the classifier's "
                              "CPU-friendly 0.125)")
-    parser.add_argument("--classifier-members", type=int, default=None, metavar="N",
+    parser.add_argument("--classifier-members", type=count(1), default=None, metavar="N",
                         help="classifiers trained one after the other, each in its share of "
                              "the budget, and averaged into one model file (default: the "
                              "recipe's models.classifier_members, else 2; each costs one "
                              "network's time per part)")
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="torchvision vgg16 state dict file to start the classifier from")
-    parser.add_argument("--folds", type=int, default=0,
+    parser.add_argument("--folds", type=count(0), default=0,
                         help="cross-validation folds over the data set's test images (0 = none)")
-    parser.add_argument("--fold", type=int, default=0,
+    parser.add_argument("--fold", type=count(0), default=0,
                         help="the fold held out for evaluation (never trained or thresholded on)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=count(0), default=0)
     parser.add_argument("--rule", default="auto",
                         choices=("auto", "either", "both", "autoencoder", "classifier"),
                         help="fusion rule written into the recipe fragment (auto = either; "
@@ -181,8 +183,6 @@ def _apply_split_args(args: argparse.Namespace, opts: Any) -> str | None:
             return (f"--{name.replace('_', '-')} {value}: expected a share {low} to "
                     f"{DEFECT_TRAIN_SHARE_MAX}")
         setattr(opts, name, value)
-    if args.classifier_members is not None and args.classifier_members < 1:
-        return f"--classifier-members {args.classifier_members}: expected 1 or more"
     if args.cls_transplant is not None:
         if not 0.0 <= args.cls_transplant <= 1.0:
             return f"--cls-transplant {args.cls_transplant}: expected a share from 0 to 1"

@@ -394,7 +394,7 @@ def test_the_command_refuses_bad_options_in_one_line(capsys, tmp_path):
             (["--username", "u", "--password-file", str(tmp_path / "none")],
              "--password-file " + str(tmp_path / "none") + ": no such file"),
             (["--ca-file", __file__], "need an mqtts:// broker"),
-            (["--seconds", "0"], "--seconds 0.0: expected a positive number")):
+            (["--seconds", "0"], "--seconds: '0': expected a finite number, above 0")):
         assert main(["fleet", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("station fleet: ") and said in err and "\n" not in err, err

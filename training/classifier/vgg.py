@@ -179,7 +179,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a state dict"
-        raise PretrainedMismatch(f"{path}: not a readable torch state dict ({exc})") from exc
+        # torch's own message runs to a dozen lines about weights_only: one line says it
+        raise PretrainedMismatch(f"{path}: not a readable torch state dict "
+                                 f"({type(exc).__name__}; expected a file written by "
+                                 "torch.save(model.state_dict()))") from exc
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):
