@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -269,6 +269,11 @@ def make_split(samples: Sequence[Sample], options: SplitOptions) -> Split:
     _check_split_options(o)
     test, train, extra_defects = _test_and_train(list(samples), o.seed)
     evaluation, pool = _fold(test, o)
+    if o.folds and not evaluation:  # it would train, and nothing could ever be scored
+        most = max(Counter(s.defect_type for s in test).values(), default=0)
+        raise ValueError(f"--folds {o.folds} --fold {o.fold}: this fold holds none of the "
+                         f"{len(test)} test images (each type's images are dealt to the folds "
+                         f"in turn, the largest type has {most}): use --folds {most} or fewer")
     pool_good = [s for s in pool if s.label == 0]
     train_defect, val_defect = _defect_roles(pool, o)
     train_defect += extra_defects

@@ -43,6 +43,15 @@ def test_a_share_of_the_labeled_good_images_is_learned_from(samples):
     assert not paths(roles["holdout_good"]) & paths(split.trained())
 
 
+def test_a_fold_with_no_test_image_is_refused_before_training(samples):
+    """Twelve good test images are the largest group: a 13th fold would train models that
+    no image could ever score, so the split says how many folds the data set holds."""
+    assert make_split(samples, SplitOptions(folds=12, fold=11)).roles["eval"]
+    with pytest.raises(ValueError, match=r"--folds 13 --fold 12: this fold holds none of the "
+                                         r"\d+ test images .* use --folds 12 or fewer"):
+        make_split(samples, SplitOptions(folds=13, fold=12))
+
+
 def test_a_split_recorded_before_the_share_reads_as_it_was(samples, tmp_path):
     """``station evaluate`` makes the split again from split.json's options: one written
     before ``good_train_share`` existed has none of the labeled good images learned from."""
