@@ -270,7 +270,8 @@ def per_type_table(result: dict) -> list[str]:
     threshold / image AUROC against the good parts (and pixel AUROC / AUPRO of its map)."""
     kinds = [k for k in KINDS if result.get(k)]
     types = _types(result)
-    if not types:
+    good = [result[k]["per_defect_type"].get("good") for k in kinds]
+    if not types and not (kinds and all(good)):  # a batch of good parts alone: its rejects
         return []
     rows = [["defect type", "n"] + [_NAMES[k] for k in kinds]]
     for t in types:
@@ -282,7 +283,6 @@ def per_type_table(result: dict) -> list[str]:
                 cell += f" [{_cell(b['pixel_auroc'])} / {_cell(b.get('aupro'))}]"
             cells.append(cell)
         rows.append([t, str(max(b.get("n", 0) for b in blocks))] + cells)
-    good = [result[k]["per_defect_type"].get("good") for k in kinds]
     if all(good):
         rows.append(["good: false rejects", str(good[0]["n"])]
                     + [_cell(g["false_reject_rate"]) for g in good])
