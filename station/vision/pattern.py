@@ -50,8 +50,11 @@ def rings(patch: np.ndarray) -> np.ndarray:
     if SHADING_PX > 0:
         g = g - cv2.GaussianBlur(g, (0, 0), SHADING_PX)
     c = (PATCH - 1) / 2.0
+    # WARP_FILL_OUTLIERS: the outer ring's last samples at 0 and 90 degrees fall just off
+    # the patch, and without it OpenCV leaves them as whatever the memory held (NaN or a
+    # huge number now and then: the same part turned differently from one call to the next)
     polar = cv2.warpPolar(g, (PATCH, 360), (c, c), PATCH / 2.0,
-                          cv2.INTER_LINEAR | cv2.WARP_POLAR_LINEAR)
+                          cv2.INTER_LINEAR | cv2.WARP_POLAR_LINEAR | cv2.WARP_FILL_OUTLIERS)
     out = cv2.resize(polar, (RINGS, ANGLES), interpolation=cv2.INTER_AREA)
     return out - out.mean(axis=0, keepdims=True)
 

@@ -19,6 +19,21 @@ def test_pattern_doctests_hold():
     assert result.attempted >= 5 and result.failed == 0
 
 
+def test_a_patch_reads_the_same_rings_every_call():
+    """OpenCV's polar warp left two samples of the outer ring unwritten (they fall just off
+    the patch), so the rings held whatever memory it was handed: NaN after a NaN-filled
+    array was freed, and a replayed good nut turned to a wrong angle and was rejected at
+    random. Every call must read the same finite rings."""
+    patch = (np.random.default_rng(0).random((pattern.PATCH, pattern.PATCH)) * 255
+             ).astype(np.uint8)
+    first = pattern.rings(patch)
+    assert np.isfinite(first).all()
+    for _ in range(50):
+        freed = np.full((700, 700, 3), np.nan, np.float32)  # memory the warp may reuse
+        del freed
+        assert np.array_equal(pattern.rings(patch), first)
+
+
 def _rings(img: np.ndarray) -> np.ndarray:
     loc = localize(img, LocalizeParams())
     assert loc.ok, loc.message
