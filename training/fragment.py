@@ -17,8 +17,14 @@ def write_fragment(out: Path, files: dict[str, str], rule: str, ae_t: float, cls
     import tomlkit
 
     doc = tomlkit.document()
-    doc.add(tomlkit.comment("Written by station train: paste into a recipe (paths are relative "
-                            "to this folder)."))
+    for line in (
+            "Written by station train. Set these keys in the product's recipe, in its own",
+            "[models], [decision], [localize] and [align] tables (a second [models] table is a",
+            "TOML error). The model paths are relative to this folder,",
+            f"{out.resolve().as_posix()}:",
+            "in the recipe give them relative to the recipe's folder, or absolute.",
+            "[localize] and [align] are the crop the models were trained with."):
+        doc.add(tomlkit.comment(line))
     models = tomlkit.table()
     for kind in ("autoencoder", "classifier"):
         models.add(kind, files.get(kind, ""))

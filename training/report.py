@@ -86,8 +86,11 @@ def _part(axes, sample: Sample, scores: dict, i: int, title: str) -> None:
     _show_crop(axes[0], base, i)
     _outline(axes[0], _crop_mask(sample, base, i), "lime")
     axes[0].set_title(title, fontsize=7)
+    h0, w0 = base.crops.crops.shape[1:3]
     for ax, sc in zip(axes[1:], _with_maps(scores), strict=True):
         _show_map(ax, sample, sc, i)
+        h, w = sc.crops.crops.shape[1:3]  # one panel height a row: a crop whose height is
+        ax.set_aspect((h0 / w0) / (h / w))  # rounded up to 32 px stands a little taller
 
 
 def _with_maps(scores: dict) -> list:
@@ -193,13 +196,13 @@ def _worst_items(samples: list[Sample], labels: np.ndarray, fused: np.ndarray,
     missed = [i for i in order if labels[i] == 1 and not fused_pred[i]][:max_items]
     false_rej = [i for i in order[::-1] if labels[i] == 0 and fused_pred[i]][:max_items]
     items = [(int(i), f"MISSED {samples[i].defect_type} {samples[i].path.name} "
-                      f"fused {fused[i]:.2f}") for i in missed]
-    items += [(int(i), f"FALSE REJECT {samples[i].path.name} fused {fused[i]:.2f}")
+                      f"fused {score_text(fused[i])}") for i in missed]
+    items += [(int(i), f"FALSE REJECT {samples[i].path.name} fused {score_text(fused[i])}")
               for i in false_rej]
     if not items:  # nothing missed: show the closest calls instead
         margin = np.abs(np.where(np.isfinite(fused), fused, 1e9) - 1.0)
         items = [(int(i), f"closest call {samples[i].defect_type} {samples[i].path.name} "
-                          f"fused {fused[i]:.2f}") for i in np.argsort(margin)[:4]]
+                          f"fused {score_text(fused[i])}") for i in np.argsort(margin)[:4]]
     return items
 
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from station.cli.numbers import count
-from station.vision.align import AlignParams, align, crop_height
+from station.vision.align import CROP_MULTIPLE, AlignParams, align, crop_height
 from station.vision.gray import to_gray, to_uint8
 from station.vision.localize import Localization, LocalizeParams, localize
 
@@ -104,7 +104,6 @@ def _montage(thumbs: list[np.ndarray]) -> np.ndarray:
     return sheet
 
 
-CROP_MULTIPLE = 8  # the autoencoder's default 2**depth: crops are made as station train makes them
 
 
 def _params(recipe_path: Path | None) -> tuple[LocalizeParams, AlignParams, str]:
@@ -197,7 +196,8 @@ def _one(sample: Any, rel: Path, out: Path, job: _Job, tally: _Tally) -> dict[st
     return record
 
 
-def _summary(args: argparse.Namespace, samples: Any, out: Path, tally: _Tally) -> int:
+def _summary(args: argparse.Namespace, samples: Any, out: Path, tally: _Tally,
+             region: bool = False) -> int:
     """Print what was found; 1 when some image gave no crop."""
     total = len(samples)
     kind = "a folder of good images" if samples.layout == "images" else f"{samples.layout} layout"
@@ -205,7 +205,8 @@ def _summary(args: argparse.Namespace, samples: Any, out: Path, tally: _Tally) -
     print("status: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.statuses.items())))
     if tally.lengths:
         q = np.percentile(tally.lengths, [0, 50, 100])
-        print(f"part length (px): min {q[0]:.0f}, median {q[1]:.0f}, max {q[2]:.0f}")
+        what = "region width" if region else "part length"  # a fixed region is not measured
+        print(f"{what} (px): min {q[0]:.0f}, median {q[1]:.0f}, max {q[2]:.0f}")
     a, u = tally.aligned.value(), tally.unaligned.value()
     if a is not None and u is not None:
         print(
@@ -259,4 +260,4 @@ def run(args: argparse.Namespace) -> int:
             log.write(json.dumps(record) + "\n")
     if tally.thumbs:
         cv2.imwrite(str(out / "montage.png"), _montage(tally.thumbs))
-    return _summary(args, samples, out, tally)
+    return _summary(args, samples, out, tally, loc.method == "fixed")

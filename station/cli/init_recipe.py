@@ -25,17 +25,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite --out when it exists")
 
 
+#: folder names that say what a folder holds, not which product: NEW/train/good is "NEW"
+LAYOUT_FOLDERS = {"good", "train", "test", "images", "ok"}
+
+
 def product_name(data: Path, given: str) -> str:
-    """A short name usable in paths: the given one, else the data folder's."""
-    raw = given or data.resolve().name or "product"
+    """A short name usable in paths: the given one, else the data set's folder (above its
+    ``train/good``: every product's good images sit in a folder named ``good``, and one name
+    for all would give them one records database).
+
+    >>> product_name(Path("/data/nut/train/good"), ""), product_name(Path("/d/x"), "a b")
+    ('nut', 'a-b')
+    """
+    folder = data.resolve()
+    while folder.name.lower() in LAYOUT_FOLDERS and folder.parent != folder:
+        folder = folder.parent
+    raw = given or folder.name or "product"
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", raw).strip("-.") or "product"
 
 
 def run(args: argparse.Namespace) -> int:
-    from station.cli.crops import CROP_MULTIPLE
     from station.config import RecipeError, load_recipe
     from station.config.propose import ProposalError, propose, recipe_text
-    from station.vision.align import crop_height
+    from station.vision.align import CROP_MULTIPLE, crop_height
 
     out: Path = args.out
     if out.exists() and not args.force:

@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     }
     for key, value in metrics.items():
         print(f"{key:>18}: {value if not isinstance(value, float) else round(value, 4)}")
+    print("(latency: frame to verdict, with the wait in the queue: replay hands the station "
+          "frames as fast as it takes them; `station bench` times a part alone)")
     errors = [r for r in rows if r["verdict"] == "ERROR"]
     for row in errors[:20]:
         print(f"ERROR {row['file']}: {row['error']}", file=sys.stderr)

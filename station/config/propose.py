@@ -36,7 +36,7 @@ import numpy as np
 
 from station.sources.datasets import IMAGE_EXTENSIONS, DatasetError, load_image
 from station.vision import pattern
-from station.vision.align import AlignParams, align, pattern_patch
+from station.vision.align import CROP_MULTIPLE, AlignParams, align, crop_height, pattern_patch
 from station.vision.gray import to_gray, to_uint8
 from station.vision.localize import Localization, LocalizeParams, localize
 
@@ -433,8 +433,9 @@ def _crop_width(native: float, aspect: float) -> int:
 def _width_reason(native: float, width: int, aspect: float) -> str:
     if width >= native - 32:
         return f"{width} px keeps the part at its own resolution"
+    height = crop_height(width, AlignParams(crop_aspect=aspect), CROP_MULTIPLE)  # as cut
     return (f"{width} px (x{native / width:.1f} smaller) keeps a crop of {width} x "
-            f"{math.ceil(width * aspect)} px within what training affords on 2 CPU cores")
+            f"{height} px within what training affords on 2 CPU cores")
 
 
 # --- the recipe text ------------------------------------------------------------------------
@@ -526,7 +527,9 @@ def recipe_text(p: Proposal, out: Path, name: str) -> str:
 #   station crops --recipe {out.name} --data <data set> --out /tmp/crops --size {p.width}
 # shows the crop of every image (montage.png): each should hold the whole part, in one pose.
 # Then: station train --recipe {out.name} --data <data set> --out {models}
-#       station evaluate --models {models} --data <data set> --json /tmp/eval.json
+#       station evaluate --models {models} --data <other images of it> --json /tmp/eval.json
+# (the models learn from every labeled image of the data set; to measure them on it, train
+# with --folds 3 --fold 0 and evaluate the same data set: its fold 0 is never learned from)
 # Relative paths are relative to THIS file's folder.
 
 [product]

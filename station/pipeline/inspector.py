@@ -93,7 +93,9 @@ class Inspector:
         """``source`` is the recipe the models come from, named when they are refused."""
         if autoencoder is None and classifier is None:
             raise ModelRefused(source, "no model: the recipe sets neither models.autoencoder "
-                                       "nor models.classifier", key="models")
+                                       "nor models.classifier (station train writes the lines "
+                                       "to set in recipe_fragment.toml beside the models)",
+                               key="models")
         needs: dict[str, tuple[str, ...]] = {
             Rule.AUTOENCODER: ("autoencoder",), Rule.CLASSIFIER: ("classifier",),
             Rule.EITHER: ("autoencoder", "classifier"), Rule.BOTH: ("autoencoder", "classifier")}

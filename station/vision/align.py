@@ -29,6 +29,11 @@ ORIENTATIONS = ("head", "axis", "axis_pattern", "pattern", "none")
 MIN_CROP_PX = 8
 
 
+#: the autoencoder's default 2**depth: ``station crops`` and ``init-recipe`` state crop
+#: heights as ``station train`` cuts them, rounded up to this
+CROP_MULTIPLE = 8
+
+
 def crop_height(width: int, params: AlignParams | None, multiple: int = 1) -> int:
     """Crop height (px) for a crop ``width`` px wide: ``crop_aspect`` x width, rounded UP to a
     whole ``multiple`` (an autoencoder of depth d needs multiples of 2**d), at least 8 px."""

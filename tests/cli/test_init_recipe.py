@@ -249,6 +249,24 @@ def test_the_crops_command_it_suggests_runs_on_the_folder_it_measured(tmp_path, 
     assert "status: ok 8" in printed and (tmp_path / "crops" / "montage.png").is_file()
     crop = cv2.imread(str(tmp_path / "crops" / "000.png"), cv2.IMREAD_UNCHANGED)
     assert (crop.shape[1], crop.shape[0]) == (int(said[1]), int(said[2]))
+    # named for its data set, not for the folder every product's good images sit in (one
+    # name for all gave them one records database)
+    recipe = load_recipe(out)
+    assert recipe.product.name == "d" and "/.station/d/" in str(recipe.records.database)
+
+
+def test_a_downscaled_crop_is_said_in_the_pixels_it_is_cut_at(tmp_path, capsys):
+    """A tall surface shrunk to what training affords: the recipe's comment and the summary
+    give the crop's height as station crops and station train cut it (the comment said
+    128 x 340 where 344 is cut)."""
+    write_images(tmp_path / "d", 4,
+                 lambda rng: (rng.random((960, 360)) * 255).astype(np.uint8), seed=1)
+    out = tmp_path / "r.toml"
+    assert main(["init-recipe", "--data", str(tmp_path / "d"), "--out", str(out)]) == 0
+    said = re.search(r"crop (\d+) x (\d+) px \(width x height", capsys.readouterr().out)
+    text = " ".join(line.strip().lstrip("#").strip() for line in out.read_text().splitlines())
+    comment = re.search(r"keeps a crop of (\d+) x (\d+) px", text)
+    assert said and comment and comment.groups() == said.groups() == ("128", "344")
 
 
 def test_unreadable_images_are_named_and_the_rest_measured(tmp_path, capsys):
@@ -306,3 +324,12 @@ def test_when_both_polarities_find_parts_the_one_the_part_contrasts_with_wins():
     ok = {"dark_on_light": 4, "light_on_dark": 4}
     assert _polarity(results, ok, 4) == "light_on_dark"  # sizes alone: the smaller box
     assert _polarity(results, ok, 4, [image] * 4) == "dark_on_light"
+
+
+def test_product_name_doctests_hold():
+    import doctest
+
+    import station.cli.init_recipe
+
+    result = doctest.testmod(station.cli.init_recipe)
+    assert result.attempted and not result.failed
