@@ -78,6 +78,9 @@ def _build_model(opts: ClassifierOptions, spec: PreprocessSpec) -> tuple[VGG16, 
     return model, batch_norm
 
 
+#: the training bar: per cent of the planned run, time spent < time left, then the step
+PROGRESS_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}"
+
 #: The memory layout a network trains in (the module docstring says why); ``station bench``
 #: times a step in it and in the plain layout.
 TRAIN_LAYOUT = torch.channels_last
@@ -120,6 +123,10 @@ class _Run:
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
+    def progress(self) -> float:
+        """How far the planned run is: the larger of the step and the time fractions."""
+        return min(1.0, max(self.step / self.total_steps, self.elapsed() / self.budget_s))
+
     def lr(self) -> float | None:
         """This step's learning rate; ``None`` once the time budget is spent."""
         elapsed = self.elapsed()
@@ -143,8 +150,9 @@ class _Run:
             x, y = self.make_batch()
             losses.append(train_step(self.model, self.optim, self.loss_fn, x, y, self.device))
             self.step += 1
-            self.bar.update(1)
-            self.bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses[-20:]):.3f}",
+            self.bar.update(round(100.0 * self.progress(), 1) - self.bar.n)
+            self.bar.set_postfix(step=self.step, epoch=epoch + 1,
+                                 loss=f"{np.mean(losses[-20:]):.3f}",
                                  lr=f"{lr:.1e}")
         return losses, False
 
@@ -190,7 +198,9 @@ def _train_one(good: list[np.ndarray], real: list[np.ndarray], masks: list[np.nd
     half = opts.batch_size // 2
     steps_per_epoch = max(1, math.ceil(len(good) / half))
     n_real = int(round(half * (1.0 - opts.synth_ratio))) if real else 0
-    bar = tqdm(total=steps_per_epoch * opts.epochs, desc=desc, unit="step",
+    # in per cent of the planned run (steps or minutes, whichever ends it first), so the time
+    # left it shows is the budget's: counted in steps, a timed run showed 36 min left of 2
+    bar = tqdm(total=100.0, desc=desc, unit="%", bar_format=PROGRESS_FORMAT,
                disable=not progress, dynamic_ncols=True)
     batches = BatchMaker(good, real, spec, rng, opts.batch_size, n_real, opts.flips, masks,
                          opts.transplant)
@@ -198,6 +208,7 @@ def _train_one(good: list[np.ndarray], real: list[np.ndarray], masks: list[np.nd
                opts.resolved_lr(batch_norm), opts.weight_decay, steps_per_epoch * opts.epochs,
                minutes * 60.0, bar)
     history, stopped_by_time = _fit(run, opts, steps_per_epoch, spec, vgood, vsynth)
+    bar.update(100.0 - bar.n)  # the run is over, whichever way it ended
     bar.close()
     return model.to(memory_format=torch.contiguous_format).eval(), history, stopped_by_time
 
