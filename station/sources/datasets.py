@@ -29,6 +29,7 @@ import csv
 import hashlib
 import logging
 import os
+import stat
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -104,11 +105,12 @@ class _Reader:
         for entry in sorted(folder.iterdir()):
             if entry.name.startswith("."):
                 continue
-            if entry.is_file():
-                if entry.suffix.lower() in IMAGE_EXTENSIONS:
-                    found.append(entry)
-                elif entry.name.lower() not in _QUIET_FILES:
-                    self.warn(f"{entry}: not an image ({', '.join(IMAGE_EXTENSIONS)}); ignored")
+            if entry.is_dir():
+                continue
+            if entry.suffix.lower() in IMAGE_EXTENSIONS:  # a pipe or a dangling link named
+                found.append(entry)  # like an image too: reading it names what it is
+            elif entry.is_file() and entry.name.lower() not in _QUIET_FILES:
+                self.warn(f"{entry}: not an image ({', '.join(IMAGE_EXTENSIONS)}); ignored")
         return found
 
 
@@ -385,6 +387,11 @@ def _truncated(data: bytes) -> str | None:
     return None
 
 
+#: the largest image file read (a 20,000 x 20,000 16-bit colour TIFF is 2.4 GB uncompressed;
+#: a frame from any camera the station runs is a few MB)
+MAX_IMAGE_BYTES = 1 << 30
+
+
 def load_image(path: Path | str, mode: str = "keep") -> np.ndarray:
     """Read an image as stored (8- or 16-bit), raising :class:`DatasetError` naming the file.
 
@@ -395,6 +402,13 @@ def load_image(path: Path | str, mode: str = "keep") -> np.ndarray:
         raise ValueError(f"load_image mode = {mode!r}: expected 'keep', 'gray' or 'color'")
     path = Path(path)
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read for ever, a device
+            raise DatasetError(f"{path}: not a regular file (a pipe, device or socket); "
+                               "expected an image file")  # (/dev/zero) fill the memory
+        if info.st_size > MAX_IMAGE_BYTES:
+            raise DatasetError(f"{path}: {info.st_size / 2**20:.0f} MB, larger than any image "
+                               f"the station reads ({MAX_IMAGE_BYTES // 2**20} MB)")
         data = path.read_bytes()
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file not found") from None

@@ -9,6 +9,7 @@ in time so a hang fails fast instead of stalling the suite.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -76,6 +77,20 @@ def float32_tiff(stem: Path) -> Path:
     return path
 
 
+def fifo_named_png(stem: Path) -> Path:
+    """A named pipe: reading it blocks until someone writes (calibrate hung on one)."""
+    path = stem.with_suffix(".png")
+    os.mkfifo(path)
+    return path
+
+
+def link_to_dev_zero(stem: Path) -> Path:
+    """An endless file: reading it filled the memory."""
+    path = stem.with_suffix(".png")
+    path.symlink_to("/dev/zero")
+    return path
+
+
 # kind -> (how to make it, what the reason says)
 BAD: dict[str, tuple[Callable[[Path], Path], str]] = {
     "zero-byte PNG": (zero_bytes, "empty file (0 bytes)"),
@@ -83,6 +98,8 @@ BAD: dict[str, tuple[Callable[[Path], Path], str]] = {
     "text named .png": (text_named_png, "not a readable image"),
     "bit-flipped PNG": (bit_flipped_png, "fails its CRC check"),
     "float32 TIFF": (float32_tiff, "pixel type float32 not supported"),
+    "FIFO named .png": (fifo_named_png, "not a regular file"),
+    "link to /dev/zero": (link_to_dev_zero, "not a regular file"),
 }
 
 
