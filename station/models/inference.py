@@ -166,6 +166,18 @@ class _Model:
             self._run(blank)
 
 
+def possible(scores: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The scores with any a model cannot give (a probability under 0, a distance below 0,
+    minus infinity) made NaN, which the decision turns into an ERROR and the line rejects:
+    a broken file's -5 would otherwise pass every part under any threshold.
+
+    >>> possible(np.array([0.2, -5.0, np.inf, 1.0]), 0.0, 1.0)
+    array([0.2, nan, nan, 1. ])
+    """
+    scores = np.asarray(scores, dtype=np.float64 if scores.dtype == np.float64 else np.float32)
+    return np.where((scores >= low) & (scores <= high), scores, np.nan).astype(scores.dtype)
+
+
 class AutoencoderModel(_Model):
     """``infer(batch) -> (anomaly_maps [N, H, W], raw_scores [N])`` at crop resolution."""
 
@@ -180,7 +192,7 @@ class AutoencoderModel(_Model):
 
     def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         amap, score = self._run(batch)
-        return amap[:, 0], score.reshape(-1)
+        return amap[:, 0], possible(score.reshape(-1), 0.0, np.inf)
 
 
 class ClassifierModel(_Model):
@@ -194,7 +206,7 @@ class ClassifierModel(_Model):
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         (p,) = self.session.run(["p_defect"], {self._input: self._batch(batch)})
-        return p.reshape(-1)
+        return possible(p.reshape(-1), 0.0, 1.0)
 
     def infer_map(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(p_defect [N], maps [N, H, W] or None)``: the map where the defect evidence is,
@@ -207,7 +219,7 @@ class ClassifierModel(_Model):
             # a graph that left the map's dims symbolic got past the load-time check
             raise ValueError(f"{self.path.name}: cam has shape {tuple(cam.shape)}; expected "
                              f"[N, 1, {self.input_shape[1]}, {self.input_shape[2]}]")
-        return p.reshape(-1), cam[:, 0]
+        return possible(p.reshape(-1), 0.0, 1.0), cam[:, 0]
 
 
 def load_model(path: Path | str, provider: str = "auto", threads: int = 0

@@ -264,7 +264,8 @@ class Inspector:
             return PartResult(
                 part_id=part.part_id, verdict=verdict, ae_score=ae_norm, ae_raw=ae_raw,
                 cls_score=cls_norm, cls_raw=cls_raw, inference_ms=inference_ms,
-                error="" if verdict != ERROR else "a score the decision rule needs is not finite",
+                error="" if verdict != ERROR else "a score the decision rule needs is not finite "
+                                                    "(or one the model cannot give)",
                 crop=main_crop.crop, heatmap=heatmap, map_source=source,
                 crop_to_frame=main_crop.crop_to_frame, box=part.box, t_trigger=part.t_trigger,
             )

@@ -238,3 +238,32 @@ def test_a_map_not_at_crop_resolution_is_refused(map_files, tmp_path):
                        torch.rand(2, 1, SIZE, SIZE))
     with pytest.raises(ModelRefused, match=rf"cam has shape .*expected \[N, 1, {SIZE}, {SIZE}\]"):
         load_model(path, "cpu")
+
+
+@pytest.mark.parametrize(("kind", "shift", "says"), [
+    ("classifier", -5.0, "P(defect) below 0"), ("classifier", 5.0, "P(defect) above 1"),
+    ("autoencoder", -float("inf"), "a score of minus infinity")])
+def test_a_score_the_model_cannot_give_is_nan_and_the_part_an_error(tmp_path, kind, shift, says):
+    """A broken file's P(defect) of -5 passed every part under any threshold; a score no
+    model of the kind can give reads as NaN, which the decision makes an ERROR (rejected)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from station.decision import ERROR, decide
+    from tests.calibration.test_calibration_threshold import tiny_model
+
+    path = tiny_model(tmp_path / f"{kind}.onnx", kind, 0.5)
+    model = onnx.load(str(path))
+    out = "p_defect" if kind == "classifier" else "score"
+    node = next(n for n in model.graph.node if out in n.output)
+    node.output[list(node.output).index(out)] = "raw"  # raw + shift -> the file's output
+    model.graph.initializer.append(numpy_helper.from_array(np.float32(shift), "shift"))
+    model.graph.node.append(helper.make_node("Add", ["raw", "shift"], [out]))
+    onnx.save(model, str(path))
+    m = load_model(path, "cpu", 1)
+    batch = np.zeros((2, *m.input_shape), np.float32)
+    scores = m.infer(batch) if kind == "classifier" else m.infer(batch)[1]
+    assert np.isnan(scores).all(), says
+    norm = float(m.normalized(float(scores[0])))
+    ae, cls = (norm, None) if kind == "autoencoder" else (None, norm)
+    assert decide(ae, cls, kind, 1.0, 1.0) == ERROR
