@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -213,6 +213,19 @@ class Records:
 
     # ------------------------------------------------------------------ GUI queries
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The read connection, held; a damaged file is a :class:`RecordsError` that names
+        it (the station says so at start, where it said "internal error")."""
+        with self._read_lock:
+            try:
+                yield
+            except sqlite3.DatabaseError as exc:
+                raise RecordsError(
+                    f"records database {self.database_path}: cannot read it ({exc}); "
+                    "move the damaged file aside to start a new one"
+                ) from exc
+
     def recent(self, n: int = 50, verdict: str | None = None) -> list[dict]:
         sql = "SELECT * FROM parts"
         args: list = []
@@ -223,7 +236,7 @@ class Records:
             args.append(verdict)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(int(n))
-        with self._read_lock:
+        with self._reading():
             rows = [self._row_dict(r) for r in self._read.execute(sql, args).fetchall()]
         return rows
 
@@ -241,13 +254,13 @@ class Records:
         if recipe is not None:
             sql += " AND recipe = ?"
             args = (*args, recipe)
-        with self._read_lock:
+        with self._reading():
             n, p, r, e = self._read.execute(sql, args).fetchone()
         return {"inspected": n or 0, "passed": p or 0, "rejected": r or 0, "errors": e or 0}
 
     def get(self, part_id: str) -> dict | None:
         """The latest row for ``part_id`` with its images (absolute paths, deleted ones noted)."""
-        with self._read_lock:
+        with self._reading():
             r = self._read.execute("SELECT * FROM parts WHERE part_id = ? ORDER BY id DESC LIMIT 1",
                                    (str(part_id),)).fetchone()
             return None if r is None else self._row_dict(r)
@@ -256,7 +269,7 @@ class Records:
         sql = "SELECT * FROM alarms"
         if unacknowledged_only:
             sql += " WHERE acknowledged_at IS NULL"
-        with self._read_lock:
+        with self._reading():
             return [dict(r) for r in self._read.execute(sql + " ORDER BY id DESC LIMIT ?", (n,))]
 
     def raise_alarm(self, kind: str, message: str) -> int:
@@ -294,13 +307,13 @@ class Records:
                  None if new is None else str(new)))
 
     def events(self, n: int = 100) -> list[dict]:
-        with self._read_lock:
+        with self._reading():
             return [dict(r) for r in self._read.execute(
                 "SELECT * FROM events ORDER BY id DESC LIMIT ?", (n,))]
 
     def image_bytes(self) -> int:
         """Bytes of live (not yet deleted) images, as the budget counts them."""
-        with self._read_lock:
+        with self._reading():
             return int(self._read.execute(
                 "SELECT coalesce(sum(bytes), 0) FROM images WHERE deleted_at IS NULL").fetchone()[0])
 

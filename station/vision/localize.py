@@ -102,6 +102,9 @@ class LocalizeParams:
 
 
 def _from_dict(cls, data: dict[str, Any]):
+    """``cls`` from a dict (a model file's metadata), each value held to the field's choices
+    and range as a recipe's is: a model file saying crop_scale = 1e9 cropped nothing of the
+    part and passed a defect, and 0 failed every part on a division by zero."""
     names = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -110,8 +113,22 @@ def _from_dict(cls, data: dict[str, Any]):
     for key, value in data.items():
         if isinstance(names[key].default, tuple):
             value = tuple(int(v) for v in value)
+        _check_field(f"{cls.__name__}.{key}", value, names[key].metadata)
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _check_field(name: str, value: Any, meta: Any) -> None:
+    """``value`` within the field's ``choices``, or each of its numbers within min..max."""
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ValueError(f"{name} = {value!r}: expected one of {', '.join(map(str, choices))}")
+    low, high = meta.get("min", -math.inf), meta.get("max", math.inf)
+    for v in value if isinstance(value, tuple) else (value,):
+        if isinstance(v, int | float) and not isinstance(v, bool) and \
+                not (math.isfinite(v) and low <= v <= high):
+            what = "numbers" if isinstance(value, tuple) else "a number"
+            raise ValueError(f"{name} = {value!r}: expected {what} from {low:g} to {high:g}")
 
 
 @dataclass(frozen=True)

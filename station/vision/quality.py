@@ -103,6 +103,10 @@ class QualityReference:
             raise QualityError(f"{path}: missing or bad field in quality reference ({exc!r})") from None
         if (roi is not None and len(roi) != 4) or len(size) != 2:
             raise QualityError(f"{path}: roi must be [x, y, w, h] and image_size [w, h]")
+        bad = [k for k, v in metrics.to_dict().items() if not (math.isfinite(v) and v >= 0)]
+        if bad:  # NaN compares false with everything: the check would never alarm
+            raise QualityError(f"{path}: metrics {', '.join(bad)} must be finite numbers of 0 "
+                               f"or more (run station calibrate check again)")
         return cls(
             metrics=metrics,
             roi=roi,

@@ -98,6 +98,17 @@ def test_bare_quantization_tag_is_understood():
          "'align' cannot be honoured: align: pattern has 2 values; expected 216"),
         ({"align": {"orientation": "axis_pattern", "pattern": [0] * 216}},
          "'align' cannot be honoured: align: pattern is all zeros"),
+        # a crop no recipe may ask for: 1e9 cropped nothing of the part and passed a defect,
+        # 0 failed every part on a division by zero
+        ({"align": {"crop_scale": 1e9}},
+         "'align' cannot be honoured: AlignParams.crop_scale = 1000000000.0: expected a number "
+         "from 0.2 to 10"),
+        ({"align": {"crop_aspect": 0}}, "AlignParams.crop_aspect = 0: expected a number from 0.05"),
+        ({"align": {"orientation": "sideways"}}, "AlignParams.orientation = 'sideways': expected "
+                                                 "one of head"),
+        ({"localize": {"roi": [0, 0, -5, 9]}}, "LocalizeParams.roi = (0, 0, -5, 9): expected "
+                                               "numbers from 0"),
+        ({"localize": {"min_contrast": float("nan")}}, "LocalizeParams.min_contrast = nan"),
     ],
 )
 def test_metadata_the_station_cannot_honour_is_refused(ae_file, tmp_path, change, message):

