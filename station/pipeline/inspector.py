@@ -112,6 +112,14 @@ class Inspector:
         model = autoencoder or classifier
         trained = model.meta.align_params() if model is not None else None
         self.align_params = trained or align_params
+        if autoencoder is not None and classifier is not None:  # one crop serves both
+            a, c = autoencoder.meta.align, classifier.meta.align
+            differ = sorted(k for k in set(a) | set(c) if a.get(k) != c.get(k))
+            if differ:
+                raise ModelRefused(classifier.path, "trained on another crop than the "
+                                   f"autoencoder {autoencoder.path.name} (align "
+                                   f"{', '.join(differ)} differ): the station cuts one crop for "
+                                   "both; train them together", key="models")
         method = model.meta.localize_params().method if model is not None else None
         if method is not None and method != localize_params.method:
             raise ModelRefused(model.path if model else source, f'trained with localize.method = '

@@ -117,3 +117,22 @@ def test_a_model_trained_on_another_kind_of_product_is_refused(files):
                                            '"fixed"') as err:
         Inspector(ae, None, LocalizeParams(method="fixed"), None, DecisionSection(rule="autoencoder"))
     assert err.value.key == "localize.method"
+
+
+def test_two_models_trained_on_different_crops_are_refused_together(files, tmp_path):
+    """The station cuts one crop for both models, by the autoencoder's metadata: a
+    classifier trained on another crop was handed the autoencoder's without a word."""
+    from training.export import write_metadata
+
+    path = tmp_path / "classifier.onnx"
+    path.write_bytes(files["classifier"].read_bytes())
+    other = AlignParams(crop_aspect=0.5, orientation="none", crop_scale=3.0)
+    write_metadata(path, _meta("classifier", PreprocessSpec(size=CW, height=CH), other))
+    ae, cls = load_model(files["autoencoder"]), load_model(path)
+    with pytest.raises(ModelRefused, match=r"trained on another crop than the autoencoder "
+                                           r"autoencoder.onnx \(align crop_aspect, crop_scale, "
+                                           r"orientation differ\)") as err:
+        Inspector(ae, cls, LocalizeParams(), None, DecisionSection(rule="either"))
+    assert err.value.key == "models" and str(path) in str(err.value)
+    Inspector(ae, load_model(files["classifier"]), LocalizeParams(), None,
+              DecisionSection(rule="either"))  # one training's pair: accepted
