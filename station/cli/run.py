@@ -68,6 +68,7 @@ def opcua_endpoint(text: str) -> str:
 
 
 NOT_INSPECTING_EXIT = 3  # the run ended with the camera lost, the trigger blind or the output down
+RECORDS_LOST_EXIT = 4  # the records database refused rows to the end: parts without a record
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,6 +161,8 @@ def _headless(recipe_path: Path, recipe: Any, adjust: Any, *, seconds: float | N
         host.close()
         if publisher is not None:
             publisher.close()  # the last results, then "online": false
+    # closing can add one: a part to push off still short of the reject point at the stop
+    blocked += [a for a in host.engine.not_inspecting() if a not in blocked]
     print(f"inspected {stats.parts} parts: {stats.passed} passed, {stats.rejected} rejected, "
           f"{stats.errors} errors; {stats.dropped_frames} frames dropped", flush=True)
     if summary["unknown"] < stats.parts:
@@ -171,4 +174,9 @@ def _headless(recipe_path: Path, recipe: Any, adjust: Any, *, seconds: float | N
     for alarm in blocked:  # a supervisor (systemd, a script) must see that the line was unsafe
         print(f"station {command}: ended while not inspecting: {alarm.kind}: {alarm.message}",
               file=sys.stderr)
-    return NOT_INSPECTING_EXIT if blocked else 0
+    records = host.engine.records
+    lost = records.lost_rows if records is not None else 0
+    if lost and records is not None:  # logged as CRITICAL; the exit code is for a supervisor
+        print(f"station {command}: {lost} record row(s) never written: the records database "
+              f"{records.database_path} refused them to the end", file=sys.stderr)
+    return NOT_INSPECTING_EXIT if blocked else RECORDS_LOST_EXIT if lost else 0

@@ -407,9 +407,12 @@ class Records:
                       getattr(lost[1], "part_id", lost[1]))
         if not self._db_fault:
             self._db_fault = True
+            damaged = isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc)
+            hint = ("the file is damaged: stop, move it aside, start again" if damaged
+                    else "free disk space?")
             self._alarm("records", f"records database {self.database_path} refuses writes "
                         f"({exc}); rows are kept in memory and written when it takes writes "
-                        "again (free disk space?)", to_db=False)
+                        f"again ({hint})", to_db=False)
 
     def _retry_backlog(self, conn: sqlite3.Connection) -> bool:
         """Write the kept rows, oldest first; True once none is left."""

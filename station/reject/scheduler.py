@@ -65,6 +65,11 @@ class RejectConfigError(ValueError):
     """
 
 
+#: the reason a part to push off gets when the station stops before it reaches the reject point
+UNFIRED_AT_STOP = ("not fired: the station stopped before the part reached the reject point; "
+                   "take it off by hand")
+
+
 @dataclass(frozen=True)
 class FireRecord:
     """The one action taken for a part."""
@@ -376,7 +381,15 @@ class RejectScheduler:
             self._stop = True
             self._lock.notify_all()
             left = len(self._parts)
+            # a part the station would push off that has not reached the reject point: its
+            # record and the operator must say it was never pushed (it was silent)
+            now = time.monotonic()
+            unfired = [self._complete(FireRecord(
+                part.part_id, "reject_failed", now, None, UNFIRED_AT_STOP, part.verdict))
+                for part in self._parts.values() if part.verdict != Verdict.PASS]
         self._thread.join(2.0)
+        for record in unfired:
+            self._announce(record)
         if left:
             log.info("reject scheduler closed with %d part(s) still on the belt", left)
         return left

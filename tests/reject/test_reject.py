@@ -241,6 +241,27 @@ def test_close_lets_parts_on_the_belt_get_their_action(loop_link):
     assert [c[:2] for c in fired.calls] == [("last", "reject")]
 
 
+def test_parts_to_push_off_still_short_of_the_reject_point_at_close_are_said_unfired(
+        loop_link):
+    """A part waiting for its reject point when the station stops was never pushed off:
+    its record and the operator must say so (it was left with no outcome at all); a good
+    part on the belt needs no output and gets none."""
+    fired = Fired()
+    sched = RejectScheduler(loop_link, settings(mode="line", line="RTS", delay_ms=60_000),
+                            fired)
+    for part, verdict in (("bad", REJECT), ("unjudged", None), ("good", PASS)):
+        sched.register(part)
+        if verdict is not None:
+            sched.set_verdict(part, verdict)
+    assert sched.close(timeout=0.2) == 3  # the three are still on the belt
+    calls = fired.by_part()
+    assert sorted(calls) == ["bad", "unjudged"]  # the fail-safe would reject the unjudged
+    for part in ("bad", "unjudged"):
+        [(_, action, _, actual, reason)] = calls[part]
+        assert action == "reject_failed" and actual is None
+        assert reason.startswith("not fired: the station stopped before the part reached")
+
+
 def test_built_from_a_recipe_file(tmp_path):
     peer = PlcPeer(ack_template="OK {part_id}\n")
     recipe_path = tmp_path / "screw.toml"
