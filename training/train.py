@@ -403,9 +403,8 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
         files[kind] = path.name
         summary["models"][kind] = info
         v = info["validation"]  # on this model's threshold images; the decision's n differs
-        n = v.get("n_good", 0) + v.get("n_defect", 0)
         print(f"{kind}: threshold {info['threshold']:.4g} ({info['threshold_rule']}), on its "
-              f"{n} threshold images {v}")
+              f"{v.get('n_good', 0) + v.get('n_defect', 0)} threshold images {v}")
 
     ae_t = cls_t = 1.0
     rule = opts.rule if opts.rule != "auto" else "either"
