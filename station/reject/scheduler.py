@@ -280,19 +280,16 @@ class RejectScheduler:
             return None
         s = self.settings
         verdict = part.verdict
+        reject = self._wants_reject(part)
         if verdict is None:
             self.fail_safe_count += 1
-            reject = s.fail_safe == "reject"
             why = part.shed or "no verdict when the part reached the reject point"
             reason = f"fail-safe {s.fail_safe}: {why}"
-        elif verdict == Verdict.REJECT:
-            reject, reason = True, f"verdict {Verdict.REJECT}"
         elif verdict == Verdict.ERROR:
-            reject = self.reject_on_error
             reason = (f"verdict {Verdict.ERROR} ("
                       + ("rejected" if reject else "passed, per settings") + ")")
         else:
-            reject, reason = False, f"verdict {Verdict.PASS}"
+            reason = f"verdict {verdict}"
         if reject and not s.enabled:
             reject, reason = False, reason + "; reject output disabled in the recipe"
         if not reject:
@@ -357,6 +354,14 @@ class RejectScheduler:
             except Exception:
                 log.exception("reject on_fired callback failed for part %s", record.part_id)
 
+    def _wants_reject(self, part: _Part) -> bool:
+        """Whether the part is one to push off: its verdict, or the fail-safe without one."""
+        if part.verdict is None:
+            return self.settings.fail_safe == "reject"
+        if part.verdict == Verdict.ERROR:
+            return self.reject_on_error
+        return part.verdict == Verdict.REJECT
+
     def _remember(self, record: FireRecord) -> None:
         self._done[record.part_id] = record
         self._done.move_to_end(record.part_id)
@@ -386,7 +391,8 @@ class RejectScheduler:
             now = time.monotonic()
             unfired = [self._complete(FireRecord(
                 part.part_id, "reject_failed", now, None, UNFIRED_AT_STOP, part.verdict))
-                for part in self._parts.values() if part.verdict != Verdict.PASS]
+                for part in self._parts.values()
+                if self.settings.enabled and self._wants_reject(part)]
         self._thread.join(2.0)
         for record in unfired:
             self._announce(record)
