@@ -260,6 +260,13 @@ def test_parts_to_push_off_still_short_of_the_reject_point_at_close_are_said_unf
         [(_, action, _, actual, reason)] = calls[part]
         assert action == "reject_failed" and actual is None
         assert reason.startswith("not fired: the station stopped before the part reached")
+    # an ERROR the recipe lets pass (on_error = "pass") is no part to push off
+    quiet = Fired()
+    sched = RejectScheduler(loop_link, settings(mode="line", line="RTS", delay_ms=60_000),
+                            quiet, reject_on_error=False)
+    sched.register("unreadable")
+    sched.set_verdict("unreadable", ERROR)
+    assert sched.close(timeout=0.2) == 1 and quiet.calls == []
 
 
 def test_built_from_a_recipe_file(tmp_path):
