@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from station.cli.numbers import amount, count
+from station.cli.outputs import output_file
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: the demo models")
     parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "demo.toml",
                         help="recipe for the crop and decision settings (default: the demo's)")
-    parser.add_argument("--json", type=Path, required=True, help="write the results here")
+    parser.add_argument("--json", type=output_file, required=True, help="write the results here")
     parser.add_argument("--parts", type=count(1), default=120, help="parts through the pipeline")
     parser.add_argument("--long-parts", type=count(0), default=0,
                         help="endurance: also run this many parts through the engine with "

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from station.cli.numbers import amount, count
+from station.cli.outputs import output_file
 
 STEPS = ("camera", "roi", "scale", "threshold", "check")
 
@@ -65,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("check", help="image-quality reference (focus, brightness, contrast, glare)")
     common(p)
     p.add_argument("--images", type=Path, required=True, help="folder of good frames")
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=output_file, default=None,
                    help="reference JSON (default: <recipe stem>.quality.json beside the recipe)")
 
 

@@ -15,12 +15,13 @@ import sys
 from pathlib import Path
 
 from station.cli.numbers import count
+from station.cli.outputs import output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", type=Path, required=True, help="model folder (station train --out)")
     parser.add_argument("--data", type=Path, required=True, help="data set folder")
-    parser.add_argument("--json", type=Path, required=True, help="write the metrics here")
+    parser.add_argument("--json", type=output_file, required=True, help="write the metrics here")
     parser.add_argument("--report", type=Path, default=None, help="write report PNGs into this folder")
     parser.add_argument("--folds", type=count(0), default=None,
                         help="cross-validation folds (as given to station train)")

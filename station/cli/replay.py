@@ -14,12 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from station.cli.outputs import output_file
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", required=True, type=Path, help="the product's recipe (TOML)")
     parser.add_argument("--data", required=True, type=Path,
                         help="MVTec-layout data set, plain good/ defect/ folders, or labels.csv")
-    parser.add_argument("--json", type=Path, default=None, help="write verdicts and metrics here")
+    parser.add_argument("--json", type=output_file, default=None, help="write verdicts and metrics here")
     parser.add_argument("--split", choices=("test", "train", "all"), default="all",
                         help="which samples of the data set to replay (default: all)")
     parser.add_argument("--records", action="store_true",
