@@ -99,6 +99,28 @@ def part_select_list(conn: sqlite3.Connection) -> str:
 _PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 
 
+def check_images_dir(folder: str | Path) -> Path:
+    """Make the images folder now and make sure it takes files; a :class:`RecordsError`
+    naming ``records.images_dir`` if not (one on /proc or a read-only disk was accepted at
+    start, and every image of the run then failed with an alarm)."""
+    path = Path(folder)
+    resolved = path.resolve()
+    for root in _PSEUDO_FILESYSTEMS:
+        if resolved.is_relative_to(root):
+            raise RecordsError(f"records.images_dir: {root} is a system pseudo-filesystem, "
+                               "not a disk; expected a folder on a disk")
+    if path.exists() and not path.is_dir():
+        raise RecordsError(f"records.images_dir: {path} is a file; expected a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RecordsError(f"records.images_dir: cannot create {path}: "
+                           f"{exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise RecordsError(f"records.images_dir: folder {path} is not writable")
+    return path
+
+
 def check_database_path(database: str | Path) -> Path:
     """Make sure the database's folder exists and can hold it; RecordsError saying why not.
 

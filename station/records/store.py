@@ -39,7 +39,14 @@ from station.config import Recipe, RecordsSection
 from station.records.images import ImageStore
 from station.records.lock import StationLock
 from station.records.rows import VERDICTS, PartRecord, RecordsError, iso, parse_since
-from station.records.schema import PART_COLUMNS, check_database_path, checkpoint, connect, rollback
+from station.records.schema import (
+    PART_COLUMNS,
+    check_database_path,
+    check_images_dir,
+    checkpoint,
+    connect,
+    rollback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +82,8 @@ class Records:
         self.retry_s = float(retry_s)
         self.max_backlog = int(max_backlog)
         check_database_path(self.database_path)
+        if disk_budget_mb > 0:  # images are kept: their folder must take them
+            check_images_dir(images_dir)
         self._lock = StationLock(self.database_path)
         try:
             self._read = connect(self.database_path, synchronous=synchronous)

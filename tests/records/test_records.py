@@ -127,9 +127,10 @@ def test_disk_budget_deletes_oldest_passes_first_then_oldest_rejects(tmp_path: P
 
 def test_a_full_disk_loses_no_row_and_raises_one_alarm(tmp_path: Path):
     blocked = tmp_path / "images"
-    blocked.write_text("a file where the image folder should be: every image write fails")
     heard = []
     with Records(tmp_path / "r.sqlite", blocked, 10, pass_sample_rate=1.0) as rec:
+        blocked.rmdir()  # the folder took files at start; from now on every image write fails
+        blocked.write_text("a file where the image folder was")
         rec.add_alarm_listener(lambda kind, msg: heard.append(kind))
         for i in range(5):
             assert rec.submit(part(i, "REJECT"), {"crop": noise(i)})

@@ -244,6 +244,20 @@ def test_a_database_path_that_cannot_be_used_is_one_clear_line(tmp_path: Path):
         assert "\n" not in m
 
 
+def test_an_images_folder_that_cannot_take_images_is_refused_at_start(tmp_path: Path):
+    """It was accepted, and every image of the run then failed with an alarm."""
+    db = tmp_path / "r.sqlite"
+    with pytest.raises(RecordsError, match=r"^records.images_dir: /proc is a system "
+                                           r"pseudo-filesystem, not a disk"):
+        Records(db, "/proc/station-images", 1)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the images folder should be")
+    with pytest.raises(RecordsError, match=r"^records.images_dir: cannot create .*file/img: "):
+        Records(db, blocker / "img", 1)
+    with Records(db, "/proc/station-images", 0):  # no images kept: no folder needed
+        pass
+
+
 def test_a_damaged_database_is_a_records_error_that_names_it(tmp_path: Path):
     """A file with garbage over its pages opened, and the station's first read of it stopped
     with "internal error: DatabaseError: database disk image is malformed"."""
