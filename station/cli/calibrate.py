@@ -316,6 +316,7 @@ def _check(args) -> int:
         lines.append(f"dry run: reference written to the report folder only ({out / 'quality_reference.json'})")
         return _finish(out, lines)
     target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     reference.save(target)
     lines.append(f"reference written: {target}")
     try:

@@ -2,34 +2,51 @@
 
 ``station replay --json /proc/x.json`` replayed the whole data set and only then stopped on
 a raw ``[Errno 2]``; an evaluation or a bench would lose its minutes the same way. A file
-that cannot be written is one line naming the option before anything starts.
+that cannot be written is one line naming the option before anything starts. Nothing is
+created here: the command makes the folder when it writes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+#: where no file can be made, however the permissions read (root may "write" /proc)
+PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"))
 
 
 def output_file(text: str) -> Path:
-    """A file path the command can write: its folder made, the file opened for writing once
-    (and removed again when it did not exist), so a refusal comes now, not at the end.
+    """A file path the command can write: a folder is refused, and so is a place where
+    neither the file nor its folder could be made.
 
     >>> output_file("/proc/no/such.json")
     Traceback (most recent call last):
-    argparse.ArgumentTypeError: '/proc/no/such.json': cannot write there (No such file or directory)
+    argparse.ArgumentTypeError: '/proc/no/such.json': cannot write there (/proc is a system pseudo-filesystem)
     """
     path = Path(text)
-    existed = path.exists()
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r}: a folder; expected a file name")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: cannot write there ({exc.strerror or exc})") from None
-    if not existed:
-        path.unlink()
+        problem = _problem(path)
+    except OSError as exc:  # a name too long, a folder on the way this user may not enter
+        problem = exc.strerror or str(exc)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
     return path
+
+
+def _problem(path: Path) -> str:
+    if path.is_dir():
+        return "a folder; expected a file name"
+    if os.path.lexists(path):  # an existing file (or /dev/stdout, a pipe): written as it is
+        ok = not path.is_file() or os.access(path, os.W_OK)
+        return "" if ok else "cannot write there (the file is not writable)"
+    resolved = path.absolute()
+    for root in PSEUDO_FILESYSTEMS:
+        if resolved.is_relative_to(root):
+            return f"cannot write there ({root} is a system pseudo-filesystem)"
+    folder = next(p for p in resolved.parents if os.path.lexists(p))  # "/" always exists
+    if not folder.is_dir():
+        return f"cannot write there ({folder} is a file, not a folder)"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write there (folder {folder} is not writable)"
+    return ""

@@ -99,6 +99,11 @@ def part_select_list(conn: sqlite3.Connection) -> str:
 _PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 
 
+def damaged(exc: BaseException | None) -> bool:
+    """Whether SQLite says the file itself is damaged (not locked, closed or out of room)."""
+    return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
 def check_images_dir(folder: str | Path) -> Path:
     """Make the images folder now and make sure it takes files; a :class:`RecordsError`
     naming ``records.images_dir`` if not (one on /proc or a read-only disk was accepted at

@@ -45,6 +45,7 @@ from station.records.schema import (
     check_images_dir,
     checkpoint,
     connect,
+    damaged,
     rollback,
 )
 
@@ -230,6 +231,8 @@ class Records:
             try:
                 yield
             except sqlite3.DatabaseError as exc:
+                if not damaged(exc):  # locked, closed, out of room: not the file's fault
+                    raise
                 raise RecordsError(
                     f"records database {self.database_path}: cannot read it ({exc}); "
                     "move the damaged file aside to start a new one"
@@ -416,8 +419,7 @@ class Records:
                       getattr(lost[1], "part_id", lost[1]))
         if not self._db_fault:
             self._db_fault = True
-            damaged = isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc)
-            hint = ("the file is damaged: stop, move it aside, start again" if damaged
+            hint = ("the file is damaged: stop, move it aside, start again" if damaged(exc)
                     else "free disk space?")
             self._alarm("records", f"records database {self.database_path} refuses writes "
                         f"({exc}); rows are kept in memory and written when it takes writes "

@@ -259,8 +259,8 @@ class RejectScheduler:
                 while (left := deadline - time.monotonic()) > 0:
                     if left > 0.0003:
                         time.sleep(left / 2)
-                with self._lock:
-                    if self._heap and self._heap[0][0] <= time.monotonic():
+                with self._lock:  # close() may have come during the spin: it took them
+                    if not self._stop and self._heap and self._heap[0][0] <= time.monotonic():
                         scheduled, _, part_id = heapq.heappop(self._heap)
                         action = self._fire(part_id, scheduled)
             # outside the lock: drive the output (in this thread, no hand-off) or announce
@@ -393,6 +393,8 @@ class RejectScheduler:
                 part.part_id, "reject_failed", now, None, UNFIRED_AT_STOP, part.verdict))
                 for part in self._parts.values()
                 if self.settings.enabled and self._wants_reject(part)]
+            for record in unfired:  # said once: no timer and no second close acts on them
+                del self._parts[record.part_id]
         self._thread.join(2.0)
         for record in unfired:
             self._announce(record)

@@ -392,6 +392,18 @@ def _truncated(data: bytes) -> str | None:
 MAX_IMAGE_BYTES = 1 << 30
 
 
+def regular_file(path: Path) -> None:
+    """Refuse what is no image file before anything reads it: a FIFO blocks the read for
+    ever, a device (/dev/zero) fills the memory. ``OSError`` when it cannot be looked at."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise DatasetError(f"{path}: not a regular file (a pipe, device or socket); "
+                           "expected an image file")
+    if info.st_size > MAX_IMAGE_BYTES:
+        raise DatasetError(f"{path}: {info.st_size / 2**20:.0f} MB, larger than any image "
+                           f"the station reads ({MAX_IMAGE_BYTES // 2**20} MB)")
+
+
 def load_image(path: Path | str, mode: str = "keep") -> np.ndarray:
     """Read an image as stored (8- or 16-bit), raising :class:`DatasetError` naming the file.
 
@@ -402,13 +414,7 @@ def load_image(path: Path | str, mode: str = "keep") -> np.ndarray:
         raise ValueError(f"load_image mode = {mode!r}: expected 'keep', 'gray' or 'color'")
     path = Path(path)
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read for ever, a device
-            raise DatasetError(f"{path}: not a regular file (a pipe, device or socket); "
-                               "expected an image file")  # (/dev/zero) fill the memory
-        if info.st_size > MAX_IMAGE_BYTES:
-            raise DatasetError(f"{path}: {info.st_size / 2**20:.0f} MB, larger than any image "
-                               f"the station reads ({MAX_IMAGE_BYTES // 2**20} MB)")
+        regular_file(path)
         data = path.read_bytes()
     except FileNotFoundError:
         raise DatasetError(f"{path}: image file not found") from None
@@ -480,6 +486,7 @@ def load_sample(sample: Sample, mode: str = "keep") -> tuple[np.ndarray, np.ndar
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     try:
+        regular_file(path)
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)

@@ -19,7 +19,7 @@ def test_pattern_doctests_hold():
     assert result.attempted >= 5 and result.failed == 0
 
 
-def test_a_patch_reads_the_same_rings_every_call():
+def test_a_patch_reads_the_same_rings_every_call(monkeypatch):
     """OpenCV's polar warp left two samples of the outer ring unwritten (they fall just off
     the patch), so the rings held whatever memory it was handed: NaN after a NaN-filled
     array was freed, and a replayed good nut turned to a wrong angle and was rejected at
@@ -32,6 +32,15 @@ def test_a_patch_reads_the_same_rings_every_call():
         freed = np.full((700, 700, 3), np.nan, np.float32)  # memory the warp may reuse
         del freed
         assert np.array_equal(pattern.rings(patch), first)
+    # the same, whatever the allocator does: the warp handed memory that holds NaN
+    real = pattern.cv2.warpPolar
+
+    def into_nan(src, dsize, center, radius, flags):
+        dst = np.full((dsize[1], dsize[0]), np.nan, np.float32)
+        return real(src, dsize, center, radius, flags, dst=dst)
+
+    monkeypatch.setattr(pattern.cv2, "warpPolar", into_nan)
+    assert np.array_equal(pattern.rings(patch), first)
 
 
 def _rings(img: np.ndarray) -> np.ndarray:
