@@ -133,6 +133,18 @@ def test_a_folder_without_loop_skips_a_bad_image_reports_it_and_ends(tmp_path, k
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("make", [fifo_named_png, link_to_dev_zero])
+def test_the_data_sets_fingerprint_names_a_file_that_is_no_image_file(tmp_path, make):
+    """Training and evaluation hash every listed image first: a pipe hung them there."""
+    from station.sources.datasets import dataset_fingerprint
+
+    good_folder(tmp_path / "set" / "good", 2)
+    bad = make(tmp_path / "set" / "good" / "zz")
+    with pytest.raises(DatasetError, match=f"{bad}: not a regular file"):
+        dataset_fingerprint(read_dataset(tmp_path / "set"))
+
+
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("kind", list(BAD))
 def test_a_replayed_data_set_skips_a_bad_sample_with_its_label_and_ends(tmp_path, kind):
     root = tmp_path / "set"
