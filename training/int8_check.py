@@ -80,7 +80,10 @@ def apply_rule(checks: dict[str, dict[str, Any]], paths: dict[str, Path],
             check["action"] = "pruned"
         else:
             check["action"] = "fails (kept by --keep-int8: do not put it on the line)"
-        lines.append(f"int8 {kind}: {check['action']}: {why}")
+        said = check["action"] + (" (deleted, on these images: the line runs the float "
+                                  "model; --keep-int8 keeps a failing copy)"
+                                  if check["action"] == "pruned" else "")
+        lines.append(f"int8 {kind}: {said}: {why}")
     return lines
 
 

@@ -74,7 +74,8 @@ def test_apply_rule_deletes_only_failing_copies_and_only_when_asked(tmp_path):
     lines = apply_rule(c, paths, prune=True)
     assert (c["autoencoder"]["action"], c["classifier"]["action"]) == ("kept", "pruned")
     assert paths["autoencoder"].is_file() and not paths["classifier"].exists()
-    assert lines[1].startswith("int8 classifier: pruned")
+    assert lines[1].startswith("int8 classifier: pruned (deleted, on these images: the line "
+                               "runs the float model")  # what it means, where it is printed
     assert int8_paths(tmp_path) == {"autoencoder": paths["autoencoder"]}
 
 
