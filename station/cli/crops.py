@@ -104,8 +104,6 @@ def _montage(thumbs: list[np.ndarray]) -> np.ndarray:
     return sheet
 
 
-
-
 def _params(recipe_path: Path | None) -> tuple[LocalizeParams, AlignParams, str]:
     """(localize, align, pixel_format) of the recipe, or the built-in defaults."""
     if recipe_path is None:

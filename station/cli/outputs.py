@@ -12,8 +12,7 @@ import argparse
 import os
 from pathlib import Path
 
-#: where no file can be made, however the permissions read (root may "write" /proc)
-PSEUDO_FILESYSTEMS = (Path("/proc"), Path("/sys"))
+from station.records.schema import pseudo_filesystem
 
 
 def output_file(text: str) -> Path:
@@ -40,11 +39,10 @@ def _problem(path: Path) -> str:
     if os.path.lexists(path):  # an existing file (or /dev/stdout, a pipe): written as it is
         ok = not path.is_file() or os.access(path, os.W_OK)
         return "" if ok else "cannot write there (the file is not writable)"
-    resolved = path.absolute()
-    for root in PSEUDO_FILESYSTEMS:
-        if resolved.is_relative_to(root):
-            return f"cannot write there ({root} is a system pseudo-filesystem)"
-    folder = next(p for p in resolved.parents if os.path.lexists(p))  # "/" always exists
+    root = pseudo_filesystem(path)  # no file can be made there, whatever root may "write"
+    if root:
+        return f"cannot write there ({root} is a system pseudo-filesystem)"
+    folder = next(p for p in path.absolute().parents if os.path.lexists(p))  # "/" exists
     if not folder.is_dir():
         return f"cannot write there ({folder} is a file, not a folder)"
     if not os.access(folder, os.W_OK | os.X_OK):

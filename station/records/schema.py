@@ -99,6 +99,17 @@ def part_select_list(conn: sqlite3.Connection) -> str:
 _PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 
 
+def pseudo_filesystem(path: str | Path) -> str | None:
+    """The system pseudo-filesystem ``path`` lies on (no file can be made there, whatever
+    the permissions say to root), or None.
+
+    >>> pseudo_filesystem("/proc/x.json"), pseudo_filesystem("/tmp/x.json")
+    ('/proc', None)
+    """
+    resolved = Path(path).resolve()
+    return next((root for root in _PSEUDO_FILESYSTEMS if resolved.is_relative_to(root)), None)
+
+
 def damaged(exc: BaseException | None) -> bool:
     """Whether SQLite says the file itself is damaged (not locked, closed or out of room)."""
     return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
@@ -109,11 +120,10 @@ def check_images_dir(folder: str | Path) -> Path:
     naming ``records.images_dir`` if not (one on /proc or a read-only disk was accepted at
     start, and every image of the run then failed with an alarm)."""
     path = Path(folder)
-    resolved = path.resolve()
-    for root in _PSEUDO_FILESYSTEMS:
-        if resolved.is_relative_to(root):
-            raise RecordsError(f"records.images_dir: {root} is a system pseudo-filesystem, "
-                               "not a disk; expected a folder on a disk")
+    root = pseudo_filesystem(path)
+    if root:
+        raise RecordsError(f"records.images_dir: {root} is a system pseudo-filesystem, "
+                           "not a disk; expected a folder on a disk")
     if path.exists() and not path.is_dir():
         raise RecordsError(f"records.images_dir: {path} is a file; expected a folder")
     try:
@@ -135,16 +145,15 @@ def check_database_path(database: str | Path) -> Path:
     path = Path(database)
     where = f"records database {path}"
     try:
-        is_dir, resolved = path.is_dir(), path.resolve()
+        is_dir, root = path.is_dir(), pseudo_filesystem(path)
     except OSError as exc:  # e.g. a folder on the way that this user may not enter
         raise RecordsError(f"{where}: {exc.strerror or exc}") from None
     if is_dir:
         raise RecordsError(f"{where}: is a folder; expected a file such as "
                            f"{path / 'station.sqlite'}")
-    for root in _PSEUDO_FILESYSTEMS:
-        if resolved.is_relative_to(root):
-            raise RecordsError(f"{where}: {root} is a system pseudo-filesystem, not a disk; "
-                               "expected a path on a disk")
+    if root:
+        raise RecordsError(f"{where}: {root} is a system pseudo-filesystem, not a disk; "
+                           "expected a path on a disk")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -298,3 +298,12 @@ def test_export_escapes_cells_a_spreadsheet_would_run(tmp_path: Path, capsys):
     assert rows[1]["error"] == "plain text" and rows[1]["verdict"] == "PASS"
     assert station_main(["export-records", "--db", str(tmp_path), "--csv", str(out)]) == 2
     assert "is a folder, not a database file" in capsys.readouterr().err
+
+
+def test_schema_doctests_hold():
+    import doctest
+
+    import station.records.schema
+
+    result = doctest.testmod(station.records.schema)
+    assert result.attempted and not result.failed
