@@ -51,6 +51,22 @@ def recipe_models(recipe, only: str = "both") -> dict[str, Model]:
     return models
 
 
+def size_notes(recipe, models: dict[str, Model]) -> list[str]:
+    """Where the recipe's crop widths (what ``station train`` is told) differ from the model
+    files': a note, not a refusal, because the line crops as each model file says, as this
+    calibration does (``station run`` and ``replay`` accept such a recipe too)."""
+    notes = []
+    for kind, model in models.items():
+        key, said = (("size", recipe.models.size) if kind == "autoencoder" else
+                     ("classifier_size", recipe.models.classifier_size))
+        trained = model.meta.preprocess_spec().size
+        if said and said != trained:
+            notes.append(f"note: models.{key} = {said} but {model.path.name} was trained on "
+                         f"{trained} px crops; its file's crop is used, as on the line (the "
+                         f"recipe's value is what station train is told next time)")
+    return notes
+
+
 def score_folder(folder: Path, recipe, models: dict[str, Model]) -> ScoredFolder:
     """Raw scores of every image in ``folder`` for every model (images without a part skipped)."""
     from station.vision.preprocess import crop_for_model
@@ -68,14 +84,6 @@ def score_folder(folder: Path, recipe, models: dict[str, Model]) -> ScoredFolder
             per_model = {}
             for kind, model in models.items():
                 spec = model.meta.preprocess_spec()
-                # models.size / classifier_size: the crop widths station train was given
-                key, said = (("size", recipe.models.size) if kind == "autoencoder" else
-                             ("classifier_size", recipe.models.classifier_size))
-                if said and said != spec.size:
-                    raise CalibrationError(
-                        f"{recipe.path}: models.{key} = {said} but {model.path.name} "
-                        f"was trained on {spec.size} px crops"
-                    )
                 # the crop the model was trained on (as the inspector does): its align wins
                 _, tensor = crop_for_model(image, recipe.localize, model.meta.align_params(), spec)
                 per_model[kind] = tensor

@@ -35,7 +35,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from station.decision import ERROR, REJECT, RULES, decide, fused_score
+from station.decision import ERROR, REJECT, RULES, Evidence, decide, fused_score
 from station.models.inference import AutoencoderModel, ClassifierModel, load_model
 from station.sources.datasets import (
     DatasetError,
@@ -291,16 +291,31 @@ class _Decision:
     ae_t: float
     cls_t: float
     on_error: str
+    sums: Evidence | None = None  # the sum rule's: the models' spreads, the fragment's threshold
 
     @classmethod
-    def read(cls, models_dir: Path, rule: str | None, kinds: list[str]) -> _Decision:
+    def read(cls, models_dir: Path, rule: str | None, models: dict[str, AnyModel]
+             ) -> _Decision:
         decision = _read_fragment(models_dir).get("decision", {})
+        kinds = list(models)
         rule = rule or decision.get("rule") or ("either" if len(kinds) == 2 else kinds[0])
         if rule not in RULES:
             raise EvaluationError(f"decision rule {rule!r}: expected one of {', '.join(RULES)}")
+        sums = None
+        if rule == "sum":
+            metas = [m.meta for m in models.values()]
+            if len(metas) != 2 or any(m.evidence_spread is None for m in metas):
+                raise EvaluationError(
+                    f"{models_dir}: the sum rule needs both models with their evidence spread, "
+                    "which station train writes into them: train these models again, or give "
+                    "--rule either")
+            ae, cl = models["autoencoder"].meta, models["classifier"].meta
+            sums = Evidence(ae.evidence_spread, cl.evidence_spread,  # type: ignore[arg-type]
+                            float(decision.get("sum_threshold", 0.0)), ae.evidence_offset,
+                            cl.evidence_offset)
         return cls(rule, float(decision.get("autoencoder_threshold", 1.0)),
                    float(decision.get("classifier_threshold", 1.0)),
-                   decision.get("on_error", "reject"))
+                   decision.get("on_error", "reject"), sums)
 
 
 def _model_block(model: AnyModel, sc: ModelScores, chosen: list[Sample], labels: np.ndarray,
@@ -334,8 +349,8 @@ def _fuse(scores: dict[str, ModelScores], n: int, d: _Decision
     for i in range(n):
         a = float(ae.normalized[i]) if ae is not None else None
         c = float(cl.normalized[i]) if cl is not None else None
-        verdicts.append(decide(a, c, d.rule, d.ae_t, d.cls_t))
-        fused.append(fused_score(a, c, d.rule, d.ae_t, d.cls_t))
+        verdicts.append(decide(a, c, d.rule, d.ae_t, d.cls_t, d.sums))
+        fused.append(fused_score(a, c, d.rule, d.ae_t, d.cls_t, d.sums))
     fpred = np.array([v == REJECT or (v == ERROR and d.on_error == "reject") for v in verdicts])
     return verdicts, np.asarray(fused, np.float64), fpred
 
@@ -405,6 +420,8 @@ def _fused_block(labels: np.ndarray, types: list[str], fused: np.ndarray, fpred:
     block = image_metrics(fused, labels, fpred)
     block["rule"] = d.rule
     block["autoencoder_threshold"], block["classifier_threshold"] = d.ae_t, d.cls_t
+    if d.sums is not None:
+        block["sum_threshold"] = d.sums.threshold
     block["errors"] = int(sum(v == ERROR for v in verdicts))
     block["per_defect_type"] = per_type(labels, types, fused, fpred)
     return block
@@ -435,7 +452,7 @@ def evaluate(models_dir: Path | str, data: Path | str, folds: int | None = None,
         raise EvaluationError(f"{data}: no evaluation images")
     types = [s.defect_type for s in chosen]
     root = getattr(samples, "root", None)
-    d = _Decision.read(models_dir, rule, list(models))
+    d = _Decision.read(models_dir, rule, models)
     floats, ints = _score_all(models, copies, chosen, cache_dir or models_dir / "cache", progress)
     used = {**models, **copies} if variant == "int8" else models
     scores = {**floats, **ints} if variant == "int8" else floats

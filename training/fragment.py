@@ -35,6 +35,8 @@ def write_fragment(out: Path, files: dict[str, str], rule: str, ae_t: float, cls
     dec.add("rule", rule)
     dec.add("autoencoder_threshold", round(ae_t, 4))
     dec.add("classifier_threshold", round(cls_t, 4))
+    if len(files) == 2:  # rule sum: the model files carry the threshold chosen at training
+        dec.add("sum_threshold", 0.0)
     dec.add("on_error", "reject")
     doc.add("decision", dec)
     lt = tomlkit.table()

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from station.config.schema import GOOD_TRAIN_SHARE
-from station.decision import RULES, decide
+from station.decision import RULES
 from station.models import scoring
 from station.models.inference import load_model
 from station.models.metadata import ModelMetadata
@@ -50,10 +50,10 @@ from training.data import (
 from training.device import pick_device
 from training.export import export_onnx, now_iso, over_tolerance, parity, write_metadata
 from training.fragment import write_fragment
+from training.fusion import fusion_rule, stamp_sum_threshold
 from training.thresholds import MAX_FALSE_REJECT, ThresholdChoice, choose_threshold
 
 EXPORT_RESERVE_S = 60.0  # time kept back from the budget for export and quantization
-MIN_FUSED_AUROC = 0.75  # validation image AUROC a model needs to take part in an auto rule
 # An int8 copy pays only if it changes no verdict on the check crops and moves no score, as
 # raw / threshold, by more than this: a quarter of the way to the threshold.
 INT8_MAX_CHANGE = 0.25
@@ -176,13 +176,16 @@ def _val_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> di
 
 def _metadata(kind: str, threshold: ThresholdChoice, spec: PreprocessSpec, loc: LocalizeParams,
               align: AlignParams, fingerprint: str, seed: int, metrics: dict,
-              architecture: dict) -> ModelMetadata:
+              architecture: dict, good_raw: np.ndarray) -> ModelMetadata:
+    """``good_raw``: the good validation parts' raw scores, whose spread the ``sum`` rule reads."""
     # the classifier's p_defect is shown as an odds ratio (station.models.scoring says why);
     # a threshold at 1 or above (a classifier that can never reject) has no odds: a ratio
     odds = kind == "classifier" and scoring.P_CLIP < threshold.value < 1.0 - scoring.P_CLIP
+    method = scoring.ODDS if odds else scoring.RATIO
+    spread = scoring.evidence_spread(scoring.normalize(good_raw, threshold.value, method))
     return ModelMetadata(
         kind=kind, threshold=threshold.value, preprocess=spec.to_metadata(),
-        score_normalization={"method": scoring.ODDS if odds else scoring.RATIO},
+        score_normalization={"method": method, scoring.EVIDENCE_SPREAD: spread},
         localize=loc.to_dict(), align=align.to_dict(), version=_version(kind, fingerprint, seed),
         created=now_iso(), data_fingerprint=fingerprint,
         metrics={"validation": metrics, "threshold_rule": threshold.to_dict()},
@@ -278,47 +281,6 @@ def _quantize(kind: str, float_path: Path, meta: ModelMetadata, calib: np.ndarra
     return info
 
 
-def _f1(pred: np.ndarray, y: np.ndarray) -> float:
-    tp, fp, fn = (pred & y).sum(), (pred & ~y).sum(), (~pred & y).sum()
-    return float(2 * tp / max(2 * tp + fp + fn, 1))
-
-
-def _fuse_thresholds(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: str
-                     ) -> tuple[str, float, float, dict]:
-    """The fusion rule and its recipe thresholds (normalized), from validation images.
-
-    Each model's threshold is already chosen on its own validation images (the autoencoder's
-    F1-optimal, the classifier's recall-optimal, both within ``TrainOptions.max_false_reject``
-    of the good ones), so the recipe keeps both at 1.0: re-tuning the pair jointly on a grid
-    fits the few dozen fusion images and not new parts (screws, 3-fold, the same models: pooled
-    held-out F1 0.931 tuned against 0.959 at each model's own threshold). ``auto`` is
-    ``either``: the two models miss different defects, so a part is rejected when either says
-    so. Only a model whose validation AUROC is below ``MIN_FUSED_AUROC`` while the other's is
-    not is left out (on real screws a 0.55 autoencoder pulled the fused AUROC from 0.98 to
-    0.96). ``auto`` used to pick among ``either`` and each model alone by validation F1, but on
-    a few dozen images that choice was noise: on the development screws (3-fold) it picked a
-    single model in every fold and pooled held-out F1 0.920, where ``either`` gave 0.984 (fused
-    AUROC 0.972 against 0.990); on the tiles it picked the classifier alone (0.914 against
-    0.926). ``both`` lets a defect pass when either model misses it (screws, 3-fold: pooled
-    fused F1 0.87); a recipe may still ask for it, or for one model alone.
-    """
-    y = labels > 0
-    if not 0 < y.sum() < len(y):
-        return ("either" if rule == "auto" else rule), 1.0, 1.0, {"tuned": False}
-    from training.metrics import roc_auc
-
-    aurocs = {"autoencoder": roc_auc(ae, labels), "classifier": roc_auc(cl, labels)}
-    chosen = rule
-    if rule == "auto":
-        weak = [k for k, v in aurocs.items() if not v >= MIN_FUSED_AUROC]
-        chosen = next(k for k in aurocs if k not in weak) if len(weak) == 1 else "either"
-    pred = np.array([decide(x, z, chosen, 1.0, 1.0) == "REJECT"
-                     for x, z in zip(ae, cl, strict=True)])
-    return chosen, 1.0, 1.0, {"tuned": False, "val_f1": _f1(pred, y),
-                              "val_false_reject": float(pred[~y].mean()),
-                              "n": int(len(labels)), "val_auroc": aurocs}
-
-
 def _head_nodes(path: Path) -> list[str]:
     """Scoring-head node names of an exported autoencoder (kept float when quantizing)."""
     import onnx
@@ -410,12 +372,16 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     rule = opts.rule if opts.rule != "auto" else "either"
     if len(kinds) == 2:
         labels = np.array([s.label for s in fuse_samples])
-        rule, ae_t, cls_t, tuning = _fuse_thresholds(fuse_val["autoencoder"],
-                                                     fuse_val["classifier"], labels, opts.rule)
+        spreads = (summary["models"]["autoencoder"]["evidence_spread"],
+                   summary["models"]["classifier"]["evidence_spread"])
+        rule, ae_t, cls_t, tuning = fusion_rule(fuse_val["autoencoder"], fuse_val["classifier"],
+                                                labels, opts.rule, spreads, opts.max_false_reject)
         log({"event": "decision_thresholds", "rule": rule, "autoencoder_threshold": ae_t,
              "classifier_threshold": cls_t, **tuning})
         summary["decision"] = {"rule": rule, "autoencoder_threshold": ae_t,
                                "classifier_threshold": cls_t, **tuning}
+        stamp_sum_threshold([out / f"{kind}{suffix}.onnx" for kind in kinds
+                             for suffix in ("", ".int8")], tuning["sum_threshold"])
     fragment = write_fragment(out, files, rule, ae_t, cls_t, loc, align)
     summary["recipe_fragment"] = str(fragment)
     summary["seconds"] = round(time.monotonic() - t0, 1)
@@ -533,7 +499,8 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
             else "nearest_good_l1_pixelnorm", **ae_opts.to_dict(),
             "calibration": res.calibration, "epochs_run": max(
                 (h.get("epoch", 0) for h in res.history), default=0)}
-    meta = _metadata("autoencoder", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)
+    meta = _metadata("autoencoder", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch,
+                     raw[labels == 0])
     export_onnx(res.head, path, meta, torch.from_numpy(thr_t[:2]))
     diffs = _check_parity(res.head, path, thr_t[:res.head.batch_limit(8)], log, "autoencoder")
     int8 = None
@@ -546,7 +513,8 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
              "reason": "the nearest-good reference has no convolutions to quantize"})
     norm = meta.normalized(raw)
     info = {"file": str(path), "threshold": choice.value, "threshold_rule": choice.rule,
-            "validation": metrics, "parity": diffs, "int8": int8}
+            "validation": metrics, "parity": diffs, "int8": int8,
+            "evidence_spread": meta.evidence_spread}
     log({"model": "autoencoder", "event": "exported", **info})
     return info, res.head, _fuse_scores(norm, thr_set.samples, fuse_samples)
 
@@ -583,7 +551,8 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
             "pretrained": str(opts.pretrained) if opts.pretrained else None,
             "batch_norm": copts.batch_norm, "epochs_run": len(res.history),
             "members": copts.members, "flips": copts.flips, "transplant": copts.transplant}
-    meta = _metadata("classifier", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch)
+    meta = _metadata("classifier", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch,
+                     res.val_p[labels == 0])
     x = prepare_batch(list(val_set.crops[:8]), spec)
     # with its Grad-CAM map ``cam``, held to torch by the parity check and kept float in int8
     from training.export import export_classifier, float_nodes
@@ -595,6 +564,7 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
         calib, check = _int8_sets(train_set, val_set, spec, opts.seed)
         int8 = _quantize("classifier", path, meta, calib, check, float_nodes(path), log)
     info = {"file": str(path), "threshold": choice.value, "threshold_rule": choice.rule,
-            "validation": metrics, "parity": diffs, "int8": int8}
+            "validation": metrics, "parity": diffs, "int8": int8,
+            "evidence_spread": meta.evidence_spread}
     log({"model": "classifier", "event": "exported", **info})
     return info, res.model, _fuse_scores(meta.normalized(res.val_p), val_set.samples, fuse_samples)

@@ -98,7 +98,8 @@ def _write(args, changes: dict, lines: list[str]) -> None:
     """Write ``changes`` into the recipe (unless --dry-run) and note it in the report lines."""
     from station.config import update_recipe
 
-    if args.dry_run:
+    if args.dry_run:  # checked as a write would be, so a refused value is refused here too
+        update_recipe(args.recipe, changes, check_files=False, dry_run=True)
         lines.append("dry run: recipe not changed; would set " + ", ".join(sorted(changes)))
         return
     backup = update_recipe(args.recipe, changes, backup=True, check_files=False)
@@ -171,6 +172,7 @@ def _roi(args) -> int:
 
     from calibration.report import CalibrationError, report_dir, write_image
     from calibration.roi import check_roi, draw_roi, parse_roi, propose_roi
+    from station.config.checks import recipe_frame_size
 
     recipe = _load(args)
     crop_size = args.crop_size or recipe.models.size or 256
@@ -192,6 +194,9 @@ def _roi(args) -> int:
     if frames:
         h, w = frames[0][1].shape[:2]
         check_roi(roi, (w, h))
+    elif recipe_frame_size(recipe) is None:  # the recipe checks it against a size it fixes
+        lines.append("note: not checked against a frame (this recipe does not fix the frame "
+                     "size): give --image FILE to check the ROI and see it drawn")
     if args.gui:
         if not frames:
             raise CalibrationError("--gui needs --image or --images to show")
@@ -244,7 +249,7 @@ def _scale(args) -> int:
 
 def _threshold(args) -> int:
     from calibration.report import report_dir
-    from calibration.scoring_run import recipe_models, score_folder
+    from calibration.scoring_run import recipe_models, score_folder, size_notes
     from calibration.threshold import detection_rate, histogram_png, propose_threshold
     from station.config.schema import AUTOENCODER_THRESHOLD_MAX, CLASSIFIER_THRESHOLD_MAX
     from station.models.scoring import check_threshold
@@ -256,6 +261,7 @@ def _threshold(args) -> int:
     out = report_dir(args.recipe, "threshold", args.report)
     lines = [f"threshold calibration: good parts from {args.good}"
              + (f", defective from {args.defects}" if args.defects else "")]
+    lines += size_notes(recipe, models)
     for folder in (good, defects):
         if folder is not None and folder.skipped:
             lines.append(f"WARNING: {len(folder.skipped)} image(s) without a usable part were skipped: "

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep an int8 copy that changes image AUROC by more than 0.005 or "
                              "flips a verdict on the evaluated images (default: it is deleted)")
     parser.add_argument("--rule", default=None,
-                        choices=("either", "both", "autoencoder", "classifier"),
+                        choices=("either", "both", "autoencoder", "classifier", "sum"),
                         help="fusion rule (default: the model folder's recipe_fragment.toml)")
     parser.add_argument("--provider", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=count(0), default=0, help="onnxruntime threads (0 = auto)")

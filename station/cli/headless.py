@@ -28,6 +28,7 @@ def format_stats(s: EngineStats) -> str:
             f"{s.latency_p99_ms:5.1f} ms  dropped {s.dropped_frames}  serial {s.serial_state}"
             + (f"  shed {s.shed}" if s.shed else "")
             + (f"  debounced {s.debounced}" if s.debounced else "")
+            + (f"  unseen {s.unseen}" if s.unseen else "")
             + (f"  rows lost {s.rows_lost}" if s.rows_lost else ""))
 
 

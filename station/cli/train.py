@@ -55,9 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fold", type=count(0), default=0,
                         help="the fold held out for evaluation (never trained or thresholded on)")
     parser.add_argument("--seed", type=count(0), default=0)
-    parser.add_argument("--rule", default="auto",
-                        choices=("auto", "either", "both", "autoencoder", "classifier"),
-                        help="fusion rule written into the recipe fragment (auto = either; "
+    parser.add_argument("--rule", default=None,
+                        choices=("auto", "either", "both", "autoencoder", "classifier", "sum"),
+                        help="fusion rule written into the recipe fragment (default: the "
+                             "recipe's decision.rule when it says sum, else auto = either; "
                              "one model alone only when the other ranks the validation images "
                              "little better than chance)")
     parser.add_argument("--max-false-reject", type=float, default=None, metavar="SHARE",
@@ -136,12 +137,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"station train: {exc}", file=sys.stderr)
         return 2
     recipe_size, recipe_cls_size = product.pop("size"), product.pop("cls_size")
+    rule = args.rule or product.pop("rule", "auto")
+    product.pop("rule", None)
     size = args.size or recipe_size or DEFAULT_SIZE
     cls_size = args.cls_size or recipe_cls_size or DEFAULT_SIZE
     opts = TrainOptions(
         data=args.data, out=args.out, only=args.only, size=size, cls_size=cls_size,
         epochs=args.epochs, minutes=args.minutes, pretrained=args.pretrained,
-        folds=args.folds, fold=args.fold, seed=args.seed, rule=args.rule, device=args.device,
+        folds=args.folds, fold=args.fold, seed=args.seed, rule=rule, device=args.device,
         cache=args.cache, int8=not args.no_int8, progress=not args.quiet, **product,
     )
     # the command line wins over the recipe
@@ -223,8 +226,8 @@ def _apply_ae_args(args: argparse.Namespace, opts: Any) -> str | None:
 def product_crop(recipe_path: Path | None) -> dict[str, Any]:
     """What a recipe says about the crop: its [localize] and [align] tables, its
     camera.pixel_format, models.size and models.classifier_size (the two crop widths; 0 = not
-    said), models.defect_train_share (when said), models.good_train_share, models.flips and the
-    classifier's members and width (when said). Without a recipe the built-in screw
+    said), models.defect_train_share (when said), models.good_train_share, models.flips, the
+    classifier's members and width (when said) and decision.rule when it is sum. Without a recipe the built-in screw
     defaults, with a note on stderr."""
     if recipe_path is None:
         print("note: no --recipe: the built-in crop (a dark elongated part on a light plate, "
@@ -242,6 +245,8 @@ def product_crop(recipe_path: Path | None) -> dict[str, Any]:
     if recipe.models.good_train_share >= 0:  # else TrainOptions' default for the kind
         product["good_train_share"] = recipe.models.good_train_share
     product["classifier_flips"] = recipe.models.flips
+    if recipe.decision.rule == "sum":  # its threshold is chosen at training, with the models
+        product["rule"] = "sum"
     if recipe.models.classifier_members:  # else the classifier's default
         product["classifier_members"] = recipe.models.classifier_members
     if recipe.models.classifier_width:

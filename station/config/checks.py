@@ -168,19 +168,22 @@ def _check_localize(recipe: Recipe, ctx: Context) -> None:
         ctx.error("localize.roi", f"{shown}: expected a width w and height h above 0 "
                   "([0, 0, 0, 0] = the whole frame)", "localize")
     elif any(loc.roi):
-        size = _frame_size(recipe)
+        size = recipe_frame_size(recipe)
         if size and (x + w > size[0] or y + h > size[1]):
             ctx.error("localize.roi", f"{shown}: expected a region inside the {size[0]}x"
                       f"{size[1]} frame (x + w <= {size[0]}, y + h <= {size[1]})", "localize")
 
 
-def _frame_size(recipe: Recipe) -> tuple[int, int] | None:
-    """The frame size when the recipe fixes it (simulated camera, undistortion), else None."""
+def recipe_frame_size(recipe: Recipe) -> tuple[int, int] | None:
+    """The frame size when the recipe fixes it (simulated camera, undistortion, or a
+    requested camera width and height), else None."""
     und = recipe.undistort
     if und.enabled and len(und.image_size) == 2:
         return und.image_size[0], und.image_size[1]
     if recipe.camera.source == "simulated":
         return recipe.camera.simulated.width, recipe.camera.simulated.height
+    if recipe.camera.width and recipe.camera.height:
+        return recipe.camera.width, recipe.camera.height
     return None
 
 

@@ -163,15 +163,19 @@ class DecisionSection:
     The inspector judges with it, and the engineer changes it live (``Engine.set_decision``).
     """
 
-    rule: str = _opt("either", "either model rejects / both must / only one model decides; "
-                     "left out: either with two models, the one model's name with one",
-                     choices=tuple(r.value for r in Rule))
+    rule: str = _opt("either", "either model rejects / both must / only one model decides / "
+                     "sum: the two models' evidence added (each in units of its spread over "
+                     "good parts) reaches sum_threshold; left out: either with two models, "
+                     "the one model's name with one", choices=tuple(r.value for r in Rule))
     autoencoder_threshold: float = _opt(
         1.0, "reject above this normalized score (1.0 = the model's own threshold)",
         gt=0, max=AUTOENCODER_THRESHOLD_MAX)
     classifier_threshold: float = _opt(
         1.0, "reject above this normalized score (1.0 = the model's own threshold; an odds "
         "ratio, so a looser line can need thousands)", gt=0, max=CLASSIFIER_THRESHOLD_MAX)
+    sum_threshold: float = _opt(
+        0.0, "rule sum: reject when the two models' evidence adds up to this (0 = the sum "
+        "station train chose, which the model files carry; higher = looser)", min=-100, max=100)
     on_error: str = _opt("reject", "verdict when a part cannot be inspected",
                          choices=("reject", "pass"))
 

@@ -57,13 +57,14 @@ def _set_dotted(doc: tomlkit.TOMLDocument, dotted: str, value: Any) -> None:
 
 
 def update_recipe(path: Path | str, changes: dict[str, Any], backup: bool = True,
-                  check_files: bool = True) -> Path | None:
+                  check_files: bool = True, dry_run: bool = False) -> Path | None:
     """Change dotted keys in a recipe file, keeping its comments and layout.
 
     The changed recipe is validated before anything is written (a refused change raises
     :class:`RecipeError` and leaves the file untouched); the file is replaced atomically; with
     ``backup`` the previous version is kept as ``<name>.YYYYmmdd-HHMMSS.bak.toml`` beside it and
-    its path returned. A value of None removes the key (back to the default).
+    its path returned. A value of None removes the key (back to the default). With
+    ``dry_run`` the change is only checked: refused as a write would be, nothing written.
     """
     path = Path(path)
     original = read_recipe_text(path)
@@ -79,6 +80,8 @@ def update_recipe(path: Path | str, changes: dict[str, Any], backup: bool = True
         _set_dotted(doc, dotted, value)
     text = bom + tomlkit.dumps(doc)
     parse_text(text, path, check_files)  # raises before anything is written
+    if dry_run:
+        return None
 
     backup_path: Path | None = None
     if backup:

@@ -170,6 +170,18 @@ class ModelMetadata:
         return params
 
     @property
+    def evidence_spread(self) -> float | None:
+        """The spread of this model's log score over good parts (``sum`` rule), None in a
+        file trained before it was measured."""
+        value = self.score_normalization.get(scoring.EVIDENCE_SPREAD)
+        return None if value is None else float(value)
+
+    @property
+    def evidence_offset(self) -> float:
+        """This model's share of the sum rule's threshold chosen at training (0: none)."""
+        return float(self.score_normalization.get(scoring.EVIDENCE_OFFSET, 0.0))
+
+    @property
     def normalization(self) -> str:
         """How this model's scores are normalized (``scoring.RATIO`` or ``scoring.ODDS``)."""
         return str(self.score_normalization.get("method", scoring.RATIO))
@@ -217,6 +229,20 @@ def _validate_metadata(meta: ModelMetadata, source: Path | str) -> Any:
         scoring.check_threshold(meta.threshold, method)
     except ValueError as exc:
         raise ModelRefused(source, f"metadata threshold = {meta.threshold!r}: {exc}") from None
+    spread = meta.score_normalization.get(scoring.EVIDENCE_SPREAD)
+    if spread is not None and not (isinstance(spread, int | float) and not isinstance(spread, bool)
+                                   and math.isfinite(spread)
+                                   and spread >= scoring.MIN_EVIDENCE_SPREAD):
+        raise ModelRefused(source, f"metadata score_normalization {scoring.EVIDENCE_SPREAD} = "
+                                   f"{spread!r}: expected a number of at least "
+                                   f"{scoring.MIN_EVIDENCE_SPREAD}")
+    offset = meta.score_normalization.get(scoring.EVIDENCE_OFFSET, 0.0)
+    if not (isinstance(offset, int | float) and not isinstance(offset, bool)
+            and math.isfinite(offset) and abs(offset) <= scoring.MAX_EVIDENCE_OFFSET):
+        raise ModelRefused(source, f"metadata score_normalization {scoring.EVIDENCE_OFFSET} = "
+                                   f"{offset!r}: expected a number from "
+                                   f"-{scoring.MAX_EVIDENCE_OFFSET:g} to "
+                                   f"{scoring.MAX_EVIDENCE_OFFSET:g}")
     if method == scoring.ODDS and meta.kind != "classifier":
         raise ModelRefused(source, "metadata score_normalization method = 'odds' for kind "
                                    f"{meta.kind!r}: only a classifier's score is a probability")

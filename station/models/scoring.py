@@ -45,6 +45,39 @@ METHODS = (RATIO, ODDS)
 P_CLIP = 1e-12
 
 
+#: ``score_normalization["evidence_spread"]``: how widely the log of this model's normalized
+#: score spreads over good parts (station train measures it on its threshold's good images).
+#: Dividing by it puts two models' scores in one unit, so the ``sum`` fusion rule can add them.
+EVIDENCE_SPREAD = "evidence_spread"
+#: ``score_normalization["evidence_offset"]``: this model's share of the pair's sum threshold
+#: (half of it each, in evidence units, stamped by station train once both models exist), so
+#: that the recipe's ``decision.sum_threshold = 0`` is the one chosen at training, as 1.0 is
+#: each model's own threshold.
+EVIDENCE_OFFSET = "evidence_offset"
+#: The largest offset a model file may carry (evidence units).
+MAX_EVIDENCE_OFFSET = 100.0
+#: The smallest spread a model file may carry (one good part scoring like every other would
+#: otherwise make a hair's difference count as a defect).
+MIN_EVIDENCE_SPREAD = 0.05
+
+
+def evidence_spread(normalized_good) -> float:
+    """The spread of ``log(normalized score)`` over good parts, robust to a few outliers: the
+    10 %-90 % range over 2.563 (a standard deviation for a normal spread), at least
+    :data:`MIN_EVIDENCE_SPREAD`. A standard deviation let one good part the autoencoder scores
+    near 0 (its log far below every other) triple a screw fold's spread.
+
+    >>> round(evidence_spread(np.exp(np.linspace(-1.6018, 1.6018, 101))), 3)  # 10-90 %: 2.563
+    1.0
+    """
+    logs = np.log(np.maximum(np.asarray(normalized_good, np.float64).ravel(), 1e-12))
+    logs = logs[np.isfinite(logs)]
+    if len(logs) < 2:
+        return 1.0
+    q10, q90 = np.quantile(logs, [0.1, 0.9])
+    return float(max((q90 - q10) / 2.563, MIN_EVIDENCE_SPREAD))
+
+
 def check_threshold(threshold: float, method: str = RATIO) -> float:
     """The threshold as a float, or a ``ValueError`` saying why it cannot be one."""
     threshold = float(threshold)

@@ -297,27 +297,25 @@ class Engine:
         return self.software.fire()
 
     def set_decision(self, rule: str | None = None, ae_threshold: float | None = None,
-                     cls_threshold: float | None = None, who: str = "engineer") -> None:
-        """Change the live decision (engineer mode); recorded as an event."""
+                     cls_threshold: float | None = None, who: str = "engineer",
+                     sum_threshold: float | None = None) -> None:
+        """Change the live decision (engineer mode); recorded as an event. ``ValueError``
+        when the loaded models cannot serve the rule (nothing changed then)."""
         old = self.inspector.decision
         new = replace(old, rule=rule or old.rule,
                       autoencoder_threshold=old.ae_threshold if ae_threshold is None
                       else float(ae_threshold),
                       classifier_threshold=old.cls_threshold if cls_threshold is None
-                      else float(cls_threshold))
-        if new.rule in ("either", "both") and (self.inspector.autoencoder is None
-                                               or self.inspector.classifier is None):
-            raise ValueError(f"decision.rule = {new.rule!r} needs both models loaded")
-        if new.rule == "autoencoder" and self.inspector.autoencoder is None:
-            raise ValueError("decision.rule = 'autoencoder' but no autoencoder is loaded")
-        if new.rule == "classifier" and self.inspector.classifier is None:
-            raise ValueError("decision.rule = 'classifier' but no classifier is loaded")
+                      else float(cls_threshold),
+                      sum_threshold=old.sum_threshold if sum_threshold is None
+                      else float(sum_threshold))
         self.inspector.set_decision(new)
         if self.records is not None:
             for key, a, b in (("decision.rule", old.rule, new.rule),
                               ("decision.autoencoder_threshold", old.ae_threshold, new.ae_threshold),
                               ("decision.classifier_threshold", old.cls_threshold,
-                               new.cls_threshold)):
+                               new.cls_threshold),
+                              ("decision.sum_threshold", old.sum_threshold, new.sum_threshold)):
                 if a != b:
                     self.records.record_event(who, key, a, b)
 
@@ -575,6 +573,7 @@ class Engine:
             models=self.inspector.model_versions, shed=c["shed"],
             debounced=self.trigger.debounced + (self.software.debounced
                                                 if self.software is not self.trigger else 0),
+            unseen=self.trigger.unseen,
             rows_waiting=self._rows.waiting if self._rows is not None else 0,
             rows_lost=self._rows.lost if self._rows is not None else 0)
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from station.config import DecisionSection, Recipe
-from station.decision import ERROR, REJECT, Rule, Verdict, decide
+from station.decision import ERROR, REJECT, Evidence, Rule, Verdict, decide
 from station.models.inference import (
     AutoencoderModel,
     ClassifierModel,
@@ -58,6 +58,7 @@ class PartResult:
     ae_raw: float | None = None
     cls_score: float | None = None
     cls_raw: float | None = None  # P(defect)
+    evidence: float | None = None  # rule sum: the two models' evidence added (else None)
     latency_ms: float = 0.0  # trigger (or call) to verdict
     inference_ms: float = 0.0  # both models alone
     inspect_ms: float = 0.0  # this part's own work: crop, models, decision (no queueing)
@@ -96,15 +97,9 @@ class Inspector:
                                        "nor models.classifier (station train writes the lines "
                                        "to set in recipe_fragment.toml beside the models)",
                                key="models")
-        needs: dict[str, tuple[str, ...]] = {
-            Rule.AUTOENCODER: ("autoencoder",), Rule.CLASSIFIER: ("classifier",),
-            Rule.EITHER: ("autoencoder", "classifier"), Rule.BOTH: ("autoencoder", "classifier")}
-        have = {"autoencoder": autoencoder, "classifier": classifier}
-        missing = [k for k in needs.get(decision.rule, ()) if have[k] is None]
-        if missing:
-            unset = " and ".join(f"models.{k}" for k in missing)
-            raise ModelRefused(source, f"needs the {' and '.join(missing)} model, but the recipe "
-                                       f"does not set {unset}", key="decision.rule")
+        refusal = rule_refusal(decision.rule, autoencoder, classifier)
+        if refusal:
+            raise ModelRefused(source, refusal, key="decision.rule")
         self.autoencoder = autoencoder
         self.classifier = classifier
         self.localize_params = localize_params
@@ -154,7 +149,17 @@ class Inspector:
                 model.warmup()
 
     def set_decision(self, decision: DecisionSection) -> None:
+        """The decision from the next part on; ``ValueError`` when the loaded models cannot
+        serve its rule."""
+        refusal = rule_refusal(decision.rule, self.autoencoder, self.classifier)
+        if refusal:
+            raise ValueError(f"decision.rule = {decision.rule!r}: {refusal}")
         self.decision = decision
+
+    @property
+    def sums(self) -> Evidence | None:
+        """What the ``sum`` rule adds the two scores with (None for the other rules)."""
+        return evidence_of(self.decision, self.autoencoder, self.classifier)
 
     def locate(self, image: np.ndarray, box: tuple[int, int, int, int] | None = None):
         """Find the part, looking only around ``box`` (a trigger's find) when given."""
@@ -262,16 +267,20 @@ class Inspector:
                     cls_map = np.asarray(self.classifier.normalized_map(cams[0]), np.float32)
             inference_ms = (time.monotonic() - t_models) * 1000.0
             d = self.decision
-            verdict = decide(ae_norm, cls_norm, d.rule, d.ae_threshold, d.cls_threshold)
+            sums = self.sums
+            verdict = decide(ae_norm, cls_norm, d.rule, d.ae_threshold, d.cls_threshold, sums)
             main_crop = part.aligned
             assert main_crop is not None
-            heatmap, source = deciding_map(verdict, ae_norm, cls_norm, ae_map, cls_map, d)
+            heatmap, source = deciding_map(verdict, ae_norm, cls_norm, ae_map, cls_map, d, sums)
             if heatmap is not None and heatmap.shape[:2] != main_crop.crop.shape[:2]:
                 height, width = main_crop.crop.shape[:2]  # the classifier's crop size differs
                 heatmap = cv2.resize(heatmap, (width, height), interpolation=cv2.INTER_LINEAR)
+            total = (sums.total(ae_norm, cls_norm, d.ae_threshold, d.cls_threshold)
+                     if sums is not None and verdict != ERROR and ae_norm is not None
+                     and cls_norm is not None else None)
             return PartResult(
                 part_id=part.part_id, verdict=verdict, ae_score=ae_norm, ae_raw=ae_raw,
-                cls_score=cls_norm, cls_raw=cls_raw, inference_ms=inference_ms,
+                cls_score=cls_norm, cls_raw=cls_raw, evidence=total, inference_ms=inference_ms,
                 error="" if verdict != ERROR else "a score the decision rule needs is not finite "
                                                     "(or one the model cannot give)",
                 crop=main_crop.crop, heatmap=heatmap, map_source=source,
@@ -283,9 +292,44 @@ class Inspector:
                               error=f"{type(exc).__name__}: {exc}", t_trigger=part.t_trigger)
 
 
+def rule_refusal(rule: str, autoencoder: AutoencoderModel | None,
+                 classifier: ClassifierModel | None) -> str:
+    """Why these models cannot serve ``rule`` ("" when they can): the one check the
+    inspector makes at start and the engineer's live change makes again."""
+    have = {"autoencoder": autoencoder, "classifier": classifier}
+    needs = ("autoencoder", "classifier") if rule in (Rule.EITHER, Rule.BOTH, Rule.SUM) else (rule,)
+    missing = [k for k in needs if have.get(k) is None]
+    if missing:
+        unset = " and ".join(f"models.{k}" for k in missing)
+        return (f"needs the {' and '.join(missing)} model, but the recipe does not set {unset}"
+                " (or it is not loaded)")
+    if rule == Rule.SUM:
+        old = [m.path.name for m in (autoencoder, classifier)
+               if m is not None and m.meta.evidence_spread is None]
+        if old:
+            return (f"the sum rule adds each model's evidence in units of its spread over good "
+                    f"parts, which {' and '.join(old)} {'do' if len(old) > 1 else 'does'} not "
+                    "carry (trained before it was measured): train again, or choose another rule")
+    return ""
+
+
+def evidence_of(decision: DecisionSection, autoencoder: AutoencoderModel | None,
+                classifier: ClassifierModel | None) -> Evidence | None:
+    """The ``sum`` rule's :class:`~station.decision.Evidence` from the two model files and
+    the recipe (None for any other rule, or when a model lacks its spread)."""
+    if decision.rule != Rule.SUM or autoencoder is None or classifier is None:
+        return None
+    ae, cls = autoencoder.meta, classifier.meta
+    if ae.evidence_spread is None or cls.evidence_spread is None:
+        return None
+    return Evidence(ae.evidence_spread, cls.evidence_spread, decision.sum_threshold,
+                    ae.evidence_offset, cls.evidence_offset)
+
+
 def deciding_map(verdict: Verdict, ae_norm: float | None, cls_norm: float | None,
                  ae_map: np.ndarray | None, cls_map: np.ndarray | None,
-                 decision: DecisionSection) -> tuple[np.ndarray | None, str]:
+                 decision: DecisionSection, sums: Evidence | None = None
+                 ) -> tuple[np.ndarray | None, str]:
     """The map the operator is shown, and whose it is ("autoencoder", "classifier" or "").
 
     A REJECT shows the map of the model that decided it: a model the rule counts whose
@@ -297,12 +341,20 @@ def deciding_map(verdict: Verdict, ae_norm: float | None, cls_norm: float | None
     so this is what the window showed before too). ``station evaluate``'s gallery shows both
     maps. A deciding model with no map (a classifier file exported before ``cam``) or an
     all-zero one yields to the other one's. A PASS or an ERROR shows the autoencoder's map,
-    as the station always did.
+    as the station always did. Under ``sum`` the model that brought more of the evidence
+    decided (its map first; the other's when it shows nothing).
     """
     fallback = (ae_map, "autoencoder") if ae_map is not None else (None, "")
     if verdict != REJECT:
         return fallback
     d = decision
+    if d.rule == Rule.SUM and sums is not None and ae_norm is not None and cls_norm is not None:
+        ae_part, cls_part = sums.parts(ae_norm, cls_norm, d.ae_threshold, d.cls_threshold)
+        order = [("autoencoder", ae_map), ("classifier", cls_map)]
+        for name, amap in (order if ae_part >= cls_part else order[::-1]):
+            if _shows_something(amap):
+                return amap, name
+        return fallback
     counted = {Rule.EITHER: ("autoencoder", "classifier"), Rule.BOTH: ("autoencoder", "classifier"),
                Rule.AUTOENCODER: ("autoencoder",), Rule.CLASSIFIER: ("classifier",)}
     for name, score, limit, amap in (("autoencoder", ae_norm, d.ae_threshold, ae_map),

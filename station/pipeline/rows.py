@@ -86,8 +86,12 @@ def _down(value: float) -> str:
 
 
 def reasons(r: PartResult, d: DecisionSection) -> str:
-    """Which scores reached their thresholds, in words (the row's ``reasons``)."""
+    """Which scores reached their thresholds, in words (the row's ``reasons``); under the
+    ``sum`` rule the evidence added, which may reject a part neither score alone would."""
     out = []
+    if d.rule == "sum" and r.evidence is not None:
+        sign = ">=" if r.evidence >= d.sum_threshold else "<"
+        out.append(f"evidence {r.evidence:+.2f} {sign} {d.sum_threshold:+.2f} (sum)")
     if r.ae_score is not None and r.ae_score >= d.ae_threshold:
         out.append(f"autoencoder {score_text(r.ae_score)} >= {limit_text(d.ae_threshold)}")
     if r.cls_score is not None and r.cls_score >= d.cls_threshold:

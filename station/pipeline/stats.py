@@ -38,6 +38,7 @@ class EngineStats:
     models: dict[str, str]
     shed: int = 0  # parts not inspected under overload: fail-safe action, ERROR record
     debounced: int = 0  # triggers ignored as bounces of the one before (not parts)
+    unseen: int = 0  # parts that crossed the free-run trigger's line unseen: not inspected
     rows_waiting: int = 0  # rows in the engine's backlog, not yet handed to the records
     rows_lost: int = 0  # rows that could not be recorded at all (alarmed); 0 unless broken
 

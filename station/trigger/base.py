@@ -86,6 +86,7 @@ class Trigger:
         self._alarm_listeners: list[TriggerAlarmListener] = []
         self.fired = 0
         self.debounced = 0  # triggers ignored as bounces of the one before
+        self.unseen = 0  # parts that went by without a trigger (the free-run trigger counts them)
         self.debounce_s = check_debounce_ms(debounce_ms) / 1000.0
         self._last_t: float | None = None
         self._last_event: TriggerEvent | None = None

@@ -70,9 +70,20 @@ class _Track:
     pending: bool = False  # centre is past the line but the part was not fully visible yet
     seen: int = 1
     cut: bool = False  # was cut by the border when last seen (its centroid is biased)
+    fired: bool = False  # it triggered an inspection
 
 
 _LOCALIZE = LocalizeParams()  # the defaults of the one schema of these settings
+
+#: parts that must fire as usual after the last one that crossed unseen before the alarm clears
+_CLEAR_AFTER = 20
+
+
+def _says(count: int) -> bool:
+    """1, 2, 5, 10, 20, 50, ...: when a growing count of unseen parts is told again."""
+    while count >= 10 and count % 10 == 0:
+        count //= 10
+    return count in (1, 2, 5)
 
 
 @dataclass(eq=False)
@@ -108,6 +119,9 @@ class FreeRunTrigger(Trigger):
     _tracks: list[_Track] = field(default_factory=list, init=False, repr=False)
     _speed: float | None = field(default=None, init=False, repr=False)
     _n: int = field(default=0, init=False, repr=False)
+    _armed: bool = field(default=False, init=False, repr=False)  # a part was seen coming in
+    _gone: list[_Track] = field(default_factory=list, init=False, repr=False)  # fired, lost
+    _since_unseen: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         Trigger.__init__(self, self.counter)
@@ -279,25 +293,77 @@ class FreeRunTrigger(Trigger):
             if event is not None:
                 events.append(event)
 
+        survivors = self._survivors(used_tracks, n)
+        for bi, blob in enumerate(blobs):
+            if bi not in used_blobs:
+                event = self._new_track(blob, t, n, line, frame, survivors)
+                if event is not None:
+                    events.append(event)
+        self._tracks = survivors
+        self._since_unseen += len(events)
+        if (self.unseen and self._since_unseen >= _CLEAR_AFTER
+                and self.problem.startswith(self._UNSEEN)):
+            self._report("")
+        return events
+
+    def _survivors(self, used_tracks: set[int], n: int) -> list[_Track]:
+        """The tracks kept after a frame: those seen, and those missed no more than
+        ``max_missed`` times; a fired one dropped is remembered a little longer."""
         survivors: list[_Track] = []
         for ti, track in enumerate(self._tracks):
             if ti not in used_tracks:
                 track.missed += 1
                 if track.missed > self.max_missed:
+                    if track.fired:
+                        self._gone.append(track)
                     continue
             survivors.append(track)
-        for bi, blob in enumerate(blobs):
-            if bi in used_blobs:
+        self._gone = [g for g in self._gone if n - g.n <= 2 * (self.max_missed + 1)]
+        return survivors
+
+    def _new_track(self, blob: Blob, t: float, n: int, line: float, frame: Frame,
+                   survivors: list[_Track]) -> TriggerEvent | None:
+        """A part no track follows: fired at once when it comes in past the line whole."""
+        track = _Track(s=blob.s, c=blob.c, t=t, n=n, size=blob.size, cut=blob.cut)
+        # seen first already past the line: it crossed before we looked, so never fire
+        track.done = blob.s >= line and not blob.at_entry
+        track.pending = blob.s >= line and blob.at_entry
+        event = None
+        if track.pending and not blob.cut:
+            event = self._fire(track, t, frame, blob.box)
+        elif track.done and self._armed and not self._explained(blob, n, survivors):
+            self._crossed_unseen(frame)
+        self._armed = self._armed or not track.done
+        survivors.append(track)
+        return event
+
+    _UNSEEN = "parts crossed the trigger line unseen"
+
+    def _explained(self, blob: Blob, n: int, alive: list[_Track]) -> bool:
+        """Whether a part first seen past the line is one that already fired (found again
+        after the tracker lost it), not a new part that crossed between two frames."""
+        for track in [*alive, *self._gone]:
+            if not track.fired:
                 continue
-            track = _Track(s=blob.s, c=blob.c, t=t, n=n, size=blob.size, cut=blob.cut)
-            # seen first already past the line: it crossed before we looked, so never fire
-            track.done = blob.s >= line and not blob.at_entry
-            track.pending = blob.s >= line and blob.at_entry
-            if track.pending and not blob.cut:
-                events.append(self._fire(track, t, frame, blob.box))
-            survivors.append(track)
-        self._tracks = survivors
-        return events
+            gate = max(0.6 * max(track.size, blob.size), 4.0)
+            ahead = max(track.velocity or self._speed or 0.0, 0.0) * (n - track.n)
+            if (abs(blob.c - track.c) <= gate
+                    and track.s - gate <= blob.s <= track.s + ahead + gate):
+                return True
+        return False
+
+    def _crossed_unseen(self, frame: Frame) -> None:
+        """A part was first seen past the line once parts had been seen coming in: it crossed
+        between two frames (too fast for the frame rate) or was lost on the way, and was
+        not inspected. An alarm, so the line does not run on uninspected parts unsaid."""
+        self.unseen += 1
+        self._since_unseen = 0
+        if _says(self.unseen):
+            self._report(
+                f"{self._UNSEEN}: {self.unseen} part(s) since the start were first seen past "
+                f"it and not inspected (the last in frame {frame.seq}); they move too far "
+                "between frames to be followed: slow the belt, raise the frame rate, or move "
+                "trigger.line_frac further from the edge the parts come in at")
 
     def _roi_length(self, image: np.ndarray) -> float:
         roi = self._roi_in(image.shape)
@@ -331,10 +397,12 @@ class FreeRunTrigger(Trigger):
 
     def _fire(self, track: _Track, t: float, frame: Frame,
               box: tuple[int, int, int, int] | None = None) -> TriggerEvent:
-        track.done, track.pending = True, False
+        track.done, track.pending, track.fired = True, False, True
         return self._emit(t, frame, box)
 
     def reset(self) -> None:
         """Forget the tracked parts (after a pause or a recipe switch)."""
         self._tracks = []
+        self._gone = []
         self._speed = None
+        self._armed = False

@@ -378,9 +378,10 @@ class EngineerPanel(QWidget):
         self.rule = FieldEditor("decision.rule", "fusion rule")
         self.ae_threshold = FieldEditor("decision.autoencoder_threshold", "anomaly threshold")
         self.cls_threshold = FieldEditor("decision.classifier_threshold", "defect threshold")
+        self.sum_threshold = FieldEditor("decision.sum_threshold", "evidence threshold (sum)")
         decision = QWidget()
         form = QFormLayout(decision)
-        for editor in (self.rule, self.ae_threshold, self.cls_threshold):
+        for editor in (self.rule, self.ae_threshold, self.cls_threshold, self.sum_threshold):
             form.addRow(editor.label, editor.widget)
         note = QLabel("Normalized scores: 1.00 = the threshold the model chose at training. "
                       "Applied at once and saved to the recipe.")
@@ -439,6 +440,7 @@ class EngineerPanel(QWidget):
         self.rule.set(d.rule)
         self.ae_threshold.set(d.ae_threshold)
         self.cls_threshold.set(d.cls_threshold)
+        self.sum_threshold.set(d.sum_threshold)
         simulated = self.recipe.camera.source == "simulated"
         self.editors["reject.port"].set_choices(serial_port_choices(self.recipe.reject.port))
         for key, editor in self.editors.items():
@@ -487,7 +489,8 @@ class EngineerPanel(QWidget):
         d = self.engine.inspector.decision
         fields = {"decision.rule": (self.rule, d.rule),
                   "decision.autoencoder_threshold": (self.ae_threshold, d.ae_threshold),
-                  "decision.classifier_threshold": (self.cls_threshold, d.cls_threshold)}
+                  "decision.classifier_threshold": (self.cls_threshold, d.cls_threshold),
+                  "decision.sum_threshold": (self.sum_threshold, d.sum_threshold)}
         out: dict[str, Any] = {}
         for key, (editor, old) in fields.items():
             new = editor.get()
@@ -512,20 +515,23 @@ class EngineerPanel(QWidget):
         rule = changes.get("decision.rule", old.rule)
         ae = changes.get("decision.autoencoder_threshold", old.ae_threshold)
         cls = changes.get("decision.classifier_threshold", old.cls_threshold)
+        total = changes.get("decision.sum_threshold", old.sum_threshold)
         try:
             # the engine refuses a rule the loaded models cannot serve: before the file changes
-            self.engine.set_decision(rule, ae, cls, who=WHO)
+            self.engine.set_decision(rule, ae, cls, who=WHO, sum_threshold=total)
         except ValueError as exc:
             self._say(f"not applied: {exc}", False)
             return False
         try:
             update_recipe(self.recipe.path, changes)
         except (RecipeError, OSError) as exc:
-            self.engine.set_decision(old.rule, old.ae_threshold, old.cls_threshold, who=WHO)
+            self.engine.set_decision(old.rule, old.ae_threshold, old.cls_threshold, who=WHO,
+                                     sum_threshold=old.sum_threshold)
             self._say(f"not saved, so not applied: {exc}", False)
             return False
         new_decision = dataclasses.replace(self.recipe.decision, rule=rule,
-                                           autoencoder_threshold=ae, classifier_threshold=cls)
+                                           autoencoder_threshold=ae, classifier_threshold=cls,
+                                           sum_threshold=total)
         self.recipe = dataclasses.replace(self.recipe, decision=new_decision)
         self.engine.recipe = self.recipe
         self._say("applied: " + ", ".join(f"{k} = {num_text(v)}" for k, v in changes.items())

@@ -120,6 +120,12 @@ class PartView(QGroupBox):
             colour = theme.REJECT_BG if over else ("#66bb6a" if score is not None else theme.MUTED)
             value.setStyleSheet(f"color: {colour};")
         self.set_thresholds(decision.ae_threshold, decision.cls_threshold)
+        evidence = getattr(result, "evidence", None)
+        if decision.rule == "sum" and evidence is not None:
+            # the rule that decided: neither score need be over its own limit for a REJECT
+            over = evidence >= decision.sum_threshold
+            self.note.setText(f"rule sum: evidence {evidence:+.2f} {'≥' if over else '<'} "
+                              f"{decision.sum_threshold:+.2f} ({'reject' if over else 'pass'})")
         self._redraw()
 
     def set_thresholds(self, ae: float, cls: float) -> None:

@@ -119,6 +119,8 @@ class VerdictTile(QWidget):
                 parts.append(f"autoencoder {score_text(result.ae_score)}")
             if result.cls_score is not None:
                 parts.append(f"classifier {score_text(result.cls_score)}")
+            if getattr(result, "evidence", None) is not None:
+                parts.append(f"evidence {result.evidence:+.2f} (sum)")
             why = "  ".join(parts)
         return f"part #{result.part_id}" + (f" — {why}" if why else "")
 

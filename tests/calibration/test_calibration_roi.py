@@ -139,3 +139,31 @@ def test_roi_dialog_resizes_by_dragging_the_corner(qtbot):
     assert (x, y) == (10, 10)  # the corner resizes, it does not move the rectangle
     assert abs(w - 150) <= 1 and abs(h - 120) <= 1
     assert (dialog.spins["w"].value(), dialog.spins["h"].value()) == (w, h)
+
+
+def test_an_roi_the_recipe_refuses_is_refused_by_a_dry_run_too(tmp_path: Path, capsys):
+    recipe_path = write_recipe(tmp_path)
+    before = recipe_path.read_text()
+    rc = main(["calibrate", "roi", "--recipe", str(recipe_path), "--roi", "0,0,99999999,5",
+               "--dry-run", "--report", str(tmp_path / "rep")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "localize.roi" in err and "would set" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert recipe_path.read_text() == before
+
+
+def test_an_roi_is_held_to_the_frame_size_the_recipe_asks_the_camera_for(tmp_path: Path, capsys):
+    recipe_path = tmp_path / "r.toml"
+    camera = '[camera]\nsource = "opencv"\n'
+    recipe_path.write_text('[product]\nname = "p"\n' + camera + 'width = 640\nheight = 480\n',
+                           encoding="utf-8")
+    args = ["calibrate", "roi", "--recipe", str(recipe_path), "--report", str(tmp_path / "rep")]
+    assert main([*args, "--roi", "600,0,100,100"]) == 2
+    assert "inside the 640x480 frame" in capsys.readouterr().err
+    assert load_recipe(recipe_path, check_files=False).localize.roi == (0, 0, 0, 0)
+
+    # no size asked for and no frame given: written, and the report says it was not checked
+    recipe_path.write_text('[product]\nname = "p"\n' + camera, encoding="utf-8")
+    assert main([*args, "--roi", "600,0,100,100"]) == 0, capsys.readouterr().err
+    assert "not checked against a frame" in (tmp_path / "rep" / "report.txt").read_text()
+    assert load_recipe(recipe_path, check_files=False).localize.roi == (600, 0, 100, 100)

@@ -194,14 +194,16 @@ def test_threshold_step_end_to_end_with_a_real_onnx_model(tmp_path: Path, capsys
         assert getattr(recipe.decision, f"{kind}_threshold") == pytest.approx(expected, rel=1e-6)
     assert len(list(tmp_path.glob("r.*.bak.toml"))) == 1
 
-    # a recipe whose classifier crop width is not the model file's is refused, saying which
-    from calibration.report import CalibrationError
-
+    # a recipe whose classifier crop width is not the model file's scores as the line does
+    # (the file's crop; station run accepts such a recipe too) and the report says so
     recipe_path.write_text(recipe_path.read_text().replace("[models]\n",
                                                            "[models]\nclassifier_size = 999\n"))
     recipe = load_recipe(recipe_path)
-    with pytest.raises(CalibrationError, match=r"models.classifier_size = 999 but cls.onnx"):
-        score_folder(tmp_path / "good", recipe, recipe_models(recipe))
+    again = score_folder(tmp_path / "good", recipe, recipe_models(recipe))
+    np.testing.assert_array_equal(again.scores["classifier"], scored.scores["classifier"])
+    assert main([*args, "--dry-run"]) == 0, capsys.readouterr().err
+    assert ("note: models.classifier_size = 999 but cls.onnx was trained on"
+            in capsys.readouterr().out)
 
 
 def test_threshold_step_refuses_a_missing_model(tmp_path: Path, capsys):

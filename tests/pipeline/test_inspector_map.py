@@ -32,14 +32,17 @@ from training.export import export_classifier, export_onnx
 AE_SIZE, CLS_SIZE = 32, 64
 
 
-def _meta(kind: str, size: int, threshold: float) -> ModelMetadata:
-    # the normalization station train writes: the classifier's score as an odds ratio
+def _meta(kind: str, size: int, threshold: float, spread: float | None = None,
+          offset: float = 0.0) -> ModelMetadata:
+    # the normalization station train writes: the classifier's score as an odds ratio, and
+    # (since the sum rule) each model's spread over good parts and half the sum's threshold
+    norm: dict = {"method": "odds" if kind == "classifier" else "ratio"}
+    if spread is not None:
+        norm.update(evidence_spread=spread, evidence_offset=offset)
     return ModelMetadata(kind=kind, threshold=threshold,
                          preprocess=PreprocessSpec(size=size).to_metadata(),
                          localize=LocalizeParams().to_dict(), align=AlignParams().to_dict(),
-                         version=f"{kind}-map-test",
-                         score_normalization={"method": "odds" if kind == "classifier"
-                                              else "ratio"})
+                         version=f"{kind}-map-test", score_normalization=norm)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +63,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     export_classifier(vgg, folder / "cls.onnx", _meta("classifier", CLS_SIZE, 0.5), x)
     export_classifier(vgg, folder / "cls_old.onnx", _meta("classifier", CLS_SIZE, 0.5), x,
                       with_map=False)
+    export_onnx(head, folder / "ae_sum.onnx", _meta("autoencoder", AE_SIZE, 1.0, 0.5, 0.3),
+                torch.rand(2, 1, AE_SIZE, AE_SIZE))
+    export_classifier(vgg, folder / "cls_sum.onnx", _meta("classifier", CLS_SIZE, 0.5, 2.0), x)
     return {"ae": folder / "ae.onnx", "cls": folder / "cls.onnx",
-            "cls_old": folder / "cls_old.onnx"}
+            "cls_old": folder / "cls_old.onnx", "ae_sum": folder / "ae_sum.onnx",
+            "cls_sum": folder / "cls_sum.onnx"}
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +77,13 @@ def frame() -> np.ndarray:
 
 
 def _inspector(files, rule: str = "either", ae: bool = True, cls: str = "cls",
-               ae_limit: float = 1.0, cls_limit: float = 1.0) -> Inspector:
-    return Inspector(load_model(files["ae"], "cpu", 1) if ae else None,
+               ae_limit: float = 1.0, cls_limit: float = 1.0, sum_limit: float = 0.0,
+               ae_file: str = "ae") -> Inspector:
+    return Inspector(load_model(files[ae_file], "cpu", 1) if ae else None,
                      load_model(files[cls], "cpu", 1) if cls else None,
                      LocalizeParams(), AlignParams(),
                      DecisionSection(rule=rule, autoencoder_threshold=ae_limit,
-                                     classifier_threshold=cls_limit))
+                                     classifier_threshold=cls_limit, sum_threshold=sum_limit))
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +191,42 @@ def test_deciding_map_reads_the_limits_and_the_rule() -> None:
     # an all-zero Grad-CAM (nothing spoke for a defect) yields to the other model's map
     shown, source = deciding_map("REJECT", 1.9, 5.0, cls_map, np.zeros((4, 4)), d)
     assert source == "autoencoder" and shown is cls_map
+
+
+def test_the_sum_rule_judges_with_the_spreads_in_the_model_files(files, frame, scores):
+    """The line's sum: log(score / limit) / spread - offset of each model, from the two
+    files (spreads 0.5 and 2.0, the autoencoder's offset 0.3 here) against the recipe's
+    sum_threshold; the map is the one of the model that brought more of the evidence."""
+    import math
+
+    from station.models.metadata import ModelRefused
+
+    ae, cls = scores
+    total = math.log(ae) / 0.5 - 0.3 + math.log(cls) / 2.0  # at the limits 1.0
+    from station.pipeline.rows import reasons
+
+    for margin, verdict, sign in ((-0.01, "REJECT", ">="), (0.01, "PASS", "<")):
+        insp = _inspector(files, "sum", cls="cls_sum", ae_file="ae_sum", sum_limit=total + margin)
+        r = insp.inspect(frame)
+        assert r.verdict == verdict and r.evidence == pytest.approx(total, abs=1e-4), margin
+        # the record says why, in the rule's own terms
+        assert f"evidence {r.evidence:+.2f} {sign} {total + margin:+.2f} (sum)" in reasons(
+            r, insp.decision)
+    # the autoencoder's evidence the larger (its limit far under its score): its map
+    r = _inspector(files, "sum", cls="cls_sum", ae_file="ae_sum", ae_limit=ae / 20,
+                   cls_limit=cls * 2, sum_limit=0.0).inspect(frame)
+    assert r.verdict == "REJECT" and r.map_source == "autoencoder"
+    r = _inspector(files, "sum", cls="cls_sum", ae_file="ae_sum", ae_limit=ae * 1.1,
+                   cls_limit=cls / 1e4, sum_limit=0.0).inspect(frame)
+    assert r.verdict == "REJECT" and r.map_source == "classifier"
+    # files trained before the spread was measured cannot serve it: refused, naming them
+    with pytest.raises(ModelRefused, match="cls.onnx does not carry") as info:
+        _inspector(files, "sum", ae_file="ae_sum")
+    assert info.value.key == "decision.rule"
+    insp = _inspector(files, "either")
+    with pytest.raises(ValueError, match="ae.onnx and cls.onnx do not carry"):
+        insp.set_decision(DecisionSection(rule="sum"))
+    assert insp.decision.rule == "either"  # unchanged
 
 
 def test_the_reject_image_is_named_and_captioned_by_the_deciding_model(files, frame, scores,

@@ -354,3 +354,28 @@ def test_a_large_colour_surface_against_a_large_bank_exports_and_trains(tmp_path
     check = next(r for r in rows if r.get("event") == "export_parity")
     assert not over_tolerance(check["max_abs_diff"], check["output_scale"]), check
     assert load_model(out / "autoencoder.onnx").input_shape == (3, 256, 256)
+
+
+def test_a_recipe_that_asks_for_the_sum_rule_trains_its_threshold_and_evaluates_by_it(
+        tmp_path, capsys):
+    """decision.rule = "sum" in the recipe: station train chooses the sum's threshold and
+    writes the rule with it into the fragment, and station evaluate judges by it unless told."""
+    import tomllib
+
+    from station.sim import write_mvtec_dataset
+
+    data = write_mvtec_dataset(tmp_path / "data", n_train_good=16, n_test_good=6,
+                               n_test_per_defect=2, size=96, seed=3)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[product]\nname = "p"\n[decision]\nrule = "sum"\n')
+    out = tmp_path / "m"
+    assert main(["train", "--recipe", str(recipe), "--data", str(data), "--out", str(out),
+                 "--size", "64", "--cls-size", "64", "--epochs", "1", "--minutes", "0.2",
+                 "--width", "0.05", "--folds", "2", "--fold", "0", "--no-int8", "--quiet"]) == 0
+    decision = tomllib.loads((out / "recipe_fragment.toml").read_text())["decision"]
+    assert decision["rule"] == "sum" and "sum_threshold" in decision
+    js = tmp_path / "e.json"
+    assert main(["evaluate", "--models", str(out), "--data", str(data), "--json", str(js),
+                 "--quiet"]) == 0, capsys.readouterr().err
+    fused = json.loads(js.read_text())["fused"]
+    assert fused["rule"] == "sum" and fused["sum_threshold"] == decision["sum_threshold"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from station.decision import ERROR, PASS, REJECT, decide, fused_score
+from station.decision import ERROR, PASS, REJECT, Evidence, decide, fused_score
 from station.models.scoring import denormalize, normalize
 from training.thresholds import choose_threshold, f1_optimal, good_quantile, recall_optimal
 
@@ -146,13 +147,54 @@ def test_decide_rules_and_errors():
 
 def test_fused_score_agrees_with_decide():
     rng = np.random.default_rng(2)
-    for rule in ("either", "both", "autoencoder", "classifier"):
+    for rule in ("either", "both", "autoencoder", "classifier", "sum"):
         for _ in range(200):
             a, c = rng.uniform(0, 2, 2)
             at, ct = rng.uniform(0.5, 1.5, 2)
-            f = fused_score(a, c, rule, at, ct)
-            assert (f >= 1.0) == (decide(a, c, rule, at, ct) == REJECT)
+            sums = Evidence(*rng.uniform(0.2, 3.0, 2), rng.uniform(-2, 2)) if rule == "sum" else None
+            f = fused_score(a, c, rule, at, ct, sums)
+            assert (f >= 1.0) == (decide(a, c, rule, at, ct, sums) == REJECT)
     assert math.isnan(fused_score(None, 0.5, "autoencoder"))
+    assert math.isnan(fused_score(None, 0.5, "sum", sums=Evidence(1.0, 1.0)))
+
+
+def test_the_sum_rule_adds_the_two_models_evidence():
+    """Each score as log(score / threshold) / its spread over good parts, added: a part each
+    model finds a little suspicious is rejected, one a model finds far over its threshold
+    while the other finds it clean is not, unless the evidence outweighs it."""
+    sums = Evidence(ae_spread=0.5, cls_spread=2.0, threshold=0.0)
+    assert decide(0.9, 0.9, "either") == PASS
+    assert decide(1.2, 1.2, "sum", sums=sums) == REJECT  # both a little over
+    assert decide(1.3, 0.01, "sum", sums=sums) == PASS  # log 1.3/0.5 = 0.52 < log 100/2 = 2.3
+    assert decide(1.3, 0.01, "either") == REJECT
+    assert decide(3.0, 0.2, "sum", sums=sums) == REJECT  # 2.2 - 0.8: the autoencoder is sure
+    assert decide(0.0, 1e9, "sum", sums=sums) == PASS  # a score of 0: little evidence, not -inf
+    assert decide(1.2, 1.2, "sum", sums=replace(sums, threshold=1.0)) == PASS  # looser
+    assert decide(1.2, None, "sum", sums=sums) == ERROR
+    with pytest.raises(ValueError, match="evidence spread"):
+        decide(1.2, 1.2, "sum")
+
+
+def test_the_sum_threshold_spends_the_false_reject_budget_on_the_fusion_images():
+    from training.fusion import fusion_rule, sum_threshold
+
+    rng = np.random.default_rng(5)
+    n_good, n_bad = 60, 20
+    ae = np.r_[np.exp(rng.normal(-1.0, 0.5, n_good)), np.exp(rng.normal(0.5, 0.5, n_bad))]
+    cl = np.r_[np.exp(rng.normal(-5.0, 2.0, n_good)), np.exp(rng.normal(3.0, 2.0, n_bad))]
+    labels = np.r_[np.zeros(n_good), np.ones(n_bad)].astype(int)
+    spreads = (0.5, 2.0)
+    t = sum_threshold(ae, cl, labels, spreads, max_false_reject=0.05)
+    total = np.array([Evidence(*spreads).total(a, c) for a, c in zip(ae, cl, strict=True)])
+    assert (total[labels == 0] >= t).sum() <= 3  # 5 % of 60
+    assert (total[labels == 1] >= t).sum() >= 18
+    assert sum_threshold(ae, cl, np.zeros_like(labels), spreads) == 0.0  # no defects to set it
+    rule, _, _, info = fusion_rule(ae, cl, labels, "sum", spreads)
+    assert rule == "sum" and info["sum_threshold"] == t and info["val_f1"] > 0.9
+    # measured whatever the rule, so the folder can be judged either way
+    assert fusion_rule(ae, cl, labels, "either", spreads)[3]["sum_threshold"] == t
+    with pytest.raises(ValueError, match="evidence spreads"):
+        fusion_rule(ae, cl, labels, "sum")
 
 
 def test_weak_scores_with_many_defects_do_not_reject_every_good_part():
@@ -169,13 +211,13 @@ def test_weak_scores_with_many_defects_do_not_reject_every_good_part():
 def test_auto_rule_leaves_a_chance_level_model_out_of_the_verdict():
     """The fusion rule is picked on a few dozen validation images; a model that ranks them no
     better than chance must not take part through a lucky F1 on that small set."""
-    from training.train import _fuse_thresholds
+    from training.fusion import fusion_rule
 
     rng = np.random.default_rng(3)
     labels = np.r_[np.zeros(30), np.ones(30)].astype(int)
     classifier = np.r_[rng.uniform(0.2, 0.9, 30), rng.uniform(0.8, 2.0, 30)]  # good, not perfect
     autoencoder = rng.uniform(0.5, 1.5, 60)  # noise
-    rule, _, cls_t, info = _fuse_thresholds(autoencoder, classifier, labels, "auto")
+    rule, _, cls_t, info = fusion_rule(autoencoder, classifier, labels, "auto")
     assert rule == "classifier" and cls_t == 1.0
     assert info["val_auroc"]["autoencoder"] < 0.75 < info["val_auroc"]["classifier"]
     # both useful: both decide (either), each at its own threshold, even where one model
@@ -183,8 +225,8 @@ def test_auto_rule_leaves_a_chance_level_model_out_of_the_verdict():
     ae_good = np.r_[rng.uniform(0.2, 0.95, 30), rng.uniform(0.9, 2.0, 30)]
     weak_ae = np.r_[rng.uniform(0.2, 1.2, 30), rng.uniform(0.6, 2.0, 30)]
     for ae in (ae_good, weak_ae):
-        rule, a, c, info = _fuse_thresholds(ae, classifier, labels, "auto")
+        rule, a, c, info = fusion_rule(ae, classifier, labels, "auto")
         assert rule == "either" and (a, c) == (1.0, 1.0)  # not re-fitted to these images
     assert info["val_auroc"]["autoencoder"] > 0.75
     # a rule asked for is honoured whatever the validation says
-    assert _fuse_thresholds(autoencoder, classifier, labels, "either")[0] == "either"
+    assert fusion_rule(autoencoder, classifier, labels, "either")[0] == "either"

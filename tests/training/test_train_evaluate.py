@@ -13,6 +13,7 @@ import pytest
 
 from station.cli import main
 from station.models.inference import load_model
+from station.models.scoring import evidence_spread
 from station.sim import write_mvtec_dataset
 from station.sources.datasets import read_dataset
 from training.metrics import aupro, average_precision, binary_stats, roc_auc, roc_curve
@@ -114,11 +115,19 @@ def test_train_writes_the_model_folder(trained):
         assert rule["rule"] == "good_quantile" or (
             rule["rule"] == f"{aim}_optimal" and rule["details"]["max_false_reject"] == 0.1)
     # the classifier's p_defect is shown as an odds ratio, the autoencoder's score as a ratio
+    # and each carries the spread of its log score over its good threshold images (rule sum)
     cls_meta = load_model(out / "classifier.onnx").meta
-    assert cls_meta.score_normalization == {"method": "odds"} and 0 < cls_meta.threshold < 1
+    assert cls_meta.normalization == "odds" and 0 < cls_meta.threshold < 1
     assert cls_meta.normalized(cls_meta.threshold) == pytest.approx(1.0)
     assert cls_meta.architecture["transplant"] == 0.0  # a found part's defects stay in place
-    assert load_model(out / "autoencoder.onnx").meta.score_normalization == {"method": "ratio"}
+    assert load_model(out / "autoencoder.onnx").meta.normalization == "ratio"
+    for kind in ("autoencoder", "classifier"):
+        meta = load_model(out / f"{kind}.onnx").meta
+        (logged,) = [r for r in rows if r.get("model") == kind
+                     and r.get("event") == "threshold_scores"]
+        good = np.array([s for s, y in zip(logged["scores"], logged["labels"], strict=True)
+                         if y == 0])
+        assert meta.evidence_spread == pytest.approx(evidence_spread(meta.normalized(good)))
     arch = load_model(out / "autoencoder.onnx").meta.architecture  # --ae-topk reached the model
     assert (arch["score"], arch["topk_frac"]) == ("topk", 0.01)
     assert any(r.get("model") == "autoencoder" and "loss" in r for r in rows)
@@ -128,6 +137,13 @@ def test_train_writes_the_model_folder(trained):
     assert fragment["models"] == {"autoencoder": "autoencoder.onnx", "classifier": "classifier.onnx"}
     assert fragment["decision"]["rule"] in ("either", "autoencoder", "classifier")
     assert fragment["decision"]["autoencoder_threshold"] > 0
+    # the sum rule's threshold is measured whatever the rule, as the log says, and carried by
+    # the two model files, half each, so that the recipe's 0 is the one chosen at training
+    (decision,) = [r for r in rows if r.get("event") == "decision_thresholds"]
+    assert fragment["decision"]["sum_threshold"] == 0.0
+    for kind in ("autoencoder", "classifier"):
+        offset = load_model(out / f"{kind}.onnx").meta.evidence_offset
+        assert offset == pytest.approx(decision["sum_threshold"] / 2)
     split = json.loads((out / "split.json").read_text())
     roles = split["roles"]
     used = set().union(*(roles[r] for r in ("train_good", "train_labeled_good", "val_good",
@@ -222,6 +238,43 @@ def test_evaluate_writes_metrics_and_report(trained, tmp_path):
     assert result["fused"]["rule"] == fragment["decision"]["rule"]
     for png in ("roc.png", "histograms.png", "worst_misses.png", "defect_gallery.png"):
         assert (tmp_path / "report" / png).stat().st_size > 1000, png
+
+
+@pytest.mark.learning
+def test_evaluate_judges_the_folder_by_the_sum_rule_too(trained, tmp_path, capsys):
+    """--rule sum: the verdicts decide() gives with the files' spreads and the fragment's
+    sum_threshold; a folder without them is one line saying what to do."""
+    import math
+    import shutil
+
+    from station.decision import Evidence, decide
+    from training.export import write_metadata
+
+    data, out = trained
+    js = tmp_path / "sum.json"
+    args = ["evaluate", "--data", str(data), "--folds", "2", "--fold", "0", "--quiet"]
+    assert main([*args, "--models", str(out), "--json", str(js), "--rule", "sum"]) == 0
+    result = json.loads(js.read_text())
+    fragment = tomllib.loads((out / "recipe_fragment.toml").read_text())["decision"]
+    assert result["fused"]["rule"] == "sum"
+    assert result["fused"]["sum_threshold"] == fragment["sum_threshold"]
+    ae, cl = (load_model(out / f"{k}.onnx").meta for k in ("autoencoder", "classifier"))
+    sums = Evidence(ae.evidence_spread, cl.evidence_spread, 0.0, ae.evidence_offset,
+                    cl.evidence_offset)
+    for row in result["per_image"]:
+        if math.isfinite(row["autoencoder"]) and math.isfinite(row["classifier"]):
+            assert row["verdict"] == decide(row["autoencoder"], row["classifier"], "sum", sums=sums)
+            assert (row["fused"] >= 1.0) == (row["verdict"] == "REJECT")
+    # a folder trained before the rule: its classifier file has no spread
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    write_metadata(old / "classifier.onnx", dataclasses.replace(
+        cl, score_normalization={"method": cl.normalization}))
+    capsys.readouterr()
+    assert main([*args, "--models", str(old), "--json", str(tmp_path / "o.json"),
+                 "--rule", "sum"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train these models again, or give --rule either" in err
 
 
 @pytest.mark.learning

@@ -37,7 +37,7 @@ def write_folder(folder: Path, n: int) -> Path:
 
 def run_conveyor(direction: str, length_fraction_per_frame: float, parts: int, color: bool):
     """Feed ``parts`` parts' worth of conveyor frames to a free-run trigger; return the
-    source, the events, the frame count and the line position (frame x)."""
+    source, the events, the frame count, the line position (frame x) and the trigger."""
     from station.config import TriggerSection
     from station.sim.source import SimulatedSource
     from station.vision.localize import LocalizeParams
@@ -58,7 +58,7 @@ def run_conveyor(direction: str, length_fraction_per_frame: float, parts: int, c
         for _ in range(n_frames):
             events.extend(trigger.on_frame(source.read()))
     line_x = 0.5 * 320 if direction == "left_to_right" else 320 - 0.5 * 320
-    return source, events, n_frames, line_x
+    return source, events, n_frames, line_x, trigger
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,8 @@ def run_conveyor(direction: str, length_fraction_per_frame: float, parts: int, c
     ids=["rated-speed", "quarter-length-per-frame"],
 )
 def test_free_run_triggers_every_crossing_part_exactly_once(direction, per_frame, color):
-    source, events, n_frames, line_x = run_conveyor(direction, per_frame, 100, color)
+    source, events, n_frames, line_x, trigger = run_conveyor(direction, per_frame, 100, color)
+    assert trigger.unseen == 0 and trigger.problem == ""  # no part crossed between sightings
     conveyor = source.conveyor
     step = conveyor.speed_px_s / conveyor.fps
     sign = 1 if direction == "left_to_right" else -1
@@ -92,6 +93,57 @@ def test_free_run_triggers_every_crossing_part_exactly_once(direction, per_frame
     assert set(shown) <= may, f"extra triggers: {sorted(set(shown) - may)}"
     assert [e.part_id for e in events] == list(range(1, len(events) + 1))
     assert all(e.frame.truth is not None for e in events)
+
+
+@pytest.mark.parametrize("speed", [3000.0, 10000.0])
+def test_free_run_says_when_parts_cross_the_line_between_frames(speed):
+    """The simulated line's belt (960 x 540 at 30 frames/s, a part every 480 px) at a belt
+    speed the tracker follows, and at 10,000 px/s, where a part moves 333 px between frames:
+    parts are first seen already past the line and cannot be inspected. That was silent (a
+    reviewer's run inspected 7 of 52 parts with no alarm); now it is an alarm that counts them,
+    told again at 1, 2, 5, 10, 20, ... parts. (Parts an exact multiple of a frame's travel
+    apart can alias: one part taken for the one before; the count is then low, never zero.)"""
+    from station.config import TriggerSection
+    from station.sim.source import SimulatedSource
+    from station.vision.localize import LocalizeParams
+
+    source = SimulatedSource(paced=False, width=960, height=540, fps=30.0, speed_px_s=speed,
+                             pitch_px=480.0, defect_rate=0.2, seed=0)
+    trigger = make_trigger(TriggerSection(mode="free_run", line_frac=0.5),
+                           localize=LocalizeParams())
+    assert isinstance(trigger, FreeRunTrigger)
+    heard: list[str] = []
+    trigger.add_alarm_listener(heard.append)
+    parts = 50
+    events = 0
+    with source:
+        for _ in range(int(parts * 480 / (speed / 30))):
+            events += len(trigger.on_frame(source.read()))
+    if speed < 5000:
+        assert events >= parts - 1 and trigger.unseen == 0 and heard == []
+        return
+    assert trigger.unseen >= 20
+    assert [m.split(": ")[1].split(" part")[0] for m in heard][:5] == ["1", "2", "5", "10", "20"]
+    assert heard[0].startswith("parts crossed the trigger line unseen: 1 part(s) since the "
+                               "start were first seen past it and not inspected")
+    assert "slow the belt, raise the frame rate" in trigger.problem
+
+
+def test_free_run_does_not_count_a_fired_part_found_again_past_the_line():
+    # fired at x = 190, lost for five frames (longer than a track lives), found again further on
+    trigger = FreeRunTrigger(line_frac=0.5)
+    events = feed(trigger, [[90], [130], [190], [], [], [], [], [], [290]])
+    assert sum(len(e) for e in events) == 1
+    assert trigger.unseen == 0 and trigger.problem == ""
+    # a new part that appears past the line after parts were seen coming in is counted
+    events = feed(trigger, [[20], [60], [100], [], [], [], [], [], [250]])
+    assert trigger.unseen == 1 and "1 part(s)" in trigger.problem
+    # the alarm clears once 20 parts in a row have crossed in view and fired
+    one_part = [[20], [60], [100], [140], [180], [220], [260], [], [], [], [], []]
+    fired = sum(len(e) for e in feed(trigger, one_part * 19))
+    assert fired == 19 and trigger.problem.startswith("parts crossed the trigger line unseen")
+    assert sum(len(e) for e in feed(trigger, one_part)) == 1 and trigger.problem == ""
+    assert trigger.unseen == 1  # the count stays: it is the run's
 
 
 # -- free run on hand-drawn frames: the rules one at a time ------------------------------------

@@ -143,3 +143,27 @@ def test_a_sure_classifier_does_not_flatten_the_score_plot(qtbot, assets, tmp_pa
     assert list(window.trends.ae_curve.getData()[1]) == [0.5, 0.9, 1.3]
     low, high = window.trends.score_plot.getViewBox().viewRange()[1]
     assert low <= 1.0 <= high <= 5.0  # the threshold line and the points stay readable
+
+
+def test_a_verdict_by_the_sum_rule_says_so_under_the_scores(qtbot):
+    """Under the sum rule a part can be rejected with both scores under their own limits
+    (shown green): the line under them then says the rule and the evidence that decided,
+    and the tile's detail names the evidence."""
+    from station.config import DecisionSection
+    from station.ui.part_view import PartView
+    from station.ui.verdict import VerdictTile
+
+    view = PartView()
+    qtbot.addWidget(view)
+    decision = DecisionSection(rule="sum", sum_threshold=0.25)
+    r = PartResult(part_id="9", verdict=Verdict.REJECT, ae_score=0.9, cls_score=0.5,
+                   evidence=0.42)
+    view.show_result(r, decision)
+    assert (view.ae_value.text(), view.cls_value.text()) == ("0.90", "0.50")
+    assert view.note.text() == "rule sum: evidence +0.42 ≥ +0.25 (reject)"
+    view.show_result(PartResult(part_id="10", verdict=Verdict.PASS, ae_score=0.9,
+                                cls_score=0.5, evidence=0.1), decision)
+    assert view.note.text() == "rule sum: evidence +0.10 < +0.25 (pass)"
+    view.show_result(r, DecisionSection())  # either: the limits, as always
+    assert view.note.text() == "scores: 1.00 = reject threshold"
+    assert "evidence +0.42 (sum)" in VerdictTile._describe(r)
