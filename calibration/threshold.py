@@ -183,7 +183,8 @@ def detection_rate(defect_scores: np.ndarray | list[float], threshold: float) ->
 
 
 def histogram_png(path, good: np.ndarray, threshold: float, title: str,
-                  defects: np.ndarray | None = None, model_threshold: float | None = None) -> None:
+                  defects: np.ndarray | None = None, model_threshold: float | None = None,
+                  own_label: str = "model's own", x_label: str = "raw score") -> None:
     """Score histogram with the proposed (and the model's own) threshold line."""
     import matplotlib
 
@@ -208,11 +209,11 @@ def histogram_png(path, good: np.ndarray, threshold: float, title: str,
         ax.hist(values[1], bins=bins, alpha=0.6, label=f"defective (n={len(values[1])})", color="tab:red")
     ax.axvline(threshold, color="black", linestyle="--", label=f"proposed {threshold:.4g}")
     if own_on_scale:
-        ax.axvline(model_threshold, color="tab:blue", linestyle=":", label=f"model's own {model_threshold:.4g}")
+        ax.axvline(model_threshold, color="tab:blue", linestyle=":", label=f"{own_label} {model_threshold:.4g}")
     elif model_threshold is not None:
-        ax.plot([], [], " ", label=f"model's own {model_threshold:.4g} (off scale)")
+        ax.plot([], [], " ", label=f"{own_label} {model_threshold:.4g} (off scale)")
     ax.set_xlim(lo - pad, hi + pad)
-    ax.set_xlabel("raw score")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("parts")
     ax.set_title(title)
     ax.legend()

@@ -65,8 +65,9 @@ def sum_threshold(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, spreads: t
     if not 0 < y.sum() < len(y):
         return 0.0
     shift = 1.0 - float(total.min())  # the cut rules work on positive scores
-    return recall_optimal(total + shift, y, max_false_reject).value - shift
-
+    cut = recall_optimal(total + shift, y, max_false_reject).value - shift
+    limit = 2 * scoring.MAX_EVIDENCE_OFFSET  # each model file carries half, within its range
+    return float(np.clip(cut, -limit, limit))
 
 
 def fusion_rule(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: str,
@@ -110,5 +111,3 @@ def fusion_rule(ae: np.ndarray, cl: np.ndarray, labels: np.ndarray, rule: str,
     return chosen, 1.0, 1.0, {**tuning, "val_f1": _f1(pred, y),
                               "val_false_reject": float(pred[~y].mean()),
                               "n": int(len(labels)), "val_auroc": aurocs}
-
-

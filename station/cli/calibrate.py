@@ -293,10 +293,54 @@ def _threshold(args) -> int:
             lines.append(f"WARNING: normalized threshold {normalized:.4g} is outside (0, {top:g}]; "
                          "not written")
             continue
+        if recipe.decision.rule == "sum":
+            lines.append("not written: the recipe's rule is sum, which decides by the two "
+                         "models' evidence added (decision.sum_threshold, proposed when both "
+                         "models are calibrated)")
+            continue
         changes[f"decision.{kind}_threshold"] = float(normalized)
+    if recipe.decision.rule == "sum" and len(models) == 2:
+        changes.update(_sum_proposal(args, recipe, models, good, defects, out, lines))
     if changes:
         _write(args, changes, lines)
     return _finish(out, lines)
+
+
+def _sum_proposal(args, recipe, models, good, defects, out: Path, lines: list[str]) -> dict:
+    """Rule sum: decision.sum_threshold for the FRR target, on the evidence the line adds
+    (each model's score at the recipe's limits, its spread and offset from its file)."""
+    from calibration.threshold import detection_rate, histogram_png, propose_threshold
+    from station.pipeline.inspector import evidence_of
+
+    sums = evidence_of(recipe.decision, models["autoencoder"], models["classifier"])
+    lines.append("--- sum (decision.rule = sum) ---")
+    if sums is None:
+        lines.append("WARNING: a model file carries no evidence spread (trained before the sum "
+                     "rule): train again; decision.sum_threshold not written")
+        return {}
+    d = recipe.decision
+
+    def totals(folder) -> np.ndarray:
+        norm = {k: models[k].normalized(folder.scores[k]) for k in ("autoencoder", "classifier")}
+        return np.array([sums.total(a, c, d.ae_threshold, d.cls_threshold)
+                         for a, c in zip(norm["autoencoder"], norm["classifier"], strict=True)])
+
+    good_total = totals(good)
+    prop = propose_threshold(good_total, args.frr, args.confidence)
+    lines += prop.report_lines()
+    lines.append(f"the recipe's sum threshold: {d.sum_threshold:+.4f} (0 = the one chosen at "
+                 f"training); proposed: {prop.threshold:+.4f} (decision.sum_threshold)")
+    bad = totals(defects) if defects is not None else None
+    if bad is not None:
+        lines.append(detection_rate(bad, prop.threshold).report_line())
+    histogram_png(out / "sum_scores.png", good_total, prop.threshold,
+                  f"sum: good-part evidence, FRR target {args.frr:.3%}", bad, d.sum_threshold,
+                  own_label="recipe's", x_label="evidence added")
+    lines.append("picture: sum_scores.png")
+    if not -100 <= prop.threshold <= 100:
+        lines.append(f"WARNING: {prop.threshold:+.4g} is outside [-100, 100]; not written")
+        return {}
+    return {"decision.sum_threshold": float(prop.threshold)}
 
 
 def _check(args) -> int:

@@ -137,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"station train: {exc}", file=sys.stderr)
         return 2
     recipe_size, recipe_cls_size = product.pop("size"), product.pop("cls_size")
-    rule = args.rule or product.pop("rule", "auto")
-    product.pop("rule", None)
+    recipe_rule = product.pop("rule", "auto")
+    rule = args.rule or recipe_rule
     size = args.size or recipe_size or DEFAULT_SIZE
     cls_size = args.cls_size or recipe_cls_size or DEFAULT_SIZE
     opts = TrainOptions(
@@ -227,8 +227,8 @@ def product_crop(recipe_path: Path | None) -> dict[str, Any]:
     """What a recipe says about the crop: its [localize] and [align] tables, its
     camera.pixel_format, models.size and models.classifier_size (the two crop widths; 0 = not
     said), models.defect_train_share (when said), models.good_train_share, models.flips, the
-    classifier's members and width (when said) and decision.rule when it is sum. Without a recipe the built-in screw
-    defaults, with a note on stderr."""
+    classifier's members and width (when said) and decision.rule when it is sum. Without a
+    recipe the built-in screw defaults, with a note on stderr."""
     if recipe_path is None:
         print("note: no --recipe: the built-in crop (a dark elongated part on a light plate, "
               "head left, square grey crops); give --recipe for any other product",

@@ -99,7 +99,8 @@ def test_detection_rate_reports_an_interval():
 SIZE = 32
 
 
-def tiny_model(path: Path, kind: str, threshold: float) -> Path:
+def tiny_model(path: Path, kind: str, threshold: float, normalization: dict | None = None
+               ) -> Path:
     """A real graph with real metadata: anomaly_map = |image - background level|, score = its
     mean (autoencoder); p_defect = sigmoid(40 * (that mean - 0.04)) (classifier)."""
     onnx = pytest.importorskip("onnx")
@@ -139,7 +140,7 @@ def tiny_model(path: Path, kind: str, threshold: float) -> Path:
         "format_version": "1", "kind": kind, "version": "test", "created": "2026-01-01",
         "preprocess": spec.to_json(), "localize": json.dumps(LocalizeParams().to_dict()),
         "align": json.dumps(AlignParams().to_dict()), "threshold": repr(threshold),
-        "score_normalization": json.dumps({"method": "ratio"}),
+        "score_normalization": json.dumps(normalization or {"method": "ratio"}),
     }
     helper.set_model_props(model, props)
     onnx.save(model, str(path))
@@ -204,6 +205,45 @@ def test_threshold_step_end_to_end_with_a_real_onnx_model(tmp_path: Path, capsys
     assert main([*args, "--dry-run"]) == 0, capsys.readouterr().err
     assert ("note: models.classifier_size = 999 but cls.onnx was trained on"
             in capsys.readouterr().out)
+
+
+def test_under_the_sum_rule_the_step_proposes_the_sum_threshold(tmp_path: Path, capsys):
+    """Rule sum decides by the evidence added: the step proposes decision.sum_threshold for
+    the FRR target on that evidence, as the line computes it, and leaves each model's own
+    threshold as it is (reported only)."""
+    from station.decision import Evidence
+    from station.sim import DEFECT_TYPES
+
+    tiny_model(tmp_path / "ae.onnx", "autoencoder", 0.5,
+               {"method": "ratio", "evidence_spread": 0.4, "evidence_offset": 0.1})
+    tiny_model(tmp_path / "cls.onnx", "classifier", 0.8,
+               {"method": "ratio", "evidence_spread": 0.2, "evidence_offset": -0.3})
+    write_parts(tmp_path / "good", 40, seed=1)
+    write_parts(tmp_path / "bad", 10, seed=2, defect=DEFECT_TYPES[0])
+    recipe_path = tmp_path / "r.toml"
+    recipe_path.write_text('[product]\nname = "p"\n[models]\nautoencoder = "ae.onnx"\n'
+                           'classifier = "cls.onnx"\nprovider = "cpu"\nthreads = 1\n'
+                           '[decision]\nrule = "sum"\n', encoding="utf-8")
+    report = tmp_path / "rep"
+    assert main(["calibrate", "threshold", "--recipe", str(recipe_path), "--good",
+                 str(tmp_path / "good"), "--defects", str(tmp_path / "bad"), "--frr", "0.05",
+                 "--report", str(report)]) == 0, capsys.readouterr().err
+    decision = load_recipe(recipe_path).decision
+    assert decision.autoencoder_threshold == decision.classifier_threshold == 1.0
+    text = (report / "report.txt").read_text()
+    assert "--- sum (decision.rule = sum) ---" in text and "not written: the recipe's rule is sum" in text
+    assert (report / "sum_scores.png").stat().st_size > 1000
+    # the proposal is the FRR rule on the evidence the line adds
+    from calibration.scoring_run import recipe_models, score_folder
+
+    recipe = load_recipe(recipe_path)
+    models = recipe_models(recipe)
+    scored = score_folder(tmp_path / "good", recipe, models)
+    sums = Evidence(0.4, 0.2, 0.0, 0.1, -0.3)
+    totals = [sums.total(a, c) for a, c in zip(models["autoencoder"].normalized(
+        scored.scores["autoencoder"]), models["classifier"].normalized(
+        scored.scores["classifier"]), strict=True)]
+    assert decision.sum_threshold == pytest.approx(propose_threshold(totals, 0.05).threshold)
 
 
 def test_threshold_step_refuses_a_missing_model(tmp_path: Path, capsys):

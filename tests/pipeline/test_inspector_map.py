@@ -223,6 +223,10 @@ def test_the_sum_rule_judges_with_the_spreads_in_the_model_files(files, frame, s
     with pytest.raises(ModelRefused, match="cls.onnx does not carry") as info:
         _inspector(files, "sum", ae_file="ae_sum")
     assert info.value.key == "decision.rule"
+    for rule in ("sum", "either", "both"):  # a rule that needs both, with one: refused, saying so
+        with pytest.raises(ModelRefused, match="needs the classifier model, but the recipe "
+                                               "does not set models.classifier"):
+            _inspector(files, rule, cls="", ae_file="ae_sum")
     insp = _inspector(files, "either")
     with pytest.raises(ValueError, match="ae.onnx and cls.onnx do not carry"):
         insp.set_decision(DecisionSection(rule="sum"))
