@@ -368,25 +368,32 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
         print(f"{kind}: threshold {info['threshold']:.4g} ({info['threshold_rule']}), on its "
               f"{v.get('n_good', 0) + v.get('n_defect', 0)} threshold images {v}")
 
-    ae_t = cls_t = 1.0
-    rule = opts.rule if opts.rule != "auto" else "either"
+    rule, ae_t, cls_t = (opts.rule if opts.rule != "auto" else "either"), 1.0, 1.0
     if len(kinds) == 2:
-        labels = np.array([s.label for s in fuse_samples])
-        spreads = (summary["models"]["autoencoder"]["evidence_spread"],
-                   summary["models"]["classifier"]["evidence_spread"])
-        rule, ae_t, cls_t, tuning = fusion_rule(fuse_val["autoencoder"], fuse_val["classifier"],
-                                                labels, opts.rule, spreads, opts.max_false_reject)
-        log({"event": "decision_thresholds", "rule": rule, "autoencoder_threshold": ae_t,
-             "classifier_threshold": cls_t, **tuning})
-        summary["decision"] = {"rule": rule, "autoencoder_threshold": ae_t,
-                               "classifier_threshold": cls_t, **tuning}
-        stamp_sum_threshold([out / f"{kind}{suffix}.onnx" for kind in kinds
-                             for suffix in ("", ".int8")], tuning["sum_threshold"])
+        d = summary["decision"] = _fusion(opts, out, summary, fuse_val, fuse_samples, log)
+        rule, ae_t, cls_t = d["rule"], d["autoencoder_threshold"], d["classifier_threshold"]
     fragment = write_fragment(out, files, rule, ae_t, cls_t, loc, align)
     summary["recipe_fragment"] = str(fragment)
     summary["seconds"] = round(time.monotonic() - t0, 1)
     log({"event": "done", **summary})
     return summary
+
+
+def _fusion(opts: TrainOptions, out: Path, summary: dict[str, Any],
+            fuse_val: dict[str, np.ndarray], fuse_samples: list, log: TrainLog) -> dict[str, Any]:
+    """The fusion rule on the images neither model learned from, logged; the sum's threshold
+    stamped into both model files (and their int8 copies)."""
+    labels = np.array([s.label for s in fuse_samples])
+    spreads = (summary["models"]["autoencoder"]["evidence_spread"],
+               summary["models"]["classifier"]["evidence_spread"])
+    rule, ae_t, cls_t, tuning = fusion_rule(fuse_val["autoencoder"], fuse_val["classifier"],
+                                            labels, opts.rule, spreads, opts.max_false_reject)
+    decision = {"rule": rule, "autoencoder_threshold": ae_t, "classifier_threshold": cls_t,
+                **tuning}
+    log({"event": "decision_thresholds", **decision})
+    stamp_sum_threshold([out / f"{kind}{suffix}.onnx" for kind in ("autoencoder", "classifier")
+                         for suffix in ("", ".int8")], tuning["sum_threshold"])
+    return decision
 
 
 def _check_enough(opts: TrainOptions, roles: dict[str, list]) -> None:
