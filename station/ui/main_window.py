@@ -576,7 +576,7 @@ class MainWindow(QMainWindow):
 
     def _on_decision_applied(self) -> None:
         d = self.engine.inspector.decision
-        self.trends.set_thresholds(d.ae_threshold, d.cls_threshold)
+        self.trends.set_thresholds(d.ae_threshold, d.cls_threshold, d.rule)
         self.part_view.set_thresholds(d.ae_threshold, d.cls_threshold)
 
     # -- closing -------------------------------------------------------------------------------

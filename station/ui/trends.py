@@ -103,19 +103,22 @@ class TrendsPanel(QWidget):
         self._dirty = False
         self.set_thresholds(1.0, 1.0)
 
-    def set_thresholds(self, ae: float, cls: float) -> None:
-        """Move the lines to the thresholds in force (never adds a line)."""
+    def set_thresholds(self, ae: float, cls: float, rule: str = "either") -> None:
+        """Move the lines to the thresholds in force (never adds a line). Under the ``sum``
+        rule no one score decides, so the lines are each model's own limit, and say so."""
         self.ae_line.setValue(ae)
         self.cls_line.setValue(cls)
         self.hist_line.setValue(ae)
         self._dirty = True  # the plot's ceiling follows the thresholds
         same = limit_text(ae) == limit_text(cls)
         self.cls_line.setVisible(not same)
+        what, tail = ("limit", " (rule sum)") if rule == "sum" else ("threshold", "")
         if same:
-            self.ae_line.label.setFormat(f"reject threshold {limit_text(ae)}")
+            word = "model" if rule == "sum" else "reject"
+            self.ae_line.label.setFormat(f"{word} {what} {limit_text(ae)}{tail}")
         else:
-            self.ae_line.label.setFormat(f"anomaly threshold {limit_text(ae)}")
-            self.cls_line.label.setFormat(f"defect threshold {limit_text(cls)}")
+            self.ae_line.label.setFormat(f"anomaly {what} {limit_text(ae)}{tail}")
+            self.cls_line.label.setFormat(f"defect {what} {limit_text(cls)}{tail}")
 
     def threshold_lines(self) -> list[tuple[float, str]]:
         """(value, label) of each threshold line shown on the score plot."""

@@ -167,3 +167,15 @@ def test_a_verdict_by_the_sum_rule_says_so_under_the_scores(qtbot):
     view.show_result(r, DecisionSection())  # either: the limits, as always
     assert view.note.text() == "scores: 1.00 = reject threshold"
     assert "evidence +0.42 (sum)" in VerdictTile._describe(r)
+
+
+def test_under_the_sum_rule_the_score_plot_calls_its_line_a_limit_not_the_threshold(
+        qtbot, assets, tmp_path, make_window):  # noqa: F811
+    window = make_window(write_recipe(tmp_path, assets))
+    window.trends.set_thresholds(1.0, 1.0, "sum")
+    assert window.trends.threshold_lines() == [(1.0, "model limit 1.00 (rule sum)")]
+    window.trends.set_thresholds(1.5, 1.0, "sum")
+    assert window.trends.threshold_lines() == [(1.5, "anomaly limit 1.50 (rule sum)"),
+                                               (1.0, "defect limit 1.00 (rule sum)")]
+    window.trends.set_thresholds(1.0, 1.0)
+    assert window.trends.threshold_lines() == [(1.0, "reject threshold 1.00")]
