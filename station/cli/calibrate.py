@@ -310,6 +310,7 @@ def _sum_proposal(args, recipe, models, good, defects, out: Path, lines: list[st
     """Rule sum: decision.sum_threshold for the FRR target, on the evidence the line adds
     (each model's score at the recipe's limits, its spread and offset from its file)."""
     from calibration.threshold import detection_rate, histogram_png, propose_threshold
+    from station.config.schema import SUM_THRESHOLD_MAX
     from station.pipeline.inspector import evidence_of
 
     sums = evidence_of(recipe.decision, models["autoencoder"], models["classifier"])
@@ -337,8 +338,9 @@ def _sum_proposal(args, recipe, models, good, defects, out: Path, lines: list[st
                   f"sum: good-part evidence, FRR target {args.frr:.3%}", bad, d.sum_threshold,
                   own_label="recipe's", x_label="evidence added")
     lines.append("picture: sum_scores.png")
-    if not -100 <= prop.threshold <= 100:
-        lines.append(f"WARNING: {prop.threshold:+.4g} is outside [-100, 100]; not written")
+    if not -SUM_THRESHOLD_MAX <= prop.threshold <= SUM_THRESHOLD_MAX:
+        lines.append(f"WARNING: {prop.threshold:+.4g} is outside [-{SUM_THRESHOLD_MAX:g}, "
+                     f"{SUM_THRESHOLD_MAX:g}]; not written")
         return {}
     return {"decision.sum_threshold": float(prop.threshold)}
 

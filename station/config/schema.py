@@ -154,6 +154,9 @@ class ModelsSection:
 #: threshold of p = 0.02 to p = 0.96 is already 1,176.
 AUTOENCODER_THRESHOLD_MAX = 1000.0
 CLASSIFIER_THRESHOLD_MAX = 1e6
+#: The recipe's sum threshold (rule sum) either way of the one chosen at training, in evidence
+#: units (a model's spread over good parts: a few units already separate good from defective).
+SUM_THRESHOLD_MAX = 100.0
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,8 @@ class DecisionSection:
         "ratio, so a looser line can need thousands)", gt=0, max=CLASSIFIER_THRESHOLD_MAX)
     sum_threshold: float = _opt(
         0.0, "rule sum: reject when the two models' evidence adds up to this (0 = the sum "
-        "station train chose, which the model files carry; higher = looser)", min=-100, max=100)
+        "station train chose, which the model files carry; higher = looser)",
+        min=-SUM_THRESHOLD_MAX, max=SUM_THRESHOLD_MAX)
     on_error: str = _opt("reject", "verdict when a part cannot be inspected",
                          choices=("reject", "pass"))
 
