@@ -1,5 +1,5 @@
 """The station's main window: live view, last part, verdict, counts, trends, alarms, controls,
-engineer mode and status bar, over one :class:`station.pipeline.engine.Engine`.
+engineer mode (:mod:`station.ui.engineer_mode`) and status bar, over one :class:`station.pipeline.engine.Engine`.
 
 The window holds no inspection state of its own: it reads the engine (polling and events
 re-posted by :class:`EngineBridge`) and calls its methods. Switching recipes builds a new
@@ -8,7 +8,6 @@ engine and only then lets the old one go, so a bad recipe never stops a running 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,6 @@ from PySide6.QtGui import QFont, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QLabel,
-    QMainWindow,
     QMessageBox,
     QPushButton,
     QSizePolicy,
@@ -29,20 +27,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from station.config import hash_pin, update_recipe
 from station.ui import theme
 from station.ui.alarms import AlarmBanner
 from station.ui.bridge import EngineBridge
 from station.ui.counters import CountsPanel
-from station.ui.engineer import (
-    NO_PIN_TEXT,
-    PIN_ENTRY,
-    EngineerPanel,
-    PinDialog,
-    PinGuard,
-    PinVerdict,
-)
 from station.ui.engineer import WHO as ENGINEER
+from station.ui.engineer import EngineerPanel, PinDialog, PinGuard
+from station.ui.engineer_mode import EngineerMode
 from station.ui.keys import ENGINEER_KEY, StationKeys
 from station.ui.live_view import LiveView
 from station.ui.messages import MessageLine
@@ -65,7 +56,7 @@ def make_engine(recipe: Any, inspector: Any = None) -> Any:
     return Engine(recipe, inspector=inspector or Inspector.from_recipe(recipe))
 
 
-class MainWindow(QMainWindow):
+class MainWindow(EngineerMode):
     """``MainWindow(engine)``; the engine may be running or not. ``close`` closes it.
     ``engine_changed(engine)`` after a recipe switch (publishers re-attach to it). ``host``:
     the :class:`station.plant.StationHost` that owns ``engine`` when PLC servers run beside
@@ -351,9 +342,6 @@ class MainWindow(QMainWindow):
         self._error_box = box
         box.open()
 
-    def _say(self, text: str, ok: bool) -> None:
-        self.message.say(text, ok)
-
     # -- operator actions ----------------------------------------------------------------------
     def toggle_running(self) -> None:
         if self.engine is None:  # closed
@@ -477,102 +465,6 @@ class MainWindow(QMainWindow):
         running = self.engine is not None and self.engine.running
         self.start_button.setStyleSheet(theme.start_style(running, scale))
         self.alarm_area.fit()
-
-    # -- engineer mode -------------------------------------------------------------------------
-    def toggle_engineer(self) -> None:
-        """Ctrl+E and the Engineer button: lock, or ask for the PIN (never two dialogs)."""
-        if self.engine is None:  # closed
-            return
-        if self.engineer_unlocked:
-            self.lock_engineer()
-        elif self.pin_dialog is not None and self.pin_dialog.isVisible():
-            self.pin_dialog.raise_()
-            self.pin_dialog.activateWindow()
-        elif not self.engine.recipe.engineer.pin_required:
-            self._say(NO_PIN_TEXT.format(recipe=self.engine.recipe.path), ok=False)
-        else:
-            self.ask_pin(set_new=False)
-
-    def ask_pin(self, set_new: bool) -> PinDialog | None:
-        """Open the PIN dialog (``open``, not ``exec``). ``set_new`` (changing the PIN) only
-        from engineer mode: nobody chooses the first PIN here, that is ``station set-pin``."""
-        if set_new and not self.engineer_unlocked:
-            return None
-        left = self.pin_guard.remaining()
-        notice = f"locked for {left} s after repeated wrong PINs" if left and not set_new else ""
-        dialog = PinDialog(self.verify_pin, set_new=set_new, parent=self, notice=notice)
-        dialog.accepted.connect(lambda: self._pin_accepted(dialog))
-        self.pin_dialog = dialog
-        dialog.open()
-        return dialog
-
-    def verify_pin(self, pin: str) -> PinVerdict:
-        """The PIN against the recipe's hash, through the lockout (each attempt recorded)."""
-        recipe = self.engine.recipe
-        if not recipe.engineer.pin_required:  # no PIN: locked, whatever is typed
-            return PinVerdict(False, NO_PIN_TEXT.format(recipe=recipe.path))
-        return self.pin_guard.attempt(pin, recipe.engineer.pin_hash)
-
-    def _record_pin_event(self, key: str, text: str) -> None:
-        if key == "engineer.pin_lockout":
-            log.warning("engineer PIN: %s", text)
-        records = getattr(self.engine, "records", None)
-        if records is not None:
-            records.record_event(PIN_ENTRY, key, None, text)
-
-    def unlock_engineer(self, pin: str) -> bool:
-        """Unlock with ``pin``; a wrong PIN leaves every engineer setting out of reach."""
-        verdict = self.verify_pin(pin)
-        if not verdict.ok:
-            self._say(verdict.message or "wrong engineer PIN", ok=False)
-            return False
-        self._unlock()
-        return True
-
-    def _pin_accepted(self, dialog: PinDialog) -> None:
-        if dialog.set_new:
-            self.set_pin(dialog.pin)
-        else:
-            self._unlock()
-
-    def set_pin(self, pin: str) -> None:
-        """Store the PIN's hash (never the PIN) in the recipe, and record that it changed."""
-        recipe = self.engine.recipe
-        stored = hash_pin(pin)
-        try:
-            update_recipe(recipe.path, {"engineer.pin_hash": stored})
-        except (ValueError, OSError) as exc:  # RecipeError is a ValueError
-            self._say(f"engineer PIN not changed: {exc}", ok=False)
-            return
-        engineer = dataclasses.replace(recipe.engineer, pin_hash=stored)
-        self.engine.recipe = dataclasses.replace(recipe, engineer=engineer)
-        if self.engine.records is not None:
-            self.engine.records.record_event(
-                ENGINEER, "engineer.pin_hash", "set" if recipe.engineer.pin_hash else "",
-                "changed")
-        self._say("engineer PIN saved (hashed) in " + recipe.path.name, ok=True)
-
-    def _unlock(self) -> None:
-        self.engineer_unlocked = True
-        self.engineer.load(self.engine)
-        self.engineer.setEnabled(True)
-        self.engineer_dock.show()
-        self.engineer_button.setText("Lock engineer")
-        self.recipes.setEnabled(True)
-
-    def _show_pending_roi(self, roi: list[int]) -> None:
-        current = list(self.engine.recipe.localize.roi) if self.engine is not None else roi
-        pending = (roi[0], roi[1], roi[2], roi[3]) if len(roi) == 4 else None
-        self.live.pending_roi = pending if self.engineer_unlocked and roi != current else None
-        self.live.update()
-
-    def lock_engineer(self) -> None:
-        self.engineer_unlocked = False
-        self.live.pending_roi = None
-        self.engineer.setEnabled(False)
-        self.engineer_dock.hide()
-        self.engineer_button.setText("Engineer…")
-        self.recipes.setEnabled(False)
 
     def _on_decision_applied(self) -> None:
         d = self.engine.inspector.decision
