@@ -24,7 +24,6 @@ import torch
 from station.config.schema import GOOD_TRAIN_SHARE
 from station.decision import RULES
 from station.models import scoring
-from station.models.inference import load_model
 from station.models.metadata import ModelMetadata
 from station.sources.datasets import dataset_fingerprint, read_dataset
 from station.vision.align import AlignParams
@@ -48,21 +47,13 @@ from training.data import (
     make_split,
 )
 from training.device import pick_device
-from training.export import export_onnx, now_iso, over_tolerance, parity, write_metadata
+from training.export import export_onnx, now_iso, over_tolerance, parity
 from training.fragment import write_fragment
 from training.fusion import fusion_rule, stamp_sum_threshold
+from training.int8_copy import head_nodes, int8_sets, keep_int8_copy
 from training.thresholds import MAX_FALSE_REJECT, ThresholdChoice, choose_threshold
 
 EXPORT_RESERVE_S = 60.0  # time kept back from the budget for export and quantization
-# An int8 copy pays only if it changes no verdict on the check crops and moves no score, as
-# raw / threshold, by more than this: a quarter of the way to the threshold.
-INT8_MAX_CHANGE = 0.25
-# ... and only if it is faster here: at least this many times the float model's images per
-# second. A copy that is slower (a narrow classifier on a CPU without VNNI runs 0.9x) would
-# only be a second model that can disagree with the first on a held-out part.
-INT8_MIN_SPEEDUP = 1.1
-
-
 @dataclass
 class TrainOptions:
     """Everything ``station train`` can be told (defaults: 2 CPU cores, under 30 minutes)."""
@@ -136,29 +127,6 @@ def _labels(cs: CropSet) -> np.ndarray:
     return np.array([s.label for s in cs.samples], np.int64)
 
 
-def _good_and_defects(cs: CropSet) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The crops of a set, good ones and defective ones."""
-    labels = _labels(cs)
-    return ([c for c, y in zip(cs.crops, labels, strict=True) if y == 0],
-            [c for c, y in zip(cs.crops, labels, strict=True) if y])
-
-
-def _int8_sets(calib_from: CropSet, check_from: CropSet, spec: PreprocessSpec,
-               seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """int8 calibration and check tensors, each half good parts and half defects (real,
-    else synthesized): ranges set on good crops alone clip a defect's activations, and a
-    classifier's every defect then read p = 0.5."""
-    from training.classifier import calibration_tensors
-
-    goods, defects = _good_and_defects(calib_from)
-    calib = calibration_tensors(goods, spec, defects, n=64, seed=seed)
-    check_goods, check_defects = _good_and_defects(check_from)
-    if not check_goods:  # tiny data sets: no separate good parts to check on
-        check_goods, check_defects = goods, defects
-    check = calibration_tensors(check_goods, spec, check_defects, n=16, seed=seed + 1)
-    return calib, check
-
-
 def _ok(cs: CropSet) -> CropSet:
     return cs.select([s for s, k in zip(cs.samples, cs.ok, strict=True) if k])
 
@@ -219,73 +187,6 @@ def _fit_background(kind: str, good: list[np.ndarray], spec: PreprocessSpec,
               "its detail (fit_background_value)")
         log({"model": kind, "event": "background_value", "value": fitted.background_value})
     return fitted
-
-
-def _quantize(kind: str, float_path: Path, meta: ModelMetadata, calib: np.ndarray,
-              check: np.ndarray, exclude: list[str], log: TrainLog) -> dict | None:
-    """int8 copy beside the float model, with its measured speed and score change."""
-    from training.quantize import QUANTIZATION_TAG, quantize_static
-
-    out = float_path.with_name(f"{kind}.int8.onnx")
-    try:
-        quantize_static(float_path, out, calib, nodes_to_exclude=exclude,
-                        preprocess=kind != "autoencoder")
-    except Exception as exc:  # quantization is an optimization: say why and carry on
-        log({"model": kind, "event": "int8_failed", "error": str(exc)})
-        print(f"warning: int8 quantization of {kind} failed: {exc}")
-        return None
-    f32, i8 = load_model(float_path, "cpu"), load_model(out, "cpu")
-
-    def run(m):
-        r = m.infer(check)
-        return r[1] if kind == "autoencoder" else r
-
-    def timed(m) -> float:
-        m.warmup()
-        t = time.perf_counter()
-        for _ in range(3):
-            run(m)
-        return (time.perf_counter() - t) / (3 * len(check)) * 1e3
-
-    sf, sq = run(f32), run(i8)
-    info = {
-        "mode": QUANTIZATION_TAG,
-        "calibration_crops": int(len(calib)),
-        "ms_per_image_float": round(timed(f32), 3),
-        "ms_per_image_int8": round(timed(i8), 3),
-        # as a share of the raw threshold whatever the shown scale: odds magnify any change
-        # near p = 1 without changing a verdict, and verdicts_changed counts those
-        "max_abs_change_of_threshold": float(np.max(np.abs(sf - sq)) / meta.threshold),
-        "verdicts_changed": int(np.sum((meta.normalized(sf) >= 1.0) != (meta.normalized(sq) >= 1.0))),
-    }
-    info["speedup"] = round(info["ms_per_image_float"] / max(info["ms_per_image_int8"], 1e-9), 3)
-    if info["verdicts_changed"] or not info["max_abs_change_of_threshold"] <= INT8_MAX_CHANGE:
-        reason = (f"it changed {info['verdicts_changed']} of {len(check)} check verdicts and "
-                  f"moved a score by {info['max_abs_change_of_threshold']:.3g} of its threshold "
-                  f"(limit {INT8_MAX_CHANGE})")
-    elif not info["speedup"] >= INT8_MIN_SPEEDUP:
-        reason = (f"it is not faster: {info['ms_per_image_int8']} ms per crop against "
-                  f"{info['ms_per_image_float']} ms float ({info['speedup']}x, at least "
-                  f"{INT8_MIN_SPEEDUP}x needed)")
-    else:
-        reason = ""
-    if reason:
-        out.unlink(missing_ok=True)
-        log({"model": kind, "event": "int8_rejected", **info, "limit": INT8_MAX_CHANGE,
-             "min_speedup": INT8_MIN_SPEEDUP, "reason": reason})
-        print(f"note: int8 {kind} dropped: {reason}; the float model is the one to run")
-        return {**info, "kept": False}
-    q_meta = ModelMetadata(**{**meta.__dict__, "quantization": info})
-    write_metadata(out, q_meta)
-    log({"model": kind, "event": "int8", **info, "file": str(out)})
-    return info
-
-
-def _head_nodes(path: Path) -> list[str]:
-    """Scoring-head node names of an exported autoencoder (kept float when quantizing)."""
-    import onnx
-
-    return [n.name for n in onnx.load(str(path)).graph.node if not n.name.startswith("/net/")]
 
 
 def train(opts: TrainOptions) -> dict[str, Any]:
@@ -513,8 +414,8 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     int8 = None
     if opts.int8 and ae_opts.reference == "network":  # retrieval has no convolutions to speed up
         calib_from = _ok(crops.select(learned_good(roles) + roles["train_defect"]))
-        calib, check = _int8_sets(calib_from, thr_set, spec, opts.seed)
-        int8 = _quantize("autoencoder", path, meta, calib, check, _head_nodes(path), log)
+        calib, check = int8_sets(calib_from, thr_set, spec, opts.seed)
+        int8 = keep_int8_copy("autoencoder", path, meta, calib, check, head_nodes(path), log)
     elif opts.int8:
         log({"model": "autoencoder", "event": "no_int8",
              "reason": "the nearest-good reference has no convolutions to quantize"})
@@ -568,8 +469,8 @@ def _train_cls(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minut
     diffs = _check_parity(exported, path, x, log, "classifier")
     int8 = None
     if opts.int8:
-        calib, check = _int8_sets(train_set, val_set, spec, opts.seed)
-        int8 = _quantize("classifier", path, meta, calib, check, float_nodes(path), log)
+        calib, check = int8_sets(train_set, val_set, spec, opts.seed)
+        int8 = keep_int8_copy("classifier", path, meta, calib, check, float_nodes(path), log)
     info = {"file": str(path), "threshold": choice.value, "threshold_rule": choice.rule,
             "validation": metrics, "parity": diffs, "int8": int8,
             "evidence_spread": meta.evidence_spread}

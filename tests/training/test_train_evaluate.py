@@ -163,7 +163,7 @@ def test_an_int8_copy_that_moves_scores_is_dropped(trained, tmp_path, monkeypatc
     and the log says by how much it moved the scores."""
     import shutil
 
-    import training.train as tt
+    import training.int8_copy as ic
     from station.vision.preprocess import PreprocessSpec
     from training.classifier import calibration_tensors
 
@@ -175,8 +175,8 @@ def test_an_int8_copy_that_moves_scores_is_dropped(trained, tmp_path, monkeypatc
     goods = [rng.integers(90, 170, (64, 64), dtype=np.uint8) for _ in range(8)]
     x = calibration_tensors(goods, PreprocessSpec(size=64), n=8)
     rows = []
-    monkeypatch.setattr(tt, "INT8_MAX_CHANGE", -1.0)  # no change is small enough
-    info = tt._quantize("classifier", model, meta, x, x, [], rows.append)
+    monkeypatch.setattr(ic, "INT8_MAX_CHANGE", -1.0)  # no change is small enough
+    info = ic.keep_int8_copy("classifier", model, meta, x, x, [], rows.append)
     assert info["kept"] is False and not (tmp_path / "classifier.int8.onnx").exists()
     assert rows[-1]["event"] == "int8_rejected" and "max_abs_change_of_threshold" in rows[-1]
     assert "of its threshold" in rows[-1]["reason"]
@@ -189,7 +189,7 @@ def test_an_int8_copy_that_is_not_faster_is_dropped(trained, tmp_path, monkeypat
     and the log gives both timings."""
     import shutil
 
-    import training.train as tt
+    import training.int8_copy as ic
     from station.vision.preprocess import PreprocessSpec
     from training.classifier import calibration_tensors
 
@@ -200,18 +200,18 @@ def test_an_int8_copy_that_is_not_faster_is_dropped(trained, tmp_path, monkeypat
     goods = [rng.integers(90, 170, (64, 64), dtype=np.uint8) for _ in range(8)]
     x = calibration_tensors(goods, PreprocessSpec(size=64), n=8)
     rows = []
-    monkeypatch.setattr(tt, "INT8_MAX_CHANGE", 1e9)  # any score change is small enough
-    monkeypatch.setattr(tt, "INT8_MIN_SPEEDUP", 1e6)  # ... but no copy is this much faster
+    monkeypatch.setattr(ic, "INT8_MAX_CHANGE", 1e9)  # any score change is small enough
+    monkeypatch.setattr(ic, "INT8_MIN_SPEEDUP", 1e6)  # ... but no copy is this much faster
     # and no verdict can flip: noise crops may sit at a trained threshold, none at this one
     meta = dataclasses.replace(load_model(model).meta, threshold=1e9,
                                score_normalization={"method": "ratio"})
-    info = tt._quantize("classifier", model, meta, x, x, [], rows.append)
+    info = ic.keep_int8_copy("classifier", model, meta, x, x, [], rows.append)
     assert info["kept"] is False and not (tmp_path / "classifier.int8.onnx").exists()
     row = rows[-1]
     assert row["event"] == "int8_rejected" and "not faster" in row["reason"]
     assert row["ms_per_image_float"] > 0 and row["ms_per_image_int8"] > 0
-    monkeypatch.setattr(tt, "INT8_MIN_SPEEDUP", 0.0)  # any speed pays: the same copy is kept
-    info = tt._quantize("classifier", model, meta, x, x, [], rows.append)
+    monkeypatch.setattr(ic, "INT8_MIN_SPEEDUP", 0.0)  # any speed pays: the same copy is kept
+    info = ic.keep_int8_copy("classifier", model, meta, x, x, [], rows.append)
     assert "kept" not in info and (tmp_path / "classifier.int8.onnx").is_file()
 
 
@@ -446,7 +446,7 @@ def test_int8_classifier_calibrated_on_defects_keeps_their_scores(line_models, l
     """
     import shutil
 
-    import training.train as tt
+    import training.int8_copy as ic
     from station.sources.datasets import read_dataset
     from station.vision.align import AlignParams
     from station.vision.localize import LocalizeParams
@@ -462,7 +462,7 @@ def test_int8_classifier_calibrated_on_defects_keeps_their_scores(line_models, l
     calib_from = crops.select([s for s in samples if s.split != "test" or s.label])
     check_from = crops.select([s for s in samples if s.split == "test"])
     spec = PreprocessSpec(size=64)
-    calib, _ = tt._int8_sets(calib_from, check_from, spec, seed=0)
+    calib, _ = ic.int8_sets(calib_from, check_from, spec, seed=0)
     test = crops.select([s for s in samples if s.split == "test"])
     x = prepare_batch(list(test.crops), spec)
     labels = np.array([s.label for s in test.samples]) == 1
@@ -493,14 +493,14 @@ def test_int8_classifier_calibrated_on_defects_keeps_their_scores(line_models, l
     # checked on the real parts, of the kinds the model separates: training's own check set
     # adds synthesized defects of any kind, and one of those near the threshold flips with
     # the rounding of a CPU kernel path
-    monkeypatch.setattr(tt, "INT8_MIN_SPEEDUP", 0.0)  # about verdicts; speed is another rule
-    info = tt._quantize("classifier", model, f32.meta, calib, x, [], [].append)
+    monkeypatch.setattr(ic, "INT8_MIN_SPEEDUP", 0.0)  # about verdicts; speed is another rule
+    info = ic.keep_int8_copy("classifier", model, f32.meta, calib, x, [], [].append)
     assert info is not None
     flips = int(((p8 >= t) != (p32 >= t)).sum())
     change = float(np.abs(p8 - p32).max() / t)  # measured as raw / threshold
     assert info["verdicts_changed"] == flips
     assert info["max_abs_change_of_threshold"] == pytest.approx(change, rel=1e-5)
-    kept = flips == 0 and change <= tt.INT8_MAX_CHANGE
+    kept = flips == 0 and change <= ic.INT8_MAX_CHANGE
     copy = tmp_path / "classifier.int8.onnx"
     assert info.get("kept", True) == kept and copy.exists() == kept
     if kept:
