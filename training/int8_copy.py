@@ -34,9 +34,8 @@ INT8_MIN_SPEEDUP = 1.1
 
 def _good_and_defects(cs: CropSet) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The crops of a set, good ones and defective ones."""
-    labels = np.array([s.label for s in cs.samples], np.int64)
-    return ([c for c, y in zip(cs.crops, labels, strict=True) if y == 0],
-            [c for c, y in zip(cs.crops, labels, strict=True) if y])
+    pairs = list(zip(cs.crops, cs.samples, strict=True))
+    return [c for c, s in pairs if not s.label], [c for c, s in pairs if s.label]
 
 
 def int8_sets(calib_from: CropSet, check_from: CropSet, spec: PreprocessSpec,

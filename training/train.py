@@ -54,6 +54,8 @@ from training.int8_copy import head_nodes, int8_sets, keep_int8_copy
 from training.thresholds import MAX_FALSE_REJECT, ThresholdChoice, choose_threshold
 
 EXPORT_RESERVE_S = 60.0  # time kept back from the budget for export and quantization
+
+
 @dataclass
 class TrainOptions:
     """Everything ``station train`` can be told (defaults: 2 CPU cores, under 30 minutes)."""
