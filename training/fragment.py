@@ -45,7 +45,11 @@ def write_fragment(out: Path, files: dict[str, str], rule: str, ae_t: float, cls
     doc.add("localize", lt)
     at = tomlkit.table()
     for k, v in align.to_dict().items():
-        at.add(k, v)
+        if k not in ("template", "template_width"):  # learned: the models carry it
+            at.add(k, v)
+    if align.template:
+        at.add(tomlkit.comment(f"registration's {align.template_width} px wide template of "
+                               "the good parts is in the models' metadata"))
     doc.add("align", at)
     path = out / "recipe_fragment.toml"
     path.write_text(tomlkit.dumps(doc))

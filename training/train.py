@@ -51,6 +51,7 @@ from training.export import export_onnx, now_iso, over_tolerance, parity
 from training.fragment import write_fragment
 from training.fusion import fusion_rule, stamp_sum_threshold
 from training.int8_copy import head_nodes, int8_sets, keep_int8_copy
+from training.registration import learn_registration
 from training.thresholds import MAX_FALSE_REJECT, ThresholdChoice, choose_threshold
 
 EXPORT_RESERVE_S = 60.0  # time kept back from the budget for export and quantization
@@ -232,6 +233,12 @@ def _train(opts: TrainOptions, out: Path, device: str, log: TrainLog, t0: float)
     used = split.trained()
     loc, align = opts.localize or LocalizeParams(), opts.align or AlignParams()
     cache = opts.cache or out / "cache"
+    align, learned = learn_registration(align, loc, learned_good(roles), cache, opts.progress)
+    log({"event": "registration", **learned})
+    if learned["registration"] == "template":
+        print(f"registration: template {learned['template_px'][0]}x{learned['template_px'][1]}"
+              f"px from {learned['parts']} good parts; they moved {learned['moved_px_median']:g}"
+              f" px (median, 95 %: {learned['moved_px_p95']:g}), {learned['unmatched']} unmatched")
     kinds = [opts.only] if opts.only else ["autoencoder", "classifier"]
     for kind in kinds:  # an int8 copy left by an earlier run is not a copy of the new model
         (out / f"{kind}.int8.onnx").unlink(missing_ok=True)

@@ -488,6 +488,8 @@ def _align_table(p: Proposal) -> str:
             lines.append(_comment(p.notes["crop_scale"]))
         lines += ['crop_mode = "length"', f"crop_scale = {p.crop_scale:g}               "
                   "# crop width = this x the part's length"]
+        lines.append('registration = "template"   # station train learns the good parts\' mean '
+                     "crop; each part is registered onto it to a fraction of a pixel")
     if "crop_aspect" in p.notes:
         lines.append(_comment(p.notes["crop_aspect"]))
     lines.append(f"crop_aspect = {p.crop_aspect:g}               # crop height / crop width")

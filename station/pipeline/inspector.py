@@ -26,7 +26,7 @@ from station.models.inference import (
     session_options,
 )
 from station.models.metadata import ModelRefused, from_session
-from station.vision.align import AlignedCrop, AlignParams, PartNotFound, align, read_pattern
+from station.vision.align import AlignedCrop, AlignParams, PartNotFound, align, read_pose
 from station.vision.localize import LocalizeParams, localize
 from station.vision.preprocess import PreprocessSpec, prepare
 
@@ -204,7 +204,7 @@ class Inspector:
             if not loc.ok:
                 raise PartNotFound(loc)
             params = self.align_params or AlignParams()
-            loc = read_pattern(image, loc, params)  # the pose read once, for both crops
+            loc = read_pose(image, loc, params)  # the pose read once, for both crops
             crops: dict[tuple[int, int], AlignedCrop] = {}  # (width, height) -> crop
             for spec in (self.ae_spec, self.cls_spec):
                 if spec is not None and (spec.size, spec.crop_height) not in crops:

@@ -23,8 +23,10 @@ import numpy as np
 from station.vision import pattern
 from station.vision.gray import to_gray, to_uint8
 from station.vision.localize import Localization, LocalizeParams, _from_dict, localize
+from station.vision.register import match, template_image
 
 CROP_MODES = ("length", "fixed", "region")
+REGISTRATIONS = ("template", "none")
 ORIENTATIONS = ("head", "axis", "axis_pattern", "pattern", "none")
 MIN_CROP_PX = 8
 
@@ -89,12 +91,38 @@ class AlignParams:
         metadata={"min": 0.05, "max": 20.0,
                   "help": "crop height / crop width (1 = square); a long part gets a low one"},
     )
+    registration: str = field(
+        default="template",
+        metadata={"choices": REGISTRATIONS,
+                  "help": "template = station train learns the good parts' mean crop and every "
+                          "found part is registered onto it to a fraction of a pixel before it "
+                          "is cropped (a region, crop_mode region, is cut as it lies); none = "
+                          "the outline's pose alone"},
+    )
+    # learned by station train, carried by the models' metadata, never written in a recipe
+    template: tuple[int, ...] = field(
+        default=(), metadata={"internal": True, "min": 0, "max": 255,
+                              "help": "the good parts' mean grey crop, row by row"})
+    template_width: int = field(
+        default=0, metadata={"internal": True, "min": 0, "max": 4096,
+                             "help": "the template's width (px)"})
+
+    def __post_init__(self) -> None:
+        if self.template and (self.template_width <= 0 or len(self.template) % self.template_width):
+            raise ValueError(f"align.template: {len(self.template)} values are not rows of "
+                             f"template_width {self.template_width}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for model metadata."""
         d = asdict(self)
         d["pattern"] = list(self.pattern)
+        d["template"] = list(self.template)
         return d
+
+    @property
+    def registers(self) -> bool:
+        """Whether parts are registered onto a learned template (:func:`register`)."""
+        return self.registration == "template" and self.crop_mode != "region"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AlignParams:
@@ -298,16 +326,56 @@ def read_pattern(image: np.ndarray, loc: Localization, params: AlignParams) -> L
     return replace(loc, angle_deg=pattern.better_end(part, ref, float(loc.angle_deg)))
 
 
+def register(image: np.ndarray, loc: Localization, params: AlignParams) -> Localization:
+    """``loc`` with its centre and angle corrected by matching the part's coarse crop onto
+    the product's learned template (:mod:`station.vision.register`); unchanged without a
+    template, for a region, or where the match is not trusted.
+
+    The match ``W`` (template px -> coarse crop px) composed with the coarse crop's own affine
+    is again a turn, a shift and the same scale, so it is a pose: the crop at any size cut
+    with the returned pose is the registered one.
+    """
+    if not (params.registers and params.template and loc.ok and loc.center is not None):
+        return loc
+    tmpl = template_image(params.template, params.template_width)
+    th, tw = tmpl.shape
+    f2c = frame_to_crop_affine(loc, params, tw, th)
+    angle = loc.angle_deg
+    turn = params.orientation != "none" and angle is not None
+    w = match(to_gray(warp_to_crop(image, f2c, tw, th)), tmpl, turn)
+    if w is None:
+        return loc
+    c2f = invert_affine(f2c) @ np.vstack([w, [0.0, 0.0, 1.0]])  # template px -> frame px
+    cx, cy = c2f @ np.array([(tw - 1) / 2.0, (th - 1) / 2.0, 1.0])
+    out = replace(loc, center=(float(cx), float(cy)))
+    if turn and angle is not None:
+        dt = math.degrees(math.atan2(w[1, 0], w[0, 0]))
+        out = replace(out, angle_deg=(float(angle) + dt + 180.0) % 360.0 - 180.0)
+        # the crop turns by the coarse turn less dt; orientation "axis" folds turns into
+        # -90..90 and could fold this one to the other end of the part: then no correction
+        error = (rotation_deg(out, params) - rotation_deg(loc, params) + dt + 180.0) % 360.0 - 180.0
+        if abs(error) > 1e-6:
+            return loc
+    return out
+
+
+def read_pose(image: np.ndarray, loc: Localization, params: AlignParams) -> Localization:
+    """The pose a part's crops are cut in: the outline's, turned by the part's pattern
+    (:func:`read_pattern`), then registered onto the product's template (:func:`register`).
+    Read once per part: its crops at every size share it."""
+    return register(image, read_pattern(image, loc, params), params)
+
+
 def align(image: np.ndarray, loc: Localization, params: AlignParams | None, size: int,
           height: int | None = None, *, read: bool = True) -> AlignedCrop:
     """Crop the localized part into a uint8 image ``size`` px wide and ``height`` px high
-    (None or 0: square) in canonical pose. ``read=False``: ``loc`` already carries the angle
-    :func:`read_pattern` read (a part cropped at two sizes reads its pattern once)."""
+    (None or 0: square) in canonical pose. ``read=False``: ``loc`` already carries the pose
+    :func:`read_pose` read (a part cropped at two sizes reads it once)."""
     params = params or AlignParams()
     if not loc.ok:
         raise PartNotFound(loc)
     if read:
-        loc = read_pattern(image, loc, params)
+        loc = read_pose(image, loc, params)
     width, height = int(size), int(height or size)
     if min(width, height) < MIN_CROP_PX:
         raise ValueError(f"align: crop {width}x{height} is too small; expected at least "

@@ -126,6 +126,11 @@ def test_out_of_range_message_names_file_line_key_and_expectation(folder, monkey
          "pattern =", "align.pattern", "align.pattern is all zeros"),
         ("[align]\npattern = [1.5]\n", "pattern =", "align.pattern",
          "expected a list of integers"),
+        ("[align]\nregistration = \"ecc\"\n", "registration", "align.registration",
+         'expected one of "template", "none"'),
+        # the template is learned by station train and carried by the models, never set
+        ("[align]\ntemplate = [1, 2]\n", "template", "align.template",
+         "align.template: unknown key in [align]"),
         ("[quality]\nenabled = true\nreference = \"ref.json\"\n", "reference", "quality.reference",
          'quality.reference = "ref.json": expected an existing file (not found:'),
         ("[camera]\nsource = \"folder\"\ndevice = \"no_such_dir\"\n", "device", "camera.device",

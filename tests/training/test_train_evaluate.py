@@ -155,6 +155,17 @@ def test_train_writes_the_model_folder(trained):
         assert meta.kind == kind and meta.threshold > 0
         assert meta.data_fingerprint == split["data_fingerprint"]
         assert meta.preprocess["size"] == 64
+    # both models cut their crops in one registered pose: the template is the mean of the
+    # good parts they learn from, carried in their metadata and not in the recipe fragment
+    (reg,) = [r for r in rows if r.get("event") == "registration"]
+    assert reg["registration"] == "template"
+    assert reg["parts"] == len(roles["train_good"] + roles.get("train_labeled_good", []))
+    ae_align, cls_align = (load_model(out / f"{k}.onnx").meta.align_params()
+                           for k in ("autoencoder", "classifier"))
+    assert ae_align == cls_align and ae_align.registers
+    assert (ae_align.template_width, len(ae_align.template)) == (94, 94 * 94)
+    assert "template" not in fragment["align"] and "template_width" not in fragment["align"]
+    assert fragment["align"]["registration"] == "template"
 
 
 @pytest.mark.learning
