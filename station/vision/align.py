@@ -108,9 +108,8 @@ class AlignParams:
                              "help": "the template's width (px)"})
 
     def __post_init__(self) -> None:
-        if self.template and (self.template_width <= 0 or len(self.template) % self.template_width):
-            raise ValueError(f"align.template: {len(self.template)} values are not rows of "
-                             f"template_width {self.template_width}")
+        if self.template:  # refused at load (a model's metadata), not at the first part
+            template_image(self.template, self.template_width)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form for model metadata."""
