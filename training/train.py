@@ -24,6 +24,7 @@ import torch
 from station.config.schema import GOOD_TRAIN_SHARE
 from station.decision import RULES
 from station.models import scoring
+from station.models.inference import RETRIEVAL_ARCHITECTURE
 from station.models.metadata import ModelMetadata
 from station.sources.datasets import dataset_fingerprint, read_dataset
 from station.vision.align import AlignParams
@@ -413,7 +414,7 @@ def _train_ae(opts, crops: CropSet, roles, spec, loc, align, fingerprint, minute
     _log_threshold_scores(log, "autoencoder", raw, labels, thr_set.samples)
     metrics = _val_metrics(raw, labels, choice.value)
     arch = {"name": "conv_autoencoder_l1_pixelnorm" if ae_opts.reference == "network"
-            else "nearest_good_l1_pixelnorm", **ae_opts.to_dict(),
+            else RETRIEVAL_ARCHITECTURE, **ae_opts.to_dict(),
             "calibration": res.calibration, "epochs_run": max(
                 (h.get("epoch", 0) for h in res.history), default=0)}
     meta = _metadata("autoencoder", choice, spec, loc, align, fingerprint, opts.seed, metrics, arch,

@@ -12,6 +12,7 @@ about itself anywhere, not even to a local trace store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,15 @@ _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 _telemetry_disabled = False  # set once onnxruntime's telemetry events are off
 RETRIEVAL_BYTES = 256 << 20  # what one batch's nearest-parts search may hold (see below)
+#: onnxruntime's rewrite of convolutions into its blocked channel layout (NCHWc, part of its
+#: "all" optimizations): it pays for a network's dense convolutions (the screws' classifier
+#: pair 2.3 -> 1.8 ms) and costs the autoencoder that reconstructs from its nearest good
+#: parts, whose only convolutions are Gaussian blurs of one to five channels, each padded to
+#: a block of 8 and reordered back (screws 2.4 -> 2.9 ms, tiles 5.0 -> 6.3 ms, 2 AVX-512
+#: cores; docs/results.md). Such a file is opened without it.
+BLOCKED_LAYOUT = "NchwcTransformer"
+#: the ``architecture`` name of an autoencoder file that reconstructs from good parts
+RETRIEVAL_ARCHITECTURE = "nearest_good_l1_pixelnorm"
 
 
 def retrieval_batch(bank: int, shape: tuple[int, int, int], limit: int = 16) -> int:
@@ -82,11 +92,25 @@ def session_options(threads: int = 0, spinning: bool = True) -> ort.SessionOptio
 
 
 def new_session(path: Path | str, opts: ort.SessionOptions | None = None,
-                providers: list[str] | None = None) -> ort.InferenceSession:
-    """The one place sessions are made: telemetry off first, then the session."""
+                providers: list[str] | None = None,
+                disabled: Sequence[str] = ()) -> ort.InferenceSession:
+    """The one place sessions are made: telemetry off first, then the session
+    (``disabled``: onnxruntime optimizers left out, e.g. :data:`BLOCKED_LAYOUT`)."""
     disable_telemetry()
+    extra = {"disabled_optimizers": list(disabled)} if disabled else {}
     return ort.InferenceSession(str(path), sess_options=opts or session_options(),
-                                providers=providers or [_CPU])
+                                providers=providers or [_CPU], **extra)
+
+
+def fitted_session(session: ort.InferenceSession, meta: ModelMetadata, path: Path | str,
+                   opts: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    """``session``, or the file opened again without :data:`BLOCKED_LAYOUT` where its
+    architecture is the nearest-good-parts autoencoder (a retrieval graph the rewrite slows).
+    The line and ``station evaluate`` both open files through here, so the scores evaluation
+    measures are the line's (the two layouts differ by float rounding, ~1e-5)."""
+    if meta.architecture.get("name") != RETRIEVAL_ARCHITECTURE:
+        return session
+    return new_session(path, opts, providers, disabled=(BLOCKED_LAYOUT,))
 
 
 def choose_providers(provider: str = "auto") -> list[str]:
@@ -228,6 +252,8 @@ def load_model(path: Path | str, provider: str = "auto", threads: int = 0
     path = Path(path)
     session = open_session(path, provider, threads)
     meta = from_session(session, path)
+    session = fitted_session(session, meta, path, session_options(threads),
+                             choose_providers(provider))
     cls = AutoencoderModel if meta.kind == "autoencoder" else ClassifierModel
     return cls(session, meta, path)
 

@@ -21,6 +21,7 @@ from station.models.inference import (
     AutoencoderModel,
     ClassifierModel,
     choose_providers,
+    fitted_session,
     load_model,
     new_session,
     session_options,
@@ -399,11 +400,13 @@ def load_line_model(path: Path | str, provider: str = "auto", threads: int = 0
     """
     path = Path(path)
     providers = choose_providers(provider)  # no such provider: refused here, with its reason
+    opts = session_options(threads, spinning=False)
     try:
-        session = new_session(path, session_options(threads, spinning=False), providers)
+        session = new_session(path, opts, providers)
     except Exception:
         return load_model(path, provider=provider, threads=threads)
     meta = from_session(session, path)
+    session = fitted_session(session, meta, path, opts, providers)
     cls = AutoencoderModel if meta.kind == "autoencoder" else ClassifierModel
     return cls(session, meta, path)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,47 @@ def test_autoencoder_model_returns_maps_and_raw_scores(models):
     assert maps.shape == (3, SIZE, SIZE) and raw.shape == (3,)
     assert model.normalized(4.0) == pytest.approx(2.0)
     assert model.meta.version == "autoencoder-test"
+
+
+def test_the_retrieval_autoencoder_runs_without_the_blocked_layout(models, tmp_path,
+                                                                  monkeypatch):
+    """onnxruntime's blocked channel layout speeds a network's convolutions and slows the
+    nearest-good-parts autoencoder's blurs: evaluation (``load_model``) and the line
+    (``load_line_model``) open that one file without it, the rest with it, and the file's
+    scores stay torch's."""
+    import station.models.inference as inference
+    from station.pipeline.inspector import load_line_model
+    from training.autoencoder.train import neighbour_head
+
+    rng = np.random.default_rng(0)
+    good = rng.random((12, 1, SIZE, SIZE), dtype=np.float32) * 0.1 + 0.5
+    head = neighbour_head(good[:8], good[8:], AutoencoderOptions(neighbours=2, jitter_px=1)).head
+    meta = replace(_meta("autoencoder", 2.0),
+                   architecture={"name": inference.RETRIEVAL_ARCHITECTURE})
+    path = export_onnx(head.eval(), tmp_path / "retrieval.onnx", meta, torch.from_numpy(good[:2]))
+    opened: list[tuple[str, tuple[str, ...]]] = []
+    real = inference.new_session
+
+    def recorded(file, opts=None, providers=None, disabled=()):
+        opened.append((Path(file).name, tuple(disabled)))
+        return real(file, opts, providers, disabled)
+
+    monkeypatch.setattr(inference, "new_session", recorded)
+    monkeypatch.setattr("station.pipeline.inspector.new_session", recorded)
+    for load in (load_model, load_line_model):
+        opened.clear()
+        retrieval = load(path, "cpu", 1)
+        assert opened[-1] == ("retrieval.onnx", (inference.BLOCKED_LAYOUT,))
+        for kind in ("classifier", "autoencoder"):  # networks: the layout kept
+            opened.clear()
+            load(models[kind][1], "cpu", 1)
+            assert opened == [(f"{kind}.onnx", ())]
+        x = np.concatenate([good[8:], rng.random((2, 1, SIZE, SIZE), dtype=np.float32)])
+        maps, raw = retrieval.infer(x)
+        with torch.no_grad():
+            ref_map, ref_raw = head(torch.from_numpy(x))
+        assert np.abs(raw - ref_raw.numpy()).max() <= 1e-3 * max(1.0, np.abs(raw).max())
+        assert np.abs(maps - ref_map.numpy()[:, 0]).max() <= 1e-3 * max(1.0, np.abs(maps).max())
 
 
 def test_wrong_batch_shape_says_what_was_expected(models):
