@@ -102,7 +102,7 @@ def new_session(path: Path | str, opts: ort.SessionOptions | None = None,
                                 providers=providers or [_CPU], **extra)
 
 
-def fitted_session(session: ort.InferenceSession, meta: ModelMetadata, path: Path | str,
+def session_for_architecture(session: ort.InferenceSession, meta: ModelMetadata, path: Path | str,
                    opts: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
     """``session``, or the file opened again without :data:`BLOCKED_LAYOUT` where its
     architecture is the nearest-good-parts autoencoder (a retrieval graph the rewrite slows).
@@ -252,7 +252,7 @@ def load_model(path: Path | str, provider: str = "auto", threads: int = 0
     path = Path(path)
     session = open_session(path, provider, threads)
     meta = from_session(session, path)
-    session = fitted_session(session, meta, path, session_options(threads),
+    session = session_for_architecture(session, meta, path, session_options(threads),
                              choose_providers(provider))
     cls = AutoencoderModel if meta.kind == "autoencoder" else ClassifierModel
     return cls(session, meta, path)

@@ -21,9 +21,9 @@ from station.models.inference import (
     AutoencoderModel,
     ClassifierModel,
     choose_providers,
-    fitted_session,
     load_model,
     new_session,
+    session_for_architecture,
     session_options,
 )
 from station.models.metadata import ModelRefused, from_session
@@ -406,7 +406,7 @@ def load_line_model(path: Path | str, provider: str = "auto", threads: int = 0
     except Exception:
         return load_model(path, provider=provider, threads=threads)
     meta = from_session(session, path)
-    session = fitted_session(session, meta, path, opts, providers)
+    session = session_for_architecture(session, meta, path, opts, providers)
     cls = AutoencoderModel if meta.kind == "autoencoder" else ClassifierModel
     return cls(session, meta, path)
 
