@@ -80,8 +80,7 @@ def template_image(values: tuple[int, ...], width: int) -> np.ndarray:
     if w <= 0 or len(values) == 0 or len(values) % w:
         raise ValueError(f"align.template: {len(values)} values are not rows of "
                          f"template_width {w}")
-    t = np.asarray(values, np.float32).reshape(-1, w) / 255.0
-    return t
+    return np.asarray(values, np.float32).reshape(-1, w) / 255.0
 
 
 def match(crop: np.ndarray, template: np.ndarray, turn: bool = True) -> np.ndarray | None:
