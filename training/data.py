@@ -125,7 +125,7 @@ def compute_crops(
     """Aligned crops of ``samples``, ``size`` px wide and ``height`` px high (0 = square),
     cached in ``cache_dir`` when given. Images are read as stored (grey or colour): the
     model's preprocessing spec makes its colour mode, as at the line."""
-    from tqdm import tqdm
+    from station.progress import progress_bar
 
     samples = list(samples)
     height = int(height or size)
@@ -139,7 +139,8 @@ def compute_crops(
                            z["frame_shapes"], z["ok"], [str(m) for m in z["messages"]])
     crops: list[np.ndarray | None] = []
     c2f, f2c, shapes, ok, messages = [], [], [], [], []
-    for s in tqdm(samples, desc=f"crops {size}x{height}px", unit="img", disable=not progress):
+    for s in progress_bar(samples, desc=f"crops {size}x{height}px", unit="img",
+                          disable=not progress):
         aligned, why = None, ""
         try:  # an unreadable image is left out like a part not found (ok False, the reason
             # kept): one bad file does not stop a training, and evaluation counts it an ERROR

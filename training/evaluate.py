@@ -91,7 +91,7 @@ def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
               crops: CropSet | None = None) -> ModelScores:
     """Crop every sample with the model's own parameters (or reuse ``crops`` made with them:
     an int8 copy reads the crops of its float model) and run it through onnxruntime."""
-    from tqdm import tqdm
+    from station.progress import progress_bar
 
     spec = model.meta.preprocess_spec()
     if crops is None:
@@ -102,8 +102,8 @@ def run_model(model: AutoencoderModel | ClassifierModel, samples: list[Sample],
     ok = np.nonzero(crops.ok)[0]
     if isinstance(model, AutoencoderModel):  # a retrieval graph's search grows with the batch
         batch = model.batch_limit(batch)
-    for i in tqdm(range(0, len(ok), batch), desc=f"{model.kind} inference", unit="batch",
-                  disable=not progress):
+    for i in progress_bar(range(0, len(ok), batch), desc=f"{model.kind} inference",
+                          unit="batch", disable=not progress):
         ii = ok[i:i + batch]
         s, m = _infer(model, prepare_batch([crops.crops[j] for j in ii], spec))
         raw[ii] = np.asarray(s).reshape(-1)
@@ -137,13 +137,13 @@ def frame_map(scores: ModelScores, i: int) -> np.ndarray:
 def pixel_metrics(scores: ModelScores, samples: list[Sample], progress: bool = True) -> dict:
     """Pixel AUROC and AUPRO of a model's maps on full-image masks (good images count as
     all-good masks), overall and per defect type (that type's images and the good ones)."""
-    from tqdm import tqdm
+    from station.progress import progress_bar
 
     if scores.maps is None or not any(s.mask_path is not None for s in samples):
         return {}
     maps, masks, types = [], [], []
-    for i, s in enumerate(tqdm(samples, desc=f"{scores.kind} pixel metrics", unit="img",
-                               disable=not progress)):
+    for i, s in enumerate(progress_bar(samples, desc=f"{scores.kind} pixel metrics",
+                                       unit="img", disable=not progress)):
         if not scores.crops.ok[i] or (s.label == 1 and s.mask_path is None):
             continue
         shape = tuple(int(v) for v in scores.crops.frame_shapes[i])

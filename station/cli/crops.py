@@ -221,9 +221,8 @@ def _summary(args: argparse.Namespace, samples: Any, out: Path, tally: _Tally,
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from station.config import RecipeError
+    from station.progress import progress_bar
     from station.sources.datasets import DatasetError, read_dataset
 
     try:
@@ -247,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     tally = _Tally()
     with open(out / "crops.jsonl", "w", encoding="utf-8") as log:
-        for sample in tqdm(samples, desc="crops", unit="img", file=sys.stderr, disable=args.no_progress):
+        for sample in progress_bar(samples, desc="crops", unit="img", file=sys.stderr,
+                                   disable=args.no_progress):
             try:
                 rel = sample.path.resolve().relative_to(root)
             except ValueError:

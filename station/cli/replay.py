@@ -53,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"station replay: {describe_startup_error(args.recipe, recipe, exc)}",
               file=sys.stderr)
         return 2
-    from tqdm import tqdm
+    from station.progress import progress_bar
 
     skipped: list[Any] = []
     with engine:
-        bar = tqdm(total=len(samples), desc="replay", unit="part", file=sys.stderr)
+        bar = progress_bar(total=len(samples), desc="replay", unit="part", file=sys.stderr)
         engine.events.part.connect(lambda _result: bar.update(1))
 
         def on_skip(skip: Any) -> None:

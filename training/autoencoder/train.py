@@ -173,12 +173,12 @@ def _epoch(net: ConvAutoencoder, batches: _Batches, opt: torch.optim.Optimizer,
 def _fit(net: ConvAutoencoder, batches: _Batches, options: AutoencoderOptions,
          progress: bool, log: Callable[[dict], None] | None) -> list[dict]:
     """The training loop over epochs; returns the per-epoch history."""
-    from tqdm import tqdm
+    from station.progress import progress_bar
 
     opt = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     steps_per_epoch = max(1, math.ceil(len(batches) / options.batch_size))
     total_steps = options.epochs * steps_per_epoch
-    bar = tqdm(total=total_steps, desc="autoencoder", unit="step", disable=not progress)
+    bar = progress_bar(total=total_steps, desc="autoencoder", unit="step", disable=not progress)
     run = _Run(options, total_steps, log, bar)
     for epoch in range(options.epochs):
         total, seen, lr, stopped = _epoch(net, batches, opt, run, steps_per_epoch)

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from station.progress import progress_bar
 from station.vision.preprocess import PreprocessSpec
 from training.classifier.batches import BatchMaker, synthetic_validation
 from training.classifier.ensemble import Ensemble
@@ -200,8 +200,8 @@ def _train_one(good: list[np.ndarray], real: list[np.ndarray], masks: list[np.nd
     n_real = int(round(half * (1.0 - opts.synth_ratio))) if real else 0
     # in per cent of the planned run (steps or minutes, whichever ends it first), so the time
     # left it shows is the budget's: counted in steps, a timed run showed 36 min left of 2
-    bar = tqdm(total=100.0, desc=desc, unit="%", bar_format=PROGRESS_FORMAT,
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=100.0, desc=desc, unit="%", bar_format=PROGRESS_FORMAT,
+                       disable=not progress, dynamic_ncols=True)
     batches = BatchMaker(good, real, spec, rng, opts.batch_size, n_real, opts.flips, masks,
                          opts.transplant)
     run = _Run(model, device, batches,
