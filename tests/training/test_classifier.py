@@ -316,3 +316,19 @@ def test_real_defects_are_shown_on_other_good_parts_as_often_as_asked(share: flo
     # darker stripes of its new one
     for s in slots[on_good]:
         assert s[0, 30:34, 30:34].mean() < s[0, 4:20, 4:-4].min()
+
+
+def test_a_training_written_to_a_log_draws_its_bar_a_few_times(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """``station train 2> train.log``: each network's bar is drawn at its start and its end
+    (and every half minute between), not at each of its steps."""
+    good, _ = _crops(4, 8, 0)
+    res = train_classifier(good, np.zeros(8), good[:4], np.zeros(4), SPEC,
+                           _options(width=0.0625, epochs=30, batch_size=4, members=2),
+                           progress=True)
+    log = capfd.readouterr().err
+    steps = max(h["steps"] for h in res.history if "steps" in h)
+    assert steps >= 30  # a bar redrawn at each step would be drawn that often
+    for member in (1, 2):
+        draws = log.count(f"classifier {member}/2:")
+        assert 2 <= draws <= 3, log

@@ -185,7 +185,7 @@ def _fit(net: ConvAutoencoder, batches: _Batches, options: AutoencoderOptions,
         if seen:
             run.record({"model": "autoencoder", "epoch": epoch + 1, "steps": run.step,
                         "loss": total / seen, "lr": lr, "seconds": run.seconds()})
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.4f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.4f}", refresh=False)
         if stopped:
             run.record({"model": "autoencoder", "event": "time_budget_reached",
                         "epoch": epoch + 1, "steps": run.step, "seconds": run.seconds()})

@@ -150,10 +150,11 @@ class _Run:
             x, y = self.make_batch()
             losses.append(train_step(self.model, self.optim, self.loss_fn, x, y, self.device))
             self.step += 1
-            self.bar.update(round(100.0 * self.progress(), 1) - self.bar.n)
+            # the postfix waits for the bar's next redraw (station.progress paces it)
             self.bar.set_postfix(step=self.step, epoch=epoch + 1,
                                  loss=f"{np.mean(losses[-20:]):.3f}",
-                                 lr=f"{lr:.1e}")
+                                 lr=f"{lr:.1e}", refresh=False)
+            self.bar.update(round(100.0 * self.progress(), 1) - self.bar.n)
         return losses, False
 
 
